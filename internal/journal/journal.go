@@ -1,0 +1,575 @@
+package journal
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"time"
+)
+
+// ErrClosed is returned by operations on a closed journal.
+var ErrClosed = errors.New("journal: closed")
+
+// Defaults for Options.
+const (
+	DefaultMaxBytes     = 64 << 20
+	DefaultSyncInterval = 100 * time.Millisecond
+
+	minDefaultSegment = 64 << 10
+	maxDefaultSegment = 4 << 20
+	maxSegmentBytes   = 1 << 30
+
+	// droppedRecordSize is the encoded size of a KindDropped record.
+	droppedRecordSize = HeaderSize + 8
+)
+
+// Options configure a Journal.
+type Options struct {
+	Dir          string        // created 0700 if missing
+	MaxBytes     int64         // bound on unacknowledged record bytes (headers+payload); default 64 MiB
+	Mode         Mode          // what Append does when the journal is full
+	SegmentBytes int64         // default: clamp(MaxBytes/4, 64 KiB, 4 MiB); at most 1 GiB
+	SyncInterval time.Duration // default 100ms: dirty segments are fsync'd in batches in the background
+}
+
+// Journal is a sequence-numbered, on-disk output log. It is safe for
+// concurrent use.
+type Journal struct {
+	dir          string
+	segBytes     int64
+	syncInterval time.Duration
+
+	// appendMu serializes Append (and Close against an in-flight Append).
+	// Fields below it up to mu are guarded by appendMu.
+	appendMu sync.Mutex
+	buf      []byte
+
+	mu             sync.Mutex
+	maxBytes       int64
+	mode           Mode
+	segs           []*segment // oldest first; the last one is appended to
+	next           uint64     // seq of the next record
+	endPos         int64      // logical position after the last record
+	acked          uint64
+	pendingDrop    uint64 // output bytes dropped since the last KindDropped record
+	pendingDropped bool   // records were dropped since the last KindDropped record
+	droppedTotal   uint64
+	closed         bool
+	changed        chan struct{} // closed and replaced when state changes
+	changedUsed    bool
+	dirDirty       bool
+	ackSaved       uint64
+	ackSavedOK     bool
+	blocked        int // Appends waiting for space (for tests)
+	waiting        int // Waits waiting for records (for tests)
+
+	syncMu  sync.Mutex // serializes syncNow; guards ackFile writes
+	ackFile *os.File
+	stop    chan struct{}
+	done    chan struct{}
+}
+
+func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
+
+// Open opens the journal in opts.Dir, creating it if needed. Existing
+// segments are recovered: records are validated, a torn or corrupt tail is
+// truncated, numbering continues after the last good record and the acked
+// mark is restored from the ack file.
+func Open(opts Options) (*Journal, error) {
+	if opts.Dir == "" {
+		return nil, errors.New("journal: Options.Dir is empty")
+	}
+	if opts.MaxBytes <= 0 {
+		opts.MaxBytes = DefaultMaxBytes
+	}
+	if opts.Mode != Block && opts.Mode != Drop {
+		return nil, fmt.Errorf("journal: invalid mode %v", opts.Mode)
+	}
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = min(max(opts.MaxBytes/4, minDefaultSegment), maxDefaultSegment)
+	}
+	opts.SegmentBytes = min(opts.SegmentBytes, maxSegmentBytes)
+	if opts.SyncInterval <= 0 {
+		opts.SyncInterval = DefaultSyncInterval
+	}
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	j := &Journal{
+		dir:          opts.Dir,
+		segBytes:     opts.SegmentBytes,
+		syncInterval: opts.SyncInterval,
+		maxBytes:     opts.MaxBytes,
+		mode:         opts.Mode,
+		changed:      make(chan struct{}),
+		stop:         make(chan struct{}),
+		done:         make(chan struct{}),
+	}
+	if err := j.recover(); err != nil {
+		j.closeFiles()
+		return nil, err
+	}
+	go j.syncLoop()
+	return j, nil
+}
+
+// notifyLocked wakes everyone waiting on j.changed.
+func (j *Journal) notifyLocked() {
+	if j.changedUsed {
+		close(j.changed)
+		j.changed = make(chan struct{})
+		j.changedUsed = false
+	}
+}
+
+// changedLocked returns a channel that is closed on the next state change.
+func (j *Journal) changedLocked() <-chan struct{} {
+	j.changedUsed = true
+	return j.changed
+}
+
+func (j *Journal) firstLocked() uint64 {
+	if len(j.segs) > 0 && j.segs[0].n() > 0 {
+		return j.segs[0].first
+	}
+	return j.next
+}
+
+// segIndexLocked returns the index of the segment holding retained seq.
+func (j *Journal) segIndexLocked(seq uint64) int {
+	return sort.Search(len(j.segs), func(i int) bool { return j.segs[i].first > seq }) - 1
+}
+
+// unackedLocked returns the bytes of retained records above the acked mark.
+func (j *Journal) unackedLocked() int64 {
+	start := max(j.acked+1, j.firstLocked())
+	if start >= j.next {
+		return 0
+	}
+	s := j.segs[j.segIndexLocked(start)]
+	return j.endPos - (s.base + int64(s.entries[start-s.first].off))
+}
+
+// removeLocked drops segment i from the list. It returns the segment if its
+// file can be closed and deleted right away (see finalize).
+func (j *Journal) removeLocked(i int) *segment {
+	s := j.segs[i]
+	j.segs = append(j.segs[:i], j.segs[i+1:]...)
+	s.removed = true
+	j.dirDirty = true
+	if s.refs == 0 {
+		return s
+	}
+	return nil
+}
+
+// unrefLocked releases a reference taken under the lock.
+func (j *Journal) unrefLocked(s *segment, dead []*segment) []*segment {
+	s.refs--
+	if s.refs == 0 && (s.removed || s.closing) {
+		dead = append(dead, s)
+	}
+	return dead
+}
+
+// finalize closes (and, if removed, deletes) segments no longer referenced.
+func finalize(dead []*segment) {
+	for _, s := range dead {
+		if s == nil {
+			continue
+		}
+		s.f.Close()
+		if s.removed {
+			os.Remove(s.path)
+		}
+	}
+}
+
+// trimAckedLocked removes fully acknowledged segments other than the one
+// being appended to.
+func (j *Journal) trimAckedLocked(dead []*segment) []*segment {
+	for len(j.segs) > 1 && j.segs[0].n() > 0 && j.segs[0].last() <= j.acked {
+		dead = append(dead, j.removeLocked(0))
+	}
+	return dead
+}
+
+// dropOldestLocked discards the oldest segment, accounting for its
+// unacknowledged records as dropped.
+func (j *Journal) dropOldestLocked(dead []*segment) []*segment {
+	s := j.segs[0]
+	if start := max(j.acked+1, s.first); s.n() > 0 && start <= s.last() {
+		out := uint64(s.outTotal - s.entries[start-s.first].out)
+		j.droppedTotal += out
+		j.pendingDrop += out
+		for _, d := range s.drops {
+			if d.seq >= start {
+				j.pendingDrop += d.n
+			}
+		}
+		j.pendingDropped = true
+	}
+	return append(dead, j.removeLocked(0))
+}
+
+// Append adds a record and returns its sequence number. data is copied.
+// When the journal is full, Block mode waits for acknowledgements (until ctx
+// is done or the journal is closed) and Drop mode discards the oldest
+// unacknowledged segments, announcing the loss with a KindDropped record
+// written just before this one. A record always fits into a journal with no
+// unacknowledged records.
+func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte) (uint64, error) {
+	if len(data) > MaxDataBytes {
+		return 0, fmt.Errorf("%w: %d bytes of data (max %d)", ErrTooLarge, len(data), MaxDataBytes)
+	}
+	size := int64(EncodedSize(len(data)))
+
+	j.appendMu.Lock()
+	defer j.appendMu.Unlock()
+
+	var dead []*segment
+	defer func() { finalize(dead) }()
+
+	j.mu.Lock()
+	for {
+		if j.closed {
+			j.mu.Unlock()
+			return 0, ErrClosed
+		}
+		need := size
+		if j.pendingDropped {
+			need += droppedRecordSize
+		}
+		un := j.unackedLocked()
+		if un == 0 || un+need <= j.maxBytes {
+			break
+		}
+		if j.mode == Drop {
+			dead = j.dropOldestLocked(dead)
+			continue
+		}
+		ch := j.changedLocked()
+		j.blocked++
+		j.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		j.mu.Lock()
+		j.blocked--
+		if err != nil {
+			j.mu.Unlock()
+			return 0, err
+		}
+	}
+
+	// Pick the segment to write to, starting a new one if needed.
+	withDrop := j.pendingDropped
+	need := size
+	if withDrop {
+		need += droppedRecordSize
+	}
+	var active *segment
+	if len(j.segs) > 0 {
+		active = j.segs[len(j.segs)-1]
+	}
+	roll := active == nil ||
+		(active.n() > 0 && (active.last() <= j.acked || active.size+need > j.segBytes))
+	seq := j.next
+	base := j.endPos
+	j.mu.Unlock()
+
+	if roll {
+		// Only Append changes the tail of j.segs and j.next/endPos, and we
+		// hold appendMu, so they are stable while the lock is released.
+		s, err := createSegment(j.dir, seq, base)
+		if err != nil {
+			return 0, err
+		}
+		j.mu.Lock()
+		if j.closed {
+			j.mu.Unlock()
+			s.f.Close()
+			os.Remove(s.path)
+			return 0, ErrClosed
+		}
+		j.segs = append(j.segs, s)
+		j.dirDirty = true
+		dead = j.trimAckedLocked(dead)
+		j.mu.Unlock()
+		active = s
+	}
+
+	buf := j.buf[:0]
+	if withDrop {
+		var cnt [8]byte
+		binary.BigEndian.PutUint64(cnt[:], j.pendingDrop)
+		buf = AppendRecord(buf, Record{Seq: seq, Kind: KindDropped, Data: cnt[:]})
+		seq++
+	}
+	buf = AppendRecord(buf, Record{Seq: seq, Kind: kind, Cmd: cmd, Data: data})
+	j.buf = buf
+	if cap(j.buf) > 2*MaxRecordBytes {
+		j.buf = nil // don't pin a huge buffer
+	}
+
+	off := active.size // stable: only Append changes it
+	if _, err := active.f.WriteAt(buf, off); err != nil {
+		active.f.Truncate(off)
+		return 0, fmt.Errorf("journal: write: %w", err)
+	}
+
+	j.mu.Lock()
+	if withDrop {
+		active.add(seq-1, KindDropped, buf[HeaderSize:droppedRecordSize])
+		j.pendingDrop = 0
+		j.pendingDropped = false
+	}
+	active.add(seq, kind, data)
+	active.dirty = true
+	j.next = seq + 1
+	j.endPos += int64(len(buf))
+	j.notifyLocked()
+	j.mu.Unlock()
+	return seq, nil
+}
+
+type readChunk struct {
+	s        *segment
+	off, end int64
+}
+
+// Read returns records with Seq > after, in order, up to about maxBytes of
+// encoded records but at least one if any exists. If after is below the
+// oldest retained record, reading starts at the oldest retained record.
+// Read returns no records (and no error) if there is nothing after `after`.
+func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil, ErrClosed
+	}
+	start := max(after+1, j.firstLocked())
+	if start >= j.next {
+		j.mu.Unlock()
+		return nil, nil
+	}
+	var chunks []readChunk
+	var total int64
+	budget := int64(maxBytes)
+	seq := start
+	full := false
+	for i := j.segIndexLocked(start); i < len(j.segs) && seq < j.next && !full; i++ {
+		s := j.segs[i]
+		k := int(seq - s.first)
+		if k >= s.n() {
+			continue
+		}
+		off := int64(s.entries[k].off)
+		end := off
+		for ; k < s.n(); k++ {
+			e := s.end(k)
+			if total > 0 && total+(e-end) > budget {
+				full = true
+				break
+			}
+			total += e - end
+			end = e
+			seq++
+		}
+		if end > off {
+			s.refs++
+			chunks = append(chunks, readChunk{s, off, end})
+		}
+	}
+	j.mu.Unlock()
+
+	recs, err := readChunks(chunks, int(seq-start))
+
+	var dead []*segment
+	j.mu.Lock()
+	for _, c := range chunks {
+		dead = j.unrefLocked(c.s, dead)
+	}
+	j.mu.Unlock()
+	finalize(dead)
+	return recs, err
+}
+
+func readChunks(chunks []readChunk, n int) ([]Record, error) {
+	recs := make([]Record, 0, n)
+	for _, c := range chunks {
+		buf := make([]byte, c.end-c.off)
+		if _, err := c.s.f.ReadAt(buf, c.off); err != nil {
+			return recs, fmt.Errorf("journal: read %s: %w", c.s.path, err)
+		}
+		for len(buf) > 0 {
+			r, n, err := DecodeRecord(buf)
+			if err != nil {
+				return recs, fmt.Errorf("journal: %s: %w", c.s.path, err)
+			}
+			recs = append(recs, r)
+			buf = buf[n:]
+		}
+	}
+	return recs, nil
+}
+
+// Wait returns nil once Last() > after, ctx.Err() if ctx is done first, or
+// ErrClosed if the journal is closed.
+func (j *Journal) Wait(ctx context.Context, after uint64) error {
+	for {
+		j.mu.Lock()
+		if j.closed {
+			j.mu.Unlock()
+			return ErrClosed
+		}
+		if j.next-1 > after {
+			j.mu.Unlock()
+			return nil
+		}
+		ch := j.changedLocked()
+		j.waiting++
+		j.mu.Unlock()
+		var err error
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
+		j.mu.Lock()
+		j.waiting--
+		j.mu.Unlock()
+		if err != nil {
+			return err
+		}
+	}
+}
+
+// Ack marks records with Seq <= seq as delivered: their bytes no longer count
+// against MaxBytes (waking blocked Appends) and fully acknowledged segments
+// are deleted. The mark is persisted by the background sync. Acks never move
+// the mark backwards; seq is clamped to Last().
+func (j *Journal) Ack(seq uint64) {
+	j.mu.Lock()
+	seq = min(seq, j.next-1)
+	if j.closed || seq <= j.acked {
+		j.mu.Unlock()
+		return
+	}
+	j.acked = seq
+	dead := j.trimAckedLocked(nil)
+	j.notifyLocked()
+	j.mu.Unlock()
+	finalize(dead)
+}
+
+// Acked returns the acknowledged mark.
+func (j *Journal) Acked() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.acked
+}
+
+// Last returns the seq of the last appended record (0 if none ever was).
+func (j *Journal) Last() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.next - 1
+}
+
+// First returns the seq of the oldest retained record, Last()+1 if none is.
+func (j *Journal) First() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.firstLocked()
+}
+
+// Unacked returns the bytes (headers+payload) of retained unacknowledged
+// records, the quantity bounded by MaxBytes.
+func (j *Journal) Unacked() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.unackedLocked()
+}
+
+// DroppedBytes returns the stdout/stderr payload bytes dropped since Open.
+func (j *Journal) DroppedBytes() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.droppedTotal
+}
+
+// SetLimits changes MaxBytes and Mode of an open journal and wakes blocked
+// Appends so they re-evaluate. A maxBytes <= 0 or an unknown mode leaves the
+// respective setting unchanged. Lowering the limit in Drop mode takes effect
+// at the next Append.
+func (j *Journal) SetLimits(maxBytes int64, mode Mode) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if maxBytes > 0 {
+		j.maxBytes = maxBytes
+	}
+	if mode == Block || mode == Drop {
+		j.mode = mode
+	}
+	j.notifyLocked()
+}
+
+// Close stops the background sync, fsyncs, closes the files and wakes all
+// waiters with ErrClosed. Closing a closed journal returns nil.
+func (j *Journal) Close() error {
+	j.mu.Lock()
+	if j.closed {
+		j.mu.Unlock()
+		return nil
+	}
+	j.closed = true
+	j.notifyLocked()
+	j.mu.Unlock()
+
+	close(j.stop)
+	<-j.done
+	j.appendMu.Lock() // wait for an in-flight write
+	defer j.appendMu.Unlock()
+	err := j.syncNow()
+	j.closeFiles()
+	return err
+}
+
+// closeFiles closes the segment files (deferred while readers use them) and
+// the ack file.
+func (j *Journal) closeFiles() {
+	var dead []*segment
+	j.mu.Lock()
+	for _, s := range j.segs {
+		s.closing = true
+		if s.refs == 0 {
+			dead = append(dead, s)
+		}
+	}
+	j.segs = nil
+	j.mu.Unlock()
+	finalize(dead)
+	j.syncMu.Lock()
+	if j.ackFile != nil {
+		j.ackFile.Close()
+		j.ackFile = nil
+	}
+	j.syncMu.Unlock()
+}
+
+// Remove closes the journal and deletes its directory.
+func (j *Journal) Remove() error {
+	cerr := j.Close()
+	if err := os.RemoveAll(j.dir); err != nil {
+		return fmt.Errorf("journal: %w", err)
+	}
+	return cerr
+}

@@ -1,0 +1,140 @@
+package journal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+)
+
+// Kind is the type of a journal record.
+type Kind uint8
+
+// Record kinds.
+const (
+	KindStdout  Kind = 1 // a chunk of the command's standard output
+	KindStderr  Kind = 2 // a chunk of the command's standard error
+	KindStart   Kind = 3 // a command started
+	KindExit    Kind = 4 // a command exited
+	KindDropped Kind = 5 // Data: 8-byte big-endian count of output bytes dropped
+	KindInfo    Kind = 6 // informational message
+)
+
+func (k Kind) String() string {
+	switch k {
+	case KindStdout:
+		return "stdout"
+	case KindStderr:
+		return "stderr"
+	case KindStart:
+		return "start"
+	case KindExit:
+		return "exit"
+	case KindDropped:
+		return "dropped"
+	case KindInfo:
+		return "info"
+	}
+	return fmt.Sprintf("kind(%d)", uint8(k))
+}
+
+// Record is one entry of the journal.
+type Record struct {
+	Seq  uint64
+	Kind Kind
+	Cmd  uint32
+	Data []byte
+}
+
+// Encoding of a record (all integers big-endian):
+//
+//	[0]      magic 0xA7
+//	[1]      kind
+//	[2:6]    cmd
+//	[6:14]   seq
+//	[14:18]  length of data
+//	[18:22]  CRC-32C over bytes [0:18] followed by data
+//	[22:]    data
+const (
+	// HeaderSize is the size of the fixed record header.
+	HeaderSize = 22
+	// MaxDataBytes is the largest data payload of a single record.
+	MaxDataBytes = 1 << 20
+	// MaxRecordBytes is the largest encoded record.
+	MaxRecordBytes = HeaderSize + MaxDataBytes
+
+	recordMagic = 0xA7
+	crcOff      = 18
+)
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Errors returned by DecodeRecord (wrapped with details) and Append.
+var (
+	ErrTooLarge    = errors.New("journal: record too large")
+	ErrShortRecord = errors.New("journal: short record")
+	ErrBadMagic    = errors.New("journal: bad record magic")
+	ErrBadCRC      = errors.New("journal: record checksum mismatch")
+)
+
+// EncodedSize returns the encoded size of a record with n bytes of data.
+func EncodedSize(n int) int { return HeaderSize + n }
+
+// AppendRecord appends the encoding of r to dst and returns the extended
+// slice. Records with more than MaxDataBytes of data encode but do not
+// decode (DecodeRecord reports ErrTooLarge).
+func AppendRecord(dst []byte, r Record) []byte {
+	start := len(dst)
+	dst = append(dst, recordMagic, byte(r.Kind))
+	dst = binary.BigEndian.AppendUint32(dst, r.Cmd)
+	dst = binary.BigEndian.AppendUint64(dst, r.Seq)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(r.Data)))
+	dst = append(dst, 0, 0, 0, 0)
+	dst = append(dst, r.Data...)
+	crc := crc32.Update(0, castagnoli, dst[start:start+crcOff])
+	crc = crc32.Update(crc, castagnoli, dst[start+HeaderSize:])
+	binary.BigEndian.PutUint32(dst[start+crcOff:], crc)
+	return dst
+}
+
+// dataLen validates the header at the start of b and returns the length of
+// the record's data. b must hold at least HeaderSize bytes.
+func dataLen(b []byte) (int, error) {
+	if b[0] != recordMagic {
+		return 0, fmt.Errorf("%w: 0x%02x", ErrBadMagic, b[0])
+	}
+	n := binary.BigEndian.Uint32(b[14:18])
+	if n > MaxDataBytes {
+		return 0, fmt.Errorf("%w: %d bytes of data (max %d)", ErrTooLarge, n, MaxDataBytes)
+	}
+	return int(n), nil
+}
+
+// DecodeRecord decodes the record at the start of b and returns it with the
+// number of bytes it occupies. r.Data aliases b. It never panics; errors wrap
+// ErrShortRecord, ErrBadMagic, ErrTooLarge or ErrBadCRC.
+func DecodeRecord(b []byte) (r Record, n int, err error) {
+	if len(b) < HeaderSize {
+		return Record{}, 0, fmt.Errorf("%w: %d bytes, header needs %d", ErrShortRecord, len(b), HeaderSize)
+	}
+	dl, err := dataLen(b)
+	if err != nil {
+		return Record{}, 0, err
+	}
+	n = HeaderSize + dl
+	if len(b) < n {
+		return Record{}, 0, fmt.Errorf("%w: %d bytes, record needs %d", ErrShortRecord, len(b), n)
+	}
+	crc := crc32.Update(0, castagnoli, b[:crcOff])
+	crc = crc32.Update(crc, castagnoli, b[HeaderSize:n])
+	if want := binary.BigEndian.Uint32(b[crcOff:HeaderSize]); crc != want {
+		return Record{}, 0, fmt.Errorf("%w: computed %08x, stored %08x", ErrBadCRC, crc, want)
+	}
+	r = Record{
+		Seq:  binary.BigEndian.Uint64(b[6:14]),
+		Kind: Kind(b[1]),
+		Cmd:  binary.BigEndian.Uint32(b[2:6]),
+		Data: b[HeaderSize:n:n],
+	}
+	return r, n, nil
+}
