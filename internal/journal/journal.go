@@ -14,6 +14,15 @@ import (
 // ErrClosed is returned by operations on a closed journal.
 var ErrClosed = errors.New("journal: closed")
 
+// ErrExhausted is returned by Append when sequence numbers above MaxSeq
+// would be needed.
+var ErrExhausted = errors.New("journal: sequence numbers exhausted")
+
+// MaxSeq is the largest sequence number. Keeping it far from 2^64 means seq
+// arithmetic never overflows; records, segment names and ack marks above it
+// are treated as corrupt.
+const MaxSeq = 1 << 62
+
 // Defaults for Options.
 const (
 	DefaultMaxBytes     = 64 << 20
@@ -132,11 +141,15 @@ func (j *Journal) changedLocked() <-chan struct{} {
 	return j.changed
 }
 
+// firstLocked returns the oldest retained unacknowledged seq (j.next if
+// none). Acknowledged records are logically gone even while the rest of
+// their segment keeps them on disk.
 func (j *Journal) firstLocked() uint64 {
+	first := j.next
 	if len(j.segs) > 0 && j.segs[0].n() > 0 {
-		return j.segs[0].first
+		first = j.segs[0].first
 	}
-	return j.next
+	return min(max(first, j.acked+1), j.next)
 }
 
 // segIndexLocked returns the index of the segment holding retained seq.
@@ -146,7 +159,7 @@ func (j *Journal) segIndexLocked(seq uint64) int {
 
 // unackedLocked returns the bytes of retained records above the acked mark.
 func (j *Journal) unackedLocked() int64 {
-	start := max(j.acked+1, j.firstLocked())
+	start := j.firstLocked()
 	if start >= j.next {
 		return 0
 	}
@@ -271,6 +284,10 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 
 	// Pick the segment to write to, starting a new one if needed.
 	withDrop := j.pendingDropped
+	if j.next > MaxSeq-1 {
+		j.mu.Unlock()
+		return 0, ErrExhausted
+	}
 	need := size
 	if withDrop {
 		need += droppedRecordSize
@@ -279,8 +296,9 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	if len(j.segs) > 0 {
 		active = j.segs[len(j.segs)-1]
 	}
-	roll := active == nil ||
-		(active.n() > 0 && (active.last() <= j.acked || active.size+need > j.segBytes))
+	// Roll by size only: rolling whenever the active segment is fully
+	// acknowledged would create a file per record for a client that keeps up.
+	roll := active == nil || (active.n() > 0 && active.size+need > j.segBytes)
 	seq := j.next
 	base := j.endPos
 	j.mu.Unlock()
@@ -346,8 +364,10 @@ type readChunk struct {
 }
 
 // Read returns records with Seq > after, in order, up to about maxBytes of
-// encoded records but at least one if any exists. If after is below the
-// oldest retained record, reading starts at the oldest retained record.
+// encoded records but at least one if any exists. If after is below First(),
+// reading starts at First(): records dropped in Drop mode are announced by a
+// KindDropped record appended before the next record after the drop (so it
+// follows the surviving records), and acknowledged records are not returned.
 // Read returns no records (and no error) if there is nothing after `after`.
 func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
 	j.mu.Lock()
@@ -484,7 +504,8 @@ func (j *Journal) Last() uint64 {
 	return j.next - 1
 }
 
-// First returns the seq of the oldest retained record, Last()+1 if none is.
+// First returns the seq of the oldest retained unacknowledged record,
+// Last()+1 if there is none. Read never returns records below it.
 func (j *Journal) First() uint64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()

@@ -110,27 +110,30 @@ func TestAckDeletesSegments(t *testing.T) {
 	if got := segFiles(t, dir); len(got) != 3 || got[0] != segName(uint64(2*perSeg+1)) {
 		t.Fatalf("segments after ack: %v", got)
 	}
-	if j.First() != uint64(2*perSeg+1) || j.Acked() != uint64(2*perSeg+1) {
+	if j.First() != uint64(2*perSeg+2) || j.Acked() != uint64(2*perSeg+1) {
 		t.Fatalf("First %d Acked %d", j.First(), j.Acked())
+	}
+	// Acknowledged records are not read back even though still on disk.
+	if recs := readAll(t, j, 0, 0); len(recs) != 3*perSeg-1 || recs[0].Seq != uint64(2*perSeg+2) {
+		t.Fatalf("read %d records from %d", len(recs), recs[0].Seq)
 	}
 	j.Ack(1) // never moves back
 	if j.Acked() != uint64(2*perSeg+1) {
 		t.Fatalf("ack moved back to %d", j.Acked())
 	}
-	// Acking everything keeps the active segment until the next Append.
+	// Acking everything keeps the segment being appended to until it is full.
 	j.Ack(1 << 40)
-	if j.Acked() != j.Last() || j.Unacked() != 0 {
-		t.Fatalf("Acked %d Last %d Unacked %d", j.Acked(), j.Last(), j.Unacked())
+	if j.Acked() != j.Last() || j.Unacked() != 0 || j.First() != j.Last()+1 {
+		t.Fatalf("Acked %d Last %d First %d Unacked %d", j.Acked(), j.Last(), j.First(), j.Unacked())
 	}
 	if got := segFiles(t, dir); len(got) != 1 {
 		t.Fatalf("segments after full ack: %v", got)
 	}
-	seq := appendT(t, j, KindStdout, 0, []byte("x"))
-	if got := segFiles(t, dir); len(got) != 1 || got[0] != segName(seq) {
-		t.Fatalf("segments after append: %v", got)
+	for range perSeg + 1 {
+		appendT(t, j, KindStdout, 0, payload(0, 100))
 	}
-	if j.First() != seq {
-		t.Fatalf("First = %d, want %d", j.First(), seq)
+	if got := segFiles(t, dir); len(got) != 2 || got[0] != segName(uint64(5*perSeg+1)) {
+		t.Fatalf("segments after append: %v", got)
 	}
 }
 

@@ -38,6 +38,9 @@ func (j *Journal) recover() error {
 		return err
 	}
 	next := uint64(1)
+	if ackMark > MaxSeq {
+		ackOK = false
+	}
 	if ackOK {
 		next = max(next, ackMark+1)
 	}
@@ -46,7 +49,7 @@ func (j *Journal) recover() error {
 	broken := false
 	for _, first := range firsts {
 		path := filepath.Join(j.dir, segName(first))
-		if broken || first == 0 || (expect != 0 && first != expect) {
+		if broken || first == 0 || first > MaxSeq || (expect != 0 && first != expect) {
 			// After corruption, a gap or an impossible name: discard.
 			broken = true
 			if err := os.Remove(path); err != nil {

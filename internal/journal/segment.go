@@ -146,7 +146,7 @@ func scanSegment(path string, first uint64) (s *segment, clean bool, err error) 
 			return nil, false, fmt.Errorf("journal: read segment %s: %w", path, err)
 		}
 		r, _, err := DecodeRecord(buf)
-		if err != nil || r.Seq != first+uint64(s.n()) {
+		if err != nil || r.Seq != first+uint64(s.n()) || r.Seq > MaxSeq {
 			clean = false
 			break
 		}
