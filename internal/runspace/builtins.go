@@ -23,6 +23,10 @@ import (
 const (
 	umaskCmd   = "\x00tether-umask"
 	declareCmd = "\x00tether-declare"
+	// externalCmd runs the program named by the next argument from PATH,
+	// for interp "builtins" that it does not implement but that exist
+	// as programs (kill).
+	externalCmd = "\x00tether-external"
 )
 
 // callHandler routes umask and query forms of declare/typeset to the
@@ -31,7 +35,7 @@ func (r *Runspace) callHandler(ctx context.Context, args []string) ([]string, er
 	name := args[0]
 	if (name == "builtin" || name == "command") && len(args) > 1 {
 		switch args[1] {
-		case "umask", "declare", "typeset":
+		case "umask", "declare", "typeset", "export", "readonly", "kill":
 			args, name = args[1:], args[1]
 		}
 	}
@@ -43,7 +47,14 @@ func (r *Runspace) callHandler(ctx context.Context, args []string) ([]string, er
 			return args, nil
 		}
 		return append([]string{umaskCmd}, args[1:]...), nil
-	case "declare", "typeset":
+	case "kill":
+		// interp has no kill builtin; procps' kill does signals by
+		// pid (and -l), though not job specs.
+		if r.runner.Funcs["kill"] != nil {
+			return args, nil
+		}
+		return append([]string{externalCmd}, args...), nil
+	case "declare", "typeset", "export", "readonly":
 		// Only reached by a call that the parser did not see as a
 		// declaration: our rewritten queries, an alias, or a quoted
 		// or expanded command name.
@@ -53,7 +64,8 @@ func (r *Runspace) callHandler(ctx context.Context, args []string) ([]string, er
 }
 
 // rewriteDecls turns `declare`/`typeset` queries (-p, -f, -F or no
-// arguments), which interp implements only partly, into plain calls, which
+// arguments) and `export`/`readonly` listings (-p or no arguments), which
+// interp implements only partly, into plain calls, which
 // the call handler routes to builtinDeclare. Printing the rewritten AST
 // (declare -f) still shows the original command.
 func rewriteDecls(file *syntax.File) {
@@ -63,10 +75,18 @@ func rewriteDecls(file *syntax.File) {
 			return true
 		}
 		d, ok := st.Cmd.(*syntax.DeclClause)
-		if !ok || (d.Variant.Value != "declare" && d.Variant.Value != "typeset") {
+		if !ok {
 			return true
 		}
 		query := len(d.Args) == 0
+		queryFlags := "pfF"
+		switch d.Variant.Value {
+		case "declare", "typeset":
+		case "export", "readonly":
+			queryFlags = "p" // and no arguments: list
+		default: // local, nameref
+			return true
+		}
 		words := []*syntax.Word{{Parts: []syntax.WordPart{d.Variant}}}
 		for _, as := range d.Args {
 			if !as.Naked {
@@ -77,7 +97,7 @@ func rewriteDecls(file *syntax.File) {
 				continue
 			}
 			if lit := as.Value.Lit(); len(lit) > 1 && (lit[0] == '-' || lit[0] == '+') &&
-				strings.ContainsAny(lit, "pfF") {
+				strings.ContainsAny(lit, queryFlags) {
 				query = true
 			}
 			words = append(words, as.Value)
@@ -99,6 +119,12 @@ func (r *Runspace) builtinDeclare(ctx context.Context, args []string) error {
 	cmd := args[0]
 	var funcs, names bool
 	var filter []byte
+	switch cmd {
+	case "export":
+		filter = append(filter, 'x')
+	case "readonly":
+		filter = append(filter, 'r')
+	}
 	i := 1
 	for ; i < len(args); i++ {
 		a := args[i]

@@ -123,6 +123,20 @@ func TestDeclareQueries(t *testing.T) {
 		{script: "alias dp='declare -p'; dp x", out: "declare x='1'\n"},
 		{script: "declare -r x=5; echo $x", out: "5\n"}, // assignments are still interp's
 		{script: "declare -p x", out: "declare -r x='5'\n"},
+		{script: "export -p | grep -v PATH=", out: "declare -x y='2'\n"},
+		{script: "export | grep -v PATH=", out: "declare -x y='2'\n"},
+		{script: "readonly -p | grep -E ' (x|y)='", out: "declare -r x='5'\n"},
+		{script: "export z=9; sh -c 'echo $z'", out: "9\n"},
+	})
+}
+
+func TestKill(t *testing.T) {
+	r := newRunspace(t, Options{})
+	runSteps(t, r, []step{
+		{script: "kill -l 15", out: "TERM\n"},
+		{script: "kill -0 $$; echo $?", out: "0\n"},
+		{script: "sh -c 'kill -TERM $$; sleep 5'", code: 143},
+		{script: "sh -c 'echo $$ > pid; exec sleep 100' & until [ -s pid ]; do sleep 0.01; done; kill $(cat pid); wait $!", code: 143},
 	})
 }
 

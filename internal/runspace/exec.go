@@ -30,6 +30,8 @@ func (r *Runspace) execHandler(ctx context.Context, args []string) error {
 		return r.builtinUmask(ctx, args[1:])
 	case declareCmd:
 		return r.builtinDeclare(ctx, args[1:])
+	case externalCmd:
+		args = args[1:]
 	}
 	hc := interp.HandlerCtx(ctx)
 	path, status := lookPath(hc, args[0])
