@@ -151,6 +151,22 @@ func defaultDir(env []string) string {
 //
 // Run is not safe to call concurrently.
 func (r *Runspace) Run(ctx context.Context, script string, s Streams) (exitCode int, err error) {
+	j := newJob(ctx, r.opts.KillGrace)
+	r.mu.Lock()
+	if r.busy {
+		r.mu.Unlock()
+		return 1, errors.New("runspace: Run called concurrently")
+	}
+	r.busy, r.current, r.job = true, script, j
+	r.mu.Unlock()
+	defer func() {
+		j.finish()
+		r.mu.Lock()
+		r.busy, r.current, r.job = false, "", nil
+		r.dir = r.runner.Dir
+		r.mu.Unlock()
+	}()
+
 	file, perr := r.parser.Parse(strings.NewReader(script), "")
 	stderr := s.Stderr
 	if stderr == nil {
@@ -170,27 +186,11 @@ func (r *Runspace) Run(ctx context.Context, script string, s Streams) (exitCode 
 	if err := interp.StdIO(stdio.stdin, stdio.stdout, stdio.stderr)(r.runner); err != nil {
 		return 1, fmt.Errorf("runspace: %w", err)
 	}
-
-	j := newJob(ctx, r.opts.KillGrace)
-	r.mu.Lock()
-	if r.busy {
-		r.mu.Unlock()
-		return 1, errors.New("runspace: Run called concurrently")
-	}
-	r.busy, r.current, r.job = true, script, j
-	r.mu.Unlock()
+	// Builtins write to the session's streams directly; do not keep
+	// referencing them between commands.
+	defer interp.StdIO(nil, io.Discard, io.Discard)(r.runner)
 	stopAfter := context.AfterFunc(ctx, j.interrupt)
-	defer func() {
-		stopAfter()
-		j.finish()
-		r.mu.Lock()
-		r.busy, r.current, r.job = false, "", nil
-		r.dir = r.runner.Dir
-		r.mu.Unlock()
-		// Builtins write to the session's streams directly; do not keep
-		// referencing them between commands.
-		interp.StdIO(nil, io.Discard, io.Discard)(r.runner)
-	}()
+	defer stopAfter()
 
 	code := 0
 	for _, st := range file.Stmts {
