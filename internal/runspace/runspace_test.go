@@ -545,3 +545,32 @@ func BenchmarkRunExternal(b *testing.B) {
 		}
 	}
 }
+
+func TestFileStreams(t *testing.T) {
+	r := newRunspace(t, Options{})
+	f, err := os.CreateTemp(t.TempDir(), "out")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	code, err := r.Run(context.Background(), "echo builtin; /bin/echo external; ls /nonexistent-xyz", Streams{Stdout: f, Stderr: f})
+	if err != nil || code != 2 {
+		t.Fatalf("%d %v", code, err)
+	}
+	b, _ := os.ReadFile(f.Name())
+	if !strings.HasPrefix(string(b), "builtin\nexternal\nls: ") {
+		t.Errorf("file got %q", b)
+	}
+}
+
+func TestConcurrentRunRefused(t *testing.T) {
+	r := newRunspace(t, Options{})
+	done := startRun(t, r, context.Background(), "sleep 100")
+	if _, err := r.Run(context.Background(), "true", Streams{}); err == nil {
+		t.Error("concurrent Run succeeded")
+	}
+	r.Interrupt()
+	if code := waitCode(t, done, time.Second); code != 130 {
+		t.Errorf("exit code %d", code)
+	}
+}
