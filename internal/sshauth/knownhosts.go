@@ -121,6 +121,34 @@ func (k *KnownHosts) names(hostport string) (name, query string) {
 	return "[" + host + "]:" + port, net.JoinHostPort(host, port)
 }
 
+// validHostPort refuses host names that cannot be written to known_hosts as a
+// plain entry for exactly that host: empty, with whitespace or control
+// characters, with pattern syntax (* ? ! , [ ]) that would make the entry
+// match other hosts, or with a marker/hash/comment prefix; and ports that
+// are not a number in 1-65535.
+func validHostPort(query string) error {
+	host, port, err := net.SplitHostPort(query)
+	if err != nil {
+		return err
+	}
+	if host == "" {
+		return errors.New("empty host name")
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 1 || p > 65535 || strconv.Itoa(p) != port {
+		return fmt.Errorf("bad port %q", port)
+	}
+	switch host[0] {
+	case '@', '|', '#':
+		return errors.New("host name starts with a known_hosts marker")
+	}
+	for _, r := range host {
+		if r <= ' ' || r == 0x7f || strings.ContainsRune("*?!,[]\"", r) {
+			return fmt.Errorf("character %q not allowed in a host name", r)
+		}
+	}
+	return nil
+}
+
 // HostKeyCallback returns the callback for ssh.ClientConfig.HostKeyCallback.
 // It prefers the host name the client dialled; it falls back to the remote
 // address when that has no port.
@@ -146,6 +174,9 @@ func (k *KnownHosts) check(hostport string, remote net.Addr, key ssh.PublicKey) 
 		remote = placeholderRemote
 	}
 	name, query := k.names(hostport)
+	if err := validHostPort(query); err != nil {
+		return fmt.Errorf("known hosts: host %q: %w", hostport, err)
+	}
 	err := k.lookup(name, query, remote, key)
 	var unknown *HostUnknownError
 	if !errors.As(err, &unknown) {

@@ -462,3 +462,22 @@ func TestFingerprintLabels(t *testing.T) {
 		t.Error("nil key")
 	}
 }
+
+func TestKnownHostsRefusesPatternHostNames(t *testing.T) {
+	key, _ := newEd25519(t)
+	path := filepath.Join(t.TempDir(), "known_hosts")
+	cb := (&KnownHosts{Path: path}).HostKeyCallback()
+	for _, hp := range []string{"*:4422", "*.example:4422", "a,b:4422", "!x:4422", "@revoked:4422", "|1|x:4422", "a b:4422", ":4422", "x:0", "x:port", "x:99999", "host\n:4422", "[a]b]:4422"} {
+		if err := cb(hp, nil, key.PublicKey()); err == nil {
+			t.Errorf("%q accepted", hp)
+		}
+	}
+	if _, err := os.Stat(path); !os.IsNotExist(err) {
+		t.Errorf("file written for refused names: %q", readFile(t, path))
+	}
+	for _, hp := range []string{"host.example:4422", "[fe80::1%eth0]:4423", "host.example"} {
+		if err := cb(hp, nil, key.PublicKey()); err != nil {
+			t.Errorf("%q: %v", hp, err)
+		}
+	}
+}
