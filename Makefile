@@ -1,0 +1,36 @@
+# Tether: see README.md.
+GO      ?= go
+BIN     ?= bin/tether
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/tether-sh/tether/internal/cli.Version=$(VERSION)
+
+.PHONY: build run test test-short fuzz bench vet fmt clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tether
+
+# Build, start an agent for you on 127.0.0.1:4422 if none runs, open a session.
+run: build
+	./scripts/run.sh
+
+# The whole test suite, race detector included (what CI runs).
+test:
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 20m ./...
+	./scripts/fuzz.sh 3s
+
+# Fuzz every decoder for a while (FUZZTIME=1m make fuzz).
+fuzz:
+	./scripts/fuzz.sh $${FUZZTIME:-30s}
+
+bench: build
+	$(GO) run ./bench -tether $(BIN)
+
+vet:
+	$(GO) vet ./...
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,189 @@
+// Package agent is `tether serve`: it accepts SSH connections, authenticates
+// users by their keys, starts and finds session hosts, relays each client
+// channel to the right session host, and enforces the host's limits and
+// policy. It never runs a user command itself.
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/config"
+	"github.com/tether-sh/tether/internal/sshauth"
+)
+
+// DefaultPort is where `tether serve` listens unless told otherwise.
+const DefaultPort = 4422
+
+// Options configure an agent. cli fills them from flags.
+type Options struct {
+	Listen         string
+	StateDir       string
+	AuthorizedKeys string // sshd-style pattern, %h and %u
+	ConfigPath     string // default StateDir/config.toml
+	PolicyPath     string // default /etc/tether/policy.toml
+	AdminGroup     string
+	Modules        []string
+	Executable     string // the tether binary that runs session hosts
+	AddrFile       string // if set, the listening address is written there (tests, scripts)
+	Logger         *slog.Logger
+
+	MaxStartups      int           // concurrent unauthenticated connections; the oldest is dropped beyond it
+	MaxAuthTries     int           // authentication attempts per connection
+	HandshakeTimeout time.Duration // for the SSH handshake and authentication
+}
+
+// Agent is a running `tether serve`.
+type Agent struct {
+	opts   Options
+	log    *slog.Logger
+	store  *config.Store
+	server *ssh.ServerConfig
+	self   *user.User
+	root   bool
+
+	mu       sync.Mutex
+	sessions map[string]map[string]*sessionRef // user -> name -> session
+	conns    int
+	preauth  []*preauthConn
+
+	ln net.Listener
+	wg sync.WaitGroup
+}
+
+// New prepares an agent: state directory, host key, settings.
+func New(opts Options) (*Agent, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Listen == "" {
+		opts.Listen = fmt.Sprintf("127.0.0.1:%d", DefaultPort)
+	}
+	if opts.AuthorizedKeys == "" {
+		opts.AuthorizedKeys = "%h/.ssh/authorized_keys"
+	}
+	if opts.ConfigPath == "" {
+		opts.ConfigPath = filepath.Join(opts.StateDir, "config.toml")
+	}
+	if opts.PolicyPath == "" {
+		opts.PolicyPath = "/etc/tether/policy.toml"
+	}
+	if opts.MaxStartups <= 0 {
+		opts.MaxStartups = 100
+	}
+	if opts.MaxAuthTries <= 0 {
+		opts.MaxAuthTries = 6
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 20 * time.Second
+	}
+	if opts.Executable == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("find own executable: %w", err)
+		}
+		opts.Executable = exe
+	}
+	self, err := user.Current()
+	if err != nil {
+		return nil, fmt.Errorf("current user: %w", err)
+	}
+	a := &Agent{
+		opts:     opts,
+		log:      opts.Logger,
+		self:     self,
+		root:     os.Geteuid() == 0,
+		sessions: map[string]map[string]*sessionRef{},
+	}
+	if err := os.MkdirAll(filepath.Join(opts.StateDir, "s"), 0o711); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := os.Chmod(opts.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	key, created, err := sshauth.LoadOrCreateHostKey(filepath.Join(opts.StateDir, "host_ed25519_key"))
+	if err != nil {
+		return nil, fmt.Errorf("host key: %w", err)
+	}
+	if created {
+		a.log.Info("generated host key", "fingerprint", sshauth.Fingerprint(key.PublicKey()))
+	} else {
+		a.log.Info("host key", "fingerprint", sshauth.Fingerprint(key.PublicKey()))
+	}
+	a.store, err = config.OpenStore(config.StoreOptions{
+		LocalPath:  opts.ConfigPath,
+		PolicyPath: opts.PolicyPath,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("settings: %w", err)
+	}
+	a.server = a.serverConfig(key)
+	return a, nil
+}
+
+// Store gives access to the host settings (for SIGHUP reloads).
+func (a *Agent) Store() *config.Store { return a.store }
+
+// Run listens and serves until ctx is cancelled. Session hosts keep running
+// after it returns: stopping the agent never ends a session.
+func (a *Agent) Run(ctx context.Context) error {
+	ln, err := net.Listen("tcp", a.opts.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", a.opts.Listen, err)
+	}
+	return a.Serve(ctx, ln)
+}
+
+// Serve is Run on an existing listener.
+func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	a.ln = ln
+	a.discover()
+	cancelSub := a.store.Subscribe(func(config.Settings) { a.pushLimits() })
+	defer cancelSub()
+	go a.store.Watch(ctx)
+	if a.opts.AddrFile != "" {
+		if err := os.WriteFile(a.opts.AddrFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
+			return fmt.Errorf("write --addr-file: %w", err)
+		}
+	}
+	a.log.Info("listening", "addr", ln.Addr().String(), "user", a.self.Username, "root", a.root, "state", a.opts.StateDir)
+	go func() {
+		<-ctx.Done()
+		ln.Close()
+	}()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				a.closeWatches()
+				a.wg.Wait()
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(10 * time.Millisecond)
+				continue
+			}
+			return fmt.Errorf("accept: %w", err)
+		}
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			a.serveConn(ctx, c)
+		}()
+	}
+}
+
+// Addr is the listening address.
+func (a *Agent) Addr() net.Addr { return a.ln.Addr() }

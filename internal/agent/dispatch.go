@@ -1,0 +1,336 @@
+package agent
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/config"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// relayFunc takes over a channel after the request, splicing it to a
+// session host. An error before the splice is answered as a Response.
+type relayFunc func(c *wire.Conn, ch ssh.Channel) error
+
+func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (wire.Response, relayFunc) {
+	switch req.Op {
+	case "new":
+		return a.opNew(id, req), nil
+	case "list":
+		return a.opList(id, req), nil
+	case "remove":
+		return a.opRemove(id, req), nil
+	case "config.list", "config.get", "config.set", "config.reset":
+		return a.opConfig(id, req), nil
+	case "module.list", "module.help":
+		return a.opModule(id, req), nil
+	case "run":
+		if req.Session == "" {
+			u, err := lookupUser(id.user)
+			if err != nil {
+				return refuse(err), nil
+			}
+			// A bare host runs in a temporary session, unless the command
+			// starts disconnected: then the session stays, under a new name.
+			name, temporary := "tmp-"+randomName(), true
+			if req.Detach {
+				name, temporary = randomName(), false
+			}
+			ref, err := a.spawn(u, name, temporary)
+			if err != nil {
+				return refuse(err), nil
+			}
+			return wire.Response{}, a.relay(ref, id, req)
+		}
+		fallthrough
+	case "attach", "receive", "connect", "disconnect", "status":
+		if req.IdleTimeout != "" {
+			if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
+				return refuse(err), nil
+			}
+		}
+		ref := a.lookup(id.user, req.Session)
+		if ref == nil {
+			return refuse(a.notFound(id.user, req.Session)), nil
+		}
+		if ref.broken != "" {
+			return refuse(wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)), nil
+		}
+		return wire.Response{}, a.relay(ref, id, req)
+	}
+	return refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q; is the client newer than this agent?", req.Op)), nil
+}
+
+func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc {
+	return func(c *wire.Conn, ch ssh.Channel) error {
+		nc, hc, err := a.dialSession(ref, id)
+		if err != nil {
+			return wire.Errorf(wire.CodeClosed, "%v", err)
+		}
+		defer nc.Close()
+		if err := hc.WriteJSON(wire.TRequest, req); err != nil {
+			return wire.Errorf(wire.CodeClosed, "session %s: %v", ref.name, err)
+		}
+		done := make(chan struct{})
+		go func() {
+			io.Copy(nc, c.Reader())
+			if uc, ok := nc.(*net.UnixConn); ok {
+				uc.CloseWrite()
+			}
+			close(done)
+		}()
+		io.Copy(ch, nc)
+		ch.CloseWrite()
+		ch.Close()
+		<-done
+		return nil
+	}
+}
+
+func (a *Agent) opNew(id identity, req *wire.Request) wire.Response {
+	u, err := lookupUser(id.user)
+	if err != nil {
+		return refuse(err)
+	}
+	name := req.Session
+	if name == "" {
+		name = randomName()
+	} else if err := ValidName(name); err != nil {
+		return refuse(wire.Errorf(wire.CodeBadRequest, "%v", err))
+	}
+	var idle time.Duration
+	if req.IdleTimeout != "" {
+		idle, err = a.checkIdleTimeout(req.IdleTimeout)
+		if err != nil {
+			return refuse(err)
+		}
+	}
+	ref, err := a.spawn(u, name, req.Temporary)
+	if err != nil {
+		return refuse(err)
+	}
+	// The creating client holds the session; this also sets its own idle timeout.
+	info, err := a.call(ref, id, wire.Request{Op: "connect", Client: req.Client, IdleTimeout: durString(idle)})
+	if err != nil {
+		return refuse(err)
+	}
+	return wire.Response{OK: true, Session: info.Session}
+}
+
+func durString(d time.Duration) string {
+	if d <= 0 {
+		return ""
+	}
+	return d.String()
+}
+
+// checkIdleTimeout validates a per-session idle timeout against MaxIdleTimeout.
+func (a *Agent) checkIdleTimeout(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, wire.Errorf(wire.CodeBadRequest, "bad --idle-timeout %q: use a positive Go duration like 30m or 2h", s)
+	}
+	if max := a.store.Effective().MaxIdleTimeout; max > 0 && d > max {
+		return 0, wire.Errorf(wire.CodeLimit, "idle timeout %s is above MaxIdleTimeout (%s, %s); ask for less or ask an admin to raise it",
+			d, max, a.sourceOf("MaxIdleTimeout"))
+	}
+	return d, nil
+}
+
+// call sends one request to a session host and reads its response.
+func (a *Agent) call(ref *sessionRef, id identity, req wire.Request) (wire.Response, error) {
+	nc, c, err := a.dialSession(ref, id)
+	if err != nil {
+		return wire.Response{}, err
+	}
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := c.WriteJSON(wire.TRequest, req); err != nil {
+		return wire.Response{}, err
+	}
+	var resp wire.Response
+	if err := c.ReadJSON(wire.TResponse, &resp); err != nil {
+		return wire.Response{}, err
+	}
+	if !resp.OK && resp.Error != nil {
+		return resp, resp.Error
+	}
+	return resp, nil
+}
+
+func (a *Agent) opList(id identity, req *wire.Request) wire.Response {
+	if req.AllUsers && !id.admin {
+		return refuse(wire.Errorf(wire.CodeDenied, "listing all users' sessions needs admin rights on this host (root or the agent's --admin-group)"))
+	}
+	var refs []*sessionRef
+	a.mu.Lock()
+	for user, m := range a.sessions {
+		if user != id.user && !req.AllUsers {
+			continue
+		}
+		for _, ref := range m {
+			refs = append(refs, ref)
+		}
+	}
+	a.mu.Unlock()
+	infos := make([]wire.SessionInfo, len(refs))
+	var wg sync.WaitGroup
+	for i, ref := range refs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			infos[i] = a.status(ref, id)
+		}()
+	}
+	wg.Wait()
+	sort.Slice(infos, func(i, j int) bool {
+		if infos[i].User != infos[j].User {
+			return infos[i].User < infos[j].User
+		}
+		return infos[i].Created.Before(infos[j].Created)
+	})
+	return wire.Response{OK: true, Sessions: infos}
+}
+
+func (a *Agent) status(ref *sessionRef, id identity) wire.SessionInfo {
+	broken := wire.SessionInfo{Name: ref.name, User: ref.user, State: wire.StateBroken, Availability: wire.AvailNone, Created: ref.meta.Created, Reason: ref.broken}
+	if ref.broken != "" {
+		return broken
+	}
+	resp, err := a.call(ref, identity{user: ref.user, admin: id.admin, remote: id.remote}, wire.Request{Op: "status"})
+	if err != nil || resp.Session == nil {
+		broken.Reason = fmt.Sprintf("session host does not answer: %v", err)
+		return broken
+	}
+	return *resp.Session
+}
+
+func (a *Agent) opRemove(id identity, req *wire.Request) wire.Response {
+	user := id.user
+	if req.Key != "" && req.Key != id.user { // an admin removing another user's session
+		if !id.admin {
+			return refuse(a.notFound(id.user, req.Session))
+		}
+		user = req.Key
+	}
+	ref := a.lookup(user, req.Session)
+	if ref == nil {
+		return refuse(a.notFound(user, req.Session))
+	}
+	if ref.broken != "" {
+		a.unregister(ref)
+		os.RemoveAll(ref.dir)
+		a.log.Info("broken session removed", "user", user, "session", ref.name, "by", id.user)
+		return wire.Response{OK: true}
+	}
+	by := fmt.Sprintf("%s from %s", id.user, orUnknown(req.Client.Host))
+	resp, err := a.call(ref, id, wire.Request{Op: "close", Client: wire.Client{ID: req.Client.ID, Host: by}, Value: "removed with tether remove"})
+	if err != nil {
+		return refuse(err)
+	}
+	a.unregister(ref)
+	a.log.Info("session removed", "user", user, "session", ref.name, "by", id.user)
+	return resp
+}
+
+func orUnknown(s string) string {
+	if s == "" {
+		return "an unknown client"
+	}
+	return s
+}
+
+// randomName is a short unique session name.
+func randomName() string {
+	const letters = "abcdefghjkmnpqrstuvwxyz23456789"
+	b := make([]byte, 6)
+	rand.Read(b)
+	for i := range b {
+		b[i] = letters[int(b[i])%len(letters)]
+	}
+	return string(b)
+}
+
+// admit checks the limits on opening one more session for user.
+func (a *Agent) admit(user string) error {
+	s := a.store.Effective()
+	if !s.AllowRemoteShellAccess {
+		return wire.Errorf(wire.CodeLimit, "AllowRemoteShellAccess is false on this host (%s); existing sessions keep running, ask an admin to allow new ones",
+			a.sourceOf("AllowRemoteShellAccess"))
+	}
+	a.mu.Lock()
+	mine := len(a.sessions[user])
+	users := len(a.sessions)
+	_, known := a.sessions[user]
+	a.mu.Unlock()
+	if s.MaxShellsPerUser > 0 && mine >= s.MaxShellsPerUser {
+		return wire.Errorf(wire.CodeLimit, "MaxShellsPerUser (%d) reached for %s; remove a session (tether list %%HOST%%) or ask an admin to raise it",
+			s.MaxShellsPerUser, user)
+	}
+	if s.MaxConcurrentUsers > 0 && !known && users >= s.MaxConcurrentUsers {
+		return wire.Errorf(wire.CodeLimit, "MaxConcurrentUsers (%d) reached on this host; try later or ask an admin to raise it",
+			s.MaxConcurrentUsers)
+	}
+	return nil
+}
+
+// sourceOf says where a setting's value comes from, for refusal messages.
+func (a *Agent) sourceOf(key string) string {
+	e, err := a.store.Get(key)
+	if err != nil {
+		return "default"
+	}
+	switch e.Source {
+	case config.Source("policy"):
+		return "set by policy " + e.SetBy
+	case config.Source("local"):
+		return "set in " + e.SetBy
+	}
+	return "the default"
+}
+
+// limits are the per-session settings, as session hosts enforce them.
+func (a *Agent) limits() wire.Limits {
+	s := a.store.Effective()
+	return wire.Limits{
+		IdleTimeout:    wire.Duration(s.IdleTimeout),
+		MaxRunTime:     wire.Duration(s.MaxShellRunTime),
+		JournalBytes:   int64(s.MaxOutputBufferMB) << 20,
+		BufferingMode:  s.OutputBufferingMode,
+		MaxProcesses:   s.MaxProcessesPerShell,
+		MaxMemoryBytes: int64(s.MaxMemoryPerShellMB) << 20,
+	}
+}
+
+func (a *Agent) pushLimits() {
+	a.mu.Lock()
+	var refs []*sessionRef
+	for _, m := range a.sessions {
+		for _, ref := range m {
+			if ref.broken == "" {
+				refs = append(refs, ref)
+			}
+		}
+	}
+	a.mu.Unlock()
+	for _, ref := range refs {
+		a.pushLimitsTo(ref)
+	}
+}
+
+func (a *Agent) pushLimitsTo(ref *sessionRef) {
+	l := a.limits()
+	if _, err := a.call(ref, identity{user: ref.user}, wire.Request{Op: "limits", Limits: &l}); err != nil && !errors.Is(err, os.ErrNotExist) {
+		a.log.Warn("cannot update session limits", "user", ref.user, "session", ref.name, "err", err)
+	}
+}

@@ -1,0 +1,343 @@
+package agent
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/tether-sh/tether/internal/sessionhost"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// sessionRef is the agent's view of one session host.
+type sessionRef struct {
+	user, name string
+	dir        string
+	meta       sessionhost.Meta
+	broken     string // why the session host cannot be reached, if it cannot
+	watch      net.Conn
+}
+
+var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
+
+// ValidName reports whether name is usable as a session name.
+func ValidName(name string) error {
+	if !validName.MatchString(name) {
+		return fmt.Errorf("bad session name %q: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit", name)
+	}
+	return nil
+}
+
+func (a *Agent) userDir(user string) string { return filepath.Join(a.opts.StateDir, "s", user) }
+
+func (a *Agent) sessionDir(user, name string) string { return filepath.Join(a.userDir(user), name) }
+
+func (a *Agent) tombstonePath(user, name string) string {
+	return filepath.Join(a.userDir(user), ".closed", name+".json")
+}
+
+func (a *Agent) lookup(user, name string) *sessionRef {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.sessions[user][name]
+}
+
+// notFound explains a missing session: closed (with the tombstone's story)
+// or never existed. Another user's session looks exactly like the latter.
+func (a *Agent) notFound(user, name string) error {
+	b, err := os.ReadFile(a.tombstonePath(user, name))
+	if err == nil {
+		var ts sessionhost.Tombstone
+		if json.Unmarshal(b, &ts) == nil {
+			return wire.Errorf(wire.CodeClosed, "session %s is Closed: closed by %s at %s (%s)",
+				name, ts.ClosedBy, ts.ClosedAt.Format(time.RFC3339), ts.Reason)
+		}
+	}
+	return wire.Errorf(wire.CodeNotFound, "no session %s on %%HOST%% (tether list %%HOST%% shows yours)", name)
+}
+
+func (a *Agent) register(ref *sessionRef) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	m := a.sessions[ref.user]
+	if m == nil {
+		m = map[string]*sessionRef{}
+		a.sessions[ref.user] = m
+	}
+	m[ref.name] = ref
+}
+
+func (a *Agent) unregister(ref *sessionRef) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if m := a.sessions[ref.user]; m[ref.name] == ref {
+		delete(m, ref.name)
+		if len(m) == 0 {
+			delete(a.sessions, ref.user)
+		}
+	}
+}
+
+// spawn starts a session host for u.
+func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, error) {
+	if err := a.admit(u.Username); err != nil {
+		return nil, err
+	}
+	dir := a.sessionDir(u.Username, name)
+	if a.lookup(u.Username, name) != nil {
+		return nil, wire.Errorf(wire.CodeExists, "a session named %s already exists on this host; pick another --name or remove it first", name)
+	}
+	if err := a.prepareUserDir(u); err != nil {
+		return nil, err
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		if errors.Is(err, os.ErrExist) {
+			return nil, wire.Errorf(wire.CodeExists, "a session named %s already exists on this host; pick another --name or remove it first", name)
+		}
+		return nil, fmt.Errorf("session dir: %w", err)
+	}
+	uid, gid := atoi(u.Uid), atoi(u.Gid)
+	if a.root {
+		os.Chown(dir, uid, gid)
+	}
+	os.Remove(a.tombstonePath(u.Username, name))
+	limits := a.limits()
+	lj, _ := json.Marshal(limits)
+	args := []string{"session-host",
+		"--dir", dir,
+		"--name", name,
+		"--user", u.Username,
+		"--tombstone", a.tombstonePath(u.Username, name),
+		"--limits", string(lj),
+	}
+	if temporary {
+		args = append(args, "--temporary")
+	}
+	cmd := exec.Command(a.opts.Executable, args...)
+	cmd.Dir = u.HomeDir
+	cmd.Env = a.sessionEnv(u)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if a.root && uid != 0 {
+		cred, err := credential(u)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		cmd.SysProcAttr.Credential = cred
+	}
+	logf, err := os.OpenFile(filepath.Join(dir, "host.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("session log: %w", err)
+	}
+	if a.root {
+		logf.Chown(uid, gid)
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	cmd.ExtraFiles = []*os.File{pw}
+	if err := cmd.Start(); err != nil {
+		pr.Close()
+		pw.Close()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("start session host: %w", err)
+	}
+	pw.Close()
+	go cmd.Wait() // reap it if it ends while we run; after a restart init does
+	ready := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(pr, 4096))
+		pr.Close()
+		ready <- strings.TrimSpace(string(b))
+	}()
+	select {
+	case msg := <-ready:
+		if msg != "ready" {
+			cmd.Process.Kill()
+			os.RemoveAll(dir)
+			if msg == "" {
+				msg = "it exited; see the agent log"
+			}
+			return nil, fmt.Errorf("session host for %s did not start: %s", name, strings.TrimPrefix(msg, "error "))
+		}
+	case <-time.After(15 * time.Second):
+		cmd.Process.Kill()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("session host for %s did not start within 15s", name)
+	}
+	ref := &sessionRef{user: u.Username, name: name, dir: dir, meta: sessionhost.Meta{Name: name, User: u.Username, Created: time.Now(), PID: cmd.Process.Pid, Temporary: temporary}}
+	if err := a.startWatch(ref); err != nil {
+		cmd.Process.Kill()
+		os.RemoveAll(dir)
+		return nil, fmt.Errorf("session host for %s: %w", name, err)
+	}
+	a.register(ref)
+	a.log.Info("session opened", "user", u.Username, "session", name, "pid", cmd.Process.Pid, "temporary", temporary)
+	return ref, nil
+}
+
+// prepareUserDir makes StateDir/s/USER, owned by the user in root mode, so
+// that their session hosts can write journals and tombstones there.
+func (a *Agent) prepareUserDir(u *user.User) error {
+	ud := a.userDir(u.Username)
+	for _, d := range []string{ud, filepath.Join(ud, ".closed")} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return fmt.Errorf("state: %w", err)
+		}
+		if a.root {
+			if err := os.Chown(d, atoi(u.Uid), atoi(u.Gid)); err != nil {
+				return fmt.Errorf("state: %w", err)
+			}
+		}
+	}
+	return nil
+}
+
+// sessionEnv is a clean environment like sshd gives a login.
+func (a *Agent) sessionEnv(u *user.User) []string {
+	path := "/usr/local/bin:/usr/bin:/bin"
+	if u.Uid == "0" {
+		path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+	}
+	if !a.root {
+		if p := os.Getenv("PATH"); p != "" {
+			path = p
+		}
+	}
+	env := []string{
+		"HOME=" + u.HomeDir,
+		"USER=" + u.Username,
+		"LOGNAME=" + u.Username,
+		"SHELL=" + loginShell(u.Username),
+		"PATH=" + path,
+	}
+	for _, k := range []string{"LANG", "LC_ALL", "TZ"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+func loginShell(name string) string {
+	b, err := os.ReadFile("/etc/passwd")
+	if err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Split(line, ":")
+			if len(f) >= 7 && f[0] == name && f[6] != "" {
+				return f[6]
+			}
+		}
+	}
+	return "/bin/sh"
+}
+
+func credential(u *user.User) (*syscall.Credential, error) {
+	gids, err := u.GroupIds()
+	if err != nil {
+		return nil, fmt.Errorf("groups of %s: %w", u.Username, err)
+	}
+	var groups []uint32
+	for _, g := range gids {
+		groups = append(groups, uint32(atoi(g)))
+	}
+	return &syscall.Credential{Uid: uint32(atoi(u.Uid)), Gid: uint32(atoi(u.Gid)), Groups: groups}, nil
+}
+
+// startWatch holds a connection to the session host; when it closes, the
+// session is gone and is forgotten.
+func (a *Agent) startWatch(ref *sessionRef) error {
+	nc, c, err := a.dialSession(ref, identity{user: ref.user})
+	if err != nil {
+		return err
+	}
+	if err := c.WriteJSON(wire.TRequest, wire.Request{Op: "watch"}); err != nil {
+		nc.Close()
+		return err
+	}
+	var resp wire.Response
+	if err := c.ReadJSON(wire.TResponse, &resp); err != nil {
+		nc.Close()
+		return err
+	}
+	ref.watch = nc
+	go func() {
+		for {
+			if _, _, err := c.Read(); err != nil {
+				break
+			}
+		}
+		nc.Close()
+		a.unregister(ref)
+	}()
+	return nil
+}
+
+func (a *Agent) closeWatches() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for _, m := range a.sessions {
+		for _, ref := range m {
+			if ref.watch != nil {
+				ref.watch.Close()
+			}
+		}
+	}
+}
+
+// dialSession connects to a session host as the agent on behalf of id.
+func (a *Agent) dialSession(ref *sessionRef, id identity) (net.Conn, *wire.Conn, error) {
+	nc, err := net.DialTimeout("unix", sessionhost.SocketPath(ref.dir), 5*time.Second)
+	if err != nil {
+		return nil, nil, fmt.Errorf("session host for %s is unreachable: %w", ref.name, err)
+	}
+	c := wire.NewConn(nc, 0)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Handshake(wire.Hello{Software: "tether-agent", User: ref.user, Admin: id.admin, RemoteAddr: id.remote}); err != nil {
+		nc.Close()
+		return nil, nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	return nc, c, nil
+}
+
+// discover finds the session hosts that outlived a previous agent.
+func (a *Agent) discover() {
+	metas, _ := filepath.Glob(filepath.Join(a.opts.StateDir, "s", "*", "*", "meta.json"))
+	found := 0
+	for _, mp := range metas {
+		dir := filepath.Dir(mp)
+		var meta sessionhost.Meta
+		b, err := os.ReadFile(mp)
+		if err != nil || json.Unmarshal(b, &meta) != nil {
+			continue
+		}
+		ref := &sessionRef{user: filepath.Base(filepath.Dir(dir)), name: filepath.Base(dir), dir: dir, meta: meta}
+		if err := a.startWatch(ref); err != nil {
+			ref.broken = "its session host is gone (" + err.Error() + ")"
+			a.log.Warn("session broken", "user", ref.user, "session", ref.name, "reason", ref.broken)
+		} else {
+			found++
+			a.pushLimitsTo(ref)
+		}
+		a.register(ref)
+	}
+	if len(metas) > 0 {
+		a.log.Info("found sessions from before", "alive", found, "total", len(metas))
+	}
+}

@@ -1,0 +1,132 @@
+// Package cli is the tether command tree: flag parsing, output formatting and
+// exit codes for every subcommand. The work itself lives in the agent,
+// sessionhost and client packages; this package only wires them to the
+// command line.
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+// Version is set at build time with -ldflags "-X .../cli.Version=...".
+var Version = "0.1.0-dev"
+
+// exitError carries an exit status out of a command without a message.
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit status %d", e.code) }
+
+// Env is what a command may touch of the outside world; tests swap it.
+type Env struct {
+	Stdin          io.Reader
+	Stdout, Stderr io.Writer
+	Getenv         func(string) string
+}
+
+// Main runs the tether command line and returns the process exit status.
+func Main(args []string) int {
+	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	return Run(context.Background(), env, args)
+}
+
+// Run is Main with an explicit environment.
+func Run(ctx context.Context, env *Env, args []string) int {
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
+	defer stop()
+	root := newRoot(env)
+	root.SetArgs(args)
+	root.SetIn(env.Stdin)
+	root.SetOut(env.Stdout)
+	root.SetErr(env.Stderr)
+	err := root.ExecuteContext(ctx)
+	if err == nil {
+		return 0
+	}
+	var ee exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	fmt.Fprintf(env.Stderr, "tether: %v\n", err)
+	return 255
+}
+
+// globals are the client options every subcommand shares.
+type globals struct {
+	identity       string
+	user           string
+	knownHosts     string
+	connectTimeout string
+}
+
+func newRoot(env *Env) *cobra.Command {
+	g := &globals{}
+	root := &cobra.Command{
+		Use:   "tether",
+		Short: "Persistent, reconnectable remote shell sessions over SSH",
+		Long: `Tether opens long-lived shell sessions on hosts running "tether serve",
+runs commands in them (one host or hundreds), and lets you disconnect and come
+back - from this machine or another - to find commands still running and their
+output waiting.
+
+Addresses: a host is [USER@]HOST[:PORT]; a session is [USER@]HOST[:PORT]/NAME.
+Lists are comma-separated. Options come before positional arguments, as with ssh.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Version:       Version,
+	}
+	root.Flags().SetInterspersed(false)
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.identity, "identity", "i", "", "private key file (default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa)")
+	pf.StringVarP(&g.user, "user", "l", "", "login name on the hosts (default: your local user name)")
+	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file (default ~/.config/tether/known_hosts)")
+	pf.StringVar(&g.connectTimeout, "connect-timeout", "10s", "how long to wait for a host to answer")
+	root.AddCommand(
+		serveCmd(env),
+		sessionHostCmd(env),
+		newCmd(env, g),
+		invokeCmd(env, g),
+		listCmd(env, g),
+		removeCmd(env, g),
+		disconnectCmd(env, g),
+		connectCmd(env, g),
+		receiveCmd(env, g),
+		configCmd(env, g),
+		versionCmd(env),
+		keygenCmd(env),
+	)
+	for _, c := range root.Commands() {
+		c.Flags().SetInterspersed(false)
+	}
+	return root
+}
+
+// configDir is ~/.config/tether (or $XDG_CONFIG_HOME/tether).
+func configDir(env *Env) string {
+	if x := env.Getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "tether")
+	}
+	return filepath.Join(homeDir(env), ".config", "tether")
+}
+
+func homeDir(env *Env) string {
+	if h := env.Getenv("HOME"); h != "" {
+		return h
+	}
+	h, _ := os.UserHomeDir()
+	return h
+}
+
+// usageError is a bad invocation: it says what was wrong and how to fix it.
+func usageError(cmd *cobra.Command, format string, args ...any) error {
+	return fmt.Errorf("%s\nusage: %s", fmt.Sprintf(format, args...), strings.TrimSpace(cmd.UseLine()))
+}

@@ -1,0 +1,152 @@
+package cli
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/sshauth"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// session is a client ready to talk to agents.
+type session struct {
+	env      *Env
+	dialer   *client.Dialer
+	registry *client.Registry
+	closer   io.Closer
+}
+
+func (s *session) Close() {
+	if s.closer != nil {
+		s.closer.Close()
+	}
+}
+
+func (g *globals) setup(env *Env) (*session, error) {
+	dir := configDir(env)
+	home := homeDir(env)
+	signers, closer, err := sshauth.ClientSigners(g.identity, home, env.Getenv)
+	if g.identity == "" {
+		// The key pair `make run` creates is offered too, after the user's own.
+		if extra, kerr := loadKey(filepath.Join(dir, "id_ed25519")); kerr == nil {
+			signers = append(signers, extra)
+			err = nil
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(signers) == 0 {
+		return nil, errors.New("no SSH key to offer: pass -i FILE, start ssh-agent, or create ~/.ssh/id_ed25519 (ssh-keygen -t ed25519)")
+	}
+	kh := g.knownHosts
+	if kh == "" {
+		kh = filepath.Join(dir, "known_hosts")
+	}
+	timeout, err := time.ParseDuration(g.connectTimeout)
+	if err != nil || timeout <= 0 {
+		return nil, fmt.Errorf("bad --connect-timeout %q: use a Go duration like 5s", g.connectTimeout)
+	}
+	login := g.user
+	if login == "" {
+		login = env.Getenv("USER")
+	}
+	if login == "" {
+		if u, err := user.Current(); err == nil {
+			login = u.Username
+		}
+	}
+	d := &client.Dialer{
+		Signers:     signers,
+		KnownHosts:  &sshauth.KnownHosts{Path: kh, DefaultPort: client.DefaultPort, Notify: env.Stderr},
+		DefaultUser: login,
+		Timeout:     timeout,
+		Client:      clientIdentity(dir),
+	}
+	return &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}, closer: closer}, nil
+}
+
+func loadKey(path string) (ssh.Signer, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.ParsePrivateKey(b)
+}
+
+// clientIdentity is this client machine's stable id plus its host name, so a
+// session can say which client holds it.
+func clientIdentity(dir string) wire.Client {
+	host, _ := os.Hostname()
+	path := filepath.Join(dir, "client-id")
+	id := ""
+	if b, err := os.ReadFile(path); err == nil {
+		id = strings.TrimSpace(string(b))
+	}
+	if id == "" {
+		b := make([]byte, 8)
+		rand.Read(b)
+		id = hex.EncodeToString(b)
+		os.MkdirAll(dir, 0o700)
+		tmp := path + ".tmp"
+		if os.WriteFile(tmp, []byte(id+"\n"), 0o600) == nil {
+			if err := os.Link(tmp, path); err != nil {
+				// another process won the race: use its id
+				if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+					id = strings.TrimSpace(string(b))
+				}
+			}
+			os.Remove(tmp)
+		}
+	}
+	return wire.Client{ID: id, Host: fmt.Sprintf("%s (client %s)", host, id[:min(6, len(id))])}
+}
+
+// targets parses a comma-separated address list.
+func parseTargets(arg string, wantSession bool) ([]client.Target, error) {
+	ts, err := client.ParseTargets(arg)
+	if err != nil {
+		return nil, err
+	}
+	for _, t := range ts {
+		if wantSession && t.Session == "" {
+			return nil, fmt.Errorf("%s is a host, not a session: use HOST/NAME (tether list HOST shows the names)", t)
+		}
+		if !wantSession && t.Session != "" {
+			return nil, fmt.Errorf("%s is a session address; this command takes hosts ([USER@]HOST[:PORT])", t)
+		}
+	}
+	return ts, nil
+}
+
+// forEachHost calls fn once per distinct host of targets, concurrently,
+// with a connection to that host; results keep the targets' order.
+func (s *session) dial(ctx context.Context, t client.Target) (*client.Conn, error) {
+	return s.dialer.Dial(ctx, t)
+}
+
+// display is the address as the user should see it, with the login name
+// only when it differs from the default.
+func (s *session) display(t client.Target) client.Target {
+	if t.User == s.dialer.DefaultUser {
+		t.User = ""
+	}
+	return t
+}
+
+// full is the address with the login name, as stored in the registry.
+func (s *session) full(t client.Target) string {
+	return t.WithUser(s.dialer.DefaultUser).String()
+}

@@ -1,0 +1,189 @@
+package cli
+
+import (
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// listed is one row of `tether list`.
+type listed struct {
+	Address string `json:"address"`
+	wire.SessionInfo
+}
+
+func listCmd(env *Env, g *globals) *cobra.Command {
+	var jsonOut, allUsers bool
+	cmd := &cobra.Command{
+		Use:   "list [--json] [--all-users] [HOSTS]",
+		Short: "Show sessions (Get-PSSession)",
+		Long: `list without hosts shows the sessions this client remembers (those it
+created or connected to). With hosts it asks each host for all of your
+sessions there, including those created from other machines.
+
+Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken), AVAILABILITY
+(Available, Busy, None), CREATED, IDLE (and when idleness would close it),
+COMMAND (the running one).`,
+		Args: cobra.MaximumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := g.setup(env)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			var hosts []client.Target
+			var remembered map[string]bool // full address -> true, when listing the registry
+			if len(args) == 1 {
+				if hosts, err = parseTargets(args[0], false); err != nil {
+					return err
+				}
+			} else {
+				entries, err := s.registry.List()
+				if err != nil {
+					return err
+				}
+				remembered = map[string]bool{}
+				seen := map[string]bool{}
+				for _, e := range entries {
+					t, err := client.ParseTarget(e.Address)
+					if err != nil {
+						continue
+					}
+					remembered[e.Address] = true
+					h := t.WithSession("")
+					if !seen[h.String()] {
+						seen[h.String()] = true
+						hosts = append(hosts, h)
+					}
+				}
+			}
+			var mu sync.Mutex
+			var rows []listed
+			failed := false
+			var wg sync.WaitGroup
+			for _, h := range hosts {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					add := func(r listed) {
+						mu.Lock()
+						rows = append(rows, r)
+						mu.Unlock()
+					}
+					c, err := s.dial(cmd.Context(), h)
+					var resp wire.Response
+					if err == nil {
+						defer c.Close()
+						resp, err = c.Call(cmd.Context(), wire.Request{Op: "list", AllUsers: allUsers, Client: s.dialer.Client})
+					}
+					if err != nil {
+						mu.Lock()
+						failed = true
+						fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(h), err))
+						mu.Unlock()
+						if remembered != nil {
+							for addr := range remembered {
+								t, _ := client.ParseTarget(addr)
+								if t.WithSession("").String() == h.String() {
+									add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateBroken, Availability: wire.AvailNone, Reason: "host unreachable"}})
+								}
+							}
+						}
+						return
+					}
+					found := map[string]bool{}
+					for _, si := range resp.Sessions {
+						t := h.WithUser(s.dialer.DefaultUser).WithSession(si.Name)
+						if si.User != "" && si.User != t.User {
+							t.User = si.User
+						}
+						full := t.String()
+						found[full] = true
+						if remembered != nil && !remembered[full] {
+							continue
+						}
+						if si.Temporary && remembered == nil && si.Command == "" {
+							continue
+						}
+						add(listed{Address: s.display(t).String(), SessionInfo: si})
+					}
+					for addr := range remembered {
+						t, _ := client.ParseTarget(addr)
+						if t.WithSession("").String() == h.String() && !found[addr] {
+							add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateClosed, Availability: wire.AvailNone}})
+						}
+					}
+				}()
+			}
+			wg.Wait()
+			sort.Slice(rows, func(i, j int) bool { return rows[i].Address < rows[j].Address })
+			if jsonOut {
+				for _, r := range rows {
+					b, _ := json.Marshal(r)
+					fmt.Fprintln(env.Stdout, string(b))
+				}
+			} else {
+				printSessions(env, rows)
+			}
+			if failed {
+				return exitError{255}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per session")
+	cmd.Flags().BoolVar(&allUsers, "all-users", false, "all users' sessions (admins only)")
+	return cmd
+}
+
+func printSessions(env *Env, rows []listed) {
+	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "SESSION\tSTATE\tAVAILABILITY\tCREATED\tIDLE\tCOMMAND")
+	now := time.Now()
+	for _, r := range rows {
+		created := "-"
+		if !r.Created.IsZero() {
+			created = r.Created.Local().Format("2006-01-02 15:04:05")
+		}
+		idle := "-"
+		if !r.IdleSince.IsZero() {
+			idle = shortDur(now.Sub(r.IdleSince))
+			if !r.ClosesAt.IsZero() {
+				idle += " (closes in " + shortDur(r.ClosesAt.Sub(now)) + ")"
+			}
+		}
+		command := r.Command
+		if command == "" {
+			command = "-"
+		}
+		command = strings.ReplaceAll(command, "\n", "; ")
+		if len(command) > 60 {
+			command = command[:57] + "..."
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.State, r.Availability, created, idle, command)
+	}
+	tw.Flush()
+}
+
+func shortDur(d time.Duration) string {
+	if d < 0 {
+		d = 0
+	}
+	switch {
+	case d < time.Minute:
+		return d.Round(time.Second).String()
+	case d < time.Hour:
+		return d.Round(time.Second).String()
+	default:
+		return d.Round(time.Minute).String()
+	}
+}

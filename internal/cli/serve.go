@@ -1,0 +1,130 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-sh/tether/internal/agent"
+	"github.com/tether-sh/tether/internal/sessionhost"
+)
+
+func serveCmd(env *Env) *cobra.Command {
+	var o agent.Options
+	var logLevel string
+	cmd := &cobra.Command{
+		Use:   "serve [flags]",
+		Short: "Run the host agent (sessions live on after it stops)",
+		Long: `serve runs the Tether agent on this host: it accepts SSH connections from
+tether clients, authenticates users by their authorized keys, and starts a
+session host process for each session. Session hosts outlive the agent, so
+restarting or upgrading it never ends a session.
+
+As root it serves every local user, each session running as its user; as a
+normal user it serves only that user.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var level slog.Level
+			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
+				return fmt.Errorf("bad --log-level %q: use debug, info, warn or error", logLevel)
+			}
+			o.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
+			if o.StateDir == "" {
+				o.StateDir = defaultStateDir(env)
+			}
+			if len(o.Modules) == 0 {
+				o.Modules = defaultModuleDirs(env)
+			}
+			a, err := agent.New(o)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
+			defer stop()
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for range hup {
+					o.Logger.Info("SIGHUP: re-reading policy")
+					a.Store().ReloadPolicy()
+				}
+			}()
+			err = a.Run(ctx)
+			o.Logger.Info("agent stopped; sessions keep running")
+			return err
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Listen, "listen", fmt.Sprintf(":%d", agent.DefaultPort), "address to listen on")
+	f.StringVar(&o.StateDir, "state", "", "state directory (default /var/lib/tether as root, $XDG_STATE_HOME/tether otherwise)")
+	f.StringVar(&o.AuthorizedKeys, "authorized-keys", "%h/.ssh/authorized_keys", "authorized keys file pattern (%h home, %u user)")
+	f.StringVar(&o.ConfigPath, "config", "", "settings file (default STATE/config.toml)")
+	f.StringVar(&o.PolicyPath, "policy", "/etc/tether/policy.toml", "central policy file: its settings override and lock local ones")
+	f.StringVar(&o.AdminGroup, "admin-group", "", "group whose members may change settings and see all sessions (root always may)")
+	f.StringArrayVar(&o.Modules, "modules", nil, "command module directory (repeatable)")
+	f.StringVar(&o.AddrFile, "addr-file", "", "write the listening address to this file once listening")
+	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	return cmd
+}
+
+func defaultStateDir(env *Env) string {
+	if os.Geteuid() == 0 {
+		return "/var/lib/tether"
+	}
+	if x := env.Getenv("XDG_STATE_HOME"); x != "" {
+		return filepath.Join(x, "tether")
+	}
+	return filepath.Join(homeDir(env), ".local", "state", "tether")
+}
+
+func defaultModuleDirs(env *Env) []string {
+	if os.Geteuid() == 0 {
+		return []string{"/etc/tether/modules"}
+	}
+	return []string{filepath.Join(configDir(env), "modules")}
+}
+
+// sessionHostCmd is the process the agent starts for each session.
+func sessionHostCmd(env *Env) *cobra.Command {
+	var o sessionhost.Options
+	var limits string
+	cmd := &cobra.Command{
+		Use:    "session-host",
+		Short:  "Run one session (started by the agent)",
+		Hidden: true,
+		Args:   cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := json.Unmarshal([]byte(limits), &o.Limits); err != nil {
+				return fmt.Errorf("bad --limits: %w", err)
+			}
+			o.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
+			o.Home = env.Getenv("HOME")
+			o.Env = os.Environ()
+			if f := os.NewFile(3, "ready"); f != nil {
+				o.Ready = f
+			}
+			// The session outlives the agent: swallow a stray SIGHUP. Catching
+			// (unlike ignoring) is not inherited by the commands it runs.
+			signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
+			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+			defer stop()
+			return sessionhost.Run(ctx, o)
+		},
+	}
+	f := cmd.Flags()
+	f.StringVar(&o.Dir, "dir", "", "session directory")
+	f.StringVar(&o.Name, "name", "", "session name")
+	f.StringVar(&o.User, "user", "", "owner")
+	f.StringVar(&o.Tombstone, "tombstone", "", "file to leave when closed")
+	f.BoolVar(&o.Temporary, "temporary", false, "close after the first command")
+	f.StringVar(&limits, "limits", "{}", "limits as JSON")
+	return cmd
+}

@@ -1,0 +1,186 @@
+package cli
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// eachSession calls op on every session address concurrently, prints the
+// failures, and fails the command if any failed.
+func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s *session, c *client.Conn, t client.Target) error) error {
+	targets, err := parseTargets(arg, true)
+	if err != nil {
+		return err
+	}
+	s, err := g.setup(env)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	errs := make([]error, len(targets))
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c, err := s.dial(cmd.Context(), t)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer c.Close()
+			errs[i] = op(s, c, t)
+		}()
+	}
+	wg.Wait()
+	failed := false
+	for i, err := range errs {
+		if err != nil {
+			failed = true
+			fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(targets[i]), err))
+		}
+	}
+	if failed {
+		return exitError{255}
+	}
+	return nil
+}
+
+func removeCmd(env *Env, g *globals) *cobra.Command {
+	var owner string
+	cmd := &cobra.Command{
+		Use:   "remove SESSIONS",
+		Short: "Close sessions (Remove-PSSession)",
+		Long: `remove closes sessions: a running command is interrupted, the journal is
+deleted, and later use of the name says it was closed, by whom and when.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
+				_, err := c.Call(cmd.Context(), wire.Request{Op: "remove", Session: t.Session, Key: owner, Client: s.dialer.Client})
+				if err == nil || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
+					s.registry.Remove(s.full(t))
+				}
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&owner, "owner", "", "admins: remove another user's session (see list --all-users)")
+	return cmd
+}
+
+func disconnectCmd(env *Env, g *globals) *cobra.Command {
+	var idle string
+	cmd := &cobra.Command{
+		Use:   "disconnect [--idle-timeout D] SESSIONS",
+		Short: "Detach from sessions; their commands go on (Disconnect-PSSession)",
+		Long: `disconnect detaches from sessions. Running commands go on and their output
+is journalled on the host until you connect and receive it, from this machine
+or another. A disconnected session is closed after the host's IdleTimeout
+(or --idle-timeout, up to MaxIdleTimeout).`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
+				_, err := c.Call(cmd.Context(), wire.Request{Op: "disconnect", Session: t.Session, IdleTimeout: idle, Client: s.dialer.Client})
+				return err
+			})
+		},
+	}
+	cmd.Flags().StringVar(&idle, "idle-timeout", "", "how long the host keeps the disconnected session while idle")
+	return cmd
+}
+
+func connectCmd(env *Env, g *globals) *cobra.Command {
+	var force bool
+	cmd := &cobra.Command{
+		Use:   "connect [--force] SESSIONS",
+		Short: "Reattach disconnected sessions (Connect-PSSession)",
+		Long: `connect reattaches sessions, from any client machine with your key. A
+session held by another client is Busy and refused, saying where and since
+when; --force takes it over (the other client is told).
+Then use tether receive to get the output produced meanwhile.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
+				resp, err := c.Call(cmd.Context(), wire.Request{Op: "connect", Session: t.Session, Force: force, Client: s.dialer.Client})
+				if err != nil {
+					return err
+				}
+				s.registry.Add(s.full(t))
+				state := "Opened"
+				if resp.Session != nil && resp.Session.Pending > 0 {
+					state += fmt.Sprintf(", %d bytes of output waiting (tether receive %s)", resp.Session.Pending, s.display(t))
+				}
+				fmt.Fprintf(env.Stdout, "%s: %s\n", s.display(t), state)
+				return nil
+			})
+		},
+	}
+	cmd.Flags().BoolVar(&force, "force", false, "take the session over from another client")
+	return cmd
+}
+
+func receiveCmd(env *Env, g *globals) *cobra.Command {
+	var all, force bool
+	var reconnect string
+	cmd := &cobra.Command{
+		Use:   "receive [--all] SESSION",
+		Short: "Get output produced while disconnected (Receive-PSSession)",
+		Long: `receive delivers the output of commands that ran while the session was
+disconnected, stdout and stderr kept apart and in order, then streams a
+still-running command live until it ends, and exits with its status. Output
+already received is not delivered again; --all replays what the journal
+still holds.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			targets, err := parseTargets(args[0], true)
+			if err != nil {
+				return err
+			}
+			if len(targets) != 1 {
+				return usageError(cmd, "receive takes one session")
+			}
+			rt, err := parseReconnect(reconnect)
+			if err != nil {
+				return err
+			}
+			s, err := g.setup(env)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			t := s.display(targets[0])
+			ctx, cancel := context.WithCancel(cmd.Context())
+			defer cancel()
+			res, err := s.dialer.Receive(ctx, client.ReceiveSpec{
+				Target: t, All: all, Force: force,
+				Stdout: env.Stdout, Stderr: env.Stderr, Notify: env.Stderr,
+				ReconnectTimeout: rt, Signals: interrupts(env, cancel),
+			})
+			if err != nil {
+				return fmt.Errorf("%s", describeErr(t, err))
+			}
+			s.registry.Add(s.full(t))
+			if res.Dropped > 0 {
+				fmt.Fprintf(env.Stderr, "tether: %s: %d bytes of output were dropped while disconnected (OutputBufferingMode drop)\n", t, res.Dropped)
+			}
+			if res.Message != "" {
+				fmt.Fprintf(env.Stderr, "tether: %s: %s\n", t, res.Message)
+			}
+			if res.ExitCode != 0 {
+				return exitError{res.ExitCode}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().BoolVar(&all, "all", false, "replay everything the journal still holds")
+	cmd.Flags().BoolVar(&force, "force", false, "take the session over from another client")
+	cmd.Flags().StringVar(&reconnect, "reconnect-timeout", "4m", "how long to keep trying after the connection breaks")
+	return cmd
+}

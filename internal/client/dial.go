@@ -1,0 +1,294 @@
+package client
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/sshauth"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// ChannelType is the SSH channel type of Tether's protocol.
+const ChannelType = "tether@tether.sh"
+
+// Sentinel errors callers act on; the messages from the host say the rest.
+var (
+	ErrNotFound  = errors.New("session not found")
+	ErrClosed    = errors.New("session closed")
+	ErrBusy      = errors.New("session busy")
+	ErrLimit     = errors.New("limit reached")
+	ErrDenied    = errors.New("permission denied")
+	ErrConnect   = errors.New("cannot connect")
+	ErrHostKey   = errors.New("host key refused")
+	ErrAuth      = errors.New("authentication refused")
+	ErrDetached  = errors.New("detached")
+	ErrTransport = errors.New("connection lost")
+)
+
+// Dialer opens SSH connections to agents.
+type Dialer struct {
+	Signers     []ssh.Signer
+	KnownHosts  *sshauth.KnownHosts
+	DefaultUser string
+	Timeout     time.Duration // connect + handshake; default 10s
+	Keepalive   time.Duration // interval; a connection missing 3 replies is closed; default 15s
+	Client      wire.Client   // who we are, for "Busy: attached to ..."
+	// Dial, if set, replaces net.Dialer (tests, proxies).
+	DialNet func(ctx context.Context, network, addr string) (net.Conn, error)
+}
+
+// Conn is an SSH connection to one agent.
+type Conn struct {
+	Target Target
+	ssh    *ssh.Client
+	closed chan struct{}
+	once   sync.Once
+}
+
+// HostError is a failure to reach or log in to a host, before any command ran.
+type HostError struct {
+	Target Target
+	Kind   error // ErrConnect, ErrHostKey or ErrAuth
+	Err    error
+}
+
+func (e *HostError) Error() string { return e.Err.Error() }
+
+func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
+
+// Dial connects and authenticates to t's agent.
+func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
+	t = t.WithUser(d.DefaultUser)
+	timeout := d.Timeout
+	if timeout <= 0 {
+		timeout = 10 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	dial := d.DialNet
+	if dial == nil {
+		dial = (&net.Dialer{}).DialContext
+	}
+	nc, err := dial(ctx, "tcp", t.HostPort())
+	if err != nil {
+		return nil, &HostError{t, ErrConnect, fmt.Errorf("cannot connect to %s: %w", t.HostPort(), unwrapOp(err))}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	var banner strings.Builder
+	cfg := &ssh.ClientConfig{
+		User:            t.User,
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(d.Signers...)},
+		HostKeyCallback: d.KnownHosts.HostKeyCallback(),
+		BannerCallback: func(msg string) error {
+			banner.WriteString(msg)
+			return nil
+		},
+		ClientVersion: "SSH-2.0-tether",
+		Timeout:       timeout,
+	}
+	if algs := d.KnownHosts.HostKeyAlgorithms(t.HostPort()); len(algs) > 0 {
+		cfg.HostKeyAlgorithms = algs
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(nc, t.HostPort(), cfg)
+	if err != nil {
+		nc.Close()
+		var hk *sshauth.HostKeyChangedError
+		switch {
+		case errors.As(err, &hk):
+			return nil, &HostError{t, ErrHostKey, hk}
+		case strings.Contains(err.Error(), "unable to authenticate"):
+			msg := fmt.Sprintf("permission denied (publickey) for %s", t.User)
+			if b := strings.TrimSpace(banner.String()); b != "" {
+				msg += ": " + strings.TrimPrefix(b, "tether: ")
+			} else {
+				msg += "; is your key in the host's authorized_keys?"
+			}
+			return nil, &HostError{t, ErrAuth, errors.New(msg)}
+		case ctx.Err() != nil:
+			return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s timed out after %s", t.HostPort(), timeout)}
+		}
+		return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s: %w", t.HostPort(), err)}
+	}
+	nc.SetDeadline(time.Time{})
+	c := &Conn{Target: t, ssh: ssh.NewClient(sc, chans, reqs), closed: make(chan struct{})}
+	go func() {
+		c.ssh.Wait()
+		c.once.Do(func() { close(c.closed) })
+	}()
+	ka := d.Keepalive
+	if ka == 0 {
+		ka = 15 * time.Second
+	}
+	if ka > 0 {
+		go c.keepalive(ka)
+	}
+	return c, nil
+}
+
+func unwrapOp(err error) error {
+	var op *net.OpError
+	if errors.As(err, &op) && op.Err != nil {
+		return op.Err
+	}
+	return err
+}
+
+// keepalive probes the agent; three unanswered probes close the connection,
+// which turns a silent network cut into an error the reconnect logic sees.
+func (c *Conn) keepalive(every time.Duration) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	missed := 0
+	for {
+		select {
+		case <-c.closed:
+			return
+		case <-t.C:
+		}
+		reply := make(chan error, 1)
+		go func() {
+			_, _, err := c.ssh.SendRequest("keepalive@openssh.com", true, nil)
+			reply <- err
+		}()
+		select {
+		case err := <-reply:
+			if err != nil {
+				c.Close()
+				return
+			}
+			missed = 0
+		case <-time.After(every):
+			missed++
+			if missed >= 3 {
+				c.Close()
+				return
+			}
+		case <-c.closed:
+			return
+		}
+	}
+}
+
+// Close closes the connection.
+func (c *Conn) Close() error {
+	err := c.ssh.Close()
+	c.once.Do(func() { close(c.closed) })
+	return err
+}
+
+// Done is closed when the connection is gone.
+func (c *Conn) Done() <-chan struct{} { return c.closed }
+
+// Open opens a protocol channel and sends req. The caller reads the response.
+func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
+	ch, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
+	if err != nil {
+		var oce *ssh.OpenChannelError
+		if errors.As(err, &oce) {
+			return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.Target.fill(oce.Message)}
+		}
+		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	}
+	go ssh.DiscardRequests(reqs)
+	wc := wire.NewConn(ch, 0)
+	if _, err := wc.Handshake(wire.Hello{Software: "tether-client"}); err != nil {
+		ch.Close()
+		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	}
+	if err := wc.WriteJSON(wire.TRequest, req); err != nil {
+		ch.Close()
+		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	}
+	return wc, ch, nil
+}
+
+// Call sends one request and returns its response; a refusal is an error
+// wrapping the matching sentinel.
+func (c *Conn) Call(ctx context.Context, req wire.Request) (wire.Response, error) {
+	wc, ch, err := c.Open(req)
+	if err != nil {
+		return wire.Response{}, asError(err)
+	}
+	defer ch.Close()
+	type result struct {
+		resp wire.Response
+		err  error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		r.err = wc.ReadJSON(wire.TResponse, &r.resp)
+		done <- r
+	}()
+	select {
+	case <-ctx.Done():
+		return wire.Response{}, ctx.Err()
+	case r := <-done:
+		if r.err != nil {
+			return r.resp, fmt.Errorf("%w: %v", ErrTransport, r.err)
+		}
+		if !r.resp.OK {
+			return r.resp, c.Target.refusal(r.resp.Error)
+		}
+		return r.resp, nil
+	}
+}
+
+// RemoteError is a refusal from the host, with the sentinel it matches.
+type RemoteError struct {
+	Code, Message string
+	kind          error
+}
+
+func (e *RemoteError) Error() string { return e.Message }
+
+func (e *RemoteError) Unwrap() error { return e.kind }
+
+// asError maps a wire refusal onto the sentinel errors.
+func asError(err error) error {
+	var we *wire.Error
+	if !errors.As(err, &we) {
+		if err == nil {
+			return nil
+		}
+		return err
+	}
+	if we == nil {
+		return &RemoteError{Code: wire.CodeInternal, Message: "the host refused without saying why", kind: ErrDenied}
+	}
+	kind := map[string]error{
+		wire.CodeNotFound:     ErrNotFound,
+		wire.CodeClosed:       ErrClosed,
+		wire.CodeBusy:         ErrBusy,
+		wire.CodeLimit:        ErrLimit,
+		wire.CodeDenied:       ErrDenied,
+		wire.CodeDisconnected: ErrBusy,
+		wire.CodeExists:       ErrBusy,
+	}[we.Code]
+	if kind == nil {
+		kind = ErrDenied
+	}
+	return &RemoteError{Code: we.Code, Message: we.Message, kind: kind}
+}
+
+// fill puts the host's address where a message from the host says %HOST%.
+func (t Target) fill(msg string) string {
+	return strings.ReplaceAll(msg, "%HOST%", t.HostString())
+}
+
+// refusal turns a host's refusal into an error, naming this host.
+func (t Target) refusal(e *wire.Error) error {
+	if e == nil {
+		return asError(e)
+	}
+	return asError(&wire.Error{Code: e.Code, Message: t.fill(e.Message)})
+}

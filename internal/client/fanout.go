@@ -1,0 +1,298 @@
+package client
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+	"unicode/utf8"
+
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// FanOut runs one command on many targets, at most Throttle at once, over
+// one SSH connection per host.
+type FanOut struct {
+	Dialer   *Dialer
+	Throttle int // default 32
+	Stdout   io.Writer
+	Stderr   io.Writer
+	JSON     bool
+	Progress io.Writer // live progress line (a terminal), or nil
+	Stdin    io.Reader // forwarded only when there is a single target
+	// ReconnectTimeout as in RunSpec.
+	ReconnectTimeout time.Duration
+	Notify           io.Writer
+	OnStart          func(t Target, session string, temporary bool)
+}
+
+// TargetResult is the outcome on one target. Err is set when the command
+// could not run (or its transport was lost for good); ExitCode is then 255.
+type TargetResult struct {
+	Target   Target
+	ExitCode int
+	Err      error
+	Duration time.Duration
+	Result   Result
+}
+
+// Invoke runs req on every target and returns their results in order.
+func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request, signals <-chan string) []TargetResult {
+	throttle := f.Throttle
+	if throttle <= 0 {
+		throttle = 32
+	}
+	single := len(targets) == 1 && !f.JSON
+	out := &lockedWriter{mu: new(sync.Mutex), w: f.Stdout}
+	errw := &lockedWriter{mu: out.mu, w: f.Stderr} // one lock: lines never interleave
+
+	conns := newConnPool(f.Dialer)
+	defer conns.closeAll()
+
+	// Each run gets its own copy of every signal.
+	var subsMu sync.Mutex
+	var subs []chan string
+	if signals != nil {
+		go func() {
+			for s := range signals {
+				subsMu.Lock()
+				for _, c := range subs {
+					select {
+					case c <- s:
+					default:
+					}
+				}
+				subsMu.Unlock()
+			}
+		}()
+	}
+
+	results := make([]TargetResult, len(targets))
+	var done, failed atomic.Int64
+	stopProgress := f.startProgress(len(targets), &done, &failed)
+	sem := make(chan struct{}, throttle)
+	var wg sync.WaitGroup
+	for i, t := range targets {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			sig := make(chan string, 4)
+			subsMu.Lock()
+			subs = append(subs, sig)
+			subsMu.Unlock()
+			start := time.Now()
+			var stdout, stderr io.Writer
+			var flush func()
+			switch {
+			case single:
+				stdout, stderr, flush = f.Stdout, f.Stderr, func() {}
+			case f.JSON:
+				jo := &jsonLines{w: out, target: t.String(), stream: "stdout"}
+				je := &jsonLines{w: out, target: t.String(), stream: "stderr"}
+				stdout, stderr, flush = jo, je, func() { jo.flush(); je.flush() }
+			default:
+				po := &prefixLines{w: out, prefix: t.String() + ": "}
+				pe := &prefixLines{w: errw, prefix: t.String() + ": "}
+				stdout, stderr, flush = po, pe, func() { po.flush(); pe.flush() }
+			}
+			spec := RunSpec{
+				Target: t, Request: req, Stdout: stdout, Stderr: stderr,
+				ReconnectTimeout: f.ReconnectTimeout, Notify: f.Notify, Signals: sig,
+			}
+			if single {
+				spec.Stdin = f.Stdin
+			}
+			if f.OnStart != nil {
+				spec.OnStart = func(s string, temp bool) { f.OnStart(t, s, temp) }
+			}
+			var res Result
+			conn, err := conns.get(ctx, t)
+			if err == nil {
+				res, err = f.Dialer.Run(ctx, conn, spec)
+			}
+			flush()
+			tr := TargetResult{Target: t, ExitCode: res.ExitCode, Err: err, Duration: time.Since(start), Result: res}
+			if err != nil {
+				tr.ExitCode = 255
+				failed.Add(1)
+			}
+			results[i] = tr
+			done.Add(1)
+			if f.JSON {
+				rec := map[string]any{"target": t.String(), "exit_code": tr.ExitCode, "duration_ms": tr.Duration.Milliseconds()}
+				if err != nil {
+					rec["error"] = err.Error()
+				} else {
+					rec["error"] = nil
+				}
+				if res.Session != "" && (t.Session != "" || req.Detach) {
+					rec["session"] = t.WithSession(res.Session).String()
+				}
+				if res.Dropped > 0 {
+					rec["dropped_bytes"] = res.Dropped
+				}
+				out.writeJSON(rec)
+			}
+		}()
+	}
+	wg.Wait()
+	stopProgress()
+	return results
+}
+
+// startProgress draws "done/total, failures, elapsed" on f.Progress.
+func (f *FanOut) startProgress(total int, done, failed *atomic.Int64) func() {
+	if f.Progress == nil || total < 2 {
+		return func() {}
+	}
+	start := time.Now()
+	stop := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for {
+			fmt.Fprintf(f.Progress, "\r\033[K[%d/%d] %d failed, %.1fs", done.Load(), total, failed.Load(), time.Since(start).Seconds())
+			select {
+			case <-stop:
+				fmt.Fprint(f.Progress, "\r\033[K")
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-finished
+	}
+}
+
+// connPool shares one SSH connection per host among the targets on it.
+type connPool struct {
+	d     *Dialer
+	mu    sync.Mutex
+	conns map[string]*poolEntry
+}
+
+type poolEntry struct {
+	once sync.Once
+	conn *Conn
+	err  error
+}
+
+func newConnPool(d *Dialer) *connPool { return &connPool{d: d, conns: map[string]*poolEntry{}} }
+
+func (p *connPool) get(ctx context.Context, t Target) (*Conn, error) {
+	key := t.connKey(p.d.DefaultUser)
+	p.mu.Lock()
+	e := p.conns[key]
+	if e == nil {
+		e = &poolEntry{}
+		p.conns[key] = e
+	}
+	p.mu.Unlock()
+	e.once.Do(func() { e.conn, e.err = p.d.Dial(ctx, t) })
+	return e.conn, e.err
+}
+
+func (p *connPool) closeAll() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, e := range p.conns {
+		if e.conn != nil {
+			e.conn.Close()
+		}
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) write(b []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.w.Write(b)
+}
+
+func (l *lockedWriter) writeJSON(v any) {
+	b, _ := json.Marshal(v)
+	l.write(append(b, '\n'))
+}
+
+// prefixLines writes whole lines, each prefixed, to a shared writer.
+type prefixLines struct {
+	w      *lockedWriter
+	prefix string
+	buf    []byte
+}
+
+func (p *prefixLines) Write(b []byte) (int, error) {
+	p.buf = append(p.buf, b...)
+	for {
+		i := bytes.IndexByte(p.buf, '\n')
+		if i < 0 {
+			break
+		}
+		line := make([]byte, 0, len(p.prefix)+i+1)
+		line = append(append(line, p.prefix...), p.buf[:i+1]...)
+		p.w.write(line)
+		p.buf = p.buf[i+1:]
+	}
+	if len(p.buf) == 0 {
+		p.buf = nil
+	}
+	return len(b), nil
+}
+
+func (p *prefixLines) flush() {
+	if len(p.buf) > 0 {
+		p.Write([]byte{'\n'})
+	}
+}
+
+// jsonLines writes one JSON record per output line.
+type jsonLines struct {
+	w              *lockedWriter
+	target, stream string
+	buf            []byte
+}
+
+func (j *jsonLines) Write(b []byte) (int, error) {
+	j.buf = append(j.buf, b...)
+	for {
+		i := bytes.IndexByte(j.buf, '\n')
+		if i < 0 {
+			break
+		}
+		j.emit(j.buf[:i])
+		j.buf = j.buf[i+1:]
+	}
+	return len(b), nil
+}
+
+func (j *jsonLines) emit(line []byte) {
+	rec := map[string]any{"target": j.target, "stream": j.stream}
+	if utf8.Valid(line) {
+		rec["data"] = string(line)
+	} else {
+		rec["data_base64"] = base64.StdEncoding.EncodeToString(line)
+	}
+	j.w.writeJSON(rec)
+}
+
+func (j *jsonLines) flush() {
+	if len(j.buf) > 0 {
+		j.emit(j.buf)
+		j.buf = nil
+	}
+}

@@ -1,0 +1,398 @@
+// Package e2e starts real tether agents and runs the real tether binary
+// against them, for end-to-end tests and benchmarks: it builds the binary
+// once, makes keys, starts agents on loopback with their own state, and runs
+// clients with their own HOME.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/pem"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+var (
+	buildOnce sync.Once
+	buildPath string
+	buildErr  error
+)
+
+// Binary builds ./cmd/tether once per process and returns its path.
+func Binary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if p := os.Getenv("TETHER_BIN"); p != "" {
+			buildPath = p
+			return
+		}
+		dir, err := os.MkdirTemp("", "tether-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		buildPath = filepath.Join(dir, "tether")
+		args := []string{"build", "-o", buildPath}
+		if raceEnabled && os.Getenv("TETHER_E2E_RACE") != "" {
+			args = append(args, "-race")
+		}
+		cmd := exec.Command("go", append(args, "./cmd/tether")...)
+		cmd.Dir = root
+		if out, err := cmd.CombinedOutput(); err != nil {
+			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildPath
+}
+
+// ShortTempDir is a temp dir with a short path (unix socket paths are
+// limited to 108 bytes), removed at the end of the test.
+//
+// It lives under ~/.cache/tether-e2e, not /tmp: like sshd, the agent refuses
+// authorized_keys files below a world-writable directory.
+func ShortTempDir(t testing.TB) string {
+	t.Helper()
+	base := testBase()
+	d, err := os.MkdirTemp(base, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+var (
+	baseOnce sync.Once
+	baseDir  string
+)
+
+func testBase() string {
+	baseOnce.Do(func() {
+		home, err := os.UserHomeDir()
+		if err != nil || home == "" || home == "/" {
+			home = "/var/lib"
+		}
+		baseDir = filepath.Join(home, ".cache", "tether-e2e")
+		os.MkdirAll(baseDir, 0o755)
+		os.Chmod(filepath.Dir(baseDir), 0o755)
+	})
+	return baseDir
+}
+
+// Keygen writes an ed25519 key pair at path and path.pub.
+func Keygen(t testing.TB, path string) ssh.PublicKey {
+	t.Helper()
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	block, err := ssh.MarshalPrivateKey(priv, "test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sp, _ := ssh.NewPublicKey(pub)
+	if err := os.WriteFile(path+".pub", ssh.MarshalAuthorizedKey(sp), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return sp
+}
+
+// Agent is a running `tether serve`.
+type Agent struct {
+	t       testing.TB
+	Addr    string // host:port
+	State   string
+	LogPath string
+	args    []string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// AgentOptions configure StartAgent.
+type AgentOptions struct {
+	State          string   // reuse a state dir (restarts); default a new one
+	AuthorizedKeys string   // file or pattern; default: a file with the test key
+	Keys           []string // public key files to authorize when AuthorizedKeys is empty
+	Listen         string   // default 127.0.0.1:0
+	Args           []string // more flags
+	Env            []string
+	Credential     *syscall.Credential // run the agent as another user
+}
+
+// StartAgent starts an agent and waits until it listens.
+func StartAgent(t testing.TB, o AgentOptions) *Agent {
+	t.Helper()
+	if o.State == "" {
+		o.State = filepath.Join(ShortTempDir(t), "st")
+	}
+	if o.AuthorizedKeys == "" {
+		dir := ShortTempDir(t)
+		var b bytes.Buffer
+		for _, k := range o.Keys {
+			data, err := os.ReadFile(k)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b.Write(data)
+		}
+		o.AuthorizedKeys = filepath.Join(dir, "authorized_keys")
+		if err := os.WriteFile(o.AuthorizedKeys, b.Bytes(), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if o.Credential != nil {
+			os.Chown(dir, int(o.Credential.Uid), int(o.Credential.Gid))
+			os.Chown(o.AuthorizedKeys, int(o.Credential.Uid), int(o.Credential.Gid))
+		}
+	}
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	a := &Agent{t: t, State: o.State}
+	a.args = append([]string{"serve", "--listen", o.Listen, "--state", o.State,
+		"--authorized-keys", o.AuthorizedKeys, "--policy", filepath.Join(o.State, "..", "policy.toml"), "--log-level", "debug"}, o.Args...)
+	a.start(o.Env, o.Credential)
+	t.Cleanup(func() {
+		a.Stop()
+		if t.Failed() {
+			t.Logf("agent %s log:\n%s", a.Addr, a.Log())
+		}
+	})
+	return a
+}
+
+func (a *Agent) start(env []string, cred *syscall.Credential) {
+	t := a.t
+	t.Helper()
+	if err := os.MkdirAll(a.State, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if cred != nil {
+		os.Chown(a.State, int(cred.Uid), int(cred.Gid))
+		os.Chown(filepath.Dir(a.State), int(cred.Uid), int(cred.Gid))
+	}
+	addrFile := filepath.Join(filepath.Dir(a.State), "addr")
+	os.Remove(addrFile)
+	a.LogPath = filepath.Join(filepath.Dir(a.State), "agent.log")
+	logf, err := os.OpenFile(a.LogPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	args := append(append([]string{}, a.args...), "--addr-file", addrFile)
+	if a.Addr != "" {
+		// Restart on the same port, so clients can reconnect.
+		for i, v := range args {
+			if v == "--listen" {
+				args[i+1] = a.Addr
+			}
+		}
+	}
+	cmd := exec.Command(Binary(t), args...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = cmd
+	a.done = make(chan struct{})
+	go func() {
+		cmd.Wait()
+		close(a.done)
+	}()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if b, err := os.ReadFile(addrFile); err == nil && strings.HasSuffix(string(b), "\n") {
+			a.Addr = strings.TrimSpace(string(b))
+			return
+		}
+		select {
+		case <-a.done:
+			t.Fatalf("agent exited at start:\n%s", a.Log())
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("agent did not listen within 20s:\n%s", a.Log())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Host is the agent's address as a tether host ("127.0.0.1:PORT").
+func (a *Agent) Host() string { return a.Addr }
+
+// Port is the agent's port.
+func (a *Agent) Port() string {
+	_, p, _ := net.SplitHostPort(a.Addr)
+	return p
+}
+
+// Log returns what the agent logged so far.
+func (a *Agent) Log() string {
+	b, _ := os.ReadFile(a.LogPath)
+	return string(b)
+}
+
+// Kill9 kills the agent with SIGKILL, as a crash would.
+func (a *Agent) Kill9() {
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.done
+}
+
+// Restart starts the agent again on the same address and state.
+func (a *Agent) Restart() {
+	a.start(nil, nil)
+}
+
+// Stop stops the agent with SIGTERM, and the session hosts it left behind.
+func (a *Agent) Stop() {
+	select {
+	case <-a.done:
+	default:
+		a.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-a.done:
+		case <-time.After(10 * time.Second):
+			a.cmd.Process.Kill()
+			<-a.done
+		}
+	}
+	KillSessionHosts(a.State)
+}
+
+// KillSessionHosts ends the session hosts whose state lives under state.
+func KillSessionHosts(state string) {
+	metas, _ := filepath.Glob(filepath.Join(state, "s", "*", "*", "meta.json"))
+	for _, m := range metas {
+		b, err := os.ReadFile(m)
+		if err != nil {
+			continue
+		}
+		var pid int
+		if i := strings.Index(string(b), `"pid":`); i >= 0 {
+			fmt.Sscanf(strings.TrimSpace(string(b[i+6:])), "%d", &pid)
+		}
+		if pid > 0 {
+			syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+}
+
+// Client runs the tether binary as one client machine: its own HOME (so its
+// own registry and known_hosts) and a key.
+type Client struct {
+	t    testing.TB
+	Home string
+	Key  string
+	User string
+	Env  []string
+}
+
+// NewClient makes a client home with a fresh key (Key, Key+".pub").
+func NewClient(t testing.TB) *Client {
+	t.Helper()
+	home := ShortTempDir(t)
+	key := filepath.Join(home, "id_ed25519")
+	Keygen(t, key)
+	u, _ := user.Current()
+	return &Client{t: t, Home: home, Key: key, User: u.Username}
+}
+
+// WithKey is another client machine (another HOME) with the same key.
+func (c *Client) WithKey() *Client {
+	home := ShortTempDir(c.t)
+	return &Client{t: c.t, Home: home, Key: c.Key, User: c.User}
+}
+
+// PubKey is the path of the client's public key.
+func (c *Client) PubKey() string { return c.Key + ".pub" }
+
+// Command builds a tether command for this client.
+func (c *Client) Command(ctx context.Context, args ...string) *exec.Cmd {
+	full := append([]string{"-i", c.Key}, args...)
+	cmd := exec.CommandContext(ctx, Binary(c.t), full...)
+	cmd.Env = append([]string{
+		"HOME=" + c.Home,
+		"USER=" + c.User,
+		"PATH=" + os.Getenv("PATH"),
+		"SSH_AUTH_SOCK=",
+	}, c.Env...)
+	cmd.WaitDelay = 5 * time.Second
+	return cmd
+}
+
+// Result is a finished command.
+type Result struct {
+	Stdout, Stderr string
+	Code           int
+}
+
+// Run runs tether with args and no stdin.
+func (c *Client) Run(args ...string) Result {
+	return c.RunIn(nil, args...)
+}
+
+// RunIn runs tether with args and stdin.
+func (c *Client) RunIn(stdin io.Reader, args ...string) Result {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := c.Command(ctx, args...)
+	var out, errb bytes.Buffer
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = stdin, &out, &errb
+	err := cmd.Run()
+	code := 0
+	if err != nil {
+		ee, ok := err.(*exec.ExitError)
+		if !ok {
+			c.t.Fatalf("tether %v: %v", args, err)
+		}
+		code = ee.ExitCode()
+	}
+	return Result{Stdout: out.String(), Stderr: errb.String(), Code: code}
+}
+
+// MustRun runs tether and fails the test unless it exits 0.
+func (c *Client) MustRun(args ...string) string {
+	c.t.Helper()
+	r := c.Run(args...)
+	if r.Code != 0 {
+		c.t.Fatalf("tether %s: exit %d\nstdout: %s\nstderr: %s", strings.Join(args, " "), r.Code, r.Stdout, r.Stderr)
+	}
+	return r.Stdout
+}
+
+// WaitFor polls cond until it holds or the timeout passes.
+func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,231 @@
+package sessionhost
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// attachment is the one client connection that currently holds the session
+// and receives its output.
+type attachment struct {
+	conn   *wire.Conn
+	client wire.Client
+	since  time.Time
+
+	once   sync.Once
+	kicked chan struct{}
+	reason string
+}
+
+func newAttachment(c *wire.Conn, client wire.Client, now time.Time) *attachment {
+	return &attachment{conn: c, client: client, since: now, kicked: make(chan struct{})}
+}
+
+// kick tells the client why it lost the session and ends the attachment.
+func (a *attachment) kick(reason string) {
+	a.once.Do(func() {
+		a.reason = reason
+		close(a.kicked)
+	})
+}
+
+// streamSpec says what an attachment delivers.
+type streamSpec struct {
+	after uint64   // deliver records after this seq
+	cmd   *command // follow until this command's exit record is acknowledged; nil: until caught up
+	until uint64   // with cmd nil: stop after this seq
+}
+
+// stream delivers journal records to the attached client and reads its acks,
+// stdin and signals, until the spec is satisfied, the client goes away, or
+// another client takes over. It reports whether delivery completed.
+func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	var stdin *stdinPipe
+	if spec.cmd != nil {
+		stdin = spec.cmd.stdin
+	}
+	if stdin != nil {
+		stdin.setNotify(func(consumed uint64) {
+			a.conn.WriteU64(wire.TStdinAck, consumed, nil)
+		})
+		defer stdin.setNotify(nil)
+	}
+
+	// Reader: acks, stdin, signals from the client.
+	acked := make(chan uint64, 1)
+	readErr := make(chan error, 1)
+	go func() {
+		readErr <- h.readClient(a, stdin, acked)
+	}()
+
+	// Writer: journal records, in order.
+	writeErr := make(chan error, 1)
+	target := make(chan uint64, 1) // the seq whose ack completes the stream
+	go func() {
+		writeErr <- h.writeRecords(ctx, a, spec, target)
+	}()
+
+	var want uint64
+	haveWant := false
+	lastAck := spec.after // what precedes the stream counts as delivered
+	for {
+		select {
+		case seq := <-target:
+			want, haveWant = seq, true
+			if lastAck >= want {
+				return true
+			}
+		case seq := <-acked:
+			lastAck = seq
+			if haveWant && lastAck >= want {
+				return true
+			}
+		case err := <-writeErr:
+			if err != nil {
+				return false
+			}
+			writeErr = nil
+		case <-readErr:
+			return false
+		case <-a.kicked:
+			a.conn.WriteJSON(wire.TEvent, wire.Event{Kind: "detached", Reason: a.reason})
+			return false
+		case <-h.closed:
+			return false
+		}
+	}
+}
+
+// writeRecords sends records after spec.after. When it has sent the record
+// that ends the stream it reports that seq on target and returns.
+func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec, target chan<- uint64) error {
+	after := spec.after
+	for {
+		recs, err := h.j.Read(after, wire.MaxChunk)
+		if err != nil {
+			return err
+		}
+		for _, r := range recs {
+			if err := a.conn.WriteOutput(wire.Output{Seq: r.Seq, Kind: uint8(r.Kind), Cmd: r.Cmd, Data: r.Data}); err != nil {
+				return err
+			}
+			after = r.Seq
+			if spec.cmd != nil && r.Kind == journal.KindExit && r.Cmd == spec.cmd.id {
+				target <- r.Seq
+				return nil
+			}
+			if spec.cmd == nil && r.Seq >= spec.until {
+				target <- r.Seq
+				return nil
+			}
+		}
+		if len(recs) > 0 {
+			continue
+		}
+		if spec.cmd == nil && after >= spec.until {
+			target <- after
+			return nil
+		}
+		if err := h.j.Wait(ctx, after); err != nil {
+			if errors.Is(err, context.Canceled) {
+				return nil
+			}
+			return err
+		}
+	}
+}
+
+// readClient handles frames from the attached client until it fails.
+func (h *Host) readClient(a *attachment, stdin *stdinPipe, acked chan uint64) error {
+	for {
+		t, p, err := a.conn.Read()
+		if err != nil {
+			return err
+		}
+		switch t {
+		case wire.TAck:
+			seq, _, err := wire.DecodeU64(t, p)
+			if err != nil {
+				return err
+			}
+			h.j.Ack(seq)
+			h.touch()
+			select {
+			case acked <- seq:
+			default:
+				select {
+				case <-acked:
+				default:
+				}
+				acked <- seq
+			}
+		case wire.TStdin:
+			off, data, err := wire.DecodeU64(t, p)
+			if err != nil {
+				return err
+			}
+			if stdin == nil {
+				continue
+			}
+			if err := stdin.write(off, data); err != nil {
+				return err
+			}
+		case wire.TStdinEOF:
+			off, _, err := wire.DecodeU64(t, p)
+			if err != nil {
+				return err
+			}
+			if stdin != nil {
+				stdin.setEOF(off)
+			}
+		case wire.TSignal:
+			var s wire.Signal
+			if err := wire.DecodeJSON(t, p, &s); err != nil {
+				return err
+			}
+			h.signal(s.Name)
+		case wire.TResize:
+			rows, cols, err := wire.DecodeResize(p)
+			if err != nil {
+				return err
+			}
+			h.resize(rows, cols)
+		default:
+			// Unknown frames from a newer client are ignored.
+		}
+	}
+}
+
+func (h *Host) touch() {
+	h.mu.Lock()
+	h.idleSince = h.now()
+	h.mu.Unlock()
+}
+
+var signals = map[string]syscall.Signal{
+	"INT": syscall.SIGINT, "TERM": syscall.SIGTERM, "QUIT": syscall.SIGQUIT,
+	"TSTP": syscall.SIGTSTP, "HUP": syscall.SIGHUP, "KILL": syscall.SIGKILL,
+	"CONT": syscall.SIGCONT, "WINCH": syscall.SIGWINCH,
+}
+
+func (h *Host) signal(name string) {
+	if name == "INT" {
+		h.rs.Interrupt()
+		return
+	}
+	if sig, ok := signals[name]; ok {
+		h.rs.Signal(sig)
+	}
+}
+
+// resize is replaced by the PTY support of interactive sessions.
+func (h *Host) resize(rows, cols int) {}

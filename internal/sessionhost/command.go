@@ -1,0 +1,249 @@
+package sessionhost
+
+import (
+	"context"
+	"encoding/binary"
+	"fmt"
+	"io"
+	"sync"
+	"time"
+
+	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/runspace"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// StdinWindow is how many stdin bytes a client may send ahead of what the
+// command has consumed. The host buffers at most this much per command.
+const StdinWindow = 1 << 20
+
+// command is one command running (or run) in the session.
+type command struct {
+	id       uint32
+	text     string
+	started  time.Time
+	startSeq uint64
+	stdin    *stdinPipe
+	done     chan struct{}
+	exitSeq  uint64 // seq of the exit record, set when done
+	exitCode int
+}
+
+// EncodeExit and DecodeExit give an exit record's payload: the exit status,
+// then an optional message explaining it (a limit that stopped the command).
+func EncodeExit(code int, msg string) []byte {
+	b := make([]byte, 4, 4+len(msg))
+	binary.BigEndian.PutUint32(b, uint32(int32(code)))
+	return append(b, msg...)
+}
+
+// DecodeExit parses an exit record's payload.
+func DecodeExit(p []byte) (code int, msg string, err error) {
+	if len(p) < 4 {
+		return 0, "", fmt.Errorf("exit record of %d bytes is too short", len(p))
+	}
+	return int(int32(binary.BigEndian.Uint32(p))), string(p[4:]), nil
+}
+
+// startCommand runs text (or argv) in the runspace; h.mu must be held.
+func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
+	if h.running != nil {
+		return nil, wire.Errorf(wire.CodeBusy, "session %s is busy running %q since %s; wait, interrupt it, or use another session",
+			h.opts.Name, h.running.text, h.running.started.Format(time.RFC3339))
+	}
+	script := req.Command
+	if len(req.Argv) > 0 {
+		script = argvScript(req.Argv)
+	}
+	h.nextCmd++
+	c := &command{
+		id:      h.nextCmd,
+		text:    describe(req),
+		started: h.now(),
+		done:    make(chan struct{}),
+	}
+	if req.Stdin {
+		c.stdin = newStdinPipe()
+	}
+	seq, err := h.j.Append(context.Background(), journal.KindStart, c.id, []byte(c.text))
+	if err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
+	c.startSeq = seq
+	h.running = c
+	go h.runCommand(c, script)
+	return c, nil
+}
+
+func describe(req *wire.Request) string {
+	if len(req.Argv) > 0 {
+		return argvScript(req.Argv)
+	}
+	return req.Command
+}
+
+func (h *Host) runCommand(c *command, script string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-h.closed:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	var stdin io.Reader = eofReader{}
+	if c.stdin != nil {
+		stdin = c.stdin
+	}
+	out := &journalWriter{ctx: ctx, j: h.j, kind: journal.KindStdout, cmd: c.id}
+	errw := &journalWriter{ctx: ctx, j: h.j, kind: journal.KindStderr, cmd: c.id}
+	code, err := h.rs.Run(ctx, script, runspace.Streams{Stdin: stdin, Stdout: out, Stderr: errw})
+	msg := ""
+	if err != nil {
+		msg = err.Error()
+		if code == 0 {
+			code = 1
+		}
+		h.log.Warn("command failed inside the session host", "err", err)
+	}
+	if c.stdin != nil {
+		c.stdin.closeRead()
+	}
+	seq, jerr := h.j.Append(context.Background(), journal.KindExit, c.id, EncodeExit(code, msg))
+	if jerr != nil {
+		h.log.Warn("cannot journal exit", "err", jerr)
+	}
+	h.j.Sync()
+	h.mu.Lock()
+	c.exitSeq, c.exitCode = seq, code
+	h.running = nil
+	h.lastCmd = c
+	h.idleSince = h.now()
+	h.mu.Unlock()
+	close(c.done)
+}
+
+// journalWriter turns a command's output stream into journal records.
+type journalWriter struct {
+	ctx  context.Context
+	j    *journal.Journal
+	kind journal.Kind
+	cmd  uint32
+}
+
+func (w *journalWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		chunk := p
+		if len(chunk) > wire.MaxChunk {
+			chunk = chunk[:wire.MaxChunk]
+		}
+		if _, err := w.j.Append(w.ctx, w.kind, w.cmd, chunk); err != nil {
+			return n, err
+		}
+		n += len(chunk)
+		p = p[len(chunk):]
+	}
+	return n, nil
+}
+
+type eofReader struct{}
+
+func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
+
+// stdinPipe buffers the client's stdin for the command, with offsets so that
+// a client resuming after a cut resends exactly what is missing.
+type stdinPipe struct {
+	mu       sync.Mutex
+	cond     *sync.Cond
+	buf      []byte
+	received uint64 // bytes accepted from the client, the next expected offset
+	consumed uint64 // bytes read by the command
+	eof      bool
+	closed   bool
+	notify   func(consumed uint64) // tells the attached client, may be nil
+}
+
+func newStdinPipe() *stdinPipe {
+	p := &stdinPipe{}
+	p.cond = sync.NewCond(&p.mu)
+	return p
+}
+
+// write accepts data sent at offset; bytes already received are skipped.
+func (p *stdinPipe) write(off uint64, data []byte) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if off > p.received {
+		return fmt.Errorf("stdin: data at offset %d, expected %d", off, p.received)
+	}
+	skip := p.received - off
+	if skip >= uint64(len(data)) {
+		return nil
+	}
+	data = data[skip:]
+	if len(p.buf)+len(data) > StdinWindow+wire.MaxChunk {
+		return fmt.Errorf("stdin: client overran the %d-byte window", StdinWindow)
+	}
+	if !p.closed {
+		p.buf = append(p.buf, data...)
+	}
+	p.received += uint64(len(data))
+	p.cond.Broadcast()
+	return nil
+}
+
+func (p *stdinPipe) setEOF(off uint64) {
+	p.mu.Lock()
+	if off == p.received {
+		p.eof = true
+	}
+	p.cond.Broadcast()
+	p.mu.Unlock()
+}
+
+func (p *stdinPipe) Read(b []byte) (int, error) {
+	p.mu.Lock()
+	for len(p.buf) == 0 && !p.eof && !p.closed {
+		p.cond.Wait()
+	}
+	if len(p.buf) == 0 {
+		p.mu.Unlock()
+		return 0, io.EOF
+	}
+	n := copy(b, p.buf)
+	p.buf = p.buf[n:]
+	if len(p.buf) == 0 {
+		p.buf = nil
+	}
+	p.consumed += uint64(n)
+	consumed, notify := p.consumed, p.notify
+	p.mu.Unlock()
+	if notify != nil {
+		notify(consumed)
+	}
+	return n, nil
+}
+
+// closeRead ends the command's side: later data is accepted and discarded.
+func (p *stdinPipe) closeRead() {
+	p.mu.Lock()
+	p.closed = true
+	p.buf = nil
+	p.cond.Broadcast()
+	notify := p.notify
+	p.consumed = p.received
+	consumed := p.consumed
+	p.mu.Unlock()
+	if notify != nil {
+		notify(consumed)
+	}
+}
+
+func (p *stdinPipe) setNotify(f func(uint64)) (received, consumed uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.notify = f
+	return p.received, p.consumed
+}

@@ -1,0 +1,413 @@
+// Package sessionhost is one session's process: it owns the session's
+// runspace (the persistent shell) and output journal, listens on the session's
+// local socket, and serves the clients the agent relays to it: run a command,
+// stream and resume its output, connect, disconnect, receive, close.
+//
+// A session host is started by the agent but does not depend on it: it runs
+// in its own process session, so it outlives an agent restart or kill -9, and
+// a restarted agent finds it again through the socket and meta.json in the
+// session directory.
+package sessionhost
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/runspace"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// Options configure a session host.
+type Options struct {
+	Dir       string // the session directory: sock, meta.json, journal/
+	Tombstone string // file to write when the session closes
+	Name      string
+	User      string
+	Temporary bool
+	Home      string
+	Env       []string
+	Limits    wire.Limits
+	Logger    *slog.Logger
+	Now       func() time.Time
+	// Ready, if set, is written "ready\n" once the socket listens, then closed.
+	Ready io.WriteCloser
+}
+
+// Meta is the session's meta.json, read by a restarted agent.
+type Meta struct {
+	Name      string    `json:"name"`
+	User      string    `json:"user"`
+	Created   time.Time `json:"created"`
+	PID       int       `json:"pid"`
+	Temporary bool      `json:"temporary,omitempty"`
+}
+
+// Tombstone is what is left of a closed session, so that later use of its
+// name says when, by whom and why it was closed.
+type Tombstone struct {
+	Name     string    `json:"name"`
+	ClosedAt time.Time `json:"closed_at"`
+	ClosedBy string    `json:"closed_by"`
+	Reason   string    `json:"reason"`
+}
+
+// SocketPath and friends name the files of a session directory.
+func SocketPath(dir string) string { return filepath.Join(dir, "sock") }
+
+// MetaPath is the session's meta.json.
+func MetaPath(dir string) string { return filepath.Join(dir, "meta.json") }
+
+// Host is a running session host.
+type Host struct {
+	opts Options
+	log  *slog.Logger
+	now  func() time.Time
+
+	rs *runspace.Runspace
+	j  *journal.Journal
+	ln net.Listener
+
+	created time.Time
+
+	mu           sync.Mutex
+	limits       wire.Limits
+	idleOverride time.Duration // asked for by the client, within MaxIdleTimeout
+	disconnected bool
+	disconnAt    time.Time
+	holder       wire.Client
+	heldSince    time.Time
+	att          *attachment
+	running      *command
+	lastCmd      *command
+	nextCmd      uint32
+	idleSince    time.Time
+	graceUntil   time.Time // temporary session waiting for its client
+	closing      bool
+	watchers     map[net.Conn]struct{}
+
+	closed    chan struct{}
+	closeDone chan struct{} // Close has finished removing the session's files
+	wg        sync.WaitGroup
+}
+
+// Run starts the session host and serves until the session is closed.
+func Run(ctx context.Context, opts Options) error {
+	h, err := start(opts)
+	if err != nil {
+		if opts.Ready != nil {
+			fmt.Fprintf(opts.Ready, "error %v\n", err)
+			opts.Ready.Close()
+		}
+		return err
+	}
+	if opts.Ready != nil {
+		io.WriteString(opts.Ready, "ready\n")
+		opts.Ready.Close()
+	}
+	return h.serve(ctx)
+}
+
+func start(opts Options) (*Host, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	h := &Host{
+		opts:     opts,
+		log:      opts.Logger.With("session", opts.Name, "user", opts.User),
+		now:      opts.Now,
+		limits:   opts.Limits,
+		closed:    make(chan struct{}),
+		closeDone: make(chan struct{}),
+		watchers:  map[net.Conn]struct{}{},
+	}
+	h.created = h.now()
+	h.idleSince = h.created
+	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
+		return nil, fmt.Errorf("session %s: %w", opts.Name, err)
+	}
+	mode, err := journal.ParseMode(orDefault(opts.Limits.BufferingMode, "block"))
+	if err != nil {
+		return nil, err
+	}
+	h.j, err = journal.Open(journal.Options{
+		Dir:      filepath.Join(opts.Dir, "journal"),
+		MaxBytes: orDefaultInt(opts.Limits.JournalBytes, 64<<20),
+		Mode:     mode,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("session %s: journal: %w", opts.Name, err)
+	}
+	h.rs, err = runspace.New(runspace.Options{
+		Dir:        opts.Home,
+		Env:        opts.Env,
+		AfterStart: h.afterStart,
+	})
+	if err != nil {
+		h.j.Close()
+		return nil, fmt.Errorf("session %s: runspace: %w", opts.Name, err)
+	}
+	sock := SocketPath(opts.Dir)
+	os.Remove(sock)
+	h.ln, err = net.Listen("unix", sock)
+	if err != nil {
+		h.j.Close()
+		return nil, fmt.Errorf("session %s: listen: %w", opts.Name, err)
+	}
+	if err := os.Chmod(sock, 0o600); err != nil {
+		h.ln.Close()
+		h.j.Close()
+		return nil, err
+	}
+	meta := Meta{Name: opts.Name, User: opts.User, Created: h.created, PID: os.Getpid(), Temporary: opts.Temporary}
+	if err := writeJSONFile(MetaPath(opts.Dir), meta); err != nil {
+		h.ln.Close()
+		h.j.Close()
+		return nil, err
+	}
+	return h, nil
+}
+
+func (h *Host) serve(ctx context.Context) error {
+	h.wg.Add(1)
+	go h.timers(ctx)
+	go func() {
+		select {
+		case <-ctx.Done():
+			h.Close("agent", "session host stopped")
+		case <-h.closed:
+		}
+	}()
+	for {
+		c, err := h.ln.Accept()
+		if err != nil {
+			select {
+			case <-h.closed:
+				<-h.closeDone
+				h.wg.Wait()
+				return nil
+			default:
+			}
+			if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				continue
+			}
+			h.Close("session host", fmt.Sprintf("accept: %v", err))
+			<-h.closeDone
+			h.wg.Wait()
+			return err
+		}
+		if err := checkPeer(c); err != nil {
+			h.log.Warn("refused local connection", "err", err)
+			c.Close()
+			continue
+		}
+		h.wg.Add(1)
+		go func() {
+			defer h.wg.Done()
+			h.handle(c)
+		}()
+	}
+}
+
+// Close ends the session: interrupts a running command, leaves a tombstone,
+// removes the journal and session directory. Safe to call more than once.
+func (h *Host) Close(by, reason string) {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return
+	}
+	h.closing = true
+	running := h.running
+	att := h.att
+	watchers := h.watchers
+	h.watchers = nil
+	h.mu.Unlock()
+
+	h.log.Info("closing session", "by", by, "reason", reason)
+	if h.opts.Tombstone != "" {
+		ts := Tombstone{Name: h.opts.Name, ClosedAt: h.now(), ClosedBy: by, Reason: reason}
+		if err := writeJSONFile(h.opts.Tombstone, ts); err != nil {
+			h.log.Warn("cannot write tombstone", "err", err)
+		}
+	}
+	if att != nil {
+		att.kick("session closed by " + by + ": " + reason)
+	}
+	if running != nil {
+		h.rs.Interrupt()
+		select {
+		case <-running.done:
+		case <-time.After(5 * time.Second):
+			h.log.Warn("command did not stop on interrupt", "command", running.text)
+		}
+	}
+	close(h.closed)
+	h.ln.Close()
+	for c := range watchers {
+		c.Close()
+	}
+	h.j.Remove()
+	os.RemoveAll(h.opts.Dir)
+	close(h.closeDone)
+}
+
+// Done is closed when the session has been closed.
+func (h *Host) Done() <-chan struct{} { return h.closed }
+
+func (h *Host) timers(ctx context.Context) {
+	defer h.wg.Done()
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-h.closed:
+			return
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if by, reason := h.expired(); by != "" {
+			go h.Close(by, reason)
+			return
+		}
+	}
+}
+
+// expired says whether a limit closes the session now.
+func (h *Host) expired() (by, reason string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	now := h.now()
+	if max := time.Duration(h.limits.MaxRunTime); max > 0 && now.Sub(h.created) >= max {
+		return "MaxShellRunTime", fmt.Sprintf("open for longer than MaxShellRunTime (%s)", max)
+	}
+	if !h.graceUntil.IsZero() && h.att == nil && now.After(h.graceUntil) {
+		return "client", "temporary session's client did not come back"
+	}
+	if idle := h.idleTimeoutLocked(); idle > 0 {
+		if since, ok := h.idleClockLocked(); ok && now.Sub(since) >= idle {
+			return "IdleTimeout", fmt.Sprintf("idle for longer than IdleTimeout (%s)", idle)
+		}
+	}
+	return "", ""
+}
+
+// idleClockLocked returns since when the idle clock runs: no client attached
+// and no command running, or disconnected (PowerShell's clock runs while
+// disconnected even with a command running).
+func (h *Host) idleClockLocked() (time.Time, bool) {
+	if h.disconnected && h.att == nil {
+		if h.disconnAt.After(h.idleSince) {
+			return h.disconnAt, true
+		}
+		return h.idleSince, true
+	}
+	if h.att == nil && h.running == nil {
+		return h.idleSince, true
+	}
+	return time.Time{}, false
+}
+
+func (h *Host) idleTimeoutLocked() time.Duration {
+	if h.idleOverride > 0 {
+		return h.idleOverride
+	}
+	return time.Duration(h.limits.IdleTimeout)
+}
+
+// Info describes the session now.
+func (h *Host) Info() wire.SessionInfo {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.infoLocked()
+}
+
+func (h *Host) infoLocked() wire.SessionInfo {
+	si := wire.SessionInfo{
+		Name:      h.opts.Name,
+		User:      h.opts.User,
+		State:     wire.StateOpened,
+		Created:   h.created,
+		Temporary: h.opts.Temporary,
+		Holder:    h.holder.Host,
+		HeldSince: h.heldSince,
+		Pending:   uint64(max(h.j.Unacked(), 0)),
+	}
+	switch {
+	case h.closing:
+		si.State, si.Availability = wire.StateClosed, wire.AvailNone
+	case h.disconnected:
+		si.State, si.Availability = wire.StateDisconnected, wire.AvailNone
+	case h.running != nil || h.att != nil:
+		si.Availability = wire.AvailBusy
+	default:
+		si.Availability = wire.AvailAvailable
+	}
+	if h.running != nil {
+		si.Command = h.running.text
+	}
+	if since, ok := h.idleClockLocked(); ok {
+		si.IdleSince = since
+		if idle := h.idleTimeoutLocked(); idle > 0 {
+			si.ClosesAt = since.Add(idle)
+		}
+	}
+	return si
+}
+
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(dir, ".tmp-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	if _, err := f.Write(append(b, '\n')); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), path)
+}
+
+func orDefault(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+func orDefaultInt(v, def int64) int64 {
+	if v <= 0 {
+		return def
+	}
+	return v
+}
+
+var errClosed = errors.New("session closed")

@@ -1,0 +1,75 @@
+package sessionhost
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+	"mvdan.cc/sh/v3/syntax"
+
+	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// checkPeer admits only root (the agent in root mode) and the session's own
+// user to the socket; the socket's 0600 mode says the same, this makes sure.
+func checkPeer(c net.Conn) error {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return nil
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	})
+	if credErr != nil {
+		return fmt.Errorf("peer credentials: %w", credErr)
+	}
+	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
+		return fmt.Errorf("peer uid %d is neither root nor the session's user", cred.Uid)
+	}
+	return nil
+}
+
+func parseMode(s string) (journal.Mode, error) {
+	return journal.ParseMode(orDefault(s, "block"))
+}
+
+// argvScript quotes an argument list into one simple command so that every
+// argument reaches the program exactly as given, never re-parsed.
+func argvScript(argv []string) string {
+	var b strings.Builder
+	for i, a := range argv {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(quote(a))
+	}
+	return b.String()
+}
+
+func quote(s string) string {
+	if q, err := syntax.Quote(s, syntax.LangBash); err == nil {
+		return q
+	}
+	// Bytes Quote refuses (invalid UTF-8, NUL) go through ANSI-C quoting.
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(s); i++ {
+		fmt.Fprintf(&b, "\\x%02x", s[i])
+	}
+	b.WriteString("'")
+	return b.String()
+}
+
+// afterStart is replaced by per-session process limits.
+func (h *Host) afterStart(pid int) error { return nil }
+
+func (h *Host) applyProcessLimits(l wire.Limits) {}

@@ -1,0 +1,310 @@
+package sessionhost
+
+import (
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// handle serves one local connection: a Hello from the agent (carrying the
+// authenticated user), one Request, then what the request implies.
+func (h *Host) handle(nc net.Conn) {
+	defer nc.Close()
+	c := wire.NewConn(nc, 0)
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	peer, err := c.Handshake(wire.Hello{Software: "tether-session-host"})
+	if err != nil {
+		return
+	}
+	var req wire.Request
+	if err := c.ReadJSON(wire.TRequest, &req); err != nil {
+		return
+	}
+	nc.SetDeadline(time.Time{})
+	if peer.User != h.opts.User {
+		// The agent routes by user; anything else is a bug or a stranger.
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeNotFound, "no session %s", h.opts.Name)))
+		return
+	}
+	switch req.Op {
+	case "status":
+		info := h.Info()
+		c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
+	case "watch":
+		h.watch(nc, c)
+	case "limits":
+		if req.Limits != nil {
+			h.setLimits(*req.Limits)
+		}
+		c.WriteJSON(wire.TResponse, wire.Response{OK: true})
+	case "run":
+		h.opRun(c, &req)
+	case "attach":
+		h.opAttach(c, &req)
+	case "receive":
+		h.opReceive(c, &req)
+	case "connect":
+		h.opConnect(c, &req)
+	case "disconnect":
+		h.opDisconnect(c, &req)
+	case "close":
+		info := h.Info()
+		c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
+		by := req.Client.Host
+		if by == "" {
+			by = peer.User
+		}
+		h.Close(by, orDefault(req.Value, "removed with tether remove"))
+	default:
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op)))
+	}
+}
+
+func refuse(err error) wire.Response {
+	if e, ok := err.(*wire.Error); ok {
+		return wire.Response{Error: e}
+	}
+	return wire.Response{Error: wire.Errorf(wire.CodeInternal, "%v", err)}
+}
+
+// watch holds a connection open for the agent until the session closes, so
+// the agent learns at once when it is gone.
+func (h *Host) watch(nc net.Conn, c *wire.Conn) {
+	h.mu.Lock()
+	if h.watchers == nil {
+		h.mu.Unlock()
+		return
+	}
+	h.watchers[nc] = struct{}{}
+	h.mu.Unlock()
+	info := h.Info()
+	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
+	for {
+		if _, _, err := c.Read(); err != nil {
+			break
+		}
+	}
+	h.mu.Lock()
+	if h.watchers != nil {
+		delete(h.watchers, nc)
+	}
+	h.mu.Unlock()
+}
+
+func (h *Host) setLimits(l wire.Limits) {
+	h.mu.Lock()
+	h.limits = l
+	h.mu.Unlock()
+	if mode, err := parseMode(l.BufferingMode); err == nil && l.JournalBytes > 0 {
+		h.j.SetLimits(l.JournalBytes, mode)
+	}
+	h.applyProcessLimits(l)
+}
+
+// claimLocked checks that client may hold the session and attaches conn.
+// force takes the session over from another client.
+func (h *Host) claimLocked(c *wire.Conn, client wire.Client, force, needConnected bool) (*attachment, error) {
+	if h.closing {
+		return nil, wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
+	}
+	other := h.holder.ID != "" && h.holder.ID != client.ID
+	if h.att != nil && h.att.client.ID != client.ID && !force {
+		return nil, wire.Errorf(wire.CodeBusy, "session %s is Busy: attached to %s since %s; use --force to take it over",
+			h.opts.Name, h.att.client.Host, h.att.since.Format(time.RFC3339))
+	}
+	if other && !h.disconnected && !force {
+		return nil, wire.Errorf(wire.CodeBusy, "session %s is Busy: connected to %s since %s; use tether connect --force to take it over",
+			h.opts.Name, h.holder.Host, h.heldSince.Format(time.RFC3339))
+	}
+	if needConnected && h.disconnected && other {
+		return nil, wire.Errorf(wire.CodeDisconnected, "session %s is Disconnected; reattach it first with tether connect", h.opts.Name)
+	}
+	if h.att != nil {
+		reason := "session taken over by " + client.Host
+		if h.att.client.ID == client.ID {
+			reason = "session reattached by the same client"
+		}
+		h.att.kick(reason)
+	}
+	if h.holder.ID != client.ID {
+		h.holder, h.heldSince = client, h.now()
+	}
+	h.disconnected = false
+	h.graceUntil = time.Time{}
+	var a *attachment
+	if c != nil {
+		a = newAttachment(c, client, h.now())
+		h.att = a
+	}
+	return a, nil
+}
+
+// release ends an attachment. When delivery did not complete because the
+// transport broke, the session becomes Disconnected and keeps running.
+func (h *Host) release(a *attachment, completed bool, grace time.Duration) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.att != a {
+		return
+	}
+	h.att = nil
+	h.idleSince = h.now()
+	select {
+	case <-a.kicked:
+		return // whoever kicked it set the state
+	default:
+	}
+	if !completed {
+		h.disconnected = true
+		h.disconnAt = h.now()
+		if h.opts.Temporary {
+			if grace <= 0 {
+				grace = 4 * time.Minute
+			}
+			h.graceUntil = h.now().Add(grace)
+		}
+	}
+}
+
+func (h *Host) opRun(c *wire.Conn, req *wire.Request) {
+	h.mu.Lock()
+	a, err := h.claimLocked(c, req.Client, false, true)
+	if err != nil {
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(err))
+		return
+	}
+	cmd, err := h.startCommandLocked(req)
+	if err != nil {
+		h.att = nil
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(err))
+		return
+	}
+	if req.Detach {
+		h.att = nil
+		h.disconnected = true
+		h.disconnAt = h.now()
+	}
+	info := h.infoLocked()
+	h.mu.Unlock()
+	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cmd: cmd.id, StartSeq: cmd.startSeq})
+	if req.Detach {
+		return
+	}
+	completed := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd})
+	h.release(a, completed, time.Duration(req.Grace))
+	if completed && h.opts.Temporary {
+		go h.Close(req.Client.Host, "temporary session ended with its command")
+	}
+}
+
+// opAttach resumes a command's output after a reconnect (or follows a
+// command from where the client says it is).
+func (h *Host) opAttach(c *wire.Conn, req *wire.Request) {
+	h.mu.Lock()
+	var cmd *command
+	switch {
+	case h.running != nil && h.running.id == req.Cmd:
+		cmd = h.running
+	case h.lastCmd != nil && h.lastCmd.id == req.Cmd:
+		cmd = h.lastCmd
+	}
+	if cmd == nil {
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeNotFound, "session %s has no command %d to resume", h.opts.Name, req.Cmd)))
+		return
+	}
+	a, err := h.claimLocked(c, req.Client, req.Force, false)
+	if err != nil {
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(err))
+		return
+	}
+	var received uint64
+	if cmd.stdin != nil {
+		cmd.stdin.mu.Lock()
+		received = cmd.stdin.received
+		cmd.stdin.mu.Unlock()
+	}
+	h.mu.Unlock()
+	if req.After+1 < h.j.First() && req.After < cmd.startSeq {
+		req.After = cmd.startSeq
+	}
+	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Cmd: cmd.id, StartSeq: cmd.startSeq, StdinOffset: received})
+	completed := h.stream(a, streamSpec{after: req.After, cmd: cmd})
+	h.release(a, completed, time.Duration(req.Grace))
+	if completed && h.opts.Temporary {
+		go h.Close(req.Client.Host, "temporary session ended with its command")
+	}
+}
+
+// opReceive delivers what is journalled and not yet received, then follows a
+// running command to its end. It reattaches the session like connect.
+func (h *Host) opReceive(c *wire.Conn, req *wire.Request) {
+	h.mu.Lock()
+	a, err := h.claimLocked(c, req.Client, req.Force, false)
+	if err != nil {
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(err))
+		return
+	}
+	spec := streamSpec{after: h.j.Acked(), cmd: h.running, until: h.j.Last()}
+	if req.All {
+		spec.after = h.j.First() - 1
+	}
+	resp := wire.Response{OK: true, StartSeq: spec.after, Until: spec.until}
+	if h.running != nil {
+		resp.Cmd = h.running.id
+	}
+	h.mu.Unlock()
+	c.WriteJSON(wire.TResponse, resp)
+	completed := h.stream(a, spec)
+	h.release(a, completed, 0)
+}
+
+func (h *Host) opConnect(c *wire.Conn, req *wire.Request) {
+	h.mu.Lock()
+	_, err := h.claimLocked(nil, req.Client, req.Force, false)
+	if err == nil {
+		h.setIdleOverrideLocked(req.IdleTimeout)
+	}
+	info := h.infoLocked()
+	h.mu.Unlock()
+	if err != nil {
+		c.WriteJSON(wire.TResponse, refuse(err))
+		return
+	}
+	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
+}
+
+func (h *Host) opDisconnect(c *wire.Conn, req *wire.Request) {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)))
+		return
+	}
+	if h.att != nil {
+		h.att.kick(fmt.Sprintf("session disconnected by tether disconnect from %s", req.Client.Host))
+		h.att = nil
+	}
+	if !h.disconnected {
+		h.disconnected = true
+		h.disconnAt = h.now()
+	}
+	h.setIdleOverrideLocked(req.IdleTimeout)
+	info := h.infoLocked()
+	h.mu.Unlock()
+	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
+}
+
+// setIdleOverrideLocked applies a per-session idle timeout the agent has
+// already checked against MaxIdleTimeout.
+func (h *Host) setIdleOverrideLocked(s string) {
+	if d, err := time.ParseDuration(s); err == nil && d > 0 {
+		h.idleOverride = d
+	}
+}

@@ -1,0 +1,308 @@
+package wire
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Hello opens every conversation, in both directions. The agent adds the
+// authenticated identity when it relays a client to a session host; a session
+// host trusts those fields only from a peer running as root or as itself.
+type Hello struct {
+	Proto    int    `json:"proto"`
+	Software string `json:"software,omitempty"`
+	// Set by the agent towards a session host.
+	User       string `json:"user,omitempty"`
+	Admin      bool   `json:"admin,omitempty"`
+	RemoteAddr string `json:"remote_addr,omitempty"`
+}
+
+// Client identifies the client machine behind a request, so that a session
+// knows who holds it ("Busy: attached to laptop since ...").
+type Client struct {
+	ID   string `json:"id"`
+	Host string `json:"host"`
+}
+
+// TTY describes the client's terminal for interactive commands.
+type TTY struct {
+	Term string `json:"term"`
+	Rows int    `json:"rows"`
+	Cols int    `json:"cols"`
+}
+
+// Request is the one request a channel carries after Hello.
+type Request struct {
+	Op      string `json:"op"`
+	Session string `json:"session,omitempty"`
+	Client  Client `json:"client"`
+
+	// new
+	IdleTimeout string `json:"idle_timeout,omitempty"`
+	Temporary   bool   `json:"temporary,omitempty"`
+
+	// run
+	Command string   `json:"command,omitempty"`
+	Argv    []string `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
+	Module  string   `json:"module,omitempty"` // run Argv in this module's context
+	Stdin   bool     `json:"stdin,omitempty"`  // the client sends stdin frames
+	Detach  bool     `json:"detach,omitempty"` // start and disconnect at once
+	TTY     *TTY     `json:"tty,omitempty"`
+	// Grace is how long a temporary session waits for its client to come
+	// back after the transport broke before it interrupts the command.
+	Grace Duration `json:"grace,omitempty"`
+
+	// attach / receive
+	After uint64 `json:"after,omitempty"` // deliver records after this seq
+	Cmd   uint32 `json:"cmd,omitempty"`   // follow until this command's exit
+	All   bool   `json:"all,omitempty"`   // receive: replay everything retained
+	Force bool   `json:"force,omitempty"` // connect: take over from another client
+
+	// config
+	Key   string   `json:"key,omitempty"`
+	Value string   `json:"value,omitempty"`
+	Hosts []string `json:"hosts,omitempty"`
+
+	// list
+	AllUsers bool `json:"all_users,omitempty"`
+
+	// limits pushed by the agent to a session host
+	Limits *Limits `json:"limits,omitempty"`
+}
+
+// Limits are the per-session settings a session host enforces itself.
+type Limits struct {
+	IdleTimeout    Duration `json:"idle_timeout"`
+	MaxRunTime     Duration `json:"max_run_time"`
+	JournalBytes   int64    `json:"journal_bytes"`
+	BufferingMode  string   `json:"buffering_mode"`
+	MaxProcesses   int      `json:"max_processes"`
+	MaxMemoryBytes int64    `json:"max_memory_bytes"`
+}
+
+// Response answers a Request. Error is set when OK is false.
+type Response struct {
+	OK    bool   `json:"ok"`
+	Error *Error `json:"error,omitempty"`
+
+	Session  *SessionInfo  `json:"session,omitempty"`
+	Sessions []SessionInfo `json:"sessions,omitempty"`
+
+	// run / attach
+	Cmd         uint32 `json:"cmd,omitempty"`
+	StartSeq    uint64 `json:"start_seq,omitempty"`    // records of this command come after it
+	StdinOffset uint64 `json:"stdin_offset,omitempty"` // stdin bytes the host already has
+	Until       uint64 `json:"until,omitempty"`        // receive without a running command: last seq it delivers
+
+	Config  []ConfigEntry `json:"config,omitempty"`
+	Modules []ModuleInfo  `json:"modules,omitempty"`
+	Help    string        `json:"help,omitempty"`
+	Text    string        `json:"text,omitempty"`
+}
+
+// Error codes callers act on.
+const (
+	CodeNotFound     = "not_found"
+	CodeClosed       = "closed"
+	CodeBusy         = "busy"
+	CodeLimit        = "limit"
+	CodeDenied       = "denied"
+	CodeDisconnected = "disconnected"
+	CodeBadRequest   = "bad_request"
+	CodeExists       = "exists"
+	CodeInternal     = "internal"
+)
+
+// Error is a refusal with a code and a message meant for the user.
+type Error struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+func (e *Error) Error() string { return e.Message }
+
+// Errorf builds an *Error.
+func Errorf(code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// CodeOf returns the code of an *Error in err's chain, or "".
+func CodeOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Code
+	}
+	return ""
+}
+
+// Session states and availabilities, as PowerShell names them.
+const (
+	StateOpened       = "Opened"
+	StateDisconnected = "Disconnected"
+	StateClosed       = "Closed"
+	StateBroken       = "Broken"
+
+	AvailAvailable = "Available"
+	AvailBusy      = "Busy"
+	AvailNone      = "None"
+)
+
+// SessionInfo describes a session for list and errors.
+type SessionInfo struct {
+	Name         string    `json:"name"`
+	User         string    `json:"user"`
+	State        string    `json:"state"`
+	Availability string    `json:"availability"`
+	Created      time.Time `json:"created"`
+	IdleSince    time.Time `json:"idle_since,omitempty"`
+	Command      string    `json:"command,omitempty"`
+	Temporary    bool      `json:"temporary,omitempty"`
+	Holder       string    `json:"holder,omitempty"` // client host holding it
+	HeldSince    time.Time `json:"held_since,omitempty"`
+	ClosesAt     time.Time `json:"closes_at,omitempty"` // when idleness would close it
+	ClosedBy     string    `json:"closed_by,omitempty"`
+	ClosedAt     time.Time `json:"closed_at,omitempty"`
+	Reason       string    `json:"reason,omitempty"`
+	Pending      uint64    `json:"pending_bytes,omitempty"` // journalled output not yet received
+}
+
+// ConfigEntry is one host setting as `tether config list` shows it.
+type ConfigEntry struct {
+	Key     string `json:"key"`
+	Value   string `json:"value"`
+	Default string `json:"default"`
+	Source  string `json:"source"`
+	Locked  bool   `json:"locked"`
+	SetBy   string `json:"set_by,omitempty"`
+	Help    string `json:"help,omitempty"`
+}
+
+// ModuleInfo describes a command module on a host.
+type ModuleInfo struct {
+	Name        string   `json:"name"`
+	Version     string   `json:"version"`
+	Description string   `json:"description,omitempty"`
+	Path        string   `json:"path"`
+	Commands    []string `json:"commands,omitempty"`
+	Error       string   `json:"error,omitempty"`
+}
+
+// Signal asks the host to signal the running command.
+type Signal struct {
+	Name string `json:"name"` // INT, TERM, QUIT, TSTP, HUP, KILL
+}
+
+// Event tells an attached client about its attachment.
+type Event struct {
+	Kind   string `json:"kind"` // "detached"
+	Reason string `json:"reason,omitempty"`
+}
+
+// Output is one journal record sent to a client.
+type Output struct {
+	Seq  uint64
+	Kind uint8
+	Cmd  uint32
+	Data []byte
+}
+
+const outputHeader = 8 + 1 + 4
+
+// OutputHeader encodes o's fixed fields; send it with o.Data as one frame.
+func OutputHeader(dst *[outputHeader]byte, o Output) []byte {
+	binary.BigEndian.PutUint64(dst[0:8], o.Seq)
+	dst[8] = o.Kind
+	binary.BigEndian.PutUint32(dst[9:13], o.Cmd)
+	return dst[:]
+}
+
+// WriteOutput sends o as one frame.
+func (c *Conn) WriteOutput(o Output) error {
+	var h [outputHeader]byte
+	return c.Write(TOutput, OutputHeader(&h, o), o.Data)
+}
+
+// DecodeOutput parses an Output payload. Data aliases p.
+func DecodeOutput(p []byte) (Output, error) {
+	if len(p) < outputHeader {
+		return Output{}, fmt.Errorf("wire: output frame of %d bytes is shorter than its header", len(p))
+	}
+	return Output{
+		Seq:  binary.BigEndian.Uint64(p[0:8]),
+		Kind: p[8],
+		Cmd:  binary.BigEndian.Uint32(p[9:13]),
+		Data: p[outputHeader:],
+	}, nil
+}
+
+// WriteU64 sends a frame whose payload is one big-endian uint64 followed by
+// data (Stdin, StdinEOF, StdinAck, Ack).
+func (c *Conn) WriteU64(t Type, v uint64, data []byte) error {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return c.Write(t, b[:], data)
+}
+
+// DecodeU64 parses a payload written by WriteU64.
+func DecodeU64(t Type, p []byte) (uint64, []byte, error) {
+	if len(p) < 8 {
+		return 0, nil, fmt.Errorf("wire: %s frame of %d bytes is too short", t, len(p))
+	}
+	return binary.BigEndian.Uint64(p[:8]), p[8:], nil
+}
+
+// WriteResize sends the terminal size.
+func (c *Conn) WriteResize(rows, cols int) error {
+	var b [4]byte
+	binary.BigEndian.PutUint16(b[0:2], uint16(rows))
+	binary.BigEndian.PutUint16(b[2:4], uint16(cols))
+	return c.Write(TResize, b[:])
+}
+
+// DecodeResize parses a Resize payload.
+func DecodeResize(p []byte) (rows, cols int, err error) {
+	if len(p) != 4 {
+		return 0, 0, fmt.Errorf("wire: resize frame of %d bytes, want 4", len(p))
+	}
+	return int(binary.BigEndian.Uint16(p[0:2])), int(binary.BigEndian.Uint16(p[2:4])), nil
+}
+
+// Duration is a time.Duration encoded as a Go duration string in JSON.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return []byte(`"` + time.Duration(d).String() + `"`), nil
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	if len(b) < 2 || b[0] != '"' || b[len(b)-1] != '"' {
+		return fmt.Errorf("wire: duration %s is not a string", b)
+	}
+	v, err := time.ParseDuration(string(b[1 : len(b)-1]))
+	if err != nil {
+		return fmt.Errorf("wire: %w", err)
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// Handshake sends our Hello and reads the peer's, refusing another version.
+func (c *Conn) Handshake(h Hello) (Hello, error) {
+	h.Proto = Version
+	var peer Hello
+	err := c.WriteJSON(THello, h)
+	if err == nil {
+		err = c.ReadJSON(THello, &peer)
+	}
+	if err != nil {
+		return peer, fmt.Errorf("wire: handshake: %w", err)
+	}
+	if peer.Proto != Version {
+		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, Version)
+	}
+	return peer, nil
+}

@@ -1,0 +1,185 @@
+// Package wire is Tether's message protocol: the length-framed, versioned
+// messages that travel inside an SSH channel between the client and a session
+// host (relayed by the agent), and over the agent's local socket to a session
+// host.
+//
+// A frame is a 4-byte big-endian length, then a 1-byte message type, then the
+// payload; the length counts the type byte and the payload. Control messages
+// (Hello, Request, Response, Event) carry JSON; the hot-path messages (Output,
+// Stdin, Ack, StdinAck, Resize) are fixed binary layouts so that output is
+// binary-safe and costs no encoding. docs/ARCHITECTURE.md describes the
+// exchange.
+package wire
+
+import (
+	"bufio"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+)
+
+// Version is the protocol version sent in Hello. A peer refuses a different
+// major version.
+const Version = 1
+
+// MaxFrame is the default upper bound on one frame (type + payload). Output
+// chunks are at most MaxChunk, so a frame stays well below it.
+const MaxFrame = 1<<20 + 64
+
+// MaxChunk is the largest data payload put into one Output or Stdin frame.
+const MaxChunk = 256 << 10
+
+// Type identifies a message.
+type Type uint8
+
+// Message types. Values are part of the protocol: never renumber.
+const (
+	THello    Type = 1  // JSON Hello, first frame in each direction
+	TRequest  Type = 2  // JSON Request
+	TResponse Type = 3  // JSON Response
+	TOutput   Type = 4  // binary Output: one journal record
+	TStdin    Type = 5  // binary Stdin: offset + bytes for the command's stdin
+	TStdinEOF Type = 6  // binary offset: stdin ends there
+	TStdinAck Type = 7  // binary offset: bytes of stdin the host has consumed
+	TAck      Type = 8  // binary seq: output delivered by the client through seq
+	TSignal   Type = 9  // JSON Signal for the running command
+	TResize   Type = 10 // binary rows, cols of the client's terminal
+	TEvent    Type = 11 // JSON Event: something happened to the attachment
+)
+
+func (t Type) String() string {
+	switch t {
+	case THello:
+		return "hello"
+	case TRequest:
+		return "request"
+	case TResponse:
+		return "response"
+	case TOutput:
+		return "output"
+	case TStdin:
+		return "stdin"
+	case TStdinEOF:
+		return "stdin-eof"
+	case TStdinAck:
+		return "stdin-ack"
+	case TAck:
+		return "ack"
+	case TSignal:
+		return "signal"
+	case TResize:
+		return "resize"
+	case TEvent:
+		return "event"
+	}
+	return fmt.Sprintf("type(%d)", uint8(t))
+}
+
+// ErrFrameTooLarge is returned when a peer announces a frame over the limit.
+// The connection cannot be resynchronised after it and must be closed.
+var ErrFrameTooLarge = errors.New("wire: frame exceeds size limit")
+
+// Conn reads and writes frames on a stream. Reads must come from one
+// goroutine; writes are serialised internally and may come from many.
+type Conn struct {
+	r   *bufio.Reader
+	rw  io.ReadWriter
+	max int
+
+	wmu  sync.Mutex
+	wbuf []byte
+	rbuf []byte
+}
+
+// NewConn wraps rw. maxFrame <= 0 means MaxFrame.
+func NewConn(rw io.ReadWriter, maxFrame int) *Conn {
+	if maxFrame <= 0 {
+		maxFrame = MaxFrame
+	}
+	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), rw: rw, max: maxFrame}
+}
+
+// Read returns the next frame. The payload is valid until the next Read.
+func (c *Conn) Read() (Type, []byte, error) {
+	var hdr [5]byte
+	if _, err := io.ReadFull(c.r, hdr[:4]); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr[:4])
+	if n == 0 {
+		return 0, nil, errors.New("wire: empty frame")
+	}
+	if int64(n) > int64(c.max) {
+		return 0, nil, fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, n, c.max)
+	}
+	if cap(c.rbuf) < int(n) {
+		c.rbuf = make([]byte, n)
+	}
+	buf := c.rbuf[:n]
+	if _, err := io.ReadFull(c.r, buf); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	return Type(buf[0]), buf[1:], nil
+}
+
+// Write sends one frame made of the type and the concatenation of parts.
+func (c *Conn) Write(t Type, parts ...[]byte) error {
+	n := 1
+	for _, p := range parts {
+		n += len(p)
+	}
+	if n > c.max {
+		return fmt.Errorf("%w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, t, n, c.max)
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	buf := append(c.wbuf[:0], 0, 0, 0, 0, byte(t))
+	binary.BigEndian.PutUint32(buf, uint32(n))
+	for _, p := range parts {
+		buf = append(buf, p...)
+	}
+	_, err := c.rw.Write(buf)
+	if cap(buf) <= 2*MaxChunk {
+		c.wbuf = buf
+	}
+	return err
+}
+
+// WriteJSON sends v as a JSON frame of type t.
+func (c *Conn) WriteJSON(t Type, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return fmt.Errorf("wire: encode %s: %w", t, err)
+	}
+	return c.Write(t, b)
+}
+
+// DecodeJSON decodes a JSON payload of a frame of type t.
+func DecodeJSON(t Type, payload []byte, v any) error {
+	if err := json.Unmarshal(payload, v); err != nil {
+		return fmt.Errorf("wire: decode %s: %w", t, err)
+	}
+	return nil
+}
+
+// ReadJSON reads the next frame, requires type want, and decodes it into v.
+func (c *Conn) ReadJSON(want Type, v any) error {
+	t, p, err := c.Read()
+	if err != nil {
+		return err
+	}
+	if t != want {
+		return fmt.Errorf("wire: got %s message, want %s", t, want)
+	}
+	return DecodeJSON(t, p, v)
+}
+
+// Reader returns the buffered reader behind Read, for a relay that hands the
+// rest of the stream (including bytes already buffered) to another peer.
+func (c *Conn) Reader() io.Reader { return c.r }
