@@ -26,9 +26,9 @@ type RunSpec struct {
 	// ReconnectTimeout bounds automatic reconnection after a broken
 	// transport; 0 means 4 minutes, negative disables it.
 	ReconnectTimeout time.Duration
-	Notify           io.Writer          // reconnect notices; nil discards them
-	Signals          <-chan string      // signal names to deliver to the command
-	Resize           <-chan [2]int      // terminal rows, cols
+	Notify           io.Writer                            // reconnect notices; nil discards them
+	Signals          <-chan string                        // signal names to deliver to the command
+	Resize           <-chan [2]int                        // terminal rows, cols
 	OnStart          func(session string, temporary bool) // called once the host accepted the command
 }
 

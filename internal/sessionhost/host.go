@@ -125,10 +125,10 @@ func start(opts Options) (*Host, error) {
 		opts.Now = time.Now
 	}
 	h := &Host{
-		opts:     opts,
-		log:      opts.Logger.With("session", opts.Name, "user", opts.User),
-		now:      opts.Now,
-		limits:   opts.Limits,
+		opts:      opts,
+		log:       opts.Logger.With("session", opts.Name, "user", opts.User),
+		now:       opts.Now,
+		limits:    opts.Limits,
 		closed:    make(chan struct{}),
 		closeDone: make(chan struct{}),
 		watchers:  map[net.Conn]struct{}{},
