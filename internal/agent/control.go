@@ -51,7 +51,3 @@ func (a *Agent) opConfig(id identity, req *wire.Request) wire.Response {
 	return wire.Response{OK: true, Config: out}
 }
 
-// opModule is implicit remoting's host side.
-func (a *Agent) opModule(id identity, req *wire.Request) wire.Response {
-	return refuse(wire.Errorf(wire.CodeBadRequest, "this agent does not serve command modules yet"))
-}

@@ -35,6 +35,11 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 	case "module.list", "module.help":
 		return a.opModule(id, req), nil
 	case "run":
+		if req.Module != "" {
+			if err := a.prepareModuleRun(id, req); err != nil {
+				return refuse(err), nil
+			}
+		}
 		if req.Session == "" {
 			u, err := lookupUser(id.user)
 			if err != nil {

@@ -47,6 +47,7 @@ type Dialer struct {
 // Conn is an SSH connection to one agent.
 type Conn struct {
 	Target Target
+	shown  Target // as the user wrote it, for messages
 	ssh    *ssh.Client
 	closed chan struct{}
 	once   sync.Once
@@ -65,6 +66,7 @@ func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
 
 // Dial connects and authenticates to t's agent.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
+	shown := t.WithSession("")
 	t = t.WithUser(d.DefaultUser)
 	timeout := d.Timeout
 	if timeout <= 0 {
@@ -119,7 +121,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s: %w", t.HostPort(), err)}
 	}
 	nc.SetDeadline(time.Time{})
-	c := &Conn{Target: t, ssh: ssh.NewClient(sc, chans, reqs), closed: make(chan struct{})}
+	c := &Conn{Target: t, shown: shown, ssh: ssh.NewClient(sc, chans, reqs), closed: make(chan struct{})}
 	go func() {
 		c.ssh.Wait()
 		c.once.Do(func() { close(c.closed) })
@@ -194,7 +196,7 @@ func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 	if err != nil {
 		var oce *ssh.OpenChannelError
 		if errors.As(err, &oce) {
-			return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.Target.fill(oce.Message)}
+			return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oce.Message)}
 		}
 		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
@@ -237,7 +239,7 @@ func (c *Conn) Call(ctx context.Context, req wire.Request) (wire.Response, error
 			return r.resp, fmt.Errorf("%w: %v", ErrTransport, r.err)
 		}
 		if !r.resp.OK {
-			return r.resp, c.Target.refusal(r.resp.Error)
+			return r.resp, c.shown.refusal(r.resp.Error)
 		}
 		return r.resp, nil
 	}

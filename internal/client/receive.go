@@ -69,7 +69,7 @@ func (r *runner) openReceive(c *Conn, all, force bool) (*wire.Conn, ssh.Channel,
 	}
 	if !resp.OK {
 		ch.Close()
-		return nil, nil, c.Target.refusal(resp.Error)
+		return nil, nil, c.shown.refusal(resp.Error)
 	}
 	if r.lastSeq.Load() == 0 || all {
 		r.lastSeq.Store(resp.StartSeq)

@@ -212,7 +212,7 @@ func (r *runner) attach(c *Conn) (*wire.Conn, ssh.Channel, error) {
 	}
 	if !resp.OK {
 		ch.Close()
-		return nil, nil, c.Target.refusal(resp.Error)
+		return nil, nil, c.shown.refusal(resp.Error)
 	}
 	if r.stdin != nil {
 		r.stdin.resume(resp.StdinOffset)

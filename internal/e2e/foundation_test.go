@@ -155,6 +155,7 @@ func TestManySessions(t *testing.T) {
 	}
 	a, c := setup(t)
 	const n = 200
+	c.MustRun("config", "set", a.Host(), "MaxShellsPerUser", "250")
 	var addrs []string
 	for i := 0; i < n; i += 50 {
 		var hosts []string
