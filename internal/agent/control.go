@@ -50,4 +50,3 @@ func (a *Agent) opConfig(id identity, req *wire.Request) wire.Response {
 	}
 	return wire.Response{OK: true, Config: out}
 }
-
