@@ -180,3 +180,36 @@ func TestAgentKill9KeepsSessions(t *testing.T) {
 		t.Fatal("restarted agent does not list the session")
 	}
 }
+
+// TestAgentRestartLikeSystemd restarts the agent as contrib/systemd's unit
+// does (KillMode=process: SIGTERM to the agent only, then a new ExecStart).
+func TestAgentRestartLikeSystemd(t *testing.T) {
+	unit, err := os.ReadFile("../../contrib/systemd/tether.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(unit), "\nKillMode=process\n") {
+		t.Fatal("the unit must keep session hosts alive on restart: KillMode=process")
+	}
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", "--name", "sd", a.Host()))
+	c.MustRun("invoke", addr, "v=before")
+	out := c.MustRun("invoke", "--disconnected", addr, `for i in $(seq 1 20); do echo $i; sleep 0.05; done; exit 5`)
+	if strings.TrimSpace(out) != addr {
+		t.Fatalf("--disconnected printed %q", out)
+	}
+	a.Term()
+	a.Restart()
+	b := c.WithKey()
+	if l := b.MustRun("list", a.Host()); !strings.Contains(l, "sd") {
+		t.Fatalf("sessions lost over the restart:\n%s", l)
+	}
+	b.MustRun("connect", addr)
+	r := b.Run("receive", addr)
+	if r.Code != 5 || r.Stdout != seq(20) {
+		t.Fatalf("receive after restart: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := b.MustRun("invoke", addr, "echo $v"); got != "before\n" {
+		t.Fatalf("state after restart: %q", got)
+	}
+}

@@ -396,3 +396,14 @@ func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool)
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// Term stops the agent the way `systemctl stop` does with KillMode=process:
+// SIGTERM to the agent alone, session hosts untouched.
+func (a *Agent) Term() {
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-a.done:
+	case <-time.After(10 * time.Second):
+		a.t.Fatalf("agent did not stop on SIGTERM")
+	}
+}
