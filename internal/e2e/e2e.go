@@ -48,6 +48,7 @@ func Binary(t testing.TB) string {
 		}
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
+		os.Chmod(dir, 0o755) // session hosts of other users run it too
 		buildPath = filepath.Join(dir, "tether")
 		args := []string{"build", "-o", buildPath}
 		if raceEnabled && os.Getenv("TETHER_E2E_RACE") != "" {
@@ -77,6 +78,7 @@ func ShortTempDir(t testing.TB) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	os.Chmod(d, 0o755)
 	t.Cleanup(func() { os.RemoveAll(d) })
 	return d
 }
@@ -88,13 +90,15 @@ var (
 
 func testBase() string {
 	baseOnce.Do(func() {
-		home, err := os.UserHomeDir()
-		if err != nil || home == "" || home == "/" {
-			home = "/var/lib"
+		if os.Geteuid() == 0 {
+			// Session hosts of other users must reach their state: no /root.
+			baseDir = "/var/lib/tether-e2e"
+		} else {
+			home, _ := os.UserHomeDir()
+			baseDir = filepath.Join(home, ".cache", "tether-e2e")
 		}
-		baseDir = filepath.Join(home, ".cache", "tether-e2e")
 		os.MkdirAll(baseDir, 0o755)
-		os.Chmod(filepath.Dir(baseDir), 0o755)
+		os.Chmod(baseDir, 0o755)
 	})
 	return baseDir
 }
