@@ -2,6 +2,7 @@ package wire
 
 import (
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -45,7 +46,7 @@ type Request struct {
 
 	// run
 	Command string   `json:"command,omitempty"`
-	Argv    []string `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
+	Argv    Args     `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
 	Module  string   `json:"module,omitempty"` // run Argv in this module's context
 	Stdin   bool     `json:"stdin,omitempty"`  // the client sends stdin frames
 	Detach  bool     `json:"detach,omitempty"` // start and disconnect at once
@@ -305,4 +306,31 @@ func (c *Conn) Handshake(h Hello) (Hello, error) {
 		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, Version)
 	}
 	return peer, nil
+}
+
+// Args is an argument list that survives JSON byte for byte: each argument
+// travels base64-encoded, so invalid UTF-8 and NULs arrive unchanged.
+type Args []string
+
+// MarshalJSON implements json.Marshaler.
+func (a Args) MarshalJSON() ([]byte, error) {
+	enc := make([][]byte, len(a))
+	for i, s := range a {
+		enc[i] = []byte(s)
+	}
+	return json.Marshal(enc)
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (a *Args) UnmarshalJSON(b []byte) error {
+	var enc [][]byte
+	if err := json.Unmarshal(b, &enc); err != nil {
+		return fmt.Errorf("wire: argv: %w", err)
+	}
+	out := make(Args, len(enc))
+	for i, e := range enc {
+		out[i] = string(e)
+	}
+	*a = out
+	return nil
 }

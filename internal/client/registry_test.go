@@ -1,0 +1,100 @@
+package client
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+func TestRegistryConcurrentAdds(t *testing.T) {
+	r := &Registry{Path: filepath.Join(t.TempDir(), "tether", "sessions.json")}
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := r.Add(fmt.Sprintf("u@h:%d/s", 1000+i)); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	got, err := r.List()
+	if err != nil || len(got) != 20 {
+		t.Fatalf("%d entries, %v", len(got), err)
+	}
+	r.Remove("u@h:1000/s")
+	got, _ = r.List()
+	if len(got) != 19 {
+		t.Fatalf("after remove: %d", len(got))
+	}
+}
+
+func TestRegistryDamagedFileIsNotOverwritten(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sessions.json")
+	os.WriteFile(p, []byte("{not json"), 0o600)
+	r := &Registry{Path: p}
+	if err := r.Add("h/s"); err == nil || !strings.Contains(err.Error(), "move it away") {
+		t.Fatalf("got %v", err)
+	}
+	if b, _ := os.ReadFile(p); string(b) != "{not json" {
+		t.Fatal("damaged registry was overwritten")
+	}
+}
+
+func TestParseTarget(t *testing.T) {
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{"web1", "web1", ""},
+		{"alice@web1:2222/deploy", "alice@web1:2222/deploy", ""},
+		{"web1:4422", "web1", ""},
+		{"[::1]:4423/s", "[::1]:4423/s", ""},
+		{"[::1]", "[::1]", ""},
+		{"::1", "", "brackets"},
+		{"web1:0", "", "port"},
+		{"web1:x", "", "port"},
+		{"web1/", "", "nothing after"},
+		{"@web1", "", "empty user"},
+		{"", "", "empty address"},
+		{"/s", "", "no host"},
+	} {
+		got, err := ParseTarget(tc.in)
+		if tc.err != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("%q: err %v, want %q", tc.in, err, tc.err)
+			}
+			continue
+		}
+		if err != nil || got.String() != tc.want {
+			t.Errorf("%q: %q %v, want %q", tc.in, got, err, tc.want)
+		}
+	}
+}
+
+func FuzzParseRegistry(f *testing.F) {
+	f.Add([]byte(`{"sessions":[{"address":"u@h/s","created":"2026-01-01T00:00:00Z"}]}`))
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		ParseRegistry(b)
+	})
+}
+
+func FuzzParseTarget(f *testing.F) {
+	for _, s := range []string{"web1", "a@b:1/c", "[::1]:9/x", "a,b,,c"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		tg, err := ParseTarget(s)
+		if err != nil {
+			return
+		}
+		again, err := ParseTarget(tg.String())
+		if err != nil || again != tg {
+			t.Fatalf("%q -> %q -> %+v %v", s, tg.String(), again, err)
+		}
+	})
+}
