@@ -45,12 +45,12 @@ type Request struct {
 	Temporary   bool   `json:"temporary,omitempty"`
 
 	// run
-	Command string   `json:"command,omitempty"`
-	Argv    Args     `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
-	Module  string   `json:"module,omitempty"` // run Argv in this module's context
-	Stdin   bool     `json:"stdin,omitempty"`  // the client sends stdin frames
-	Detach  bool     `json:"detach,omitempty"` // start and disconnect at once
-	TTY     *TTY     `json:"tty,omitempty"`
+	Command string `json:"command,omitempty"`
+	Argv    Args   `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
+	Module  string `json:"module,omitempty"` // run Argv in this module's context
+	Stdin   bool   `json:"stdin,omitempty"`  // the client sends stdin frames
+	Detach  bool   `json:"detach,omitempty"` // start and disconnect at once
+	TTY     *TTY   `json:"tty,omitempty"`
 	// Grace is how long a temporary session waits for its client to come
 	// back after the transport broke before it interrupts the command.
 	Grace Duration `json:"grace,omitempty"`
