@@ -274,3 +274,51 @@ func TestErrors(t *testing.T) {
 		t.Fatalf("changed host key: exit %d %q", r.Code, r.Stderr)
 	}
 }
+
+// TestMakeRun runs `make run` as a newcomer would: a fresh HOME, nothing
+// configured, then uses the session it opened.
+func TestMakeRun(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary with make")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	home := ShortTempDir(t)
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	addr := ln.Addr().String()
+	ln.Close()
+	gocache, _ := exec.Command("go", "env", "GOCACHE").Output()
+	gomod, _ := exec.Command("go", "env", "GOMODCACHE").Output()
+	cmd := exec.Command("make", "run")
+	cmd.Dir = "../.."
+	cmd.Env = []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + os.Getenv("USER"),
+		"GOCACHE=" + strings.TrimSpace(string(gocache)), "GOMODCACHE=" + strings.TrimSpace(string(gomod)),
+		"GOFLAGS=-buildvcs=false", "TETHER_RUN_ADDR=" + addr, "SSH_AUTH_SOCK="}
+	out, err := cmd.CombinedOutput()
+	t.Cleanup(func() {
+		exec.Command("pkill", "-f", "tether serve --listen "+addr).Run()
+		KillSessionHosts(filepath.Join(home, ".local", "state", "tether-dev"))
+	})
+	if err != nil {
+		t.Fatalf("make run: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "opened session 127.0.0.1:") || !strings.Contains(string(out), "hello from") {
+		t.Fatalf("make run output:\n%s", out)
+	}
+	if _, err := os.Stat(filepath.Join(home, ".ssh")); err == nil {
+		t.Fatal("make run touched ~/.ssh")
+	}
+	// The printed session works with no flags: the Tether key is offered.
+	var session string
+	for _, l := range strings.Split(string(out), "\n") {
+		if s, ok := strings.CutPrefix(l, "opened session "); ok {
+			session = s
+		}
+	}
+	use := exec.Command("../../bin/tether", "invoke", session, "echo works")
+	use.Env = cmd.Env
+	if b, err := use.CombinedOutput(); err != nil || string(b) != "works\n" {
+		t.Fatalf("using the session: %v %q", err, b)
+	}
+}
