@@ -16,6 +16,10 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // setup starts one agent authorizing a fresh client's key.
@@ -320,5 +324,42 @@ func TestMakeRun(t *testing.T) {
 	use.Env = cmd.Env
 	if b, err := use.CombinedOutput(); err != nil || string(b) != "works\n" {
 		t.Fatalf("using the session: %v %q", err, b)
+	}
+}
+
+// TestOversizedMessage sends a frame over the size limit straight to the
+// agent: it is refused, and the agent keeps serving.
+func TestOversizedMessage(t *testing.T) {
+	a, c := setup(t)
+	key, _ := os.ReadFile(c.Key)
+	signer, err := ssh.ParsePrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := ssh.Dial("tcp", a.Addr, &ssh.ClientConfig{User: c.User, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.InsecureIgnoreHostKey()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ch, reqs, err := cl.OpenChannel("tether@tether.sh", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	wc := wire.NewConn(ch, 0)
+	if _, err := wc.Handshake(wire.Hello{}); err != nil {
+		t.Fatal(err)
+	}
+	// A request frame announcing 64 MiB.
+	ch.Write([]byte{0x04, 0, 0, 0, byte(wire.TRequest)})
+	var resp wire.Response
+	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil {
+		t.Fatal(err)
+	}
+	if resp.OK || resp.Error == nil || !strings.Contains(resp.Error.Message, "size limit") {
+		t.Fatalf("oversized request answered %+v", resp)
+	}
+	if out := c.MustRun("invoke", a.Host(), "echo still up"); out != "still up\n" {
+		t.Fatalf("agent after: %q", out)
 	}
 }
