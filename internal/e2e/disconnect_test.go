@@ -213,3 +213,28 @@ func TestAgentRestartLikeSystemd(t *testing.T) {
 		t.Fatalf("state after restart: %q", got)
 	}
 }
+
+// TestTemporarySessionClientGone: a client killed during a command in a
+// temporary session does not leave it running: after the reconnect grace the
+// host interrupts the command and closes the session.
+func TestTemporarySessionClientGone(t *testing.T) {
+	a, c := setup(t)
+	marker := filepath.Join(ShortTempDir(t), "still-running")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := c.Command(ctx, "invoke", "--reconnect-timeout", "1s", a.Host(), "while :; do touch "+marker+"; sleep 0.1; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 10*time.Second, "the command to run", func() bool { _, err := os.Stat(marker); return err == nil })
+	cmd.Process.Kill()
+	cmd.Wait()
+	WaitFor(t, 20*time.Second, "the temporary session to close", func() bool {
+		return !strings.Contains(c.MustRun("list", a.Host()), "tmp-")
+	})
+	os.Remove(marker)
+	time.Sleep(300 * time.Millisecond)
+	if _, err := os.Stat(marker); err == nil {
+		t.Fatal("the command still runs after its temporary session closed")
+	}
+}
