@@ -1,0 +1,272 @@
+package limits
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"sort"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// MonitorInterval is how often the rlimit mechanism's monitor scans /proc.
+var MonitorInterval = 50 * time.Millisecond
+
+// monitor is the rlimit mechanism: RLIMIT_AS on every added process, and a
+// goroutine in the process calling Add (the session host) that counts the
+// session's processes and their resident memory and kills what is over.
+//
+// The session's processes are: the added processes and their descendants
+// (parent chain), the members of their process groups (which catches
+// background jobs reparented to init), and, when the caller is a session
+// leader (a session host is: setsid), every process of its session.
+type monitor struct {
+	mu      sync.Mutex
+	sp      Spec
+	host    int              // the process running the monitor
+	roots   map[int]uint64   // added pid -> start time
+	pgids   map[int]struct{} // process groups of added processes
+	oom     int              // processes killed for memory
+	hits    int              // processes killed for the process limit
+	stop    chan struct{}
+	done    chan struct{}
+	started bool
+	closed  bool
+}
+
+func newMonitor(s Spec) *monitor {
+	return &monitor{sp: s, roots: map[int]uint64{}, pgids: map[int]struct{}{}}
+}
+
+func rlimitAS(pid int, limit int64) error {
+	v := uint64(unix.RLIM_INFINITY)
+	if limit > 0 {
+		v = uint64(limit)
+	}
+	return unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: v, Max: v}, nil)
+}
+
+func (m *monitor) add(pid int) error {
+	p, err := readProc(pid)
+	if err != nil {
+		return nil // gone already
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return errors.New("limits: group destroyed")
+	}
+	if m.host == 0 {
+		m.host = os.Getpid()
+	}
+	if m.sp.MaxProcesses > 0 {
+		if members, err := m.members(); err == nil && len(members) >= m.sp.MaxProcesses {
+			m.hits++
+			return &LimitError{Limit: ProcessLimit, Spec: m.sp}
+		}
+	}
+	if m.sp.MaxMemoryBytes > 0 {
+		err := rlimitAS(pid, m.sp.MaxMemoryBytes)
+		if errors.Is(err, syscall.ESRCH) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("limits: set RLIMIT_AS of %d: %w", pid, err)
+		}
+		// Children forked before the limit was set.
+		if all, err := listProcs(); err == nil {
+			for _, d := range descendants(all, pid) {
+				_ = rlimitAS(d, m.sp.MaxMemoryBytes)
+			}
+		}
+	}
+	m.roots[pid] = p.start
+	m.pgids[p.pgrp] = struct{}{}
+	if !m.started {
+		m.started = true
+		m.stop, m.done = make(chan struct{}), make(chan struct{})
+		go m.run()
+	}
+	return nil
+}
+
+func (m *monitor) addHost(int) error { return nil }
+
+// members lists the session's live processes. m.mu is held.
+func (m *monitor) members() ([]proc, error) {
+	all, err := listProcs()
+	if err != nil {
+		return nil, err
+	}
+	byPid := make(map[int]proc, len(all))
+	for _, p := range all {
+		byPid[p.pid] = p
+	}
+	// Forget added processes that ended (or whose pid was reused).
+	for pid, start := range m.roots {
+		if p, ok := byPid[pid]; !ok || p.start != start || p.zombie {
+			delete(m.roots, pid)
+		}
+	}
+	livePgids := map[int]bool{}
+	leader := false
+	if sid, err := unix.Getsid(0); err == nil && sid == m.host {
+		leader = true
+	}
+	in := map[int]bool{}
+	for pid := range m.roots {
+		in[pid] = true
+		for _, d := range descendants(all, pid) {
+			in[d] = true
+		}
+	}
+	var out []proc
+	for _, p := range all {
+		if p.pid == m.host || p.zombie {
+			continue
+		}
+		_, inPgid := m.pgids[p.pgrp]
+		if inPgid {
+			livePgids[p.pgrp] = true
+		}
+		if in[p.pid] || inPgid || (leader && p.sid == m.host) {
+			out = append(out, p)
+		}
+	}
+	for g := range m.pgids {
+		if !livePgids[g] {
+			delete(m.pgids, g)
+		}
+	}
+	return out, nil
+}
+
+func (m *monitor) run() {
+	defer close(m.done)
+	t := time.NewTicker(MonitorInterval)
+	defer t.Stop()
+	for {
+		m.enforce()
+		select {
+		case <-m.stop:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// enforce kills the newest processes over MaxProcesses and, while the
+// session's resident memory is over MaxMemoryBytes, the biggest process.
+func (m *monitor) enforce() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.sp.MaxProcesses == 0 && m.sp.MaxMemoryBytes == 0 {
+		return
+	}
+	ps, err := m.members()
+	if err != nil {
+		return
+	}
+	if max := m.sp.MaxProcesses; max > 0 && len(ps) > max {
+		sort.Slice(ps, func(i, j int) bool { // newest first
+			if ps[i].start != ps[j].start {
+				return ps[i].start > ps[j].start
+			}
+			return ps[i].pid > ps[j].pid
+		})
+		for _, p := range ps[:len(ps)-max] {
+			if kill(p.pid, p.start) == nil {
+				m.hits++
+			}
+		}
+		ps = ps[len(ps)-max:]
+	}
+	if lim := m.sp.MaxMemoryBytes; lim > 0 {
+		var total int64
+		for _, p := range ps {
+			total += p.rss
+		}
+		sort.Slice(ps, func(i, j int) bool { return ps[i].rss > ps[j].rss })
+		for _, p := range ps {
+			if total <= lim {
+				break
+			}
+			if kill(p.pid, p.start) == nil {
+				m.oom++
+				total -= p.rss
+			}
+		}
+	}
+}
+
+// update changes the limits; RLIMIT_AS of the added processes is changed
+// too (raising a hard limit needs CAP_SYS_RESOURCE: not raising it is not
+// an error).
+func (m *monitor) update(s Spec) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.sp = s
+	var first error
+	for pid := range m.roots {
+		if err := rlimitAS(pid, s.MaxMemoryBytes); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.EPERM) && first == nil {
+			first = fmt.Errorf("limits: set RLIMIT_AS of %d: %w", pid, err)
+		}
+	}
+	return first
+}
+
+func (m *monitor) spec() (Spec, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.sp, nil
+}
+
+func (m *monitor) events() (int, int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.oom, m.hits, nil
+}
+
+func (m *monitor) destroy() error {
+	m.mu.Lock()
+	if m.closed {
+		m.mu.Unlock()
+		return nil
+	}
+	m.closed = true
+	started := m.started
+	m.mu.Unlock()
+	if started {
+		close(m.stop)
+		<-m.done
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.host == 0 {
+		return nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ps, err := m.members()
+		if err != nil {
+			return fmt.Errorf("limits: destroy: %w", err)
+		}
+		if len(ps) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("limits: destroy: %d processes left", len(ps))
+		}
+		for _, p := range ps {
+			_ = kill(p.pid, p.start)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func (m *monitor) describe() string {
+	return "rlimit (RLIMIT_AS per process) and a /proc monitor of the session's processes"
+}

@@ -1,0 +1,261 @@
+// Package limits enforces a session's process and memory limits
+// (MaxProcessesPerShell, MaxMemoryPerShellMB) on the processes the session
+// runs.
+//
+// Three mechanisms, best first (see Detect):
+//
+//   - cgroup2: a cgroup per session in a cgroup v2 hierarchy that has the
+//     memory and pids controllers, at <mount>/tether/<name>. The group is a
+//     small domain: <name>/cmds holds the session's commands and carries the
+//     limits (memory.max, memory.swap.max, pids.max); <name>/host is where the
+//     agent puts the session host (AddHost), because cgroup v2 only lets an
+//     unprivileged process move processes between cgroups below a common
+//     ancestor it may write to.
+//   - cgroup1: a cgroup per session in the v1 memory and pids hierarchies, at
+//     <memory mount>/tether/<name> and <pids mount>/tether/<name>
+//     (memory.limit_in_bytes and memory.memsw.limit_in_bytes, pids.max).
+//   - rlimit: no writable cgroups (a non-root agent). Each process gets
+//     RLIMIT_AS = the memory limit, and a monitor in the session host counts
+//     the session's live processes and their resident memory through /proc
+//     and kills the newest processes over MaxProcesses, and the biggest while
+//     the total is over the memory limit.
+//
+// The agent (root) creates a session's Group before starting its session host
+// (Create) and removes it when the session closes (Destroy). The session host,
+// running as the session's user, reopens it by name (Open) and calls Add from
+// runspace's AfterStart for every process it starts; the session host itself
+// is not in the limited group, so a command that runs out of memory is killed
+// and the session survives. Events tells the session host that a command was
+// stopped by a limit, and StopMessage gives the line to print.
+package limits
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"sync"
+)
+
+// Mechanism is how limits are enforced.
+type Mechanism string
+
+// The mechanisms, best first.
+const (
+	Cgroup2 Mechanism = "cgroup2"
+	Cgroup1 Mechanism = "cgroup1"
+	Rlimit  Mechanism = "rlimit"
+)
+
+// Spec is what a Group enforces. 0 means unlimited.
+type Spec struct {
+	// MaxProcesses is the number of the session's processes alive at once
+	// (with cgroups: tasks, so threads count too).
+	MaxProcesses int
+	// MaxMemoryBytes is the memory of all the session's processes together.
+	MaxMemoryBytes int64
+}
+
+// Limit names one of the limits, for messages.
+type Limit int
+
+const (
+	// MemoryLimit is MaxMemoryPerShellMB.
+	MemoryLimit Limit = iota + 1
+	// ProcessLimit is MaxProcessesPerShell.
+	ProcessLimit
+)
+
+// LimitError is returned by Add when the session already has MaxProcesses
+// processes. Its text is meant to follow "tether: <command>: ".
+type LimitError struct {
+	Limit Limit
+	Spec  Spec
+}
+
+func (e *LimitError) Error() string { return message(e.Limit, e.Spec) }
+
+// ErrLimit matches every *LimitError with errors.Is.
+var ErrLimit = errors.New("session limit reached")
+
+// Is makes errors.Is(err, ErrLimit) true for a *LimitError.
+func (e *LimitError) Is(target error) bool { return target == ErrLimit }
+
+func message(l Limit, s Spec) string {
+	switch l {
+	case MemoryLimit:
+		return fmt.Sprintf("command stopped: session memory limit MaxMemoryPerShellMB (%d) reached", mb(s.MaxMemoryBytes))
+	case ProcessLimit:
+		return fmt.Sprintf("cannot start process: MaxProcessesPerShell (%d) reached in this session", s.MaxProcesses)
+	}
+	return "session limit reached"
+}
+
+func mb(b int64) int64 { return (b + (1<<20 - 1)) >> 20 }
+
+// StopMessage is the stderr line (without newline) for a command stopped by
+// limit l, e.g. "tether: command stopped: session memory limit
+// MaxMemoryPerShellMB (64) reached".
+func StopMessage(l Limit, s Spec) string { return "tether: " + message(l, s) }
+
+// Counters are a Group's event counters (see Group.Events).
+type Counters struct {
+	OOMKills    int
+	PidsMaxHits int
+}
+
+// Explain compares a Group's counters taken before and after a command and
+// returns the StopMessage lines for the limits the command ran into.
+func Explain(before, after Counters, s Spec) []string {
+	var out []string
+	if after.OOMKills > before.OOMKills {
+		out = append(out, StopMessage(MemoryLimit, s))
+	}
+	if after.PidsMaxHits > before.PidsMaxHits {
+		out = append(out, StopMessage(ProcessLimit, s))
+	}
+	return out
+}
+
+// backend is one mechanism's implementation of a Group.
+type backend interface {
+	add(pid int) error
+	addHost(pid int) error
+	update(s Spec) error
+	events() (oom, pids int, err error)
+	destroy() error
+	describe() string
+	spec() (Spec, error)
+}
+
+// Group is one session's limit domain.
+type Group struct {
+	mech Mechanism
+	name string
+	b    backend
+
+	mu      sync.Mutex
+	refused int // Add refusals (the process limit was already reached)
+}
+
+var nameRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,200}$`)
+
+func checkName(name string) error {
+	if !nameRE.MatchString(name) || name == "." || name == ".." {
+		return fmt.Errorf("limits: bad group name %q", name)
+	}
+	return nil
+}
+
+// Create makes the group name (conventionally "<user>.<session>") with the
+// limits spec, writable by uid/gid where the session host needs to write
+// (cgroup.procs, tasks) so that the session host, running as that user, can
+// move its own children in; uid < 0 leaves ownership alone. With cgroups it
+// needs the right to create cgroups (the agent, root). An existing group of
+// that name is reused. With Rlimit nothing is created on disk: the group lives
+// in the process that calls Add (the session host).
+func Create(m Mechanism, name string, uid, gid int, spec Spec) (*Group, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	var b backend
+	var err error
+	switch m {
+	case Cgroup1:
+		b, err = create1(name, uid, gid, spec)
+	case Cgroup2:
+		b, err = create2(name, uid, gid, spec)
+	case Rlimit:
+		b = newMonitor(spec)
+	default:
+		return nil, fmt.Errorf("limits: unknown mechanism %q", m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Group{mech: m, name: name, b: b}, nil
+}
+
+// Open reopens the group name made by Create (the session host, or a
+// restarted agent). A missing cgroup is an error matching fs.ErrNotExist.
+// With Rlimit the limits are not stored anywhere: Open gives an unlimited
+// group and the caller sets the spec with Update.
+func Open(m Mechanism, name string) (*Group, error) {
+	if err := checkName(name); err != nil {
+		return nil, err
+	}
+	var b backend
+	var err error
+	switch m {
+	case Cgroup1:
+		b, err = open1(name)
+	case Cgroup2:
+		b, err = open2(name)
+	case Rlimit:
+		b = newMonitor(Spec{})
+	default:
+		return nil, fmt.Errorf("limits: unknown mechanism %q", m)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return &Group{mech: m, name: name, b: b}, nil
+}
+
+// Add puts a started process, and whatever children it already forked, under
+// the group's limits. It is meant for runspace's AfterStart. A process that
+// has already exited is not an error. When the session already has
+// MaxProcesses processes it returns a *LimitError and does not add the
+// process (the caller kills it).
+func (g *Group) Add(pid int) error {
+	err := g.b.add(pid)
+	var le *LimitError
+	if errors.As(err, &le) {
+		g.mu.Lock()
+		g.refused++
+		g.mu.Unlock()
+	}
+	return err
+}
+
+// AddHost places the session host process pid in the group's domain, outside
+// the limits. Only cgroup2 needs it (the agent calls it right after starting
+// the session host); for the other mechanisms it does nothing.
+func (g *Group) AddHost(pid int) error { return g.b.addHost(pid) }
+
+// Update changes the limits of a live group.
+func (g *Group) Update(spec Spec) error { return g.b.update(spec) }
+
+// Spec reads back the limits in force.
+func (g *Group) Spec() (Spec, error) { return g.b.spec() }
+
+// Events returns the group's counters: processes killed for memory (the
+// kernel's OOM kills in the group, or the monitor's kills), and times the
+// process limit stopped a fork or a start (including Add refusals by this
+// Group value). They only grow.
+func (g *Group) Events() (oomKills int, pidsMaxHits int, err error) {
+	oomKills, pidsMaxHits, err = g.b.events()
+	g.mu.Lock()
+	pidsMaxHits += g.refused
+	g.mu.Unlock()
+	return oomKills, pidsMaxHits, err
+}
+
+// Counters is Events as a Counters value.
+func (g *Group) Counters() (Counters, error) {
+	o, p, err := g.Events()
+	return Counters{OOMKills: o, PidsMaxHits: p}, err
+}
+
+// Destroy kills the group's remaining processes and removes its cgroups
+// (with Rlimit: kills the processes the monitor knows and stops it).
+func (g *Group) Destroy() error { return g.b.destroy() }
+
+// Mechanism is the group's mechanism.
+func (g *Group) Mechanism() Mechanism { return g.mech }
+
+// Name is the group's name.
+func (g *Group) Name() string { return g.name }
+
+// Describe says what enforces the limits, for the log, e.g. "cgroup v1
+// memory+pids at /sys/fs/cgroup/memory/tether/alice.s1".
+func (g *Group) Describe() string { return g.b.describe() }
