@@ -80,10 +80,8 @@ func create2(name string, uid, gid int, spec Spec) (backend, error) {
 		return err
 	}
 	parent := filepath.Dir(c.dir)
-	if _, err := os.Stat(parent); err != nil {
-		if err := enable2(mnt); err != nil {
-			return fail(err)
-		}
+	if err := enable2(mnt); err != nil { // a no-op when already on (systemd)
+		return fail(err)
 	}
 	if err := mkdir(parent); err != nil {
 		return fail(err)
