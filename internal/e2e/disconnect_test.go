@@ -157,7 +157,7 @@ func TestAgentKill9KeepsSessions(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := c.Command(ctx, "invoke", addr, `for i in $(seq 1 40); do echo $i; sleep 0.05; done; exit 7`)
-	var out, errb bytes.Buffer
+	var out, errb SyncBuffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -411,3 +411,21 @@ func (a *Agent) Term() {
 		a.t.Fatalf("agent did not stop on SIGTERM")
 	}
 }
+
+// SyncBuffer is a bytes.Buffer safe to read while a process writes to it.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
