@@ -1,14 +1,104 @@
 package agent
 
-import "github.com/tether-sh/tether/internal/wire"
+import (
+	"errors"
+	"path/filepath"
+	"slices"
+
+	"github.com/tether-sh/tether/internal/modules"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// moduleDirs is the module path as id sees it: the agent's --modules, and
+// in root mode also the user's own ~/.config/tether/modules, whose files
+// must belong to that user.
+func (a *Agent) moduleDirs(id identity) []modules.Dir {
+	var dirs []modules.Dir
+	for _, p := range a.opts.Modules {
+		dirs = append(dirs, modules.Dir{Path: p, Owner: -1})
+	}
+	if a.root {
+		if u, err := lookupUser(id.user); err == nil && u.HomeDir != "" {
+			own := filepath.Join(u.HomeDir, ".config", "tether", "modules")
+			if !slices.Contains(a.opts.Modules, own) {
+				dirs = append(dirs, modules.Dir{Path: own, Owner: atoi(u.Uid)})
+			}
+		}
+	}
+	return dirs
+}
 
 // opModule is implicit remoting's host side: module.list and module.help.
 func (a *Agent) opModule(id identity, req *wire.Request) wire.Response {
-	return refuse(wire.Errorf(wire.CodeBadRequest, "this agent does not serve command modules yet"))
+	mods := modules.Scan(a.moduleDirs(id))
+	switch req.Op {
+	case "module.list":
+		infos := make([]wire.ModuleInfo, 0, len(mods))
+		for _, m := range mods {
+			info := wire.ModuleInfo{Name: m.Name, Version: m.Version, Description: m.Description, Path: m.Dir, Commands: m.CommandNames()}
+			if err := m.Err(); err != nil {
+				info.Error = err.Error()
+			}
+			infos = append(infos, info)
+		}
+		return wire.Response{OK: true, Modules: infos}
+	case "module.help":
+		m, err := findModule(mods, req.Module)
+		if err != nil {
+			return refuse(err)
+		}
+		if _, ok := m.Lookup(req.Key); !ok {
+			return refuse(wire.Errorf(wire.CodeNotFound, "module %s %s on %%HOST%% has no command %s; the module changed since it was imported: import it again",
+				m.Name, m.Version, req.Key))
+		}
+		text, err := m.Help(req.Key)
+		if errors.Is(err, modules.ErrNoHelp) {
+			return refuse(wire.Errorf(wire.CodeNotFound, "no help on %%HOST%% for %s; update the module there (add %s)",
+				req.Key, filepath.Join(m.Dir, "help", req.Key+".txt")))
+		}
+		if err != nil {
+			return refuse(wire.Errorf(wire.CodeInternal, "help for %s on %%HOST%%: %v", req.Key, err))
+		}
+		return wire.Response{OK: true, Help: text}
+	}
+	return refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op))
+}
+
+// findModule is the usable module called name, or a refusal saying why
+// there is none.
+func findModule(mods []modules.Module, name string) (*modules.Module, error) {
+	m := modules.Find(mods, name)
+	if m == nil {
+		return nil, wire.Errorf(wire.CodeNotFound, "no module %s on %%HOST%% (tether module list %%HOST%% shows them)", name)
+	}
+	if err := m.Err(); err != nil {
+		return nil, wire.Errorf(wire.CodeNotFound, "module %s on %%HOST%% is broken: %v", name, err)
+	}
+	return m, nil
 }
 
 // prepareModuleRun turns a run of req.Argv in module req.Module into a
 // command for the session host.
 func (a *Agent) prepareModuleRun(id identity, req *wire.Request) error {
-	return wire.Errorf(wire.CodeBadRequest, "this agent does not serve command modules yet")
+	argv, err := modules.DecodeArgv(req.Argv, req.Key)
+	if err != nil {
+		return wire.Errorf(wire.CodeBadRequest, "module run: %v", err)
+	}
+	if len(argv) == 0 {
+		return wire.Errorf(wire.CodeBadRequest, "module run of %s without a command", req.Module)
+	}
+	m, err := findModule(modules.Scan(a.moduleDirs(id)), req.Module)
+	if err != nil {
+		return err
+	}
+	if _, ok := m.Lookup(argv[0]); !ok {
+		return wire.Errorf(wire.CodeNotFound, "module %s %s on %%HOST%% has no command %s (it has %v); import it again",
+			m.Name, m.Version, argv[0], m.CommandNames())
+	}
+	script, err := m.Script(argv)
+	if err != nil {
+		return wire.Errorf(wire.CodeBadRequest, "%v", err)
+	}
+	req.Command, req.Argv, req.Key = script, nil, ""
+	return nil
 }

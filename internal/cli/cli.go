@@ -103,6 +103,9 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		configCmd(env, g),
 		versionCmd(env),
 		keygenCmd(env),
+		moduleCmd(env, g),
+		importCmd(env, g),
+		proxyCmd(env, g),
 	)
 	for _, c := range root.Commands() {
 		c.Flags().SetInterspersed(false)
