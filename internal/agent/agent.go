@@ -19,6 +19,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/config"
+	"github.com/tether-sh/tether/internal/limits"
 	"github.com/tether-sh/tether/internal/sshauth"
 )
 
@@ -51,6 +52,7 @@ type Agent struct {
 	server *ssh.ServerConfig
 	self   *user.User
 	root   bool
+	mech   limits.Mechanism // how per-session process and memory limits are enforced
 
 	mu       sync.Mutex
 	sessions map[string]map[string]*sessionRef // user -> name -> session
@@ -129,6 +131,9 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("settings: %w", err)
 	}
 	a.server = a.serverConfig(key)
+	var how string
+	a.mech, how = limits.DetectDetail()
+	a.log.Info("session limits", "mechanism", string(a.mech), "detail", how)
 	return a, nil
 }
 

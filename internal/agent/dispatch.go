@@ -334,6 +334,11 @@ func (a *Agent) pushLimits() {
 }
 
 func (a *Agent) pushLimitsTo(ref *sessionRef) {
+	if ref.group != nil {
+		if err := ref.group.Update(a.limitSpec()); err != nil {
+			a.log.Warn("cannot update session cgroup", "user", ref.user, "session", ref.name, "err", err)
+		}
+	}
 	l := a.limits()
 	if _, err := a.call(ref, identity{user: ref.user}, wire.Request{Op: "limits", Limits: &l}); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("cannot update session limits", "user", ref.user, "session", ref.name, "err", err)

@@ -1,6 +1,8 @@
 package agent
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/tether-sh/tether/internal/limits"
 	"github.com/tether-sh/tether/internal/sessionhost"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -26,6 +29,35 @@ type sessionRef struct {
 	meta       sessionhost.Meta
 	broken     string // why the session host cannot be reached, if it cannot
 	watch      net.Conn
+	group      *limits.Group // the session's cgroup, when the agent made one
+}
+
+// groupName names a session's limit group: user, session and a short hash
+// of the state directory, so that two agents on one host never share one.
+func (a *Agent) groupName(user, name string) string {
+	return user + "." + name + "." + GroupSuffix(a.opts.StateDir)
+}
+
+// GroupSuffix is the part of cgroup names that identifies an agent's state
+// directory.
+func GroupSuffix(stateDir string) string {
+	abs, err := filepath.Abs(stateDir)
+	if err != nil {
+		abs = stateDir
+	}
+	sum := sha256.Sum256([]byte(abs))
+	return hex.EncodeToString(sum[:4])
+}
+
+// cgroups reports whether the agent itself creates per-session cgroups
+// (otherwise each session host enforces rlimits and counts processes).
+func (a *Agent) cgroups() bool {
+	return a.mech == limits.Cgroup1 || a.mech == limits.Cgroup2
+}
+
+func (a *Agent) limitSpec() limits.Spec {
+	l := a.limits()
+	return limits.Spec{MaxProcesses: l.MaxProcesses, MaxMemoryBytes: l.MaxMemoryBytes}
 }
 
 var validName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
@@ -111,8 +143,7 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 		os.Chown(dir, uid, gid)
 	}
 	os.Remove(a.tombstonePath(u.Username, name))
-	limits := a.limits()
-	lj, _ := json.Marshal(limits)
+	lj, _ := json.Marshal(a.limits())
 	args := []string{"session-host",
 		"--dir", dir,
 		"--name", name,
@@ -123,6 +154,22 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	if temporary {
 		args = append(args, "--temporary")
 	}
+	var group *limits.Group
+	if a.cgroups() {
+		g, err := limits.Create(a.mech, a.groupName(u.Username, name), uid, gid, a.limitSpec())
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("session limits: %w", err)
+		}
+		group = g
+		args = append(args, "--limits-group", g.Name(), "--limits-mechanism", string(a.mech))
+	}
+	fail := func() {
+		os.RemoveAll(dir)
+		if group != nil {
+			group.Destroy()
+		}
+	}
 	cmd := exec.Command(a.opts.Executable, args...)
 	cmd.Dir = u.HomeDir
 	cmd.Env = a.sessionEnv(u)
@@ -130,14 +177,14 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	if a.root && uid != 0 {
 		cred, err := credential(u)
 		if err != nil {
-			os.RemoveAll(dir)
+			fail()
 			return nil, err
 		}
 		cmd.SysProcAttr.Credential = cred
 	}
 	logf, err := os.OpenFile(filepath.Join(dir, "host.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
-		os.RemoveAll(dir)
+		fail()
 		return nil, fmt.Errorf("session log: %w", err)
 	}
 	if a.root {
@@ -147,18 +194,25 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	cmd.Stdout, cmd.Stderr = logf, logf
 	pr, pw, err := os.Pipe()
 	if err != nil {
-		os.RemoveAll(dir)
+		fail()
 		return nil, err
 	}
 	cmd.ExtraFiles = []*os.File{pw}
 	if err := cmd.Start(); err != nil {
 		pr.Close()
 		pw.Close()
-		os.RemoveAll(dir)
+		fail()
 		return nil, fmt.Errorf("start session host: %w", err)
 	}
 	pw.Close()
 	go cmd.Wait() // reap it if it ends while we run; after a restart init does
+	if group != nil {
+		if err := group.AddHost(cmd.Process.Pid); err != nil {
+			cmd.Process.Kill()
+			fail()
+			return nil, fmt.Errorf("session limits: %w", err)
+		}
+	}
 	ready := make(chan string, 1)
 	go func() {
 		b, _ := io.ReadAll(io.LimitReader(pr, 4096))
@@ -169,7 +223,7 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	case msg := <-ready:
 		if msg != "ready" {
 			cmd.Process.Kill()
-			os.RemoveAll(dir)
+			fail()
 			if msg == "" {
 				msg = "it exited; see the agent log"
 			}
@@ -177,10 +231,10 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 		}
 	case <-time.After(15 * time.Second):
 		cmd.Process.Kill()
-		os.RemoveAll(dir)
+		fail()
 		return nil, fmt.Errorf("session host for %s did not start within 15s", name)
 	}
-	ref := &sessionRef{user: u.Username, name: name, dir: dir, meta: sessionhost.Meta{Name: name, User: u.Username, Created: time.Now(), PID: cmd.Process.Pid, Temporary: temporary}}
+	ref := &sessionRef{user: u.Username, name: name, dir: dir, group: group, meta: sessionhost.Meta{Name: name, User: u.Username, Created: time.Now(), PID: cmd.Process.Pid, Temporary: temporary}}
 	if err := a.startWatch(ref); err != nil {
 		cmd.Process.Kill()
 		os.RemoveAll(dir)
@@ -284,6 +338,11 @@ func (a *Agent) startWatch(ref *sessionRef) error {
 		}
 		nc.Close()
 		a.unregister(ref)
+		if ref.group != nil {
+			if err := ref.group.Destroy(); err != nil {
+				a.log.Warn("cannot remove session cgroup", "session", ref.name, "err", err)
+			}
+		}
 	}()
 	return nil
 }
@@ -328,8 +387,17 @@ func (a *Agent) discover() {
 			continue
 		}
 		ref := &sessionRef{user: filepath.Base(filepath.Dir(dir)), name: filepath.Base(dir), dir: dir, meta: meta}
+		if a.cgroups() {
+			if g, err := limits.Open(a.mech, a.groupName(ref.user, ref.name)); err == nil {
+				ref.group = g
+			}
+		}
 		if err := a.startWatch(ref); err != nil {
 			ref.broken = "its session host is gone (" + err.Error() + ")"
+			if ref.group != nil {
+				ref.group.Destroy()
+				ref.group = nil
+			}
 			a.log.Warn("session broken", "user", ref.user, "session", ref.name, "reason", ref.broken)
 		} else {
 			found++

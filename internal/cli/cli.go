@@ -95,6 +95,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		sessionHostCmd(env),
 		newCmd(env, g),
 		invokeCmd(env, g),
+		enterCmd(env, g),
 		listCmd(env, g),
 		removeCmd(env, g),
 		disconnectCmd(env, g),
@@ -107,10 +108,26 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		importCmd(env, g),
 		proxyCmd(env, g),
 	)
-	for _, c := range root.Commands() {
-		c.Flags().SetInterspersed(false)
-	}
+	withUsage(root)
+	hookProxyHelp(root, env) // `tether help PROXY` fetches an imported command's help from its host
 	return root
+}
+
+// withUsage makes every command's argument errors say how to call it, and
+// stops flag parsing at the first positional argument, as ssh does.
+func withUsage(c *cobra.Command) {
+	c.Flags().SetInterspersed(false)
+	if v := c.Args; v != nil {
+		c.Args = func(cmd *cobra.Command, args []string) error {
+			if err := v(cmd, args); err != nil {
+				return usageError(cmd, "%v", err)
+			}
+			return nil
+		}
+	}
+	for _, sub := range c.Commands() {
+		withUsage(sub)
+	}
 }
 
 // configDir is ~/.config/tether (or $XDG_CONFIG_HOME/tether).

@@ -104,6 +104,8 @@ func eachHost(cmd *cobra.Command, env *Env, g *globals, arg string, req wire.Req
 		return err
 	}
 	defer s.Close()
+	pool := client.NewPool(s.dialer)
+	defer pool.Close()
 	req.Client = s.dialer.Client
 	resps := make([]wire.Response, len(hosts))
 	errs := make([]error, len(hosts))
@@ -112,12 +114,11 @@ func eachHost(cmd *cobra.Command, env *Env, g *globals, arg string, req wire.Req
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := s.dial(cmd.Context(), h)
+			c, err := pool.Get(cmd.Context(), h)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			defer c.Close()
 			resps[i], errs[i] = c.Call(cmd.Context(), req)
 		}()
 	}

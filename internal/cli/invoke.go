@@ -97,9 +97,6 @@ If the connection breaks, invoke reconnects by itself for up to
 				if r.Result.Dropped > 0 && !jsonOut {
 					fmt.Fprintf(env.Stderr, "tether: %s: %d bytes of output were dropped while disconnected (OutputBufferingMode drop)\n", r.Target, r.Result.Dropped)
 				}
-				if r.Result.Message != "" && !jsonOut {
-					fmt.Fprintf(env.Stderr, "tether: %s: %s\n", r.Target, r.Result.Message)
-				}
 				worst = max(worst, r.ExitCode)
 			}
 			if worst != 0 {

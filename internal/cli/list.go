@@ -66,6 +66,8 @@ COMMAND (the running one).`,
 					}
 				}
 			}
+			pool := client.NewPool(s.dialer)
+			defer pool.Close()
 			var mu sync.Mutex
 			var rows []listed
 			failed := false
@@ -79,10 +81,9 @@ COMMAND (the running one).`,
 						rows = append(rows, r)
 						mu.Unlock()
 					}
-					c, err := s.dial(cmd.Context(), h)
+					c, err := pool.Get(cmd.Context(), h)
 					var resp wire.Response
 					if err == nil {
-						defer c.Close()
 						resp, err = c.Call(cmd.Context(), wire.Request{Op: "list", AllUsers: allUsers, Client: s.dialer.Client})
 					}
 					if err != nil {

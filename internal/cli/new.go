@@ -30,6 +30,8 @@ closed by the host's limits.`,
 				return err
 			}
 			defer s.Close()
+			pool := client.NewPool(s.dialer)
+			defer pool.Close()
 			type result struct {
 				addr string
 				err  error
@@ -40,12 +42,11 @@ closed by the host's limits.`,
 				wg.Add(1)
 				go func() {
 					defer wg.Done()
-					c, err := s.dial(cmd.Context(), h)
+					c, err := pool.Get(cmd.Context(), h)
 					if err != nil {
 						results[i].err = err
 						return
 					}
-					defer c.Close()
 					resp, err := c.Call(cmd.Context(), wire.Request{Op: "new", Session: name, IdleTimeout: idle, Client: s.dialer.Client})
 					if err != nil {
 						results[i].err = fmt.Errorf("%s: cannot open session: %w", s.display(h), err)
@@ -78,5 +79,3 @@ closed by the host's limits.`,
 	cmd.Flags().StringVar(&idle, "idle-timeout", "", "this session's idle timeout, up to the host's MaxIdleTimeout")
 	return cmd
 }
-
-var _ client.Target

@@ -126,5 +126,7 @@ func sessionHostCmd(env *Env) *cobra.Command {
 	f.StringVar(&o.Tombstone, "tombstone", "", "file to leave when closed")
 	f.BoolVar(&o.Temporary, "temporary", false, "close after the first command")
 	f.StringVar(&limits, "limits", "{}", "limits as JSON")
+	f.StringVar(&o.LimitsGroup, "limits-group", "", "the session's cgroup, made by the agent")
+	f.StringVar(&o.LimitsMechanism, "limits-mechanism", "", "cgroup1 or cgroup2")
 	return cmd
 }

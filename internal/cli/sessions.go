@@ -24,18 +24,19 @@ func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s
 		return err
 	}
 	defer s.Close()
+	pool := client.NewPool(s.dialer)
+	defer pool.Close()
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, err := s.dial(cmd.Context(), t)
+			c, err := pool.Get(cmd.Context(), t)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			defer c.Close()
 			errs[i] = op(s, c, t)
 		}()
 	}
@@ -169,9 +170,6 @@ still holds.`,
 			s.registry.Add(s.full(t))
 			if res.Dropped > 0 {
 				fmt.Fprintf(env.Stderr, "tether: %s: %d bytes of output were dropped while disconnected (OutputBufferingMode drop)\n", t, res.Dropped)
-			}
-			if res.Message != "" {
-				fmt.Fprintf(env.Stderr, "tether: %s: %s\n", t, res.Message)
 			}
 			if res.ExitCode != 0 {
 				return exitError{res.ExitCode}

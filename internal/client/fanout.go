@@ -51,8 +51,8 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 	out := &lockedWriter{mu: new(sync.Mutex), w: f.Stdout}
 	errw := &lockedWriter{mu: out.mu, w: f.Stderr} // one lock: lines never interleave
 
-	conns := newConnPool(f.Dialer)
-	defer conns.closeAll()
+	conns := NewPool(f.Dialer)
+	defer conns.Close()
 
 	// Each run gets its own copy of every signal.
 	var subsMu sync.Mutex
@@ -113,7 +113,7 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 				spec.OnStart = func(s string, temp bool) { f.OnStart(t, s, temp) }
 			}
 			var res Result
-			conn, err := conns.get(ctx, t)
+			conn, err := conns.Get(ctx, t)
 			if err == nil {
 				res, err = f.Dialer.Run(ctx, conn, spec)
 			}
@@ -175,8 +175,9 @@ func (f *FanOut) startProgress(total int, done, failed *atomic.Int64) func() {
 	}
 }
 
-// connPool shares one SSH connection per host among the targets on it.
-type connPool struct {
+// Pool shares one SSH connection per host among the targets on it, so a
+// command over 500 sessions on 5 hosts makes 5 handshakes, not 500.
+type Pool struct {
 	d     *Dialer
 	mu    sync.Mutex
 	conns map[string]*poolEntry
@@ -188,9 +189,11 @@ type poolEntry struct {
 	err  error
 }
 
-func newConnPool(d *Dialer) *connPool { return &connPool{d: d, conns: map[string]*poolEntry{}} }
+// NewPool makes an empty pool dialing with d.
+func NewPool(d *Dialer) *Pool { return &Pool{d: d, conns: map[string]*poolEntry{}} }
 
-func (p *connPool) get(ctx context.Context, t Target) (*Conn, error) {
+// Get returns the connection to t's host, dialing it once.
+func (p *Pool) Get(ctx context.Context, t Target) (*Conn, error) {
 	key := t.connKey(p.d.DefaultUser)
 	p.mu.Lock()
 	e := p.conns[key]
@@ -203,7 +206,8 @@ func (p *connPool) get(ctx context.Context, t Target) (*Conn, error) {
 	return e.conn, e.err
 }
 
-func (p *connPool) closeAll() {
+// Close closes every connection.
+func (p *Pool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, e := range p.conns {

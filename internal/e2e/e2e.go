@@ -25,6 +25,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/agent"
 )
 
 var (
@@ -287,8 +289,20 @@ func (a *Agent) Stop() {
 	KillSessionHosts(a.State)
 }
 
-// KillSessionHosts ends the session hosts whose state lives under state.
+// KillSessionHosts ends the session hosts whose state lives under state,
+// and removes the cgroups their agent made for them.
 func KillSessionHosts(state string) {
+	defer func() {
+		suffix := "." + agent.GroupSuffix(state)
+		for _, ctl := range []string{"memory", "pids"} {
+			dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctl, "tether", "*"+suffix))
+			for _, d := range dirs {
+				for i := 0; i < 50 && os.Remove(d) != nil; i++ {
+					time.Sleep(20 * time.Millisecond)
+				}
+			}
+		}
+	}()
 	metas, _ := filepath.Glob(filepath.Join(state, "s", "*", "*", "meta.json"))
 	for _, m := range metas {
 		b, err := os.ReadFile(m)

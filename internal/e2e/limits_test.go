@@ -193,3 +193,42 @@ func TestPolicyLocksAndReloads(t *testing.T) {
 		t.Fatalf("after a broken policy: %q", got)
 	}
 }
+
+func TestProcessAndMemoryLimits(t *testing.T) {
+	a, c := setup(t)
+	if !strings.Contains(a.Log(), "session limits") {
+		t.Fatalf("the agent does not log how limits are enforced:\n%s", a.Log())
+	}
+	c.MustRun("config", "set", a.Host(), "MaxProcessesPerShell", "5")
+	c.MustRun("config", "set", a.Host(), "MaxMemoryPerShellMB", "64")
+	addr := strings.TrimSpace(c.MustRun("new", "--name", "lim", a.Host()))
+	other := strings.TrimSpace(c.MustRun("new", "--name", "other", a.Host()))
+	c.MustRun("invoke", addr, "kept=yes")
+
+	// A fork-bomb-ish loop is stopped; the session, the agent and other sessions are fine.
+	r := c.Run("invoke", addr, `sh -c 'for i in $(seq 1 50); do sleep 1 & done; wait' ; echo loop-ended`)
+	if !strings.Contains(r.Stderr, "MaxProcessesPerShell (5)") || !strings.Contains(r.Stdout, "loop-ended") {
+		t.Fatalf("fork loop: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	// The sleeps that did start count until they end; then the session is
+	// free again.
+	WaitFor(t, 10*time.Second, "the loop's processes to end", func() bool {
+		return c.Run("invoke", addr, "true | true | true").Code == 0
+	})
+	// Memory: a command allocating 200 MB is stopped with a clear message.
+	r = c.Run("invoke", addr, "head -c 200m /dev/zero | tail")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "MaxMemoryPerShellMB (64)") {
+		t.Fatalf("200 MB allocation: exit %d stderr %q", r.Code, r.Stderr)
+	}
+	if got := c.MustRun("invoke", addr, "echo $kept"); got != "yes\n" {
+		t.Fatalf("session after the limits: %q", got)
+	}
+	if got := c.MustRun("invoke", other, "echo fine"); got != "fine\n" {
+		t.Fatalf("other session: %q", got)
+	}
+	// Raising the limit applies to the running session.
+	c.MustRun("config", "set", a.Host(), "MaxMemoryPerShellMB", "512")
+	if r := c.Run("invoke", addr, "head -c 200m /dev/zero | tail | wc -c"); r.Code != 0 || strings.TrimSpace(r.Stdout) != "209715200" {
+		t.Fatalf("after raising the limit: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+}

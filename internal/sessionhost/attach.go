@@ -227,5 +227,5 @@ func (h *Host) signal(name string) {
 	}
 }
 
-// resize is replaced by the PTY support of interactive sessions.
-func (h *Host) resize(rows, cols int) {}
+// resize sets the running TTY command's window size (pty.go).
+func (h *Host) resize(rows, cols int) { h.resizePTY(rows, cols) }

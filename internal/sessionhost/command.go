@@ -24,9 +24,13 @@ type command struct {
 	started  time.Time
 	startSeq uint64
 	stdin    *stdinPipe
+	tty      *wire.TTY // run on a pseudo-terminal (pty.go)
 	done     chan struct{}
 	exitSeq  uint64 // seq of the exit record, set when done
-	exitCode int
+	// finishing: the command has ended and its exit record is being
+	// written; the session is about to be free.
+	finishing bool
+	exitCode  int
 }
 
 // EncodeExit and DecodeExit give an exit record's payload: the exit status,
@@ -60,6 +64,7 @@ func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
 		id:      h.nextCmd,
 		text:    describe(req),
 		started: h.now(),
+		tty:     req.TTY,
 		done:    make(chan struct{}),
 	}
 	if req.Stdin {
@@ -98,7 +103,13 @@ func (h *Host) runCommand(c *command, script string) {
 	}
 	out := &journalWriter{ctx: ctx, j: h.j, kind: journal.KindStdout, cmd: c.id}
 	errw := &journalWriter{ctx: ctx, j: h.j, kind: journal.KindStderr, cmd: c.id}
-	code, err := h.rs.Run(ctx, script, runspace.Streams{Stdin: stdin, Stdout: out, Stderr: errw})
+	streams := runspace.Streams{Stdin: stdin, Stdout: out, Stderr: errw}
+	var endTTY func()
+	if c.tty != nil {
+		streams, endTTY = h.startTTY(ctx, c, streams)
+	}
+	before := h.limitCounters()
+	code, err := h.rs.Run(ctx, script, streams)
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -107,14 +118,23 @@ func (h *Host) runCommand(c *command, script string) {
 		}
 		h.log.Warn("command failed inside the session host", "err", err)
 	}
+	if why := h.explainLimits(before); why != "" {
+		errw.Write([]byte(why + "\n"))
+		msg = why
+	}
 	if c.stdin != nil {
 		c.stdin.closeRead()
 	}
+	if endTTY != nil {
+		endTTY()
+	}
+	h.mu.Lock()
+	c.finishing = true // a new command waits for the exit record (opRun)
+	h.mu.Unlock()
 	seq, jerr := h.j.Append(context.Background(), journal.KindExit, c.id, EncodeExit(code, msg))
 	if jerr != nil {
 		h.log.Warn("cannot journal exit", "err", jerr)
 	}
-	h.j.Sync()
 	h.mu.Lock()
 	c.exitSeq, c.exitCode = seq, code
 	h.running = nil

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/limits"
 	"github.com/tether-sh/tether/internal/runspace"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -37,8 +38,12 @@ type Options struct {
 	Home      string
 	Env       []string
 	Limits    wire.Limits
-	Logger    *slog.Logger
-	Now       func() time.Time
+	// LimitsGroup names the cgroup the agent made for the session (empty:
+	// enforce limits here with rlimits), LimitsMechanism its kind.
+	LimitsGroup     string
+	LimitsMechanism string
+	Logger          *slog.Logger
+	Now             func() time.Time
 	// Ready, if set, is written "ready\n" once the socket listens, then closed.
 	Ready io.WriteCloser
 }
@@ -73,9 +78,10 @@ type Host struct {
 	log  *slog.Logger
 	now  func() time.Time
 
-	rs *runspace.Runspace
-	j  *journal.Journal
-	ln net.Listener
+	rs    *runspace.Runspace
+	j     *journal.Journal
+	group *limits.Group
+	ln    net.Listener
 
 	created time.Time
 
@@ -150,10 +156,16 @@ func start(opts Options) (*Host, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session %s: journal: %w", opts.Name, err)
 	}
+	if err := h.openLimits(); err != nil {
+		h.j.Close()
+		return nil, err
+	}
 	h.rs, err = runspace.New(runspace.Options{
 		Dir:        opts.Home,
 		Env:        opts.Env,
 		AfterStart: h.afterStart,
+		// Interactive commands' pseudo-terminal (pty.go).
+		BeforeStart: h.beforeStart,
 	})
 	if err != nil {
 		h.j.Close()
@@ -260,6 +272,9 @@ func (h *Host) Close(by, reason string) {
 		c.Close()
 	}
 	h.j.Remove()
+	if h.group != nil && h.group.Mechanism() == limits.Rlimit {
+		h.group.Destroy()
+	}
 	os.RemoveAll(h.opts.Dir)
 	close(h.closeDone)
 }

@@ -10,6 +10,7 @@ import (
 	"mvdan.cc/sh/v3/syntax"
 
 	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/limits"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -69,7 +70,62 @@ func quote(s string) string {
 	return b.String()
 }
 
-// afterStart is replaced by per-session process limits.
-func (h *Host) afterStart(pid int) error { return nil }
+// openLimits joins the cgroup the agent made for this session, or, where
+// the agent could not make one, enforces the limits here with rlimits and a
+// process monitor.
+func (h *Host) openLimits() error {
+	o := h.opts
+	spec := limits.Spec{MaxProcesses: o.Limits.MaxProcesses, MaxMemoryBytes: o.Limits.MaxMemoryBytes}
+	var err error
+	if o.LimitsGroup != "" {
+		h.group, err = limits.Open(limits.Mechanism(o.LimitsMechanism), o.LimitsGroup)
+	} else {
+		h.group, err = limits.Create(limits.Rlimit, o.User+"."+o.Name, os.Getuid(), os.Getgid(), spec)
+	}
+	if err != nil {
+		return fmt.Errorf("session limits: %w", err)
+	}
+	h.log.Info("session limits", "mechanism", h.group.Describe())
+	return nil
+}
 
-func (h *Host) applyProcessLimits(l wire.Limits) {}
+// afterStart puts each process a command starts under the session's limits.
+func (h *Host) afterStart(pid int) error {
+	if h.group == nil {
+		return nil
+	}
+	return h.group.Add(pid)
+}
+
+// applyProcessLimits follows a settings change. Cgroups are the agent's to
+// change; the rlimit fallback lives here.
+func (h *Host) applyProcessLimits(l wire.Limits) {
+	if h.group == nil || h.group.Mechanism() != limits.Rlimit {
+		return
+	}
+	h.group.Update(limits.Spec{MaxProcesses: l.MaxProcesses, MaxMemoryBytes: l.MaxMemoryBytes})
+}
+
+func (h *Host) limitCounters() limits.Counters {
+	if h.group == nil {
+		return limits.Counters{}
+	}
+	c, _ := h.group.Counters()
+	return c
+}
+
+// explainLimits says which limit stopped something during a command.
+func (h *Host) explainLimits(before limits.Counters) string {
+	if h.group == nil {
+		return ""
+	}
+	after, err := h.group.Counters()
+	if err != nil {
+		return ""
+	}
+	h.mu.Lock()
+	l := h.limits
+	h.mu.Unlock()
+	lines := limits.Explain(before, after, limits.Spec{MaxProcesses: l.MaxProcesses, MaxMemoryBytes: l.MaxMemoryBytes})
+	return strings.Join(lines, "\n")
+}

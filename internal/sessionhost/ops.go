@@ -170,6 +170,21 @@ func (h *Host) release(a *attachment, completed bool, grace time.Duration) {
 
 func (h *Host) opRun(c *wire.Conn, req *wire.Request) {
 	h.mu.Lock()
+	if r := h.running; r != nil && r.finishing {
+		// A client that read the exit record may ask again before the
+		// session has noted the end: wait for it, it is a moment.
+		h.mu.Unlock()
+		<-r.done
+		h.mu.Lock()
+	}
+	if h.running != nil {
+		// Refuse before claiming: claiming would detach whoever follows
+		// the running command.
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBusy, "session %s is busy running %q since %s; wait, interrupt it, or use another session",
+			h.opts.Name, h.running.text, h.running.started.Format(time.RFC3339))))
+		return
+	}
 	a, err := h.claimLocked(c, req.Client, false, true)
 	if err != nil {
 		h.mu.Unlock()
