@@ -243,16 +243,6 @@ func (e *enterer) run(ctx context.Context, spec client.RunSpec) (client.Result, 
 			var res client.Result
 			res, err = e.s.dialer.Run(ctx, c, spec)
 			spec.OnStart = onStart
-			if !started && errors.Is(err, client.ErrBusy) && time.Since(start) < busyWait {
-				// The session host publishes a command's exit record
-				// a moment before it takes the next command.
-				select {
-				case <-ctx.Done():
-					return res, ctx.Err()
-				case <-time.After(10 * time.Millisecond):
-				}
-				continue
-			}
 			if err == nil || started || !errors.Is(err, client.ErrTransport) {
 				if told && err == nil && spec.Notify != nil {
 					fmt.Fprintf(spec.Notify, "tether: reconnected to %s\n", e.target.HostString())
@@ -279,9 +269,6 @@ func (e *enterer) run(ctx context.Context, spec client.RunSpec) (client.Result, 
 		backoff = min(backoff*2, 2*time.Second)
 	}
 }
-
-// busyWait is how long a command refused as busy is retried.
-const busyWait = 2 * time.Second
 
 // fatal reports whether err means the session cannot be used any more.
 func fatal(err error) bool {
@@ -435,9 +422,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 		io.Reader
 		io.Writer
 	}{li, e.env.Stdout}, "")
-	hist := loadHistory(e.historyPath(), func(s string) bool {
-		return intr.Load() > 0 && strings.HasSuffix(s, "^C")
-	})
+	hist := loadHistory(e.historyPath(), func(s string) bool { return interrupted(&intr, s) })
 	t.History = hist
 	errw := crlf{e.env.Stderr}
 
@@ -479,7 +464,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 	}
 
 	for {
-		script, err := e.readInput(t, &intr)
+		script, err := e.readInput(t, li)
 		if err != nil {
 			io.WriteString(e.env.Stdout, "\r\n")
 			return nil // Ctrl-D, or the terminal went away
@@ -534,9 +519,10 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 // readInput reads lines until they make a complete input. Ctrl-C abandons
 // what was typed; Ctrl-D on an empty first line (or a broken terminal)
 // returns an error.
-func (e *enterer) readInput(t *term.Terminal, intr *atomic.Int32) (string, error) {
+func (e *enterer) readInput(t *term.Terminal, li *lineInput) (string, error) {
 	var buf strings.Builder
 	t.SetPrompt(e.promptText())
+	li.cont.Store(false)
 	for {
 		line, err := t.ReadLine()
 		if err != nil {
@@ -552,10 +538,11 @@ func (e *enterer) readInput(t *term.Terminal, intr *atomic.Int32) (string, error
 				return "", err
 			}
 		}
-		if intr.Load() > 0 && strings.HasSuffix(line, "^C") {
-			intr.Add(-1)
+		if interrupted(li.intr, line) {
+			li.intr.Add(-1)
 			buf.Reset()
 			t.SetPrompt(e.promptText())
+			li.cont.Store(false)
 			continue
 		}
 		buf.WriteString(line)
@@ -564,7 +551,14 @@ func (e *enterer) readInput(t *term.Terminal, intr *atomic.Int32) (string, error
 			return buf.String(), nil
 		}
 		t.SetPrompt("> ")
+		li.cont.Store(true)
 	}
+}
+
+// interrupted reports whether line was ended by Ctrl-C (or Ctrl-D in a
+// continuation line): see lineInput.
+func interrupted(intr *atomic.Int32, line string) bool {
+	return intr.Load() > 0 && (strings.HasSuffix(line, "^C") || strings.HasSuffix(line, "^D"))
 }
 
 func (e *enterer) historyPath() string {
@@ -672,10 +666,15 @@ func (r *inputReader) stop() {
 // lineInput feeds the line editor. term.Terminal ends ReadLine on Ctrl-C
 // as on Ctrl-D; to clear the line instead, Ctrl-C is typed as "go to end,
 // ^C, Enter", and the line it ends is dropped.
+//
+// In a continuation line Ctrl-D abandons the unfinished construct the same
+// way (term.Terminal would read the same Ctrl-D again after returning
+// io.EOF for it).
 type lineInput struct {
 	r       io.Reader
 	pending []byte
 	intr    *atomic.Int32
+	cont    atomic.Bool // reading a continuation line
 }
 
 func (l *lineInput) Read(p []byte) (int, error) {
@@ -686,8 +685,8 @@ func (l *lineInput) Read(p []byte) (int, error) {
 			return 0, err
 		}
 		for _, c := range b[:n] {
-			if c == 3 {
-				l.pending = append(l.pending, "\x05^C\r"...)
+			if c == 3 || (c == 4 && l.cont.Load()) {
+				l.pending = append(l.pending, '\x05', '^', '@'+c, '\r')
 				l.intr.Add(1)
 				continue
 			}
