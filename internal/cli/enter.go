@@ -355,11 +355,17 @@ func (e *enterer) report(res client.Result, w io.Writer) {
 // was (eval expands $? before pwd runs); builtin skips user functions.
 const dirQuery = `builtin eval "builtin pwd; (exit $?)"`
 
-// queryDir asks the session for its current directory for the prompt.
-func (e *enterer) queryDir(ctx context.Context) error {
+// queryDir asks the session for its current directory for the prompt. After
+// a command of ours it sets $? to the status the host reported for it (the
+// runspace's own $? after an interrupted builtin loop is 1, not 130).
+func (e *enterer) queryDir(ctx context.Context, status int, known bool) error {
 	var out bytes.Buffer
+	query := dirQuery
+	if known && status >= 0 && status <= 255 {
+		query = fmt.Sprintf("builtin pwd; (exit %d)", status)
+	}
 	_, err := e.run(ctx, client.RunSpec{
-		Request: wire.Request{Command: dirQuery},
+		Request: wire.Request{Command: query},
 		Stdout:  &out, Stderr: io.Discard, Notify: crlf{e.env.Stderr},
 	})
 	if err != nil {
@@ -394,7 +400,7 @@ func (e *enterer) promptText() string {
 func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 	// The first query checks that the session is usable before the
 	// terminal goes raw.
-	if err := e.queryDir(ctx); err != nil {
+	if err := e.queryDir(ctx, 0, false); err != nil {
 		return fmt.Errorf("%s", describeErr(e.target, err))
 	}
 	stdin := e.env.Stdin.(*os.File)
@@ -497,6 +503,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 			// Like bash after a program killed by a signal (^C).
 			io.WriteString(e.env.Stdout, "\r\n")
 		}
+		ran := err == nil
 		if err != nil {
 			fmt.Fprintf(errw, "tether: %s\n", describeErr(e.target, err))
 			if fatal(err) || ctx.Err() != nil {
@@ -507,7 +514,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 			e.report(res, errw)
 			e.last = res.ExitCode
 		}
-		if err := e.queryDir(ctx); err != nil {
+		if err := e.queryDir(ctx, e.last, ran); err != nil {
 			fmt.Fprintf(errw, "tether: %s\n", describeErr(e.target, err))
 			if fatal(err) || ctx.Err() != nil {
 				return exitError{255}

@@ -361,6 +361,18 @@ func TestEnterCtrlCInterruptsTheCommandNotTheSession(t *testing.T) {
 			t.Fatalf("round %d: sleep still runs after Ctrl-C", round)
 		}
 	}
+	// A builtin loop after a program has ended: nobody is in the
+	// terminal's foreground, the session host interrupts it.
+	tt.typeLine("sleep 0.4321; while :; do :; done")
+	WaitFor(t, 15*time.Second, "sleep to start", func() bool { return sleeping("0.4321") })
+	WaitFor(t, 15*time.Second, "sleep to end", func() bool { return !sleeping("0.4321") })
+	before = tt.prompts()
+	tt.keys("C-c")
+	tt.waitFor("the prompt after Ctrl-C in a loop", func(string) bool { return tt.prompts() > before })
+	tt.typeCommand(`echo "status=$?"`)
+	if !tt.hasLine("status=130") {
+		t.Fatalf("status after Ctrl-C in a loop:\n%s", tt.screen())
+	}
 	tt.typeCommand(`echo "keep=$keep"`)
 	if !tt.hasLine("keep=yes") || tt.hasLine("should-not-run") || tt.hasLine("not-abandoned") {
 		t.Fatalf("session state lost, or an interrupted line ran:\n%s", tt.screen())

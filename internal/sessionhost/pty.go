@@ -280,6 +280,12 @@ func (p *ptyState) keys(b []byte) {
 	if err != nil || fg <= 0 || fg == syscall.Getpgrp() {
 		return // the host itself is in the foreground: catchTTYSignals
 	}
+	if hitIntr && syscall.Kill(-fg, 0) == syscall.ESRCH {
+		// The foreground program has ended and the interpreter runs
+		// builtins (a loop): nobody gets the SIGINT, so interrupt.
+		p.h.rs.Interrupt()
+		return
+	}
 	if hitIntr {
 		go p.abandonIfKilled(fg)
 	}
