@@ -131,7 +131,7 @@ func TestNetworkCutsExactlyOnce(t *testing.T) {
 	for round := 0; total < int64(minCuts) && round < 40; round++ {
 		before := p.Cuts()
 		stop := make(chan struct{})
-		go p.CutRandomly(stop, 20*time.Millisecond, 120*time.Millisecond)
+		go p.CutRandomly(stop, 50*time.Millisecond, 250*time.Millisecond)
 		// Both directions: 20 MB in through stdin, 20 MB back out.
 		r := c.RunIn(bytes.NewReader(data), "invoke", via, "cat")
 		close(stop)

@@ -199,10 +199,11 @@ func (h *Host) startTTY(ctx context.Context, c *command, plain runspace.Streams)
 	if c.tty.Rows > 0 && c.tty.Cols > 0 {
 		setWinsize(p.slaveFd, c.tty.Rows, c.tty.Cols)
 	}
-	catchTTYSignals()
 	if err := unix.IoctlSetInt(p.slaveFd, unix.TIOCSCTTY, 0); err != nil {
 		h.log.Warn("cannot make the pseudo-terminal the controlling terminal; no job-control keys", "err", err)
 	} else {
+		// Before any key can reach the terminal (copyIn).
+		catchTTYSignals()
 		p.ctty = true
 	}
 	go p.copyOut()
