@@ -79,6 +79,7 @@ type Journal struct {
 	syncMu  sync.Mutex // serializes syncNow; guards ackFile writes
 	ackFile *os.File
 	stop    chan struct{}
+	kick    chan struct{} // something changed: the sync loop has work
 	done    chan struct{}
 }
 
@@ -116,18 +117,24 @@ func Open(opts Options) (*Journal, error) {
 		mode:         opts.Mode,
 		changed:      make(chan struct{}),
 		stop:         make(chan struct{}),
+		kick:         make(chan struct{}, 1),
 		done:         make(chan struct{}),
 	}
 	if err := j.recover(); err != nil {
 		j.closeFiles()
 		return nil, err
 	}
+	j.kick <- struct{}{} // persist what recovery changed
 	go j.syncLoop()
 	return j, nil
 }
 
 // notifyLocked wakes everyone waiting on j.changed.
 func (j *Journal) notifyLocked() {
+	select {
+	case j.kick <- struct{}{}:
+	default:
+	}
 	if j.changedUsed {
 		close(j.changed)
 		j.changed = make(chan struct{})

@@ -7,19 +7,26 @@ import (
 	"time"
 )
 
-// syncLoop fsyncs dirty segments and persists the acked mark every
-// syncInterval until Close.
+// syncLoop fsyncs dirty segments and persists the acked mark, at most
+// every syncInterval, until Close. It sleeps while nothing changes, so a
+// thousand idle sessions cost no wakeups.
 func (j *Journal) syncLoop() {
 	defer close(j.done)
-	t := time.NewTicker(j.syncInterval)
+	t := time.NewTimer(j.syncInterval)
 	defer t.Stop()
 	for {
 		select {
 		case <-j.stop:
 			return
-		case <-t.C:
-			j.syncNow() // errors resurface from Sync/Close
+		case <-j.kick:
 		}
+		t.Reset(j.syncInterval) // batch what arrives meanwhile
+		select {
+		case <-j.stop:
+			return
+		case <-t.C:
+		}
+		j.syncNow() // errors resurface from Sync/Close
 	}
 }
 

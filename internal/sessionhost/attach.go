@@ -209,6 +209,7 @@ func (h *Host) touch() {
 	h.mu.Lock()
 	h.idleSince = h.now()
 	h.mu.Unlock()
+	h.poke()
 }
 
 var signals = map[string]syscall.Signal{

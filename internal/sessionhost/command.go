@@ -76,6 +76,7 @@ func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
 	}
 	c.startSeq = seq
 	h.running = c
+	h.poke()
 	go h.runCommand(c, script)
 	return c, nil
 }
@@ -141,6 +142,7 @@ func (h *Host) runCommand(c *command, script string) {
 	h.lastCmd = c
 	h.idleSince = h.now()
 	h.mu.Unlock()
+	h.poke()
 	close(c.done)
 }
 

@@ -103,6 +103,7 @@ type Host struct {
 
 	closed    chan struct{}
 	closeDone chan struct{} // Close has finished removing the session's files
+	pokes     chan struct{} // state changed: recompute the next deadline
 	wg        sync.WaitGroup
 }
 
@@ -137,6 +138,7 @@ func start(opts Options) (*Host, error) {
 		limits:    opts.Limits,
 		closed:    make(chan struct{}),
 		closeDone: make(chan struct{}),
+		pokes:     make(chan struct{}, 1),
 		watchers:  map[net.Conn]struct{}{},
 	}
 	h.created = h.now()
@@ -282,23 +284,67 @@ func (h *Host) Close(by, reason string) {
 // Done is closed when the session has been closed.
 func (h *Host) Done() <-chan struct{} { return h.closed }
 
+// timers closes the session when a limit expires. It sleeps until the
+// next deadline and is poked on every state change, so an idle session
+// costs no wakeups.
 func (h *Host) timers(ctx context.Context) {
 	defer h.wg.Done()
-	t := time.NewTicker(250 * time.Millisecond)
+	t := time.NewTimer(time.Hour)
 	defer t.Stop()
 	for {
+		if by, reason := h.expired(); by != "" {
+			go h.Close(by, reason)
+			return
+		}
+		h.mu.Lock()
+		next := h.nextDeadlineLocked()
+		h.mu.Unlock()
+		wait := time.Hour
+		if !next.IsZero() {
+			// A little past the deadline, so expired() sees it passed.
+			wait = max(next.Sub(h.now())+5*time.Millisecond, time.Millisecond)
+		}
+		t.Reset(wait)
 		select {
 		case <-h.closed:
 			return
 		case <-ctx.Done():
 			return
+		case <-h.pokes:
 		case <-t.C:
 		}
-		if by, reason := h.expired(); by != "" {
-			go h.Close(by, reason)
-			return
+	}
+}
+
+// poke wakes the timers after a state change.
+func (h *Host) poke() {
+	select {
+	case h.pokes <- struct{}{}:
+	default:
+	}
+}
+
+// nextDeadlineLocked is the earliest moment a limit could close the session
+// in its current state, or zero.
+func (h *Host) nextDeadlineLocked() time.Time {
+	var next time.Time
+	earlier := func(t time.Time) {
+		if next.IsZero() || t.Before(next) {
+			next = t
 		}
 	}
+	if max := time.Duration(h.limits.MaxRunTime); max > 0 {
+		earlier(h.created.Add(max))
+	}
+	if !h.graceUntil.IsZero() && h.att == nil {
+		earlier(h.graceUntil)
+	}
+	if idle := h.idleTimeoutLocked(); idle > 0 {
+		if since, ok := h.idleClockLocked(); ok {
+			earlier(since.Add(idle))
+		}
+	}
+	return next
 }
 
 // expired says whether a limit closes the session now.

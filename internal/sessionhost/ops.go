@@ -94,6 +94,7 @@ func (h *Host) watch(nc net.Conn, c *wire.Conn) {
 }
 
 func (h *Host) setLimits(l wire.Limits) {
+	defer h.poke()
 	h.mu.Lock()
 	h.limits = l
 	h.mu.Unlock()
@@ -106,6 +107,7 @@ func (h *Host) setLimits(l wire.Limits) {
 // claimLocked checks that client may hold the session and attaches conn.
 // force takes the session over from another client.
 func (h *Host) claimLocked(c *wire.Conn, client wire.Client, force, needConnected bool) (*attachment, error) {
+	defer h.poke()
 	if h.closing {
 		return nil, wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
 	}
@@ -144,6 +146,7 @@ func (h *Host) claimLocked(c *wire.Conn, client wire.Client, force, needConnecte
 // release ends an attachment. When delivery did not complete because the
 // transport broke, the session becomes Disconnected and keeps running.
 func (h *Host) release(a *attachment, completed bool, grace time.Duration) {
+	defer h.poke()
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.att != a {
@@ -296,6 +299,7 @@ func (h *Host) opConnect(c *wire.Conn, req *wire.Request) {
 }
 
 func (h *Host) opDisconnect(c *wire.Conn, req *wire.Request) {
+	defer h.poke()
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
