@@ -299,7 +299,6 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		}
 		r.ratio(r.find("tether invoke H/S true (fresh CLI process)"), "ssh host true (ControlMaster up)")
 		r.ratio(r.find("tether invoke H true (fresh CLI, temporary session)"), "ssh host true (new connection, default kex)")
-		r.ratio(r.find("ssh host true (ControlMaster up)"), "loopback TCP 64 B round trip (floor)")
 	}
 	return nil
 }

@@ -276,7 +276,7 @@ func (b *bench) figMemory(r *results, cfg config, sshd *sshdProc) error {
 				r.problem("sshd memory: %d connections for %d clients", len(conns), n)
 			}
 		}
-		r.note("sshd figures exclude the remote `sleep` itself (see remote_sleep_pss_kib); sshd is measured at N=%v only: at ~7 MiB PSS per connection 1,000 would mean ~7 GiB and 1,000 full handshakes", cfg.sshMemNs)
+		r.note("sshd figures exclude the remote `sleep` itself (see remote_sleep_pss_kib); sshd is measured at N=%v only (1,000 would mean 1,000 full handshakes and 2,000 sshd processes)", cfg.sshMemNs)
 	}
 	return nil
 }
