@@ -136,7 +136,8 @@ func TestNetworkCutsExactlyOnce(t *testing.T) {
 		r := c.RunIn(bytes.NewReader(data), "invoke", via, "cat")
 		close(stop)
 		if r.Code != 0 {
-			t.Fatalf("round %d: exit %d: %s", round, r.Code, r.Stderr)
+			hostLog, _ := os.ReadFile(filepath.Join(a.State, "s", c.User, "cut", "host.log"))
+			t.Fatalf("round %d: exit %d: %.2000s\nsession host log:\n%s", round, r.Code, r.Stderr, hostLog)
 		}
 		if got := sha256.Sum256([]byte(r.Stdout)); got != want {
 			t.Fatalf("round %d: %d bytes back, hash differs after %d cuts", round, len(r.Stdout), p.Cuts()-before)

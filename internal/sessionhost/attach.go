@@ -54,10 +54,11 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
 		stdin = spec.cmd.stdin
 	}
 	if stdin != nil {
-		stdin.setNotify(func(consumed uint64) {
+		tok, consumed := stdin.setNotify(func(consumed uint64) {
 			a.conn.WriteU64(wire.TStdinAck, consumed, nil)
 		})
-		defer stdin.setNotify(nil)
+		defer stdin.clearNotify(tok)
+		a.conn.WriteU64(wire.TStdinAck, consumed, nil)
 	}
 
 	// Reader: acks, stdin, signals from the client.

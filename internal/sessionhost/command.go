@@ -177,14 +177,15 @@ func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 // stdinPipe buffers the client's stdin for the command, with offsets so that
 // a client resuming after a cut resends exactly what is missing.
 type stdinPipe struct {
-	mu       sync.Mutex
-	cond     *sync.Cond
-	buf      []byte
-	received uint64 // bytes accepted from the client, the next expected offset
-	consumed uint64 // bytes read by the command
-	eof      bool
-	closed   bool
-	notify   func(consumed uint64) // tells the attached client, may be nil
+	mu        sync.Mutex
+	cond      *sync.Cond
+	buf       []byte
+	received  uint64 // bytes accepted from the client, the next expected offset
+	consumed  uint64 // bytes read by the command
+	eof       bool
+	closed    bool
+	notify    func(consumed uint64) // tells the attached client, may be nil
+	notifyTok int                   // identifies the attachment that set notify
 }
 
 func newStdinPipe() *stdinPipe {
@@ -263,9 +264,24 @@ func (p *stdinPipe) closeRead() {
 	}
 }
 
-func (p *stdinPipe) setNotify(f func(uint64)) (received, consumed uint64) {
+// setNotify makes f the receiver of consumption updates (the attached
+// client) and returns a token for clearNotify. It reports the current
+// consumed offset so the new client can catch up at once: acks sent on a
+// connection that broke were lost.
+func (p *stdinPipe) setNotify(f func(uint64)) (token int, consumed uint64) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.notify = f
-	return p.received, p.consumed
+	p.notifyTok++
+	return p.notifyTok, p.consumed
+}
+
+// clearNotify removes the receiver set with token, unless a newer
+// attachment has replaced it since.
+func (p *stdinPipe) clearNotify(token int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.notifyTok == token {
+		p.notify = nil
+	}
 }
