@@ -78,14 +78,11 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 
 func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc {
 	return func(c *wire.Conn, ch ssh.Channel) error {
-		nc, hc, err := a.dialSession(ref, id)
+		nc, hc, err := a.dialSession(ref, id, *req)
 		if err != nil {
 			return wire.Errorf(wire.CodeClosed, "%v", err)
 		}
 		defer nc.Close()
-		if err := hc.WriteJSON(wire.TRequest, req); err != nil {
-			return wire.Errorf(wire.CodeClosed, "session %s: %v", ref.name, err)
-		}
 		done := make(chan struct{})
 		go func() {
 			io.Copy(nc, c.Reader())
@@ -94,7 +91,7 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 			}
 			close(done)
 		}()
-		io.Copy(ch, nc)
+		io.Copy(ch, hc.Reader()) // the reader may hold bytes read with the Hello
 		ch.CloseWrite()
 		ch.Close()
 		<-done
@@ -154,15 +151,12 @@ func (a *Agent) checkIdleTimeout(s string) (time.Duration, error) {
 
 // call sends one request to a session host and reads its response.
 func (a *Agent) call(ref *sessionRef, id identity, req wire.Request) (wire.Response, error) {
-	nc, c, err := a.dialSession(ref, id)
+	nc, c, err := a.dialSession(ref, id, req)
 	if err != nil {
 		return wire.Response{}, err
 	}
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if err := c.WriteJSON(wire.TRequest, req); err != nil {
-		return wire.Response{}, err
-	}
 	var resp wire.Response
 	if err := c.ReadJSON(wire.TResponse, &resp); err != nil {
 		return wire.Response{}, err

@@ -316,12 +316,8 @@ func credential(u *user.User) (*syscall.Credential, error) {
 // startWatch holds a connection to the session host; when it closes, the
 // session is gone and is forgotten.
 func (a *Agent) startWatch(ref *sessionRef) error {
-	nc, c, err := a.dialSession(ref, identity{user: ref.user})
+	nc, c, err := a.dialSession(ref, identity{user: ref.user}, wire.Request{Op: "watch"})
 	if err != nil {
-		return err
-	}
-	if err := c.WriteJSON(wire.TRequest, wire.Request{Op: "watch"}); err != nil {
-		nc.Close()
 		return err
 	}
 	var resp wire.Response
@@ -359,15 +355,16 @@ func (a *Agent) closeWatches() {
 	}
 }
 
-// dialSession connects to a session host as the agent on behalf of id.
-func (a *Agent) dialSession(ref *sessionRef, id identity) (net.Conn, *wire.Conn, error) {
+// dialSession connects to a session host as the agent on behalf of id and
+// sends req.
+func (a *Agent) dialSession(ref *sessionRef, id identity, req wire.Request) (net.Conn, *wire.Conn, error) {
 	nc, err := net.DialTimeout("unix", sessionhost.SocketPath(ref.dir), 5*time.Second)
 	if err != nil {
 		return nil, nil, fmt.Errorf("session host for %s is unreachable: %w", ref.name, err)
 	}
 	c := wire.NewConn(nc, 0)
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Handshake(wire.Hello{Software: "tether-agent", User: ref.user, Admin: id.admin, RemoteAddr: id.remote}); err != nil {
+	if _, err := c.HandshakeRequest(wire.Hello{Software: "tether-agent", User: ref.user, Admin: id.admin, RemoteAddr: id.remote}, req); err != nil {
 		nc.Close()
 		return nil, nil, err
 	}

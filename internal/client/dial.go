@@ -202,12 +202,11 @@ func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 	}
 	go ssh.DiscardRequests(reqs)
 	wc := wire.NewConn(ch, 0)
-	if _, err := wc.Handshake(wire.Hello{Software: "tether-client"}); err != nil {
+	if _, err := wc.HandshakeRequest(wire.Hello{Software: "tether-client"}, req); err != nil {
 		ch.Close()
-		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
-	}
-	if err := wc.WriteJSON(wire.TRequest, req); err != nil {
-		ch.Close()
+		if errors.Is(err, wire.ErrFrameTooLarge) {
+			return nil, nil, err
+		}
 		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
 	return wc, ch, nil

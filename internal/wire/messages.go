@@ -334,3 +334,40 @@ func (a *Args) UnmarshalJSON(b []byte) error {
 	*a = out
 	return nil
 }
+
+// HandshakeRequest is Handshake for the side that opens a conversation: it
+// sends its Hello and the Request together, in one write, and then reads the
+// peer's Hello — one round trip less than Handshake followed by a request.
+func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
+	h.Proto = Version
+	hb, err := json.Marshal(h)
+	if err != nil {
+		return Hello{}, fmt.Errorf("wire: encode hello: %w", err)
+	}
+	rb, err := json.Marshal(req)
+	if err != nil {
+		return Hello{}, fmt.Errorf("wire: encode request: %w", err)
+	}
+	if 1+len(rb) > c.max {
+		return Hello{}, fmt.Errorf("%w: request of %d bytes, limit %d", ErrFrameTooLarge, 1+len(rb), c.max)
+	}
+	buf := make([]byte, 0, 10+len(hb)+len(rb))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(hb)))
+	buf = append(append(buf, byte(THello)), hb...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(rb)))
+	buf = append(append(buf, byte(TRequest)), rb...)
+	c.wmu.Lock()
+	_, err = c.rw.Write(buf)
+	c.wmu.Unlock()
+	if err != nil {
+		return Hello{}, fmt.Errorf("wire: handshake: %w", err)
+	}
+	var peer Hello
+	if err := c.ReadJSON(THello, &peer); err != nil {
+		return peer, fmt.Errorf("wire: handshake: %w", err)
+	}
+	if peer.Proto != Version {
+		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, Version)
+	}
+	return peer, nil
+}
