@@ -321,8 +321,8 @@ func (r *runner) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel, _ in
 			}
 			r.lastSeq.Store(o.Seq)
 			if r.finished(o) {
+				// The host completes on this ack; it needs no answer.
 				wc.WriteU64(wire.TAck, o.Seq, nil)
-				waitEOF(wc, 2*time.Second)
 				return true, nil
 			}
 			unacked += len(o.Data)

@@ -96,7 +96,19 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
 			}
 			writeErr = nil
 		case <-readErr:
-			return false
+			// The client may have acked the end and closed at once: the
+			// ack and the close arrive together.
+			select {
+			case seq := <-target:
+				want, haveWant = seq, true
+			default:
+			}
+			select {
+			case seq := <-acked:
+				lastAck = seq
+			default:
+			}
+			return haveWant && lastAck >= want
 		case <-a.kicked:
 			a.conn.WriteJSON(wire.TEvent, wire.Event{Kind: "detached", Reason: a.reason})
 			return false
