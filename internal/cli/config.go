@@ -3,7 +3,7 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"sync"
+	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -95,48 +95,16 @@ host's policy file override local ones and cannot be changed remotely.`,
 
 // eachHost sends req to every host and prints each answer in host order.
 func eachHost(cmd *cobra.Command, env *Env, g *globals, arg string, req wire.Request, print func(h client.Target, resp wire.Response, many bool)) error {
-	hosts, err := parseTargets(arg, false)
-	if err != nil {
-		return err
-	}
-	s, err := g.setup(env)
-	if err != nil {
-		return err
-	}
-	defer s.Close()
-	pool := client.NewPool(s.dialer)
-	defer pool.Close()
-	req.Client = s.dialer.Client
-	resps := make([]wire.Response, len(hosts))
-	errs := make([]error, len(hosts))
-	var wg sync.WaitGroup
-	for i, h := range hosts {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pool.Get(cmd.Context(), h)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			resps[i], errs[i] = c.Call(cmd.Context(), req)
-		}()
-	}
-	wg.Wait()
-	failed := false
-	for i, h := range hosts {
-		h = s.display(h)
-		if errs[i] != nil {
-			failed = true
-			fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(h, errs[i]))
-			continue
+	many := strings.Contains(arg, ",")
+	return forTargets(cmd, env, g, arg, false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
+		req := req
+		req.Client = s.dialer.Client
+		resp, err := c.Call(cmd.Context(), req)
+		if err != nil {
+			return nil, err
 		}
-		print(h, resps[i], len(hosts) > 1)
-	}
-	if failed {
-		return exitError{255}
-	}
-	return nil
+		return func() { print(s.display(h), resp, many) }, nil
+	})
 }
 
 func printConfig(env *Env, entries []wire.ConfigEntry) {

@@ -2,7 +2,6 @@ package cli
 
 import (
 	"fmt"
-	"sync"
 
 	"github.com/spf13/cobra"
 
@@ -21,58 +20,17 @@ functions, directory, environment) between commands until it is removed or
 closed by the host's limits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			hosts, err := parseTargets(args[0], false)
-			if err != nil {
-				return err
-			}
-			s, err := g.setup(env)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			pool := client.NewPool(s.dialer)
-			defer pool.Close()
-			type result struct {
-				addr string
-				err  error
-			}
-			results := make([]result, len(hosts))
-			var wg sync.WaitGroup
-			for i, h := range hosts {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					c, err := pool.Get(cmd.Context(), h)
-					if err != nil {
-						results[i].err = err
-						return
-					}
-					resp, err := c.Call(cmd.Context(), wire.Request{Op: "new", Session: name, IdleTimeout: idle, Client: s.dialer.Client})
-					if err != nil {
-						results[i].err = fmt.Errorf("%s: cannot open session: %w", s.display(h), err)
-						return
-					}
-					t := h.WithSession(resp.Session.Name)
-					results[i].addr = s.display(t).String()
-					if err := s.registry.Add(s.full(t)); err != nil {
-						fmt.Fprintf(env.Stderr, "tether: %v\n", err)
-					}
-				}()
-			}
-			wg.Wait()
-			failed := false
-			for _, r := range results {
-				if r.err != nil {
-					fmt.Fprintf(env.Stderr, "tether: %v\n", r.err)
-					failed = true
-					continue
+			return forTargets(cmd, env, g, args[0], false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
+				resp, err := c.Call(cmd.Context(), wire.Request{Op: "new", Session: name, IdleTimeout: idle, Client: s.dialer.Client})
+				if err != nil {
+					return nil, fmt.Errorf("cannot open session: %w", err)
 				}
-				fmt.Fprintln(env.Stdout, r.addr)
-			}
-			if failed {
-				return exitError{255}
-			}
-			return nil
+				t := h.WithSession(resp.Session.Name)
+				if err := s.registry.Add(s.full(t)); err != nil {
+					fmt.Fprintf(env.Stderr, "tether: %v\n", err)
+				}
+				return func() { fmt.Fprintln(env.Stdout, s.display(t).String()) }, nil
+			})
 		},
 	}
 	cmd.Flags().StringVar(&name, "name", "", "session name (default: a short unique one)")

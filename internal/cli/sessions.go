@@ -12,10 +12,13 @@ import (
 	"github.com/tether-sh/tether/internal/wire"
 )
 
-// eachSession calls op on every session address concurrently, prints the
-// failures, and fails the command if any failed.
-func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s *session, c *client.Conn, t client.Target) error) error {
-	targets, err := parseTargets(arg, true)
+// forTargets runs op on every address of arg concurrently, over one SSH
+// connection per host. Each op may return a printer; printers and failures
+// are written in the order of the addresses, and any failure fails the
+// command with 255.
+func forTargets(cmd *cobra.Command, env *Env, g *globals, arg string, wantSession bool,
+	op func(s *session, c *client.Conn, t client.Target) (print func(), err error)) error {
+	targets, err := parseTargets(arg, wantSession)
 	if err != nil {
 		return err
 	}
@@ -26,6 +29,7 @@ func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s
 	defer s.Close()
 	pool := client.NewPool(s.dialer)
 	defer pool.Close()
+	prints := make([]func(), len(targets))
 	errs := make([]error, len(targets))
 	var wg sync.WaitGroup
 	for i, t := range targets {
@@ -37,7 +41,7 @@ func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s
 				errs[i] = err
 				return
 			}
-			errs[i] = op(s, c, t)
+			prints[i], errs[i] = op(s, c, t)
 		}()
 	}
 	wg.Wait()
@@ -46,12 +50,21 @@ func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s
 		if err != nil {
 			failed = true
 			fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(targets[i]), err))
+		} else if prints[i] != nil {
+			prints[i]()
 		}
 	}
 	if failed {
 		return exitError{255}
 	}
 	return nil
+}
+
+// eachSession calls op on every session address; see forTargets.
+func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s *session, c *client.Conn, t client.Target) error) error {
+	return forTargets(cmd, env, g, arg, true, func(s *session, c *client.Conn, t client.Target) (func(), error) {
+		return nil, op(s, c, t)
+	})
 }
 
 func removeCmd(env *Env, g *globals) *cobra.Command {
@@ -108,18 +121,17 @@ when; --force takes it over (the other client is told).
 Then use tether receive to get the output produced meanwhile.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
+			return forTargets(cmd, env, g, args[0], true, func(s *session, c *client.Conn, t client.Target) (func(), error) {
 				resp, err := c.Call(cmd.Context(), wire.Request{Op: "connect", Session: t.Session, Force: force, Client: s.dialer.Client})
 				if err != nil {
-					return err
+					return nil, err
 				}
 				s.registry.Add(s.full(t))
 				state := "Opened"
 				if resp.Session != nil && resp.Session.Pending > 0 {
 					state += fmt.Sprintf(", %d bytes of output waiting (tether receive %s)", resp.Session.Pending, s.display(t))
 				}
-				fmt.Fprintf(env.Stdout, "%s: %s\n", s.display(t), state)
-				return nil
+				return func() { fmt.Fprintf(env.Stdout, "%s: %s\n", s.display(t), state) }, nil
 			})
 		},
 	}
