@@ -4,7 +4,7 @@ BIN     ?= bin/tether
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/tether-sh/tether/internal/cli.Version=$(VERSION)
 
-.PHONY: build run test test-short fuzz bench vet fmt clean
+.PHONY: build run test test-short fuzz bench soak vet fmt clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tether
@@ -25,6 +25,10 @@ fuzz:
 
 bench: build
 	$(GO) run ./bench -tether $(BIN)
+
+# 1,000 random network cuts during 20 MB transfers each way, every byte checked.
+soak:
+	TETHER_SOAK_CUTS=$${CUTS:-1000} $(GO) test -count=1 -run TestNetworkCutsExactlyOnce -v -timeout 60m ./internal/e2e
 
 vet:
 	$(GO) vet ./...
