@@ -42,19 +42,7 @@ func (d *Dialer) Receive(ctx context.Context, spec ReceiveSpec) (Result, error) 
 	if err != nil {
 		return r.res, err
 	}
-	for {
-		done, err := r.follow(ctx, wc, ch, 0)
-		ch.Close()
-		if done {
-			return r.res, err
-		}
-		if ctx.Err() != nil {
-			return r.res, ctx.Err()
-		}
-		if wc, ch, err = r.reconnect(ctx, err); err != nil {
-			return r.res, err
-		}
-	}
+	return r.res, r.followToEnd(ctx, wc, ch)
 }
 
 func (r *runner) openReceive(c *Conn, all, force bool) (*wire.Conn, ssh.Channel, error) {

@@ -127,18 +127,23 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	if r.spec.Stdin != nil {
 		r.stdin = newStdinSender(r.spec.Stdin)
 	}
+	return r.res, r.followToEnd(ctx, wc, ch)
+}
+
+// followToEnd follows the stream, reconnecting and resuming as often as
+// the transport breaks, until what it follows has ended.
+func (r *runner) followToEnd(ctx context.Context, wc *wire.Conn, ch ssh.Channel) error {
 	for {
-		done, err := r.follow(ctx, wc, ch, 0)
+		done, err := r.follow(ctx, wc, ch)
 		ch.Close()
 		if done {
-			return r.res, err
+			return err
 		}
 		if ctx.Err() != nil {
-			return r.res, ctx.Err()
+			return ctx.Err()
 		}
-		wc, ch, err = r.reconnect(ctx, err)
-		if err != nil {
-			return r.res, err
+		if wc, ch, err = r.reconnect(ctx, err); err != nil {
+			return err
 		}
 	}
 }
@@ -222,7 +227,7 @@ func (r *runner) attach(c *Conn) (*wire.Conn, ssh.Channel, error) {
 
 // follow reads the attachment until the command's exit record (done) or a
 // transport error (not done: reconnect).
-func (r *runner) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel, _ int) (done bool, err error) {
+func (r *runner) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel) (done bool, err error) {
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	defer func() {
