@@ -364,8 +364,11 @@ func TestEnterCtrlCInterruptsTheCommandNotTheSession(t *testing.T) {
 	// A builtin loop after a program has ended: nobody is in the
 	// terminal's foreground, the session host interrupts it.
 	tt.typeLine("sleep 0.4321; while :; do :; done")
-	WaitFor(t, 15*time.Second, "sleep to start", func() bool { return sleeping("0.4321") })
-	WaitFor(t, 15*time.Second, "sleep to end", func() bool { return !sleeping("0.4321") })
+	typed := time.Now()
+	// The sleep is short: polling may miss it, so wait until it must be over.
+	WaitFor(t, 15*time.Second, "sleep to end", func() bool {
+		return time.Since(typed) > 700*time.Millisecond && !sleeping("0.4321")
+	})
 	before = tt.prompts()
 	tt.keys("C-c")
 	tt.waitFor("the prompt after Ctrl-C in a loop", func(string) bool { return tt.prompts() > before })
