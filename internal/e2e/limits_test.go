@@ -213,7 +213,7 @@ func TestProcessAndMemoryLimits(t *testing.T) {
 	// The sleeps that did start count until they end; then the session is
 	// free again.
 	WaitFor(t, 10*time.Second, "the loop's processes to end", func() bool {
-		return c.Run("invoke", addr, "true | true | true").Code == 0
+		return c.Run("invoke", addr, "/bin/true | /bin/true | /bin/true").Code == 0 // programs, not builtins
 	})
 	// Memory: a command allocating 200 MB is stopped with a clear message.
 	r = c.Run("invoke", addr, "head -c 200m /dev/zero | tail")
