@@ -114,7 +114,8 @@ func clientIdentity(dir string) wire.Client {
 	return wire.Client{ID: id, Host: fmt.Sprintf("%s (client %s)", host, id[:min(6, len(id))])}
 }
 
-// targets parses a comma-separated address list.
+// parseTargets parses a comma-separated address list, requiring session
+// addresses or host addresses.
 func parseTargets(arg string, wantSession bool) ([]client.Target, error) {
 	ts, err := client.ParseTargets(arg)
 	if err != nil {
@@ -131,8 +132,8 @@ func parseTargets(arg string, wantSession bool) ([]client.Target, error) {
 	return ts, nil
 }
 
-// forEachHost calls fn once per distinct host of targets, concurrently,
-// with a connection to that host; results keep the targets' order.
+// dial opens a connection of its own to t's host (forTargets shares one
+// per host instead).
 func (s *session) dial(ctx context.Context, t client.Target) (*client.Conn, error) {
 	return s.dialer.Dial(ctx, t)
 }

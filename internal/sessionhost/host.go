@@ -12,7 +12,6 @@ package sessionhost
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -471,4 +470,3 @@ func orDefaultInt(v, def int64) int64 {
 	return v
 }
 
-var errClosed = errors.New("session closed")
