@@ -469,4 +469,3 @@ func orDefaultInt(v, def int64) int64 {
 	}
 	return v
 }
-
