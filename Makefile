@@ -17,6 +17,10 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 20m ./...
+	# A few end-to-end stories again with race-built agents (a race in the
+	# agent fails the test).
+	TETHER_E2E_RACE=1 $(GO) test -race -count=1 -timeout 10m \
+		-run 'TestInvokeBare|TestDisconnectedFromAnotherClient|TestBusyAndForce|TestAgentKill9|TestSessionLimits|TestOtherUsers' ./internal/e2e
 	./scripts/fuzz.sh 3s
 
 # Fuzz every decoder for a while (FUZZTIME=1m make fuzz).

@@ -182,6 +182,9 @@ func StartAgent(t testing.TB, o AgentOptions) *Agent {
 	a.start(o.Env, o.Credential)
 	t.Cleanup(func() {
 		a.Stop()
+		if strings.Contains(a.Log(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector found a data race in the agent")
+		}
 		if t.Failed() {
 			t.Logf("agent %s log:\n%s", a.Addr, a.Log())
 		}
