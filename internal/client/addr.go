@@ -69,6 +69,14 @@ func ParseTarget(s string) (Target, error) {
 	if host == "" {
 		return t, fmt.Errorf("bad address %q: no host; use [USER@]HOST[:PORT][/NAME]", orig)
 	}
+	if i := strings.IndexFunc(host, func(r rune) bool {
+		return r <= ' ' || r == 0x7f || strings.ContainsRune("[]@/,", r)
+	}); i >= 0 {
+		return t, fmt.Errorf("bad address %q: the host %q contains %q", orig, host, host[i:i+1])
+	}
+	if strings.ContainsFunc(t.User, func(r rune) bool { return r <= ' ' || r == 0x7f || strings.ContainsRune("@/,", r) }) {
+		return t, fmt.Errorf("bad address %q: the user name %q contains a space, '/' or ','", orig, t.User)
+	}
 	t.Host = host
 	t.Port = DefaultPort
 	if port != "" {
