@@ -363,3 +363,18 @@ func TestOversizedMessage(t *testing.T) {
 		t.Fatalf("agent after: %q", out)
 	}
 }
+
+// A client that acks a command's end and closes at once completed the
+// delivery: the session must stay Opened, not turn Disconnected. The ack
+// and the close race the session host's writer, so try many times.
+func TestFinishedInvokeLeavesSessionOpened(t *testing.T) {
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", a.Host()))
+	for i := range 40 {
+		c.MustRun("invoke", addr, "true")
+		out := c.MustRun("list", a.Host())
+		if !strings.Contains(out, "Opened") {
+			t.Fatalf("after invoke %d the session is not Opened:\n%s", i+1, out)
+		}
+	}
+}

@@ -45,6 +45,11 @@ type streamSpec struct {
 // stream delivers journal records to the attached client and reads its acks,
 // stdin and signals, until the spec is satisfied, the client goes away, or
 // another client takes over. It reports whether delivery completed.
+// writerGrace bounds how long a stream whose client stopped talking waits
+// for its writer; a client that stops reading without closing could
+// otherwise hold the writer forever.
+const writerGrace = 2 * time.Second
+
 func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -97,7 +102,17 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
 			writeErr = nil
 		case <-readErr:
 			// The client may have acked the end and closed at once: the
-			// ack and the close arrive together.
+			// ack and the close arrive together, possibly before the
+			// writer has reported the seq that ends the stream. Let the
+			// writer finish (its writes fail on a closed transport, its
+			// wait ends with ctx) before judging.
+			cancel()
+			if writeErr != nil {
+				select {
+				case <-writeErr:
+				case <-time.After(writerGrace):
+				}
+			}
 			select {
 			case seq := <-target:
 				want, haveWant = seq, true
@@ -159,6 +174,7 @@ func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec,
 
 // readClient handles frames from the attached client until it fails.
 func (h *Host) readClient(a *attachment, stdin *stdinPipe, acked chan uint64) error {
+	var highest uint64
 	for {
 		t, p, err := a.conn.Read()
 		if err != nil {
@@ -172,6 +188,12 @@ func (h *Host) readClient(a *attachment, stdin *stdinPipe, acked chan uint64) er
 			}
 			h.j.Ack(seq)
 			h.touch()
+			// Acks may arrive out of order (the client's periodic acker
+			// races its final one); only the highest counts.
+			if seq <= highest {
+				continue
+			}
+			highest = seq
 			select {
 			case acked <- seq:
 			default:
