@@ -277,11 +277,11 @@ func fatal(err error) bool {
 		errors.Is(err, client.ErrAuth) || errors.Is(err, context.Canceled)
 }
 
-var exitRE = regexp.MustCompile(`^\s*exit(\s+(\d+))?\s*;?\s*$`)
+var exitRE = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^\s*exit(\s+(\d+))?\s*;?\s*$`) })
 
 // isExit reports whether script is a bare `exit [N]`, which leaves enter.
 func (e *enterer) isExit(script string) (int, bool) {
-	m := exitRE.FindStringSubmatch(strings.TrimSpace(script))
+	m := exitRE().FindStringSubmatch(strings.TrimSpace(script))
 	if m == nil {
 		return 0, false
 	}

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"text/tabwriter"
 	"time"
 
@@ -27,7 +28,7 @@ import (
 // deletes a file it did not make.
 const proxyMarker = "# tether proxy:"
 
-var validPrefix = regexp.MustCompile(`^[A-Za-z0-9._+]{0,32}$`)
+var validPrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._+]{0,32}$`) })
 
 func importCmd(env *Env, g *globals) *cobra.Command {
 	var prefix, dir string
@@ -70,7 +71,7 @@ The proxies use the -i and --known-hosts given to import, if any.`,
 			if len(args) != 2 {
 				return usageError(cmd, "import needs TARGET and MODULE")
 			}
-			if !validPrefix.MatchString(prefix) {
+			if !validPrefix().MatchString(prefix) {
 				return fmt.Errorf("bad --prefix %q: use up to 32 letters, digits, '.', '_' or '+'", prefix)
 			}
 			if dir == "" {

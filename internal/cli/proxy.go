@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -73,7 +74,7 @@ func implicitName(clientID string) string {
 	return "implicit-" + clientID[:min(8, len(clientID))]
 }
 
-var unsafeFileChars = regexp.MustCompile(`[^A-Za-z0-9._@-]+`)
+var unsafeFileChars = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`[^A-Za-z0-9._@-]+`) })
 
 // lockImplicit takes this client's lock on its implicit session on host, so
 // that two proxies running at once (xargs -P) do not both use it: the
@@ -83,7 +84,7 @@ func lockImplicit(env *Env, key string) (unlock func(), ok bool) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return func() {}, true // no lock to be had: the host refuses a busy session anyway
 	}
-	f, err := os.OpenFile(filepath.Join(dir, unsafeFileChars.ReplaceAllString(key, "_")+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	f, err := os.OpenFile(filepath.Join(dir, unsafeFileChars().ReplaceAllString(key, "_")+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
 	if err != nil {
 		return func() {}, true
 	}

@@ -33,7 +33,7 @@ func FuzzParseManifest(f *testing.F) {
 			}
 			return
 		}
-		if !validModule.MatchString(m.Name) || m.Version == "" || strings.ContainsAny(m.Version, " \t\r\n") || !utf8.ValidString(m.Description) {
+		if !validModule().MatchString(m.Name) || m.Version == "" || strings.ContainsAny(m.Version, " \t\r\n") || !utf8.ValidString(m.Description) {
 			t.Fatalf("accepted bad manifest %+v", m)
 		}
 	})

@@ -28,6 +28,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"unicode/utf8"
 
@@ -44,14 +45,16 @@ const maxManifest = 64 << 10
 // maxFunctions bounds functions.sh (it is parsed to find the functions).
 const maxFunctions = 4 << 20
 
+// The name rules are compiled on first use, not at start-up: every tether
+// process links this package, and most never check a module name.
 var (
-	validModule  = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	validCommand = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+	validModule  = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`) })
+	validCommand = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`) })
 )
 
 // ValidCommandName reports whether name can be a command of a module (and the
 // file name of a proxy).
-func ValidCommandName(name string) bool { return validCommand.MatchString(name) }
+func ValidCommandName(name string) bool { return validCommand().MatchString(name) }
 
 // Dir is one directory of the module path.
 type Dir struct {
@@ -97,7 +100,7 @@ func ParseManifest(b []byte) (Manifest, error) {
 	switch {
 	case m.Name == "":
 		return m, errors.New(`no name = "..."`)
-	case !validModule.MatchString(m.Name):
+	case !validModule().MatchString(m.Name):
 		return m, fmt.Errorf("bad name %q: use 1-64 letters, digits, '.', '_' or '-'", m.Name)
 	case m.Version == "":
 		return m, errors.New(`no version = "..."`)
@@ -222,7 +225,7 @@ func scanModule(dir, name string, owner int) *Module {
 		return nil
 	}
 	m := &Module{Name: name, Dir: dir, owner: owner}
-	if !validModule.MatchString(name) {
+	if !validModule().MatchString(name) {
 		m.problem(dir, "bad module directory name: use 1-64 letters, digits, '.', '_' or '-'")
 	}
 	mf := filepath.Join(dir, "module.toml")
@@ -250,7 +253,7 @@ func scanModule(dir, name string, owner int) *Module {
 			continue
 		}
 		p := filepath.Join(bin, cn)
-		if !validCommand.MatchString(cn) {
+		if !validCommand().MatchString(cn) {
 			m.problem(p, "bad command name: use letters, digits, '.', '_', '+' or '-', starting with a letter or digit")
 			continue
 		}
@@ -285,7 +288,7 @@ func scanModule(dir, name string, owner int) *Module {
 			if strings.HasPrefix(f, "_") {
 				continue
 			}
-			if !validCommand.MatchString(f) {
+			if !validCommand().MatchString(f) {
 				m.problem(fsh, "function %q cannot be a command: use letters, digits, '.', '_', '+' or '-' (start helpers with '_')", f)
 				continue
 			}
