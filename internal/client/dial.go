@@ -51,6 +51,7 @@ type Conn struct {
 	ssh    *ssh.Client
 	closed chan struct{}
 	once   sync.Once
+	kept   keptChannels // idle channels kept for the next run (pipes.go)
 }
 
 // HostError is a failure to reach or log in to a host, before any command ran.

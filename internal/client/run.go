@@ -60,6 +60,7 @@ type runner struct {
 	owned []*Conn
 
 	session string
+	keep    bool // the channel is kept for the next run in the session (keptChannels)
 	cmd     uint32
 	receive bool   // following a receive rather than one command
 	until   uint64 // receive with no command running: the last seq to deliver
@@ -81,6 +82,11 @@ func (r *runner) notify(format string, args ...any) {
 }
 
 func (r *runner) run(ctx context.Context) (Result, error) {
+	// A caller that holds a connection for many commands gets the channel
+	// kept for the next one. Only plain runs qualify: stdin and terminals
+	// leave state on the channel that the next command must not inherit.
+	r.keep = r.conn != nil && r.spec.Target.Session != "" && r.spec.Stdin == nil &&
+		r.spec.Request.TTY == nil && !r.spec.Request.Detach && r.spec.Request.Module == ""
 	if r.conn == nil {
 		c, err := r.d.Dial(ctx, r.spec.Target)
 		if err != nil {
@@ -97,14 +103,10 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	if req.Grace == 0 {
 		req.Grace = wire.Duration(r.reconnectTimeout())
 	}
-	wc, ch, err := r.conn.Open(req)
+	req.Reuse = r.keep
+	wc, ch, resp, err := r.start(req)
 	if err != nil {
-		return r.res, asError(err)
-	}
-	var resp wire.Response
-	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil {
-		ch.Close()
-		return r.res, fmt.Errorf("%w: %v", ErrTransport, err)
+		return r.res, err
 	}
 	if !resp.OK {
 		ch.Close()
@@ -130,15 +132,47 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	return r.res, r.followToEnd(ctx, wc, ch)
 }
 
+// start sends req on a kept channel to the session when there is one, or
+// on a new channel, and reads the host's response.
+func (r *runner) start(req wire.Request) (*wire.Conn, ssh.Channel, wire.Response, error) {
+	var resp wire.Response
+	if r.keep {
+		if kc, ok := r.conn.kept.take(req.Session); ok {
+			if kc.wc.WriteJSON(wire.TRequest, req) == nil && kc.wc.ReadJSON(wire.TResponse, &resp) == nil {
+				return kc.wc, kc.ch, resp, nil
+			}
+			// The kept channel died while idle (session closed, agent
+			// restarted): the host never read the request, so sending
+			// it again on a new channel runs it once.
+			kc.ch.Close()
+			resp = wire.Response{}
+		}
+	}
+	wc, ch, err := r.conn.Open(req)
+	if err != nil {
+		return nil, nil, resp, asError(err)
+	}
+	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil {
+		ch.Close()
+		return nil, nil, resp, fmt.Errorf("%w: %v", ErrTransport, err)
+	}
+	return wc, ch, resp, nil
+}
+
 // followToEnd follows the stream, reconnecting and resuming as often as
 // the transport breaks, until what it follows has ended.
 func (r *runner) followToEnd(ctx context.Context, wc *wire.Conn, ch ssh.Channel) error {
 	for {
 		done, err := r.follow(ctx, wc, ch)
+		if done && err == nil && r.keep && wc.Write(wire.TEnd) == nil {
+			r.conn.kept.put(r.session, keptChannel{wc, ch})
+			return nil
+		}
 		ch.Close()
 		if done {
 			return err
 		}
+		r.keep = false // a resumed attachment ends with its channel
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}

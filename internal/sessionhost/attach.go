@@ -40,17 +40,24 @@ type streamSpec struct {
 	after uint64   // deliver records after this seq
 	cmd   *command // follow until this command's exit record is acknowledged; nil: until caught up
 	until uint64   // with cmd nil: stop after this seq
+	reuse bool     // the client ends with TEnd and may send another request
 }
 
-// stream delivers journal records to the attached client and reads its acks,
-// stdin and signals, until the spec is satisfied, the client goes away, or
-// another client takes over. It reports whether delivery completed.
 // writerGrace bounds how long a stream whose client stopped talking waits
 // for its writer; a client that stops reading without closing could
 // otherwise hold the writer forever.
 const writerGrace = 2 * time.Second
 
-func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
+// errEnd is how the reader reports the client's TEnd: the client has all it
+// asked for and keeps the connection for another request.
+var errEnd = errors.New("client ended the stream")
+
+// stream delivers journal records to the attached client and reads its acks,
+// stdin and signals, until the spec is satisfied, the client goes away, or
+// another client takes over. It reports whether delivery completed, and
+// whether the connection may serve another request (spec.reuse: the client
+// said TEnd after its last ack, so nothing of this stream is left unread).
+func (h *Host) stream(a *attachment, spec streamSpec) (completed, reusable bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 
@@ -88,19 +95,19 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
 		case seq := <-target:
 			want, haveWant = seq, true
 			if lastAck >= want {
-				return true
+				return h.endStream(a, spec, readErr)
 			}
 		case seq := <-acked:
 			lastAck = seq
 			if haveWant && lastAck >= want {
-				return true
+				return h.endStream(a, spec, readErr)
 			}
 		case err := <-writeErr:
 			if err != nil {
-				return false
+				return false, false
 			}
 			writeErr = nil
-		case <-readErr:
+		case err := <-readErr:
 			// The client may have acked the end and closed at once: the
 			// ack and the close arrive together, possibly before the
 			// writer has reported the seq that ends the stream. Let the
@@ -123,13 +130,32 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed bool) {
 				lastAck = seq
 			default:
 			}
-			return haveWant && lastAck >= want
+			completed := haveWant && lastAck >= want
+			return completed, completed && spec.reuse && err == errEnd
 		case <-a.kicked:
 			a.conn.WriteJSON(wire.TEvent, wire.Event{Kind: "detached", Reason: a.reason})
-			return false
+			return false, false
 		case <-h.closed:
-			return false
+			return false, false
 		}
+	}
+}
+
+// endStream finishes a completed stream. A client that asked for reuse
+// sends TEnd right after its last ack; wait for it, so that the next frame
+// read from the connection is its next request. Anything else means the
+// connection is done.
+func (h *Host) endStream(a *attachment, spec streamSpec, readErr <-chan error) (completed, reusable bool) {
+	if !spec.reuse {
+		return true, false
+	}
+	select {
+	case err := <-readErr:
+		return true, err == errEnd
+	case <-a.kicked:
+		return true, false
+	case <-h.closed:
+		return true, false
 	}
 }
 
@@ -181,6 +207,8 @@ func (h *Host) readClient(a *attachment, stdin *stdinPipe, acked chan uint64) er
 			return err
 		}
 		switch t {
+		case wire.TEnd:
+			return errEnd
 		case wire.TAck:
 			seq, _, err := wire.DecodeU64(t, p)
 			if err != nil {

@@ -99,6 +99,7 @@ type Host struct {
 	graceUntil   time.Time // temporary session waiting for its client
 	closing      bool
 	watchers     map[net.Conn]struct{}
+	pipes        map[net.Conn]struct{} // kept connections waiting for their next request
 
 	closed    chan struct{}
 	closeDone chan struct{} // Close has finished removing the session's files
@@ -139,6 +140,7 @@ func start(opts Options) (*Host, error) {
 		closeDone: make(chan struct{}),
 		pokes:     make(chan struct{}, 1),
 		watchers:  map[net.Conn]struct{}{},
+		pipes:     map[net.Conn]struct{}{},
 	}
 	h.created = h.now()
 	h.idleSince = h.created
@@ -247,6 +249,8 @@ func (h *Host) Close(by, reason string) {
 	att := h.att
 	watchers := h.watchers
 	h.watchers = nil
+	pipes := h.pipes
+	h.pipes = nil
 	h.mu.Unlock()
 
 	h.log.Info("closing session", "by", by, "reason", reason)
@@ -270,6 +274,9 @@ func (h *Host) Close(by, reason string) {
 	close(h.closed)
 	h.ln.Close()
 	for c := range watchers {
+		c.Close()
+	}
+	for c := range pipes {
 		c.Close()
 	}
 	h.j.Remove()

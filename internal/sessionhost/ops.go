@@ -28,6 +28,44 @@ func (h *Host) handle(nc net.Conn) {
 		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeNotFound, "no session %s", h.opts.Name)))
 		return
 	}
+	for h.serveRequest(nc, c, peer, &req) {
+		if !h.nextRequest(nc, c, &req) {
+			return
+		}
+	}
+}
+
+// nextRequest waits on a connection the client kept (wire.Request.Reuse)
+// for its next request. Only runs may follow: the agent checked the first
+// request, and a run is the only op that can keep the connection.
+func (h *Host) nextRequest(nc net.Conn, c *wire.Conn, req *wire.Request) bool {
+	h.mu.Lock()
+	if h.closing {
+		h.mu.Unlock()
+		return false
+	}
+	h.pipes[nc] = struct{}{} // Close closes it: nothing else would wake this read
+	h.mu.Unlock()
+	*req = wire.Request{}
+	err := c.ReadJSON(wire.TRequest, req)
+	h.mu.Lock()
+	delete(h.pipes, nc)
+	h.mu.Unlock()
+	if err != nil {
+		return false
+	}
+	if req.Op != "run" || req.Module != "" {
+		// Module runs are prepared by the agent, which a kept
+		// connection bypasses.
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBadRequest, "only a plain run may follow a run on a kept connection, not %q (module %q)", req.Op, req.Module)))
+		return false
+	}
+	return true
+}
+
+// serveRequest serves one request and reports whether the connection may
+// serve another.
+func (h *Host) serveRequest(nc net.Conn, c *wire.Conn, peer wire.Hello, req *wire.Request) (again bool) {
 	switch req.Op {
 	case "status":
 		info := h.Info()
@@ -40,26 +78,29 @@ func (h *Host) handle(nc net.Conn) {
 		}
 		c.WriteJSON(wire.TResponse, wire.Response{OK: true})
 	case "run":
-		h.opRun(c, &req)
+		return h.opRun(c, req)
 	case "attach":
-		h.opAttach(c, &req)
+		h.opAttach(c, req)
 	case "receive":
-		h.opReceive(c, &req)
+		h.opReceive(c, req)
 	case "connect":
-		h.opConnect(c, &req)
+		h.opConnect(c, req)
 	case "disconnect":
-		h.opDisconnect(c, &req)
+		h.opDisconnect(c, req)
 	case "close":
 		info := h.Info()
-		c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
 		by := req.Client.Host
 		if by == "" {
 			by = peer.User
 		}
+		// Close before answering: once remove returns, no request
+		// (say, one on a kept connection) may still start a command.
 		h.Close(by, orDefault(req.Value, "removed with tether remove"))
+		c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
 	default:
 		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op)))
 	}
+	return false
 }
 
 func refuse(err error) wire.Response {
@@ -171,7 +212,7 @@ func (h *Host) release(a *attachment, completed bool, grace time.Duration) {
 	}
 }
 
-func (h *Host) opRun(c *wire.Conn, req *wire.Request) {
+func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 	h.mu.Lock()
 	if r := h.running; r != nil && r.finishing {
 		// A client that read the exit record may ask again before the
@@ -212,11 +253,13 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) {
 	if req.Detach {
 		return
 	}
-	completed := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd})
+	reuse := req.Reuse && !h.opts.Temporary
+	completed, reusable := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd, reuse: reuse})
 	h.release(a, completed, time.Duration(req.Grace))
 	if completed && h.opts.Temporary {
 		go h.Close(req.Client.Host, "temporary session ended with its command")
 	}
+	return reusable
 }
 
 // opAttach resumes a command's output after a reconnect (or follows a
@@ -252,7 +295,7 @@ func (h *Host) opAttach(c *wire.Conn, req *wire.Request) {
 		req.After = cmd.startSeq
 	}
 	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Cmd: cmd.id, StartSeq: cmd.startSeq, StdinOffset: received})
-	completed := h.stream(a, streamSpec{after: req.After, cmd: cmd})
+	completed, _ := h.stream(a, streamSpec{after: req.After, cmd: cmd})
 	h.release(a, completed, time.Duration(req.Grace))
 	if completed && h.opts.Temporary {
 		go h.Close(req.Client.Host, "temporary session ended with its command")
@@ -279,7 +322,7 @@ func (h *Host) opReceive(c *wire.Conn, req *wire.Request) {
 	}
 	h.mu.Unlock()
 	c.WriteJSON(wire.TResponse, resp)
-	completed := h.stream(a, spec)
+	completed, _ := h.stream(a, spec)
 	h.release(a, completed, 0)
 }
 

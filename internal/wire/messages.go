@@ -50,7 +50,11 @@ type Request struct {
 	Module  string `json:"module,omitempty"` // run Argv in this module's context
 	Stdin   bool   `json:"stdin,omitempty"`  // the client sends stdin frames
 	Detach  bool   `json:"detach,omitempty"` // start and disconnect at once
-	TTY     *TTY   `json:"tty,omitempty"`
+	// Reuse asks the session host to keep the connection after the
+	// command: the client ends the stream with TEnd and may send another
+	// Request (without a Hello) on the same channel.
+	Reuse bool `json:"reuse,omitempty"`
+	TTY   *TTY `json:"tty,omitempty"`
 	// Grace is how long a temporary session waits for its client to come
 	// back after the transport broke before it interrupts the command.
 	Grace Duration `json:"grace,omitempty"`

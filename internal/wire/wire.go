@@ -48,6 +48,7 @@ const (
 	TSignal   Type = 9  // JSON Signal for the running command
 	TResize   Type = 10 // binary rows, cols of the client's terminal
 	TEvent    Type = 11 // JSON Event: something happened to the attachment
+	TEnd      Type = 12 // empty: the client has what it asked for and keeps the channel for another request
 )
 
 func (t Type) String() string {
@@ -74,6 +75,8 @@ func (t Type) String() string {
 		return "resize"
 	case TEvent:
 		return "event"
+	case TEnd:
+		return "end"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
