@@ -356,6 +356,14 @@ func newStdio(s Streams) (*stdio, error) {
 	st := &stdio{}
 	switch in := s.Stdin.(type) {
 	case nil:
+		// No stdin reads as empty, like </dev/null. One shared handle:
+		// a pipe and a copying goroutine per command would cost more
+		// than a short command itself.
+		null, err := devNull()
+		if err != nil {
+			return nil, err
+		}
+		st.stdin = null
 	case *os.File:
 		st.stdin = in
 	default:
@@ -410,3 +418,8 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	defer l.mu.Unlock()
 	return l.w.Write(p)
 }
+
+// devNull is a read handle on /dev/null shared by every Run without stdin.
+var devNull = sync.OnceValues(func() (*os.File, error) {
+	return os.Open(os.DevNull)
+})

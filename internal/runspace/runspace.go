@@ -63,7 +63,7 @@ type Options struct {
 // that blocks forever (an interactive stream) should therefore be an
 // *os.File.
 type Streams struct {
-	Stdin          io.Reader
+	Stdin          io.Reader // nil: empty, as </dev/null
 	Stdout, Stderr io.Writer
 }
 

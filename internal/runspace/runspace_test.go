@@ -574,3 +574,15 @@ func TestConcurrentRunRefused(t *testing.T) {
 		t.Errorf("exit code %d", code)
 	}
 }
+
+// No stdin reads as empty, for builtins and programs alike, as </dev/null.
+func TestNilStdinIsEmpty(t *testing.T) {
+	r := newRunspace(t, Options{})
+	for range 3 {
+		var out bytes.Buffer
+		code, err := r.Run(context.Background(), `read x; echo "read=$? x=$x"; cat; wc -c`, Streams{Stdout: &out, Stderr: &out})
+		if err != nil || code != 0 || out.String() != "read=1 x=\n0\n" {
+			t.Fatalf("exit %d err %v output %q", code, err, out.String())
+		}
+	}
+}
