@@ -107,6 +107,8 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		moduleCmd(env, g),
 		importCmd(env, g),
 		proxyCmd(env, g),
+		muxCmd(env, g),
+		muxMasterCmd(env, g),
 	)
 	withUsage(root)
 	hookProxyHelp(root, env) // `tether help PROXY` fetches an imported command's help from its host

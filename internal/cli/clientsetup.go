@@ -11,11 +11,13 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/mux"
 	"github.com/tether-sh/tether/internal/sshauth"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -35,8 +37,72 @@ func (s *session) Close() {
 }
 
 func (g *globals) setup(env *Env) (*session, error) {
+	persist, err := controlPersist(env)
+	if err != nil {
+		return nil, err
+	}
+	return g.setupWith(env, persist)
+}
+
+// setupWith is setup with a ControlPersist time: when positive, channels
+// come from a master process (started on first use) and keys are loaded
+// only when a connection has to be made here.
+func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 	dir := configDir(env)
 	home := homeDir(env)
+	kh := g.knownHosts
+	if kh == "" {
+		kh = filepath.Join(dir, "known_hosts")
+	}
+	timeout, err := time.ParseDuration(g.connectTimeout)
+	if err != nil || timeout <= 0 {
+		return nil, fmt.Errorf("bad --connect-timeout %q: use a Go duration like 5s", g.connectTimeout)
+	}
+	d := &client.Dialer{
+		KnownHosts:  &sshauth.KnownHosts{Path: kh, DefaultPort: client.DefaultPort, Notify: env.Stderr},
+		DefaultUser: g.login(env),
+		Timeout:     timeout,
+		Client:      clientIdentity(dir),
+	}
+	s := &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}}
+	if persist <= 0 {
+		signers, closer, err := g.signers(env, dir, home)
+		if err != nil {
+			return nil, err
+		}
+		d.Signers, s.closer = signers, closer
+		return s, nil
+	}
+	var (
+		once    sync.Once
+		signers []ssh.Signer
+		closer  io.Closer
+		lerr    error
+	)
+	d.LoadSigners = func() ([]ssh.Signer, error) {
+		once.Do(func() { signers, closer, lerr = g.signers(env, dir, home) })
+		return signers, lerr
+	}
+	s.closer = closerFunc(func() error {
+		once.Do(func() {}) // no loading after this
+		if closer != nil {
+			return closer.Close()
+		}
+		return nil
+	})
+	d.Mux = &client.MuxOptions{
+		Dir:   mux.Dir(env.Getenv, home),
+		Start: func(t client.Target) { g.startMaster(t, persist) },
+	}
+	return s, nil
+}
+
+type closerFunc func() error
+
+func (f closerFunc) Close() error { return f() }
+
+// signers loads the keys to offer.
+func (g *globals) signers(env *Env, dir, home string) ([]ssh.Signer, io.Closer, error) {
 	signers, closer, err := sshauth.ClientSigners(g.identity, home, env.Getenv)
 	if g.identity == "" {
 		// The key pair `make run` creates is offered too, after the user's own.
@@ -46,19 +112,17 @@ func (g *globals) setup(env *Env) (*session, error) {
 		}
 	}
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	if len(signers) == 0 {
-		return nil, errors.New("no SSH key to offer: pass -i FILE, start ssh-agent, or create ~/.ssh/id_ed25519 (ssh-keygen -t ed25519)")
+		closer.Close()
+		return nil, nil, errors.New("no SSH key to offer: pass -i FILE, start ssh-agent, or create ~/.ssh/id_ed25519 (ssh-keygen -t ed25519)")
 	}
-	kh := g.knownHosts
-	if kh == "" {
-		kh = filepath.Join(dir, "known_hosts")
-	}
-	timeout, err := time.ParseDuration(g.connectTimeout)
-	if err != nil || timeout <= 0 {
-		return nil, fmt.Errorf("bad --connect-timeout %q: use a Go duration like 5s", g.connectTimeout)
-	}
+	return signers, closer, nil
+}
+
+// login is the default login name on the hosts.
+func (g *globals) login(env *Env) string {
 	login := g.user
 	if login == "" {
 		login = env.Getenv("USER")
@@ -68,14 +132,7 @@ func (g *globals) setup(env *Env) (*session, error) {
 			login = u.Username
 		}
 	}
-	d := &client.Dialer{
-		Signers:     signers,
-		KnownHosts:  &sshauth.KnownHosts{Path: kh, DefaultPort: client.DefaultPort, Notify: env.Stderr},
-		DefaultUser: login,
-		Timeout:     timeout,
-		Client:      clientIdentity(dir),
-	}
-	return &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}, closer: closer}, nil
+	return login
 }
 
 func loadKey(path string) (ssh.Signer, error) {

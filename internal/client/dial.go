@@ -42,13 +42,21 @@ type Dialer struct {
 	Client      wire.Client   // who we are, for "Busy: attached to ..."
 	// Dial, if set, replaces net.Dialer (tests, proxies).
 	DialNet func(ctx context.Context, network, addr string) (net.Conn, error)
+	// LoadSigners, if set, is called when a direct dial needs keys and
+	// Signers is empty, so a process whose channels come from a master
+	// never loads them. It should cache its result.
+	LoadSigners func() ([]ssh.Signer, error)
+	// Mux, if set, takes channels from a master process when one runs for
+	// the host (muxdial.go).
+	Mux *MuxOptions
 }
 
 // Conn is an SSH connection to one agent.
 type Conn struct {
 	Target Target
-	shown  Target // as the user wrote it, for messages
-	ssh    *ssh.Client
+	shown  Target      // as the user wrote it, for messages
+	ssh    *ssh.Client // nil when a master lends the channels
+	mux    *muxConn
 	closed chan struct{}
 	once   sync.Once
 	kept   keptChannels // idle channels kept for the next run (pipes.go)
@@ -69,6 +77,20 @@ func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	shown := t.WithSession("")
 	t = t.WithUser(d.DefaultUser)
+	startMaster := false
+	if d.Mux != nil {
+		var c *Conn
+		if c, startMaster = d.dialMux(t, shown); c != nil {
+			return c, nil
+		}
+	}
+	signers := d.Signers
+	if len(signers) == 0 && d.LoadSigners != nil {
+		var err error
+		if signers, err = d.LoadSigners(); err != nil {
+			return nil, err
+		}
+	}
 	timeout := d.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -89,7 +111,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	var banner strings.Builder
 	cfg := &ssh.ClientConfig{
 		User:            t.User,
-		Auth:            []ssh.AuthMethod{ssh.PublicKeys(d.Signers...)},
+		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signers...)},
 		HostKeyCallback: d.KnownHosts.HostKeyCallback(),
 		BannerCallback: func(msg string) error {
 			banner.WriteString(msg)
@@ -133,6 +155,9 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	}
 	if ka > 0 {
 		go c.keepalive(ka)
+	}
+	if startMaster && d.Mux.Start != nil {
+		d.Mux.Start(t)
 	}
 	return c, nil
 }
@@ -183,6 +208,11 @@ func (c *Conn) keepalive(every time.Duration) {
 
 // Close closes the connection.
 func (c *Conn) Close() error {
+	if c.mux != nil {
+		c.mux.close()
+		c.once.Do(func() { close(c.closed) })
+		return nil
+	}
 	err := c.ssh.Close()
 	c.once.Do(func() { close(c.closed) })
 	return err
@@ -193,15 +223,24 @@ func (c *Conn) Done() <-chan struct{} { return c.closed }
 
 // Open opens a protocol channel and sends req. The caller reads the response.
 func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
-	ch, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
-	if err != nil {
-		var oce *ssh.OpenChannelError
-		if errors.As(err, &oce) {
-			return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oce.Message)}
+	var ch ssh.Channel
+	if c.mux != nil {
+		var err error
+		if ch, err = c.openMux(); err != nil {
+			return nil, nil, err
 		}
-		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	} else {
+		sch, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
+		if err != nil {
+			var oce *ssh.OpenChannelError
+			if errors.As(err, &oce) {
+				return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oce.Message)}
+			}
+			return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+		}
+		go ssh.DiscardRequests(reqs)
+		ch = sch
 	}
-	go ssh.DiscardRequests(reqs)
 	wc := wire.NewConn(ch, 0)
 	if _, err := wc.HandshakeRequest(wire.Hello{Software: "tether-client"}, req); err != nil {
 		ch.Close()

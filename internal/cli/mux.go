@@ -1,0 +1,182 @@
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/mux"
+)
+
+// controlPersist reads TETHER_CONTROL_PERSIST: how long a master process
+// keeps a host's connection for later tether commands after the last one
+// ended (OpenSSH's ControlPersist). Unset, "", "0", "no": no master.
+func controlPersist(env *Env) (time.Duration, error) {
+	v := strings.TrimSpace(env.Getenv("TETHER_CONTROL_PERSIST"))
+	switch v {
+	case "", "0", "no", "off":
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 {
+		return 0, fmt.Errorf("bad TETHER_CONTROL_PERSIST %q: use a Go duration like 10m, or 0 for none", v)
+	}
+	return d, nil
+}
+
+// startMaster starts `tether mux-master` for t in the background, in a
+// process session of its own, with no terminal and no inherited output.
+func (g *globals) startMaster(t client.Target, persist time.Duration) {
+	exe, err := os.Executable()
+	if err != nil {
+		return
+	}
+	args := []string{"mux-master", "--persist", persist.String(), "--connect-timeout", g.connectTimeout}
+	if g.identity != "" {
+		args = append(args, "-i", absPath(g.identity))
+	}
+	if g.knownHosts != "" {
+		args = append(args, "--known-hosts", absPath(g.knownHosts))
+	}
+	args = append(args, t.WithSession("").String())
+	cmd := exec.Command(exe, args...)
+	cmd.Dir = "/"
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.Start() == nil {
+		cmd.Process.Release()
+	}
+}
+
+func absPath(p string) string {
+	if strings.HasPrefix(p, "~/") {
+		return p // expanded against HOME by the master, as here
+	}
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// muxMasterCmd is the master process itself (started by startMaster).
+func muxMasterCmd(env *Env, g *globals) *cobra.Command {
+	var persist time.Duration
+	cmd := &cobra.Command{
+		Use:    "mux-master --persist DURATION HOST",
+		Short:  "Hold a connection to HOST for other tether processes (started by TETHER_CONTROL_PERSIST)",
+		Hidden: true,
+		Args:   cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ts, err := parseTargets(args[0], false)
+			if err != nil {
+				return err
+			}
+			if len(ts) != 1 || persist <= 0 {
+				return usageError(cmd, "one host and a positive --persist")
+			}
+			s, err := g.setupWith(env, 0)
+			if err != nil {
+				return err
+			}
+			defer s.Close()
+			t := ts[0]
+			path := s.dialer.MuxSocket(mux.Dir(env.Getenv, homeDir(env)), t)
+			lk, err := mux.TakeLock(path)
+			if errors.Is(err, mux.ErrRunning) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			defer lk.Release()
+			conn, err := s.dialer.Dial(cmd.Context(), t)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			ln, err := lk.Listen()
+			if err != nil {
+				return err
+			}
+			done := make(chan struct{})
+			go func() {
+				select {
+				case <-conn.Done():
+				case <-cmd.Context().Done(): // SIGTERM
+				}
+				close(done)
+			}()
+			m := &mux.Master{
+				Type: client.ChannelType, Persist: persist,
+				Open: conn.OpenChannel, Done: done,
+				Info: "master for " + s.full(t),
+			}
+			m.Serve(ln)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&persist, "persist", 0, "exit after this long without a client")
+	return cmd
+}
+
+// muxCmd controls masters, as `ssh -O check|exit`.
+func muxCmd(env *Env, g *globals) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "mux status|stop HOSTS",
+		Short: "Check or stop the background connections kept by TETHER_CONTROL_PERSIST",
+		Long: `With TETHER_CONTROL_PERSIST=DURATION (e.g. 10m) in the environment, the first
+tether command to a host starts a background master process that keeps its
+SSH connection; later tether commands to that host (as the same local user)
+borrow channels from it through a unix socket in $XDG_RUNTIME_DIR/tether (or
+~/.cache/tether/mux), skipping the connection set-up, as OpenSSH's
+ControlMaster/ControlPersist. The master exits after DURATION without a
+client, or when its connection breaks (commands then connect directly).
+
+  tether mux status HOSTS   says whether a master runs for each host (ssh -O check)
+  tether mux stop HOSTS     stops them (ssh -O exit)`,
+	}
+	each := func(stop bool) func(cmd *cobra.Command, args []string) error {
+		return func(cmd *cobra.Command, args []string) error {
+			ts, err := parseTargets(args[0], false)
+			if err != nil {
+				return err
+			}
+			dir := mux.Dir(env.Getenv, homeDir(env))
+			login := g.login(env)
+			d := &client.Dialer{DefaultUser: login}
+			code := 0
+			for _, t := range ts {
+				path := d.MuxSocket(dir, t)
+				var msg string
+				var err error
+				if stop {
+					err = mux.Stop(path)
+					msg = "master stopped"
+				} else {
+					msg, err = mux.Status(path)
+					msg = "master running: " + msg
+				}
+				if err != nil {
+					msg, code = "no master", 255
+				}
+				fmt.Fprintf(env.Stdout, "%s: %s\n", t, msg)
+			}
+			if code != 0 {
+				return exitError{code}
+			}
+			return nil
+		}
+	}
+	cmd.AddCommand(
+		&cobra.Command{Use: "status HOSTS", Short: "Say whether a master runs for each host", Args: cobra.ExactArgs(1), RunE: each(false)},
+		&cobra.Command{Use: "stop HOSTS", Short: "Stop the masters of the hosts", Args: cobra.ExactArgs(1), RunE: each(true)},
+	)
+	return cmd
+}

@@ -1,0 +1,276 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
+)
+
+// ErrRunning means another master holds the lock for the socket.
+var ErrRunning = errors.New("mux: a master is already running")
+
+// Lock is a master's claim on a socket path: an flock on PATH.lock, held
+// for the master's life, so two masters never race for one socket and a
+// socket left by a dead master is known to be stale.
+type Lock struct {
+	path string
+	f    *os.File
+}
+
+// TakeLock takes the lock for the socket path (in a directory made and
+// checked with MakeDir). ErrRunning when another master has it.
+func TakeLock(path string) (*Lock, error) {
+	if err := MakeDir(dirOf(path)); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(strings.TrimSuffix(path, ".sock")+".lock", os.O_CREATE|os.O_RDWR|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, ErrRunning
+		}
+		return nil, err
+	}
+	return &Lock{path: path, f: f}, nil
+}
+
+// Listen removes a stale socket and listens on the path, mode 0600.
+func (l *Lock) Listen() (*net.UnixListener, error) {
+	os.Remove(l.path) // stale: its master is gone, or we would not hold the lock
+	old := syscall.Umask(0o177)
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: l.path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(l.path, 0o600); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	return ln, nil
+}
+
+// Release drops the lock.
+func (l *Lock) Release() { l.f.Close() }
+
+func dirOf(path string) string {
+	i := strings.LastIndexByte(path, '/')
+	if i < 0 {
+		return "."
+	}
+	return path[:i]
+}
+
+// Master lends channels of one SSH connection.
+type Master struct {
+	Type    string        // the only channel type lent
+	Persist time.Duration // exit after this long without a client
+	// Open opens a channel of Type on the SSH connection.
+	Open func() (ssh.Channel, <-chan *ssh.Request, error)
+	Done <-chan struct{} // closed when the SSH connection is gone
+	Info string          // what Status shows, after the pid
+
+	mu      sync.Mutex
+	active  int
+	opened  int
+	conns   map[*net.UnixConn]bool
+	gen     int
+	idle    *time.Timer
+	quit    chan struct{}
+	quitOne sync.Once
+	why     string
+	stopper []*net.UnixConn // Stop requests, answered by exiting
+	start   time.Time
+}
+
+// Serve lends channels until the master is idle for Persist, its SSH
+// connection dies, or a client asks it to stop. It returns why it ended.
+func (m *Master) Serve(ln *net.UnixListener) string {
+	m.quit = make(chan struct{})
+	m.conns = map[*net.UnixConn]bool{}
+	m.start = time.Now()
+	m.mu.Lock()
+	m.armIdle()
+	m.mu.Unlock()
+	go func() {
+		for {
+			c, err := ln.AcceptUnix()
+			if err != nil {
+				m.stop("listener: " + err.Error())
+				return
+			}
+			m.mu.Lock()
+			select {
+			case <-m.quit:
+				m.mu.Unlock()
+				c.Close()
+				continue
+			default:
+			}
+			m.active++
+			m.gen++
+			m.conns[c] = true
+			m.mu.Unlock()
+			go m.handle(c)
+		}
+	}()
+	select {
+	case <-m.quit:
+	case <-m.Done:
+		m.stop("connection to the agent lost")
+	}
+	ln.Close() // removes the socket
+	m.mu.Lock()
+	for c := range m.conns {
+		c.Close()
+	}
+	stoppers := m.stopper
+	m.mu.Unlock()
+	for _, c := range stoppers {
+		c.Close()
+	}
+	return m.why
+}
+
+func (m *Master) stop(why string) {
+	m.quitOne.Do(func() {
+		m.why = why
+		close(m.quit)
+	})
+}
+
+// armIdle starts the idle timer when no client is connected (m.mu held).
+func (m *Master) armIdle() {
+	if m.active > 0 {
+		return
+	}
+	gen := m.gen
+	m.idle = time.AfterFunc(m.Persist, func() {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		if m.active == 0 && m.gen == gen {
+			m.stop(fmt.Sprintf("idle for %s", m.Persist))
+		}
+	})
+}
+
+func (m *Master) done(c *net.UnixConn) {
+	c.Close()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.conns[c] {
+		delete(m.conns, c)
+		m.active--
+		m.gen++
+		m.armIdle()
+	}
+}
+
+func (m *Master) handle(c *net.UnixConn) {
+	defer m.done(c)
+	if checkPeer(c) != nil {
+		return
+	}
+	f := newFrameConn(c)
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	typ, p, err := f.readFrame()
+	if err != nil {
+		return
+	}
+	c.SetReadDeadline(time.Time{})
+	switch typ {
+	case fStatus:
+		m.mu.Lock()
+		s := fmt.Sprintf("pid %d, %s, up %s, %d channels open (%d lent so far)",
+			os.Getpid(), m.Info, time.Since(m.start).Round(time.Second), m.active-1, m.opened)
+		m.mu.Unlock()
+		f.write(fOK, []byte(s))
+	case fStop:
+		// Keep this connection open until the master has gone, so `tether
+		// mux stop` returns when it has.
+		m.mu.Lock()
+		delete(m.conns, c)
+		m.active--
+		m.stopper = append(m.stopper, c)
+		m.mu.Unlock()
+		f.write(fOK, nil)
+		m.stop("asked to stop")
+		<-m.quit
+		// The connection is closed by Serve; done() finds it gone.
+	case fOpen:
+		if string(p) != m.Type {
+			f.write(fFail, encodeFail(uint32(ssh.Prohibited), "channel type not lent by this master"))
+			return
+		}
+		ch, reqs, err := m.Open()
+		if err != nil {
+			var oce *ssh.OpenChannelError
+			if errors.As(err, &oce) {
+				f.write(fFail, encodeFail(uint32(oce.Reason), oce.Message))
+			}
+			// Otherwise the connection is broken: the client sees the
+			// socket close and dials directly.
+			return
+		}
+		go ssh.DiscardRequests(reqs)
+		m.mu.Lock()
+		m.opened++
+		m.mu.Unlock()
+		if f.write(fOK, nil) != nil {
+			ch.Close()
+			return
+		}
+		splice(f, ch)
+	}
+}
+
+// splice carries frames between the client and the SSH channel until the
+// client closes (or goes) or the channel refuses writes.
+func splice(f *frameConn, ch ssh.Channel) {
+	defer ch.Close()
+	go func() { // channel → client
+		buf := make([]byte, 32<<10)
+		for {
+			n, err := ch.Read(buf)
+			if n > 0 {
+				if f.write(fData, buf[:n]) != nil {
+					return
+				}
+			}
+			if err != nil {
+				f.write(fEOF, nil)
+				return
+			}
+		}
+	}()
+	buf := make([]byte, 32<<10)
+	for {
+		typ, n, err := f.readHeader()
+		if err != nil {
+			return
+		}
+		switch typ {
+		case fData:
+			if _, err := io.CopyBuffer(ch, io.LimitReader(f.r, int64(n)), buf); err != nil {
+				f.write(fClose, nil)
+				return
+			}
+		case fEOF:
+			ch.CloseWrite()
+		default: // fClose, or nonsense
+			return
+		}
+	}
+}

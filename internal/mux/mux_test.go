@@ -1,0 +1,232 @@
+package mux
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// fakeChannel is one end of a socket pair standing in for an SSH channel;
+// the test holds the other end as the agent.
+type fakeChannel struct{ *net.UnixConn }
+
+func (f fakeChannel) SendRequest(string, bool, []byte) (bool, error) { return false, nil }
+func (f fakeChannel) Stderr() io.ReadWriter                          { return nil }
+
+func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
+	t.Helper()
+	dir := t.TempDir()
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "p"), Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	a, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := ln.AcceptUnix()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, b
+}
+
+type testMaster struct {
+	m      *Master
+	path   string
+	agents chan *net.UnixConn
+	done   chan struct{}
+	lost   func() // closes done
+	ended  chan string
+	over   chan struct{}
+}
+
+func startMaster(t *testing.T, persist time.Duration, refuse bool) *testMaster {
+	t.Helper()
+	dir := filepath.Join(t.TempDir(), "mux")
+	path := SocketPath(dir, "u@h:1")
+	lk, err := TakeLock(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := TakeLock(path); !errors.Is(err, ErrRunning) {
+		t.Fatalf("second lock: %v, want ErrRunning", err)
+	}
+	ln, err := lk.Listen()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm := &testMaster{path: path, agents: make(chan *net.UnixConn, 16), done: make(chan struct{}), ended: make(chan string, 1), over: make(chan struct{})}
+	tm.lost = sync.OnceFunc(func() { close(tm.done) })
+	tm.m = &Master{
+		Type: "t@x", Persist: persist, Done: tm.done, Info: "test",
+		Open: func() (ssh.Channel, <-chan *ssh.Request, error) {
+			if refuse {
+				return nil, nil, &ssh.OpenChannelError{Reason: ssh.ResourceShortage, Message: "too many on %HOST%"}
+			}
+			a, b := socketPair(t)
+			tm.agents <- b
+			return fakeChannel{a}, make(chan *ssh.Request), nil
+		},
+	}
+	go func() {
+		tm.ended <- tm.m.Serve(ln)
+		lk.Release()
+		close(tm.over)
+	}()
+	t.Cleanup(func() {
+		tm.lost()
+		<-tm.over
+	})
+	return tm
+}
+
+func TestChannelBothWaysWithHalfClose(t *testing.T) {
+	tm := startMaster(t, time.Minute, false)
+	fi, err := os.Stat(tm.path)
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("socket: %v %v", fi, err)
+	}
+	if fi, _ := os.Stat(filepath.Dir(tm.path)); fi.Mode().Perm() != 0o700 {
+		t.Fatalf("dir mode %v", fi.Mode())
+	}
+	ch, err := Open(tm.path, "t@x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := <-tm.agents
+	big := bytes.Repeat([]byte("0123456789abcdef"), 20000) // several frames
+	go func() {
+		ch.Write(big)
+		ch.CloseWrite()
+	}()
+	got, err := io.ReadAll(agent)
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("agent got %d bytes (%v), want %d", len(got), err, len(big))
+	}
+	// After the client's EOF the agent still sends; then its EOF.
+	go func() {
+		agent.Write([]byte("reply"))
+		agent.CloseWrite()
+	}()
+	back, err := io.ReadAll(ch)
+	if err != nil || string(back) != "reply" {
+		t.Fatalf("client got %q, %v", back, err)
+	}
+	ch.Close()
+	// The client's close closes the channel at the agent.
+	agent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := agent.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("agent read %d bytes after close", n)
+	}
+	s, err := Status(tm.path)
+	if err != nil || !strings.Contains(s, "test") || !strings.Contains(s, "1 lent") {
+		t.Fatalf("status %q, %v", s, err)
+	}
+}
+
+func TestCloseWithoutHalfCloseReachesAgent(t *testing.T) {
+	tm := startMaster(t, time.Minute, false)
+	ch, err := Open(tm.path, "t@x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := <-tm.agents
+	ch.Write([]byte("x"))
+	ch.Close()
+	b, _ := io.ReadAll(agent)
+	if string(b) != "x" {
+		t.Fatalf("agent got %q", b)
+	}
+}
+
+func TestRefusalsAndWrongType(t *testing.T) {
+	tm := startMaster(t, time.Minute, true)
+	_, err := Open(tm.path, "t@x")
+	var oe *OpenError
+	if !errors.As(err, &oe) || oe.Reason != uint32(ssh.ResourceShortage) || oe.Message != "too many on %HOST%" {
+		t.Fatalf("open: %v", err)
+	}
+	if _, err := Open(tm.path, "session"); !errors.As(err, &oe) || oe.Reason != uint32(ssh.Prohibited) {
+		t.Fatalf("wrong type: %v", err)
+	}
+}
+
+func TestNoMaster(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "mux")
+	if err := MakeDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	path := SocketPath(dir, "u@h:1")
+	if _, err := Open(path, "t@x"); !errors.Is(err, ErrNoMaster) {
+		t.Fatalf("open without master: %v", err)
+	}
+	if _, err := Status(path); !errors.Is(err, ErrNoMaster) {
+		t.Fatalf("status without master: %v", err)
+	}
+	// A directory others can reach is refused even with a master in it.
+	tm := startMaster(t, time.Minute, false)
+	os.Chmod(filepath.Dir(tm.path), 0o755)
+	if _, err := Open(tm.path, "t@x"); !errors.Is(err, ErrNoMaster) {
+		t.Fatalf("open in a 0755 dir: %v", err)
+	}
+	os.Chmod(filepath.Dir(tm.path), 0o700)
+	if _, err := Open(tm.path, "t@x"); err != nil {
+		t.Fatalf("open: %v", err)
+	}
+}
+
+func TestStopIdleAndConnectionLoss(t *testing.T) {
+	// Stop: returns once the master has gone; the socket is removed.
+	tm := startMaster(t, time.Minute, false)
+	ch, err := Open(tm.path, "t@x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Stop(tm.path); err != nil {
+		t.Fatal(err)
+	}
+	if why := <-tm.ended; why != "asked to stop" {
+		t.Fatalf("ended: %q", why)
+	}
+	if _, err := os.Stat(tm.path); !os.IsNotExist(err) {
+		t.Fatalf("socket after stop: %v", err)
+	}
+	// The open channel ended with the master.
+	if _, err := io.ReadAll(ch); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.Write([]byte("x")); err == nil {
+		t.Fatal("write after the master stopped")
+	}
+
+	// Idle: no client for Persist.
+	tm = startMaster(t, 50*time.Millisecond, false)
+	if why := <-tm.ended; !strings.HasPrefix(why, "idle") {
+		t.Fatalf("ended: %q", why)
+	}
+
+	// Connection loss.
+	tm = startMaster(t, time.Minute, false)
+	ch, err = Open(tm.path, "t@x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tm.lost()
+	if why := <-tm.ended; why != "connection to the agent lost" {
+		t.Fatalf("ended: %q", why)
+	}
+	if _, err := io.ReadAll(ch); err != nil {
+		t.Fatal(err)
+	}
+}
