@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -588,5 +589,22 @@ func TestRlimitMonitorProcesses(t *testing.T) {
 	}
 	if n := len(sessionProcs(t, bomb.cmd.Process.Pid)); n != 0 {
 		t.Errorf("%d processes left after Destroy", n)
+	}
+}
+
+// The hand-written group name check agrees with the regular expression it
+// replaced.
+func TestValidNameMatchesRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,200}$`)
+	names := []string{"", "a", "_", ".", "..", "-a", ".a", "@a", "+a", "a.b", "root.s1.0a1b2c3d",
+		"a@b+c-d_e.f", "a/b", "a b", "a\x00", "é", "a\n", "A9", strings.Repeat("x", 200),
+		strings.Repeat("x", 201), strings.Repeat("x", 202), "x" + strings.Repeat(".", 200), "x" + strings.Repeat(".", 201)}
+	for c := 0; c < 256; c++ {
+		names = append(names, string(rune(c)), "a"+string([]byte{byte(c)}), string([]byte{byte(c)}))
+	}
+	for _, n := range names {
+		if got, want := validName(n), re.MatchString(n); got != want {
+			t.Errorf("validName(%q) = %v, the regexp says %v", n, got, want)
+		}
 	}
 }
