@@ -156,6 +156,42 @@ func (b *bench) runProfiles(dir string, cfg config) error {
 	}); err != nil {
 		return err
 	}
+	// Fan-out: one run of `true` in each of many sessions, as `tether
+	// invoke --throttle 256` does (client and agent in this profile; the
+	// session hosts are many processes, see their strace above).
+	var fan []client.Target
+	if _, err := c.Call(ctx, wire.Request{Op: "config.set", Key: "MaxShellsPerUser", Value: "2000", Client: b.client}); err != nil {
+		return err
+	}
+	for range cfg.profileFanN() {
+		resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+		if err != nil {
+			return err
+		}
+		fan = append(fan, mustTarget(addr+"/"+resp.Session.Name))
+	}
+	hosts := &agentProc{state: filepath.Join(d, "st")}
+	cpuBefore, selfBefore := procsCPU(hosts.sessionPIDs()), procsCPU([]int{os.Getpid()})
+	fanStart := time.Now()
+	if err := profileRun("fanout", func() error {
+		f := &client.FanOut{Dialer: dl, Throttle: 256, Stdout: io.Discard, Stderr: io.Discard}
+		for _, r := range f.Invoke(ctx, fan, wire.Request{Command: "true"}, nil) {
+			if r.Err != nil {
+				return fmt.Errorf("%s: %w", r.Target, r.Err)
+			}
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	// CPU per target, by process kind (the profile's strace pass runs the
+	// workload twice).
+	n := 2 * time.Duration(len(fan))
+	fmt.Fprintf(os.Stderr, "profile: fanout of %d, twice, in %s: CPU per target: session hosts %s, client+agent %s\n", len(fan), time.Since(fanStart).Round(time.Millisecond),
+		(procsCPU(hosts.sessionPIDs())-cpuBefore)/n, (procsCPU([]int{os.Getpid()})-selfBefore)/n)
+	for _, t := range fan {
+		c.Call(ctx, wire.Request{Op: "remove", Session: t.Session, Client: b.client})
+	}
 	// The fresh CLI: where its ~20 ms go before main and after.
 	out, _ := exec.Command("sh", "-c", "GODEBUG=inittrace=1 "+b.bin+" version 2>&1 >/dev/null | sort -t@ -k2 | awk '{print $2, $5, $6}' | sort -k2 -rn | head -15").CombinedOutput()
 	os.WriteFile(filepath.Join(dir, "cli-inittrace.txt"), out, 0o644)
@@ -176,4 +212,32 @@ func (b *bench) startAgentIdentity() {
 		cid := strings.TrimSpace(string(id))
 		b.client = wire.Client{ID: cid, Host: fmt.Sprintf("%s (client %s)", h, cid[:min(6, len(cid))])}
 	}
+}
+
+// profileFanN is how many sessions the fan-out profile runs `true` in.
+func (c config) profileFanN() int {
+	if c.quick {
+		return 50
+	}
+	return 300
+}
+
+// procsCPU is the user+system CPU time the processes have used.
+func procsCPU(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 12 {
+			var u, s int64
+			fmt.Sscan(f[11], &u)
+			fmt.Sscan(f[12], &s)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
