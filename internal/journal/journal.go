@@ -8,6 +8,7 @@ import (
 	"os"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -55,7 +56,7 @@ type Journal struct {
 	// appendMu serializes Append (and Close against an in-flight Append).
 	// Fields below it up to mu are guarded by appendMu.
 	appendMu sync.Mutex
-	buf      []byte
+	fill     *tailChunk // the tail chunk Append encodes into (tail.go)
 
 	mu             sync.Mutex
 	maxBytes       int64
@@ -72,11 +73,20 @@ type Journal struct {
 	changedUsed    bool
 	dirDirty       bool
 	ackSaved       uint64
-	ackSavedOK     bool
-	blocked        int // Appends waiting for space (for tests)
-	waiting        int // Waits waiting for records (for tests)
+	ackSavedOK     bool         // the ack file holds ackSaved, fsync'd
+	ackSyncedAt    time.Time    // when the ack file was last fsync'd
+	syncMark       int64        // endPos at the previous sync round (sync.go)
+	tail           []*tailChunk // recent records in memory (tail.go)
+	tailBytes      int64        // capacity of the tail's chunks
+	fileReads      int          // Reads served from the files (for tests)
+	readPos        int64        // where the last Read ended (pace.go)
+	readAt         time.Time    // when a Read last moved readPos forward
+	paced          int          // Appends waiting for the reader
+	blocked        int          // Appends waiting for space (for tests)
+	waiting        int          // Waits waiting for records (for tests)
 
-	syncMu  sync.Mutex // serializes syncNow; guards ackFile writes
+	fsyncs  atomic.Int64 // segment fsyncs (for tests)
+	syncMu  sync.Mutex   // serializes syncNow; guards ackFile writes
 	ackFile *os.File
 	stop    chan struct{}
 	kick    chan struct{} // something changed: the sync loop has work
@@ -265,24 +275,39 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 			need += droppedRecordSize
 		}
 		un := j.unackedLocked()
+		var pace time.Duration
 		if un == 0 || un+need <= j.maxBytes {
-			break
-		}
-		if j.mode == Drop {
+			if pace = j.paceLocked(); pace <= 0 {
+				break
+			}
+		} else if j.mode == Drop {
 			dead = j.dropOldestLocked(dead)
 			continue
 		}
 		ch := j.changedLocked()
-		j.blocked++
+		var expired <-chan time.Time
+		if pace > 0 {
+			t := time.NewTimer(pace)
+			expired = t.C
+			defer t.Stop()
+			j.paced++
+		} else {
+			j.blocked++
+		}
 		j.mu.Unlock()
 		var err error
 		select {
 		case <-ch:
+		case <-expired:
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
 		j.mu.Lock()
-		j.blocked--
+		if pace > 0 {
+			j.paced--
+		} else {
+			j.blocked--
+		}
 		if err != nil {
 			j.mu.Unlock()
 			return 0, err
@@ -331,7 +356,13 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		active = s
 	}
 
-	buf := j.buf[:0]
+	// Encode into the tail (tail.go), after its published bytes.
+	c := j.fill
+	if c == nil || int64(cap(c.buf)-len(c.buf)) < need {
+		c = &tailChunk{pos: base, buf: make([]byte, 0, max(tailChunkBytes, need))}
+		j.fill = c
+	}
+	buf := c.buf[len(c.buf):len(c.buf)]
 	if withDrop {
 		var cnt [8]byte
 		binary.BigEndian.PutUint64(cnt[:], j.pendingDrop)
@@ -339,10 +370,6 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		seq++
 	}
 	buf = AppendRecord(buf, Record{Seq: seq, Kind: kind, Cmd: cmd, Data: data})
-	j.buf = buf
-	if cap(j.buf) > 2*MaxRecordBytes {
-		j.buf = nil // don't pin a huge buffer
-	}
 
 	off := active.size // stable: only Append changes it
 	if _, err := active.f.WriteAt(buf, off); err != nil {
@@ -351,6 +378,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	}
 
 	j.mu.Lock()
+	j.publishLocked(c, len(buf))
 	if withDrop {
 		active.add(seq-1, KindDropped, buf[HeaderSize:droppedRecordSize])
 		j.pendingDrop = 0
@@ -360,6 +388,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	active.dirty = true
 	j.next = seq + 1
 	j.endPos += int64(len(buf))
+	j.trimTailLocked(0)
 	j.notifyLocked()
 	j.mu.Unlock()
 	return seq, nil
@@ -376,6 +405,8 @@ type readChunk struct {
 // KindDropped record appended before the next record after the drop (so it
 // follows the surviving records), and acknowledged records are not returned.
 // Read returns no records (and no error) if there is nothing after `after`.
+// The records' Data may point into the journal's memory: callers must not
+// modify it.
 func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
 	j.mu.Lock()
 	if j.closed {
@@ -384,6 +415,7 @@ func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
 	}
 	start := max(after+1, j.firstLocked())
 	if start >= j.next {
+		j.readLocked(j.endPos)
 		j.mu.Unlock()
 		return nil, nil
 	}
@@ -411,10 +443,28 @@ func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
 			seq++
 		}
 		if end > off {
-			s.refs++
 			chunks = append(chunks, readChunk{s, off, end})
 		}
 	}
+	if len(chunks) > 0 {
+		first, last := chunks[0], chunks[len(chunks)-1]
+		j.readLocked(last.s.base + last.end)
+		if mem := j.tailSlicesLocked(first.s.base+first.off, last.s.base+last.end); mem != nil {
+			j.mu.Unlock()
+			recs := make([]Record, 0, int(seq-start))
+			var err error
+			for _, b := range mem {
+				if recs, err = decodeTrusted(b, recs); err != nil {
+					return recs, fmt.Errorf("journal: tail: %w", err)
+				}
+			}
+			return recs, nil
+		}
+	}
+	for _, c := range chunks {
+		c.s.refs++
+	}
+	j.fileReads++
 	j.mu.Unlock()
 
 	recs, err := readChunks(chunks, int(seq-start))
@@ -492,6 +542,7 @@ func (j *Journal) Ack(seq uint64) {
 	}
 	j.acked = seq
 	dead := j.trimAckedLocked(nil)
+	j.trimTailLocked(0)
 	j.notifyLocked()
 	j.mu.Unlock()
 	finalize(dead)
@@ -583,6 +634,9 @@ func (j *Journal) closeFiles() {
 		}
 	}
 	j.segs = nil
+	if len(j.tail) > 0 {
+		j.dropTailLocked(len(j.tail))
+	}
 	j.mu.Unlock()
 	finalize(dead)
 	j.syncMu.Lock()

@@ -7,9 +7,20 @@ import (
 	"time"
 )
 
-// syncLoop fsyncs dirty segments and persists the acked mark, at most
-// every syncInterval, until Close. It sleeps while nothing changes, so a
-// thousand idle sessions cost no wakeups.
+// syncLoop makes records durable, at most every syncInterval, until Close.
+// It sleeps while nothing changes, so a thousand idle sessions cost no
+// wakeups.
+//
+// Durability: a record is fsync'd (with the directory entry of its
+// segment) once it has stayed unacknowledged for a whole sync interval,
+// so within about two intervals of being appended. A record a client
+// acknowledges before that is never fsync'd: it has been delivered, and a
+// client that keeps up makes the journal cost no disk writes at all. The
+// acknowledged mark is written to the ack file every round (it survives a
+// crash of the session host) and fsync'd with the records, or at least
+// every ackSyncInterval, so after a power loss a few already delivered
+// records may be offered again to `receive`; an attaching client skips
+// them by sequence number. Sync and Close make everything durable.
 func (j *Journal) syncLoop() {
 	defer close(j.done)
 	t := time.NewTimer(j.syncInterval)
@@ -26,9 +37,13 @@ func (j *Journal) syncLoop() {
 			return
 		case <-t.C:
 		}
-		j.syncNow() // errors resurface from Sync/Close
+		j.syncRound(false) // errors resurface from Sync/Close
 	}
 }
+
+// ackSyncInterval bounds how long the acked mark goes without an fsync
+// while records are being acknowledged.
+const ackSyncInterval = time.Second
 
 // Sync fsyncs written segments, the acked mark and directory changes.
 func (j *Journal) Sync() error {
@@ -41,28 +56,58 @@ func (j *Journal) Sync() error {
 	return j.syncNow()
 }
 
-func (j *Journal) syncNow() error {
+func (j *Journal) syncNow() error { return j.syncRound(true) }
+
+// syncRound persists what needs it. With all, everything is made durable;
+// otherwise only records unacknowledged since the previous round are (see
+// syncLoop).
+func (j *Journal) syncRound(all bool) error {
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 
 	j.mu.Lock()
+	ackPos := j.ackPosLocked()
+	durable := all || ackPos < j.syncMark
 	var segs []*segment
+	pending := false
 	for _, s := range j.segs {
-		if s.dirty {
-			s.dirty = false
-			s.refs++
-			segs = append(segs, s)
+		if !s.dirty {
+			continue
 		}
+		if s.base+s.size <= ackPos {
+			s.dirty = false // delivered: nothing to keep
+			continue
+		}
+		if !durable {
+			pending = true
+			continue
+		}
+		s.dirty = false
+		s.refs++
+		segs = append(segs, s)
 	}
+	endPos := j.endPos
+	j.syncMark = endPos
 	acked := j.acked
 	writeAck := !j.ackSavedOK || acked != j.ackSaved
-	dirDirty := j.dirDirty
-	j.dirDirty = false
+	syncAck := writeAck && (durable || time.Since(j.ackSyncedAt) >= ackSyncInterval)
+	dirDirty := j.dirDirty && durable
+	if dirDirty {
+		j.dirDirty = false
+	}
+	if pending || (writeAck && !syncAck) {
+		// Look again next round: these become due unless acknowledged.
+		select {
+		case j.kick <- struct{}{}:
+		default:
+		}
+	}
 	j.mu.Unlock()
 
 	var errs []error
 	var failed []*segment
 	for _, s := range segs {
+		j.fsyncs.Add(1)
 		if err := s.f.Sync(); err != nil {
 			errs = append(errs, fmt.Errorf("journal: fsync %s: %w", s.path, err))
 			failed = append(failed, s)
@@ -72,6 +117,8 @@ func (j *Journal) syncNow() error {
 	if writeAck && j.ackFile != nil {
 		if _, err := j.ackFile.WriteAt(encodeAck(acked), 0); err != nil {
 			errs = append(errs, fmt.Errorf("journal: write ack: %w", err))
+		} else if !syncAck {
+			// Written, not yet durable: fsync'd in a later round.
 		} else if err := j.ackFile.Sync(); err != nil {
 			errs = append(errs, fmt.Errorf("journal: fsync ack: %w", err))
 		} else {
@@ -96,9 +143,15 @@ func (j *Journal) syncNow() error {
 	}
 	if ackOK {
 		j.ackSaved, j.ackSavedOK = acked, true
+		j.ackSyncedAt = time.Now()
 	}
 	if dirFailed {
 		j.dirDirty = true
+	}
+	if durable && len(failed) == 0 {
+		// Durable records need not stay in memory: a client that did not
+		// take them within a sync interval reads them from the files.
+		j.trimTailLocked(endPos)
 	}
 	j.mu.Unlock()
 	finalize(dead)

@@ -1,0 +1,141 @@
+package journal
+
+import "encoding/binary"
+
+// The in-memory tail: the most recently appended records, encoded exactly
+// as in the segment files, kept in memory so that a client that keeps up is
+// served without reading the files back (no read, no copy: Read returns
+// records whose Data point into the tail).
+//
+// Append encodes each record into the last chunk (a new one when it does
+// not fit), writes it to the segment file from there, then publishes it by
+// extending the chunk's length. Published bytes never change, so readers
+// use them outside the lock. The tail covers the logical journal positions
+// [tail[0].pos, endPos) without gaps. Chunks leave the tail when their
+// records are all acknowledged, when the tail outgrows tailMaxBytes (oldest
+// first: the files have everything), and when the sync loop made them
+// durable because no client acknowledged them for a sync interval (see
+// sync.go): an idle or disconnected session holds no tail memory.
+
+const (
+	tailChunkBytes = 1 << 20
+	tailMaxBytes   = 8 << 20
+)
+
+// tailChunk holds records back to back; its first byte is at logical
+// journal position pos.
+type tailChunk struct {
+	pos    int64
+	buf    []byte // published records; guarded by Journal.mu (the bytes themselves are immutable)
+	inTail bool   // guarded by Journal.mu
+}
+
+func (c *tailChunk) end() int64 { return c.pos + int64(len(c.buf)) }
+
+// publishLocked makes n more bytes of chunk c visible.
+func (j *Journal) publishLocked(c *tailChunk, n int) {
+	if !c.inTail {
+		// New, or dropped while Append filled it: the tail ended at
+		// c's last published byte either way (Append is serialized), so
+		// only the new bytes are worth keeping.
+		if len(c.buf) > 0 {
+			c = &tailChunk{pos: c.end(), buf: c.buf[len(c.buf):len(c.buf)]}
+			j.fill = c
+		}
+		if len(j.tail) > 0 && j.tail[len(j.tail)-1].end() != c.pos {
+			// Cannot happen (the tail is contiguous up to endPos); stay
+			// correct anyway by starting over.
+			j.dropTailLocked(len(j.tail))
+		}
+		c.inTail = true
+		j.tail = append(j.tail, c)
+		j.tailBytes += int64(cap(c.buf))
+	}
+	c.buf = c.buf[:len(c.buf)+n]
+}
+
+// dropTailLocked removes the first n chunks.
+func (j *Journal) dropTailLocked(n int) {
+	for _, c := range j.tail[:n] {
+		c.inTail = false
+		j.tailBytes -= int64(cap(c.buf))
+	}
+	clear(j.tail[:n])
+	j.tail = j.tail[n:]
+	if len(j.tail) == 0 {
+		j.tail = nil
+	}
+}
+
+// ackPosLocked returns the logical position of the first unacknowledged
+// retained record (endPos if there is none).
+func (j *Journal) ackPosLocked() int64 {
+	start := j.firstLocked()
+	if start >= j.next {
+		return j.endPos
+	}
+	s := j.segs[j.segIndexLocked(start)]
+	return s.base + int64(s.entries[start-s.first].off)
+}
+
+// trimTailLocked drops chunks that are acknowledged, lost (Drop mode) or
+// beyond the memory bound, and those ending at or before durable (positions
+// the sync loop made durable; pass 0 for none).
+func (j *Journal) trimTailLocked(durable int64) {
+	keep := max(j.ackPosLocked(), durable)
+	n := 0
+	bytes := j.tailBytes
+	for n < len(j.tail) && j.tail[n].end() <= keep {
+		bytes -= int64(cap(j.tail[n].buf))
+		n++
+	}
+	for n < len(j.tail)-1 && bytes > tailMaxBytes {
+		bytes -= int64(cap(j.tail[n].buf))
+		n++
+	}
+	if n > 0 {
+		j.dropTailLocked(n)
+	}
+}
+
+// tailSlicesLocked returns the published bytes at logical positions
+// [lo, hi), one slice per chunk, if the tail holds all of them.
+func (j *Journal) tailSlicesLocked(lo, hi int64) [][]byte {
+	if len(j.tail) == 0 || lo < j.tail[0].pos || hi > j.endPos || lo >= hi {
+		return nil
+	}
+	var out [][]byte
+	for _, c := range j.tail {
+		if c.end() <= lo {
+			continue
+		}
+		if c.pos >= hi {
+			break
+		}
+		a, b := max(lo, c.pos)-c.pos, min(hi, c.end())-c.pos
+		out = append(out, c.buf[a:b])
+	}
+	return out
+}
+
+// decodeTrusted decodes records this process encoded itself (in the tail):
+// the CRC is not checked again.
+func decodeTrusted(b []byte, recs []Record) ([]Record, error) {
+	for len(b) > 0 {
+		if len(b) < HeaderSize {
+			return recs, ErrShortRecord
+		}
+		n := HeaderSize + int(binary.BigEndian.Uint32(b[14:18]))
+		if n > len(b) || b[0] != recordMagic {
+			return recs, ErrShortRecord
+		}
+		recs = append(recs, Record{
+			Seq:  binary.BigEndian.Uint64(b[6:14]),
+			Kind: Kind(b[1]),
+			Cmd:  binary.BigEndian.Uint32(b[2:6]),
+			Data: b[HeaderSize:n:n],
+		})
+		b = b[n:]
+	}
+	return recs, nil
+}

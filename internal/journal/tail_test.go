@@ -1,0 +1,203 @@
+package journal
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func tailState(j *Journal) (fileReads int, tailBytes int64, chunks int) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.fileReads, j.tailBytes, len(j.tail)
+}
+
+// A reader that keeps up is served from memory: the records come back
+// right even when the segment file under them is gone.
+func TestTailServesRecentRecords(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "j")
+	j := openT(t, Options{Dir: dir, SegmentBytes: 64 << 10, SyncInterval: time.Hour})
+	var after uint64
+	for i := 0; i < 200; i++ {
+		appendT(t, j, KindStdout, 7, payload(i, 1000+i))
+		if i%3 == 0 {
+			recs := readAll(t, j, after, 5000)
+			for _, r := range recs {
+				k := int(r.Seq) - 1
+				if r.Cmd != 7 || r.Kind != KindStdout || !bytes.Equal(r.Data, payload(k, 1000+k)) {
+					t.Fatalf("record %d differs", r.Seq)
+				}
+				after = r.Seq
+			}
+		}
+	}
+	if n, _, _ := tailState(j); n != 0 {
+		t.Fatalf("%d reads went to the files", n)
+	}
+	// Empty the files: what is still in the tail reads the same.
+	for _, f := range segFiles(t, dir) {
+		if err := os.Truncate(filepath.Join(dir, f), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	recs := readAll(t, j, 150, 0)
+	if len(recs) != 50 || recs[0].Seq != 151 || !bytes.Equal(recs[49].Data, payload(199, 1199)) {
+		t.Fatalf("tail read after truncating the files: %d records", len(recs))
+	}
+}
+
+// Acknowledged records leave memory; an idle, fully acknowledged journal
+// holds no tail.
+func TestTailFreedByAck(t *testing.T) {
+	j := openT(t, Options{SegmentBytes: 64 << 10, SyncInterval: time.Hour})
+	for i := 0; i < 100; i++ {
+		appendT(t, j, KindStdout, 0, payload(i, 30000))
+	}
+	if _, b, _ := tailState(j); b == 0 {
+		t.Fatal("nothing in the tail after appending")
+	}
+	j.Ack(j.Last())
+	if _, b, c := tailState(j); b != 0 || c != 0 {
+		t.Fatalf("after acking everything the tail holds %d bytes in %d chunks", b, c)
+	}
+	// The chunk's free space is reused; reading still works.
+	s := appendT(t, j, KindStderr, 1, []byte("after"))
+	recs := readAll(t, j, s-1, 0)
+	if len(recs) != 1 || string(recs[0].Data) != "after" || recs[0].Kind != KindStderr {
+		t.Fatalf("read after re-append: %+v", recs)
+	}
+	if n, _, _ := tailState(j); n != 0 {
+		t.Fatalf("%d reads went to the files", n)
+	}
+}
+
+// The tail is bounded: older unacknowledged records are read from the
+// files, newer ones from memory, and every record comes back right.
+func TestTailBounded(t *testing.T) {
+	j := openT(t, Options{MaxBytes: 4 * tailMaxBytes, SegmentBytes: 1 << 20, SyncInterval: time.Hour})
+	n := 2 * tailMaxBytes / 100000
+	for i := 0; i < n; i++ {
+		appendT(t, j, KindStdout, 0, payload(i, 100000))
+	}
+	if _, b, _ := tailState(j); b > tailMaxBytes {
+		t.Fatalf("tail holds %d bytes, bound %d", b, tailMaxBytes)
+	}
+	recs := readAll(t, j, 0, 1<<20)
+	if len(recs) != n {
+		t.Fatalf("%d records, want %d", len(recs), n)
+	}
+	for i, r := range recs {
+		if !bytes.Equal(r.Data, payload(i, 100000)) {
+			t.Fatalf("record %d differs", i+1)
+		}
+	}
+	files, _, _ := tailState(j)
+	if files == 0 {
+		t.Fatal("old records did not come from the files")
+	}
+	readAll(t, j, uint64(n-5), 1<<20)
+	if f, _, _ := tailState(j); f != files {
+		t.Fatal("recent records were read from the files")
+	}
+}
+
+// The sync policy: records acknowledged within a sync interval are never
+// fsync'd; records left unacknowledged for a whole interval are, and then
+// leave memory; Sync makes everything durable.
+func TestSyncSkipsDelivered(t *testing.T) {
+	j := openT(t, Options{SegmentBytes: 64 << 10, SyncInterval: time.Hour})
+	j.syncRound(false) // the round Open asked for
+	base := j.fsyncs.Load()
+	for i := 0; i < 40; i++ {
+		appendT(t, j, KindStdout, 0, payload(i, 10000))
+	}
+	j.Ack(20)
+	j.syncRound(false)
+	j.Ack(j.Last())
+	j.syncRound(false)
+	j.syncRound(false)
+	if n := j.fsyncs.Load() - base; n != 0 {
+		t.Fatalf("%d fsyncs for records acknowledged within an interval", n)
+	}
+
+	for i := 0; i < 40; i++ {
+		appendT(t, j, KindStdout, 0, payload(i, 10000))
+	}
+	j.syncRound(false)
+	if n := j.fsyncs.Load() - base; n != 0 {
+		t.Fatalf("%d fsyncs before the records were an interval old", n)
+	}
+	if _, b, _ := tailState(j); b == 0 {
+		t.Fatal("fresh records are not in memory")
+	}
+	j.syncRound(false)
+	if n := j.fsyncs.Load() - base; n == 0 {
+		t.Fatal("records unacknowledged for an interval were not fsync'd")
+	}
+	if _, b, _ := tailState(j); b != 0 {
+		t.Fatalf("durable records still hold %d bytes of memory", b)
+	}
+	recs := readAll(t, j, 40, 0)
+	if len(recs) != 40 || !bytes.Equal(recs[39].Data, payload(39, 10000)) {
+		t.Fatalf("read back %d records", len(recs))
+	}
+
+	appendT(t, j, KindStdout, 0, []byte("x"))
+	before := j.fsyncs.Load()
+	if err := j.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	if j.fsyncs.Load() == before {
+		t.Fatal("Sync did not fsync a fresh record")
+	}
+}
+
+func pacedCount(j *Journal) int {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.paced
+}
+
+// In Block mode Append waits for an active reader that is more than
+// readAhead behind, goes on when it reads, and stops waiting for a reader
+// that stalls. Drop mode never waits.
+func TestPaceWaitsForReader(t *testing.T) {
+	j := openT(t, Options{MaxBytes: 16 * readAhead, SyncInterval: time.Hour})
+	appendT(t, j, KindStdout, 0, []byte("start"))
+	readAll(t, j, 0, 0) // a reader is active and caught up
+	chunk := payload(1, MaxDataBytes)
+	for j.Unacked() <= readAhead {
+		appendT(t, j, KindStdout, 0, chunk)
+	}
+	res := startAppend(context.Background(), j, KindStdout, chunk)
+	eventually(t, "Append waiting for the reader", func() bool { return pacedCount(j) == 1 })
+	select {
+	case r := <-res:
+		t.Fatalf("Append did not wait for the reader: %+v", r)
+	default:
+	}
+	readAll(t, j, 0, 0)
+	if r := recv(t, res, "Append after the reader caught up"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	// The reader stops reading: Append waits a while, then goes on.
+	for j.Unacked() <= 2*readAhead+MaxDataBytes {
+		appendT(t, j, KindStdout, 0, chunk)
+	}
+	if r := recv(t, startAppend(context.Background(), j, KindStdout, chunk), "Append past a stalled reader"); r.err != nil {
+		t.Fatal(r.err)
+	}
+
+	d := openT(t, Options{MaxBytes: 16 * readAhead, Mode: Drop, SyncInterval: time.Hour})
+	appendT(t, d, KindStdout, 0, []byte("start"))
+	readAll(t, d, 0, 0)
+	for d.Unacked() <= 2*readAhead {
+		appendT(t, d, KindStdout, 0, chunk) // would hang if Drop mode waited
+	}
+	if pacedCount(d) != 0 {
+		t.Fatal("a Drop mode Append waited for the reader")
+	}
+}
