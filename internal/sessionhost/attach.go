@@ -160,27 +160,36 @@ func (h *Host) endStream(a *attachment, spec streamSpec, readErr <-chan error) (
 }
 
 // writeRecords sends records after spec.after. When it has sent the record
-// that ends the stream it reports that seq on target and returns.
+// that ends the stream it reports that seq on target and returns. The
+// records of one journal read go out in one write.
 func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec, target chan<- uint64) error {
+	const writeBatch = 1 << 20 // bytes of records read and sent at once
 	after := spec.after
+	var outs []wire.Output
 	for {
-		recs, err := h.j.Read(after, wire.MaxChunk)
+		recs, err := h.j.Read(after, writeBatch)
 		if err != nil {
 			return err
 		}
+		outs = outs[:0]
+		end := false
 		for _, r := range recs {
-			if err := a.conn.WriteOutput(wire.Output{Seq: r.Seq, Kind: uint8(r.Kind), Cmd: r.Cmd, Data: r.Data}); err != nil {
-				return err
-			}
+			outs = append(outs, wire.Output{Seq: r.Seq, Kind: uint8(r.Kind), Cmd: r.Cmd, Data: r.Data})
 			after = r.Seq
-			if spec.cmd != nil && r.Kind == journal.KindExit && r.Cmd == spec.cmd.id {
-				target <- r.Seq
-				return nil
+			if spec.cmd != nil && r.Kind == journal.KindExit && r.Cmd == spec.cmd.id ||
+				spec.cmd == nil && r.Seq >= spec.until {
+				end = true
+				break
 			}
-			if spec.cmd == nil && r.Seq >= spec.until {
-				target <- r.Seq
-				return nil
-			}
+		}
+		err = a.conn.WriteOutputs(outs)
+		clear(outs) // do not pin journal memory while waiting
+		if err != nil {
+			return err
+		}
+		if end {
+			target <- after
+			return nil
 		}
 		if len(recs) > 0 {
 			continue

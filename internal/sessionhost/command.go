@@ -3,6 +3,7 @@ package sessionhost
 import (
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"io"
 	"sync"
@@ -102,8 +103,9 @@ func (h *Host) runCommand(c *command, script string) {
 	if c.stdin != nil {
 		stdin = c.stdin
 	}
-	out := &journalWriter{ctx: ctx, j: h.j, kind: journal.KindStdout, cmd: c.id}
-	errw := &journalWriter{ctx: ctx, j: h.j, kind: journal.KindStderr, cmd: c.id}
+	sink := newOutputSink(ctx, h.j, c.id)
+	out := sink.writer(journal.KindStdout)
+	errw := sink.writer(journal.KindStderr)
 	streams := runspace.Streams{Stdin: stdin, Stdout: out, Stderr: errw}
 	var endTTY func()
 	if c.tty != nil {
@@ -129,6 +131,9 @@ func (h *Host) runCommand(c *command, script string) {
 	if endTTY != nil {
 		endTTY()
 	}
+	if err := sink.wait(); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, journal.ErrClosed) {
+		h.log.Warn("cannot journal output", "err", err)
+	}
 	h.mu.Lock()
 	c.finishing = true // a new command waits for the exit record (opRun)
 	h.mu.Unlock()
@@ -146,15 +151,20 @@ func (h *Host) runCommand(c *command, script string) {
 	close(c.done)
 }
 
-// journalWriter turns a command's output stream into journal records.
+// journalWriter turns a command's output stream into journal records:
+// through its sink (outsink.go) if it has one, else one Append per chunk.
 type journalWriter struct {
 	ctx  context.Context
 	j    *journal.Journal
 	kind journal.Kind
 	cmd  uint32
+	sink *outputSink
 }
 
 func (w *journalWriter) Write(p []byte) (int, error) {
+	if w.sink != nil {
+		return w.sink.write(w.kind, p)
+	}
 	n := 0
 	for len(p) > 0 {
 		chunk := p
