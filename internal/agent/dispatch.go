@@ -91,7 +91,13 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 			}
 			close(done)
 		}()
-		io.Copy(ch, hc.Reader()) // the reader may hold bytes read with the Hello
+		// Output in large reads: the SSH channel cuts it into packets
+		// anyway, and each read of the socket is a syscall. The reader
+		// may hold bytes read with the Hello; wrapping it hides its
+		// WriteTo (64 KiB reads), and once it is empty bufio reads into
+		// buf directly.
+		buf := make([]byte, 256<<10)
+		io.CopyBuffer(ch, struct{ io.Reader }{hc.Reader()}, buf)
 		ch.CloseWrite()
 		ch.Close()
 		<-done
