@@ -93,14 +93,15 @@ type Master struct {
 	why     string
 	stopper []*net.UnixConn // Stop requests, answered by exiting
 	start   time.Time
+	spare   chan ssh.Channel // one channel opened ahead, so a client does not wait for the agent's round trip
+	initOne sync.Once
 }
 
 // Serve lends channels until the master is idle for Persist, its SSH
 // connection dies, or a client asks it to stop. It returns why it ended.
 func (m *Master) Serve(ln *net.UnixListener) string {
-	m.quit = make(chan struct{})
-	m.conns = map[*net.UnixConn]bool{}
-	m.start = time.Now()
+	m.init()
+	m.refill()
 	m.mu.Lock()
 	m.armIdle()
 	m.mu.Unlock()
@@ -141,7 +142,65 @@ func (m *Master) Serve(ln *net.UnixListener) string {
 	for _, c := range stoppers {
 		c.Close()
 	}
+	select {
+	case ch := <-m.spare:
+		ch.Close()
+	default:
+	}
 	return m.why
+}
+
+func (m *Master) init() {
+	m.initOne.Do(func() {
+		m.quit = make(chan struct{})
+		m.conns = map[*net.UnixConn]bool{}
+		m.start = time.Now()
+		m.spare = make(chan ssh.Channel, 1)
+	})
+}
+
+// refill opens the next spare channel in the background.
+func (m *Master) refill() {
+	go func() {
+		select {
+		case <-m.quit:
+			return
+		default:
+		}
+		ch, reqs, err := m.Open()
+		if err != nil {
+			return // the next client opens its own and sees why
+		}
+		go ssh.DiscardRequests(reqs)
+		select {
+		case <-m.quit:
+			ch.Close()
+			return
+		default:
+		}
+		select {
+		case m.spare <- ch:
+		default:
+			ch.Close()
+		}
+	}()
+}
+
+// channel returns the spare channel, or opens one.
+func (m *Master) channel() (ssh.Channel, error) {
+	select {
+	case ch := <-m.spare:
+		m.refill()
+		return ch, nil
+	default:
+	}
+	ch, reqs, err := m.Open()
+	if err != nil {
+		return nil, err
+	}
+	go ssh.DiscardRequests(reqs)
+	m.refill()
+	return ch, nil
 }
 
 func (m *Master) stop(why string) {
@@ -214,7 +273,7 @@ func (m *Master) handle(c *net.UnixConn) {
 			f.write(fFail, encodeFail(uint32(ssh.Prohibited), "channel type not lent by this master"))
 			return
 		}
-		ch, reqs, err := m.Open()
+		ch, err := m.channel()
 		if err != nil {
 			var oce *ssh.OpenChannelError
 			if errors.As(err, &oce) {
@@ -224,7 +283,6 @@ func (m *Master) handle(c *net.UnixConn) {
 			// socket close and dials directly.
 			return
 		}
-		go ssh.DiscardRequests(reqs)
 		m.mu.Lock()
 		m.opened++
 		m.mu.Unlock()

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,22 +24,20 @@ func (f fakeChannel) SendRequest(string, bool, []byte) (bool, error) { return fa
 func (f fakeChannel) Stderr() io.ReadWriter                          { return nil }
 
 func socketPair(t *testing.T) (*net.UnixConn, *net.UnixConn) {
-	t.Helper()
-	dir := t.TempDir()
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: filepath.Join(dir, "p"), Net: "unix"})
+	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
-	defer ln.Close()
-	a, err := net.DialUnix("unix", nil, ln.Addr().(*net.UnixAddr))
-	if err != nil {
-		t.Fatal(err)
+	conn := func(fd int) *net.UnixConn {
+		f := os.NewFile(uintptr(fd), "pair")
+		defer f.Close()
+		c, err := net.FileConn(f)
+		if err != nil {
+			panic(err)
+		}
+		return c.(*net.UnixConn)
 	}
-	b, err := ln.AcceptUnix()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a, b
+	return conn(fds[0]), conn(fds[1])
 }
 
 type testMaster struct {
@@ -88,6 +87,14 @@ func startMaster(t *testing.T, persist time.Duration, refuse bool) *testMaster {
 		tm.lost()
 		<-tm.over
 	})
+	if !refuse {
+		// The master opens a spare channel ahead; wait for it, so the
+		// first agent end queued is the one the first client gets.
+		tm.m.init()
+		for len(tm.m.spare) == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
 	return tm
 }
 
