@@ -39,9 +39,11 @@ func (r *Registry) List() ([]RegistryEntry, error) {
 	return out, err
 }
 
-// Add remembers addresses (idempotent).
+// Add remembers addresses (idempotent: a file that already has them all is
+// not written again).
 func (r *Registry) Add(addrs ...string) error {
 	return r.locked(func(f *registryFile) bool {
+		changed := false
 		for _, a := range addrs {
 			found := false
 			for _, e := range f.Sessions {
@@ -51,10 +53,13 @@ func (r *Registry) Add(addrs ...string) error {
 			}
 			if !found {
 				f.Sessions = append(f.Sessions, RegistryEntry{Address: a, Created: time.Now().UTC()})
+				changed = true
 			}
 		}
-		sort.Slice(f.Sessions, func(i, j int) bool { return f.Sessions[i].Address < f.Sessions[j].Address })
-		return true
+		if changed {
+			sort.Slice(f.Sessions, func(i, j int) bool { return f.Sessions[i].Address < f.Sessions[j].Address })
+		}
+		return changed
 	})
 }
 
@@ -73,8 +78,9 @@ func (r *Registry) Remove(addrs ...string) error {
 				keep = append(keep, e)
 			}
 		}
+		changed := len(keep) != len(f.Sessions)
 		f.Sessions = keep
-		return true
+		return changed
 	})
 }
 

@@ -98,3 +98,37 @@ func FuzzParseTarget(f *testing.F) {
 		}
 	})
 }
+
+func TestRegistryUnchangedIsNotRewritten(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "sessions.json")
+	r := &Registry{Path: p}
+	if err := r.Add("u@h:1/a", "u@h:1/b"); err != nil {
+		t.Fatal(err)
+	}
+	before, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Adding what is there and removing what is not leave the file alone
+	// (no new file renamed over it, so no fsync on a command's path).
+	if err := r.Add("u@h:1/b", "u@h:1/a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Remove("u@h:1/c"); err != nil {
+		t.Fatal(err)
+	}
+	after, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !os.SameFile(before, after) {
+		t.Fatal("the registry was rewritten without a change")
+	}
+	if err := r.Remove("u@h:1/a"); err != nil {
+		t.Fatal(err)
+	}
+	got, _ := r.List()
+	if len(got) != 1 || got[0].Address != "u@h:1/b" {
+		t.Fatalf("after remove: %v", got)
+	}
+}
