@@ -173,7 +173,7 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	}
 	cmd := exec.Command(a.opts.Executable, args...)
 	cmd.Dir = u.HomeDir
-	cmd.Env = a.sessionEnv(u)
+	cmd.Env = append(a.sessionEnv(u), sessionhost.RuntimeEnv...) // one P: see sessionhost/idlemem.go
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if a.root && uid != 0 {
 		cred, err := credential(u)

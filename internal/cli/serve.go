@@ -107,7 +107,7 @@ func sessionHostCmd(env *Env) *cobra.Command {
 			}
 			o.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
 			o.Home = env.Getenv("HOME")
-			o.Env = os.Environ()
+			o.Env = sessionhost.CommandEnv(os.Environ())
 			if f := os.NewFile(3, "ready"); f != nil {
 				o.Ready = f
 			}
