@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -20,6 +21,13 @@ type MuxOptions struct {
 	Start func(t Target)
 }
 
+func (d *Dialer) timeout() time.Duration {
+	if d.Timeout > 0 {
+		return d.Timeout
+	}
+	return 10 * time.Second
+}
+
 // MuxSocket is the path of the master's socket for t (with the dialer's
 // default user) in dir.
 func (d *Dialer) MuxSocket(dir string, t Target) string {
@@ -28,10 +36,11 @@ func (d *Dialer) MuxSocket(dir string, t Target) string {
 
 // muxConn is a connection whose channels a master lends.
 type muxConn struct {
-	path  string
-	mu    sync.Mutex
-	first *mux.Channel // opened by Dial, handed to the first Open
-	err   error        // or the agent's refusal of that channel
+	path    string
+	mu      sync.Mutex
+	first   *mux.Channel // opened by Dial, handed to the first Open
+	err     error        // or the agent's refusal of that channel
+	timeout time.Duration
 }
 
 // dialMux gets a channel from t's master, so that the connection is known
@@ -39,8 +48,11 @@ type muxConn struct {
 // is no usable master (dial directly); start says to start one.
 func (d *Dialer) dialMux(t, shown Target) (c *Conn, start bool) {
 	path := d.MuxSocket(d.Mux.Dir, t)
-	ch, err := mux.Open(path, ChannelType)
-	mc := &muxConn{path: path, first: ch}
+	if len(path) > mux.MaxPath {
+		return nil, false // a master could not listen there
+	}
+	ch, err := mux.Open(path, ChannelType, d.timeout())
+	mc := &muxConn{path: path, first: ch, timeout: d.timeout()}
 	if err != nil {
 		var oe *mux.OpenError
 		if !errors.As(err, &oe) {
@@ -66,7 +78,7 @@ func (c *Conn) openMux() (ssh.Channel, error) {
 	m.mu.Unlock()
 	if ch == nil && err == nil {
 		var mc *mux.Channel
-		if mc, err = mux.Open(m.path, ChannelType); err == nil {
+		if mc, err = mux.Open(m.path, ChannelType, m.timeout); err == nil {
 			ch = mc
 		}
 	}

@@ -20,11 +20,11 @@ type Channel struct {
 	closed sync.Once
 }
 
-// Open asks the master at path for a channel of type typ. An error wrapping
-// ErrNoMaster means no usable master (dial directly); *OpenError is the
-// agent's refusal.
-func Open(path, typ string) (*Channel, error) {
-	f, _, err := request(path, fOpen, []byte(typ), 30*time.Second)
+// Open asks the master at path for a channel of type typ, waiting at most
+// timeout for the answer. An error wrapping ErrNoMaster means no usable
+// master (dial directly); *OpenError is the agent's refusal.
+func Open(path, typ string, timeout time.Duration) (*Channel, error) {
+	f, _, err := request(path, fOpen, []byte(typ), timeout)
 	if err != nil {
 		return nil, err
 	}

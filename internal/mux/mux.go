@@ -209,8 +209,15 @@ func decodeFail(p []byte) *OpenError {
 	return &OpenError{Reason: binary.BigEndian.Uint32(p), Message: string(p[4:])}
 }
 
+// MaxPath is the longest socket path the kernel takes (sun_path, with its
+// terminating zero).
+const MaxPath = 107
+
 // connect dials the master's socket and checks who it is.
 func connect(path string) (*frameConn, error) {
+	if len(path) > MaxPath {
+		return nil, fmt.Errorf("%w: socket path %s is too long", ErrNoMaster, path)
+	}
 	if err := CheckDir(filepath.Dir(path)); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrNoMaster, err)
 	}

@@ -107,7 +107,7 @@ func TestChannelBothWaysWithHalfClose(t *testing.T) {
 	if fi, _ := os.Stat(filepath.Dir(tm.path)); fi.Mode().Perm() != 0o700 {
 		t.Fatalf("dir mode %v", fi.Mode())
 	}
-	ch, err := Open(tm.path, "t@x")
+	ch, err := Open(tm.path, "t@x", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -144,7 +144,7 @@ func TestChannelBothWaysWithHalfClose(t *testing.T) {
 
 func TestCloseWithoutHalfCloseReachesAgent(t *testing.T) {
 	tm := startMaster(t, time.Minute, false)
-	ch, err := Open(tm.path, "t@x")
+	ch, err := Open(tm.path, "t@x", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -159,12 +159,12 @@ func TestCloseWithoutHalfCloseReachesAgent(t *testing.T) {
 
 func TestRefusalsAndWrongType(t *testing.T) {
 	tm := startMaster(t, time.Minute, true)
-	_, err := Open(tm.path, "t@x")
+	_, err := Open(tm.path, "t@x", 10*time.Second)
 	var oe *OpenError
 	if !errors.As(err, &oe) || oe.Reason != uint32(ssh.ResourceShortage) || oe.Message != "too many on %HOST%" {
 		t.Fatalf("open: %v", err)
 	}
-	if _, err := Open(tm.path, "session"); !errors.As(err, &oe) || oe.Reason != uint32(ssh.Prohibited) {
+	if _, err := Open(tm.path, "session", 10*time.Second); !errors.As(err, &oe) || oe.Reason != uint32(ssh.Prohibited) {
 		t.Fatalf("wrong type: %v", err)
 	}
 }
@@ -175,20 +175,24 @@ func TestNoMaster(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := SocketPath(dir, "u@h:1")
-	if _, err := Open(path, "t@x"); !errors.Is(err, ErrNoMaster) {
+	if _, err := Open(path, "t@x", 10*time.Second); !errors.Is(err, ErrNoMaster) {
 		t.Fatalf("open without master: %v", err)
 	}
 	if _, err := Status(path); !errors.Is(err, ErrNoMaster) {
 		t.Fatalf("status without master: %v", err)
 	}
+	long := filepath.Join(dir, strings.Repeat("x", MaxPath)+".sock")
+	if _, err := Open(long, "t@x", 10*time.Second); !errors.Is(err, ErrNoMaster) {
+		t.Fatalf("open on a too long path: %v", err)
+	}
 	// A directory others can reach is refused even with a master in it.
 	tm := startMaster(t, time.Minute, false)
 	os.Chmod(filepath.Dir(tm.path), 0o755)
-	if _, err := Open(tm.path, "t@x"); !errors.Is(err, ErrNoMaster) {
+	if _, err := Open(tm.path, "t@x", 10*time.Second); !errors.Is(err, ErrNoMaster) {
 		t.Fatalf("open in a 0755 dir: %v", err)
 	}
 	os.Chmod(filepath.Dir(tm.path), 0o700)
-	if _, err := Open(tm.path, "t@x"); err != nil {
+	if _, err := Open(tm.path, "t@x", 10*time.Second); err != nil {
 		t.Fatalf("open: %v", err)
 	}
 }
@@ -196,7 +200,7 @@ func TestNoMaster(t *testing.T) {
 func TestStopIdleAndConnectionLoss(t *testing.T) {
 	// Stop: returns once the master has gone; the socket is removed.
 	tm := startMaster(t, time.Minute, false)
-	ch, err := Open(tm.path, "t@x")
+	ch, err := Open(tm.path, "t@x", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -225,7 +229,7 @@ func TestStopIdleAndConnectionLoss(t *testing.T) {
 
 	// Connection loss.
 	tm = startMaster(t, time.Minute, false)
-	ch, err = Open(tm.path, "t@x")
+	ch, err = Open(tm.path, "t@x", 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
