@@ -96,6 +96,8 @@ type Host struct {
 	lastCmd      *command
 	nextCmd      uint32
 	idleSince    time.Time
+	trimmedFor   time.Time // the idleSince of the last idle trim (idlemem.go)
+	trimmedAlloc uint64    // heap bytes allocated as of the last trim; timers only
 	graceUntil   time.Time // temporary session waiting for its client
 	closing      bool
 	watchers     map[net.Conn]struct{}
@@ -292,18 +294,26 @@ func (h *Host) Done() <-chan struct{} { return h.closed }
 
 // timers closes the session when a limit expires. It sleeps until the
 // next deadline and is poked on every state change, so an idle session
-// costs no wakeups.
+// costs no wakeups (but one, to trim its memory after work: idlemem.go).
 func (h *Host) timers(ctx context.Context) {
 	defer h.wg.Done()
 	t := time.NewTimer(time.Hour)
 	defer t.Stop()
+	h.mu.Lock()
+	h.trimmedFor = h.idleSince // start-up is not worth a trim
+	h.mu.Unlock()
+	h.trimmedAlloc = heapAllocated()
 	for {
 		if by, reason := h.expired(); by != "" {
 			go h.Close(by, reason)
 			return
 		}
+		h.maybeTrim()
 		h.mu.Lock()
 		next := h.nextDeadlineLocked()
+		if at, ok := h.trimAtLocked(); ok && (next.IsZero() || at.Before(next)) {
+			next = at
+		}
 		h.mu.Unlock()
 		wait := time.Hour
 		if !next.IsZero() {
