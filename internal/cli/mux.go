@@ -51,7 +51,9 @@ func (g *globals) startMaster(t client.Target, persist time.Duration) {
 	cmd.Dir = "/"
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
 	if cmd.Start() == nil {
-		cmd.Process.Release()
+		// Reaped here if this process outlives it (tether enter); else
+		// init reaps it.
+		go cmd.Wait()
 	}
 }
 

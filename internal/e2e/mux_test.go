@@ -96,6 +96,10 @@ func TestControlPersistSharesOneConnection(t *testing.T) {
 	if strings.Count(out, "hi\n") != 2 {
 		t.Fatalf("fan-out: %q", out)
 	}
+	// enter, reading commands from stdin, runs them through the master too.
+	if r := c.RunIn(strings.NewReader("echo $x\ny=7\necho $y\n"), "enter", addr); r.Code != 0 || r.Stdout != "42\n7\n" {
+		t.Fatalf("enter through the master: %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
 	// None of these made a connection of its own.
 	if n := strings.Count(a.Log(), "connection opened"); n != opened {
 		t.Fatalf("%d new SSH connections while the master was up", n-opened)
