@@ -163,17 +163,23 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		return err
 	}
 	defer conn.Close()
-	run := func() (time.Duration, error) {
-		start := time.Now()
-		res, err := d.Run(ctx, conn, client.RunSpec{Target: t, Request: wire.Request{Command: "true"}, Stdout: io.Discard, Stderr: io.Discard})
-		if err == nil && res.ExitCode != 0 {
-			err = fmt.Errorf("exit %d", res.ExitCode)
+	runner := func(keep bool) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			start := time.Now()
+			res, err := d.Run(ctx, conn, client.RunSpec{Target: t, Request: wire.Request{Command: "true"}, Stdout: io.Discard, Stderr: io.Discard, KeepChannel: keep})
+			if err == nil && res.ExitCode != 0 {
+				err = fmt.Errorf("exit %d", res.ExitCode)
+			}
+			return time.Since(start), err
 		}
-		return time.Since(start), err
 	}
-	repeat(r, "warm-up", 20, run)
-	ds, errs := repeat(r, "long-lived Run true", cfg.goN, run)
+	repeat(r, "warm-up", 20, runner(true))
+	ds, errs := repeat(r, "long-lived Run true", cfg.goN, runner(true))
 	x := r.add(newRow(fig, "tether Go client, long-lived conn: Run `true` (builtin)", "us", durs(ds, "us")))
+	x.Errors = errs
+	r.ratio(x, "loopback TCP 64 B round trip (floor)")
+	ds, errs = repeat(r, "long-lived Run true, new channel", cfg.goN, runner(false))
+	x = r.add(newRow(fig, "  same, a new channel per run (no KeepChannel)", "us", durs(ds, "us")))
 	x.Errors = errs
 	r.ratio(x, "loopback TCP 64 B round trip (floor)")
 

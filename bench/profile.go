@@ -123,7 +123,7 @@ func (b *bench) runProfiles(dir string, cfg config) error {
 		return func() error {
 			busy := 0
 			for i := 0; i < n; i++ {
-				_, err := dl.Run(ctx, c, client.RunSpec{Target: t, Request: wire.Request{Command: "true"}, Stdout: io.Discard, Stderr: io.Discard})
+				_, err := dl.Run(ctx, c, client.RunSpec{Target: t, Request: wire.Request{Command: "true"}, Stdout: io.Discard, Stderr: io.Discard, KeepChannel: true})
 				if err != nil {
 					if strings.Contains(err.Error(), "busy") {
 						busy++

@@ -91,13 +91,7 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 			}
 			close(done)
 		}()
-		// Output in large reads: the SSH channel cuts it into packets
-		// anyway, and each read of the socket is a syscall. The reader
-		// may hold bytes read with the Hello; wrapping it hides its
-		// WriteTo (64 KiB reads), and once it is empty bufio reads into
-		// buf directly.
-		buf := make([]byte, 256<<10)
-		io.CopyBuffer(ch, struct{ io.Reader }{hc.Reader()}, buf)
+		copyOutput(ch, hc.Reader())
 		ch.CloseWrite()
 		ch.Close()
 		<-done
@@ -342,5 +336,49 @@ func (a *Agent) pushLimitsTo(ref *sessionRef) {
 	l := a.limits()
 	if _, err := a.call(ref, identity{user: ref.user}, wire.Request{Op: "limits", Limits: &l}); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("cannot update session limits", "user", ref.user, "session", ref.name, "err", err)
+	}
+}
+
+// relayBufs lends the large buffers that bulk output is relayed through.
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+
+// copyOutput relays a session host's output to the client. Bulk output goes
+// in large reads (the SSH channel cuts it into packets anyway, and each read
+// of the socket is a syscall), but a large buffer is borrowed only while
+// output flows: a relay waiting on a quiet command, or one of a thousand
+// fan-out targets, holds a small one.
+func copyOutput(dst io.Writer, src io.Reader) {
+	// src may hold bytes read with the Hello; once it is empty, bufio
+	// reads into a buffer at least as large as its own directly.
+	var small [4 << 10]byte
+	for {
+		n, err := src.Read(small[:])
+		if n > 0 {
+			if _, werr := dst.Write(small[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+		if n < len(small) {
+			continue
+		}
+		bp := relayBufs.Get().(*[]byte)
+		for {
+			n, err = src.Read(*bp)
+			if n > 0 {
+				if _, werr := dst.Write((*bp)[:n]); werr != nil {
+					err = werr
+				}
+			}
+			if err != nil || n < len(*bp)/4 {
+				break // ended, or no longer bulk
+			}
+		}
+		relayBufs.Put(bp)
+		if err != nil {
+			return
+		}
 	}
 }

@@ -68,7 +68,7 @@ func TestKeptChannelCarriesManyRuns(t *testing.T) {
 	run := func(cmd string, stdin string) (string, Result) {
 		t.Helper()
 		var out bytes.Buffer
-		spec := RunSpec{Target: target, Request: wire.Request{Command: cmd}, Stdout: &out, Stderr: &out}
+		spec := RunSpec{Target: target, Request: wire.Request{Command: cmd}, Stdout: &out, Stderr: &out, KeepChannel: true}
 		if stdin != "" {
 			spec.Stdin = strings.NewReader(stdin)
 		}
@@ -113,7 +113,7 @@ func TestKeptChannelCarriesManyRuns(t *testing.T) {
 func TestKeptChannelOfRemovedSession(t *testing.T) {
 	d, conn, target := keptSetup(t)
 	ctx := context.Background()
-	if _, err := d.Run(ctx, conn, RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}); err != nil {
+	if _, err := d.Run(ctx, conn, RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, KeepChannel: true}); err != nil {
 		t.Fatal(err)
 	}
 	if conn.keptCount("kept") != 1 {
@@ -126,7 +126,7 @@ func TestKeptChannelOfRemovedSession(t *testing.T) {
 	// "closing" while it closes, then (on a new channel) the agent's "no
 	// session" — never a hang or a command run.
 	for i := range 2 {
-		_, err := d.Run(ctx, conn, RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}})
+		_, err := d.Run(ctx, conn, RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, KeepChannel: true})
 		if !errors.Is(err, ErrNotFound) && !errors.Is(err, ErrClosed) {
 			t.Fatalf("run %d in a removed session: %v, want ErrNotFound or ErrClosed", i, err)
 		}
@@ -134,8 +134,7 @@ func TestKeptChannelOfRemovedSession(t *testing.T) {
 }
 
 // BenchmarkRunTrue measures a builtin through one long-lived connection,
-// on a kept channel (the default) and on a new channel per run (what a
-// run with stdin costs).
+// on a kept channel and on a new channel per run.
 func BenchmarkRunTrue(b *testing.B) {
 	for _, kept := range []bool{true, false} {
 		name := "kept-channel"
@@ -145,11 +144,8 @@ func BenchmarkRunTrue(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			d, conn, target := keptSetup(b)
 			ctx := context.Background()
-			spec := RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}}
+			spec := RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, KeepChannel: kept}
 			for b.Loop() {
-				if !kept {
-					spec.Stdin = strings.NewReader("")
-				}
 				if _, err := d.Run(ctx, conn, spec); err != nil {
 					b.Fatal(err)
 				}

@@ -30,6 +30,11 @@ type RunSpec struct {
 	Signals          <-chan string                        // signal names to deliver to the command
 	Resize           <-chan [2]int                        // terminal rows, cols
 	OnStart          func(session string, temporary bool) // called once the host accepted the command
+	// KeepChannel keeps the channel, once the command has ended, for the
+	// next run in the same session on the same connection: for callers
+	// that hold a connection for many commands. Runs with stdin, a
+	// terminal, a module or Detach never keep theirs.
+	KeepChannel bool
 }
 
 // Result is how a command ended.
@@ -82,10 +87,9 @@ func (r *runner) notify(format string, args ...any) {
 }
 
 func (r *runner) run(ctx context.Context) (Result, error) {
-	// A caller that holds a connection for many commands gets the channel
-	// kept for the next one. Only plain runs qualify: stdin and terminals
-	// leave state on the channel that the next command must not inherit.
-	r.keep = r.conn != nil && r.spec.Target.Session != "" && r.spec.Stdin == nil &&
+	// Only plain runs keep their channel: stdin and terminals leave state
+	// on it that the next command must not inherit.
+	r.keep = r.spec.KeepChannel && r.conn != nil && r.spec.Target.Session != "" && r.spec.Stdin == nil &&
 		r.spec.Request.TTY == nil && !r.spec.Request.Detach && r.spec.Request.Module == ""
 	if r.conn == nil {
 		c, err := r.d.Dial(ctx, r.spec.Target)
@@ -167,6 +171,14 @@ func (r *runner) followToEnd(ctx context.Context, wc *wire.Conn, ch ssh.Channel)
 		if done && err == nil && r.keep && wc.Write(wire.TEnd) == nil {
 			r.conn.kept.put(r.session, keptChannel{wc, ch})
 			return nil
+		}
+		if done && err == nil {
+			// The host closes once it has the final ack and has
+			// released the session: wait for that, so that whoever
+			// looks at the session after this command returns (a
+			// script's next `tether list`) finds it Available, not
+			// Busy or Disconnected for a moment.
+			waitEOF(wc, 2*time.Second)
 		}
 		ch.Close()
 		if done {

@@ -25,7 +25,7 @@ func writeNetadmin(t testing.TB, root, version string) {
 		"bin/get-version": "#!/bin/sh\necho \"netadmin " + version + "\"\n",
 		"bin/get-route":   "#!/bin/sh\necho \"route table of v" + version + " in $(basename \"$PWD\")\"\n",
 		// Each argument on a line of its own, hex-encoded, so that every byte shows.
-		"bin/hexargs":        "#!/bin/sh\necho \"argc=$#\"\nfor a in \"$@\"; do printf '%s' \"$a\" | od -An -v -tx1 | tr -d ' \\n'; echo; done\n",
+		"bin/hexargs":        "#!/bin/sh\necho \"argc=$#\"\nfor a in \"$@\"; do echo \"$(printf '%s' \"$a\" | od -An -v -tx1 | tr -d ' \\n')\"; done\n",
 		"bin/upcase":         "#!/bin/sh\ntr a-z A-Z\n",
 		"bin/exit-with":      "#!/bin/sh\necho \"exiting $1\" >&2\nexit \"$1\"\n",
 		"functions.sh":       "say-hello() { echo \"hello $1 from v" + version + " ($(_where))\"; }\n_where() { basename \"$PWD\"; }\n",

@@ -99,7 +99,7 @@ func (h *Host) runCommand(c *command, script string) {
 		case <-ctx.Done():
 		}
 	}()
-	var stdin io.Reader = eofReader{}
+	var stdin io.Reader // nil: empty, as </dev/null
 	if c.stdin != nil {
 		stdin = c.stdin
 	}
@@ -111,7 +111,9 @@ func (h *Host) runCommand(c *command, script string) {
 	if c.tty != nil {
 		streams, endTTY = h.startTTY(ctx, c, streams)
 	}
-	before := h.limitCounters()
+	h.mu.Lock()
+	h.countersBefore = nil // taken at the command's first process (afterStart)
+	h.mu.Unlock()
 	code, err := h.rs.Run(ctx, script, streams)
 	msg := ""
 	if err != nil {
@@ -121,9 +123,16 @@ func (h *Host) runCommand(c *command, script string) {
 		}
 		h.log.Warn("command failed inside the session host", "err", err)
 	}
-	if why := h.explainLimits(before); why != "" {
-		errw.Write([]byte(why + "\n"))
-		msg = why
+	h.mu.Lock()
+	before := h.countersBefore
+	h.mu.Unlock()
+	// A command that started no process can have hit no process or
+	// memory limit: skip reading the counters (four files) for it.
+	if before != nil {
+		if why := h.explainLimits(*before); why != "" {
+			errw.Write([]byte(why + "\n"))
+			msg = why
+		}
 	}
 	if c.stdin != nil {
 		c.stdin.closeRead()
@@ -179,10 +188,6 @@ func (w *journalWriter) Write(p []byte) (int, error) {
 	}
 	return n, nil
 }
-
-type eofReader struct{}
-
-func (eofReader) Read([]byte) (int, error) { return 0, io.EOF }
 
 // stdinPipe buffers the client's stdin for the command, with offsets so that
 // a client resuming after a cut resends exactly what is missing.

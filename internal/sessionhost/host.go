@@ -102,6 +102,9 @@ type Host struct {
 	closing      bool
 	watchers     map[net.Conn]struct{}
 	pipes        map[net.Conn]struct{} // kept connections waiting for their next request
+	// countersBefore are the limit counters when the running command
+	// started its first process; nil while it has started none.
+	countersBefore *limits.Counters
 
 	closed    chan struct{}
 	closeDone chan struct{} // Close has finished removing the session's files

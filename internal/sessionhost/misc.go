@@ -90,9 +90,22 @@ func (h *Host) openLimits() error {
 }
 
 // afterStart puts each process a command starts under the session's limits.
+// The first one of a command also takes the limit counters that
+// explainLimits compares with at the end.
 func (h *Host) afterStart(pid int) error {
 	if h.group == nil {
 		return nil
+	}
+	h.mu.Lock()
+	first := h.countersBefore == nil
+	h.mu.Unlock()
+	if first {
+		c := h.limitCounters()
+		h.mu.Lock()
+		if h.countersBefore == nil {
+			h.countersBefore = &c
+		}
+		h.mu.Unlock()
 	}
 	return h.group.Add(pid)
 }
