@@ -88,7 +88,8 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if len(signers) == 0 && d.LoadSigners != nil {
 		var err error
 		if signers, err = d.LoadSigners(); err != nil {
-			return nil, err
+			// As a refused key: retrying (reconnect) cannot help.
+			return nil, &HostError{t, ErrAuth, err}
 		}
 	}
 	timeout := d.Timeout

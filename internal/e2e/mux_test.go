@@ -155,6 +155,14 @@ func TestControlPersistIdleExit(t *testing.T) {
 	if r := c.Run("mux", "status", a.Host()); r.Code != 255 {
 		t.Fatalf("status after idle exit: %d %q", r.Code, r.Stdout)
 	}
+	// Keys are loaded only for a direct connection; a key that cannot be
+	// loaded fails at once, as without a master.
+	if r := c.Run("-i", c.Key+".missing", "invoke", a.Host(), "true"); r.Code != 255 || !strings.Contains(r.Stderr, ".missing") {
+		t.Fatalf("missing key: %d %q", r.Code, r.Stderr)
+	}
+	if pid := muxMaster(c, a.Host()); pid != 0 {
+		t.Fatalf("a master (%d) was started without a connection", pid)
+	}
 	// A bad setting is an error, not silently ignored.
 	c.Env = []string{"TETHER_CONTROL_PERSIST=soon"}
 	if r := c.Run("invoke", a.Host(), "true"); r.Code != 255 || !strings.Contains(r.Stderr, "TETHER_CONTROL_PERSIST") {
