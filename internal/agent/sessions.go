@@ -328,8 +328,12 @@ func (a *Agent) startWatch(ref *sessionRef) error {
 	}
 	ref.watch = nc
 	go func() {
+		// The host never writes again; its close is the news. Read the
+		// socket itself: the wire.Conn's 64 KiB buffer, kept for every
+		// session, would be most of what an idle session costs the agent.
+		var b [64]byte
 		for {
-			if _, _, err := c.Read(); err != nil {
+			if _, err := nc.Read(b[:]); err != nil {
 				break
 			}
 		}
@@ -363,7 +367,9 @@ func (a *Agent) dialSession(ref *sessionRef, id identity, req wire.Request) (net
 	if err != nil {
 		return nil, nil, fmt.Errorf("session host for %s is unreachable: %w", ref.name, err)
 	}
-	c := wire.NewConn(nc, 0)
+	// Small buffer: the agent reads the host's Hello (and a response),
+	// then relays with buffers of its own (copyOutput).
+	c := wire.NewConnBuffer(nc, 0, 4<<10)
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	if _, err := c.HandshakeRequest(wire.Hello{Software: "tether-agent", User: ref.user, Admin: id.admin, RemoteAddr: id.remote}, req); err != nil {
 		nc.Close()

@@ -6,6 +6,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"syscall"
 	"testing"
 )
@@ -29,6 +30,7 @@ func EnsureUser(t testing.TB, name string, groups ...string) OSUser {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to create OS users (CI runs as root)")
 	}
+	lockUsers(t)
 	for _, g := range groups {
 		if _, err := user.LookupGroup(g); err != nil {
 			if out, err := exec.Command("groupadd", g).CombinedOutput(); err != nil {
@@ -89,4 +91,38 @@ func joinComma(s []string) string {
 		out += v
 	}
 	return out
+}
+
+// The test users are the machine's, not the test's: two test processes at
+// once (a package's tests and a benchmark, two worktrees) would rewrite
+// each other's authorized_keys. A test that uses them holds a machine-wide
+// lock until it ends.
+var (
+	usersMu     sync.Mutex
+	usersHolder testing.TB
+)
+
+func lockUsers(t testing.TB) {
+	usersMu.Lock()
+	held := usersHolder == t
+	usersMu.Unlock()
+	if held {
+		return
+	}
+	f, err := os.OpenFile(filepath.Join(testBase(), "users.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatalf("users lock: %v", err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("users lock: %v", err)
+	}
+	usersMu.Lock()
+	usersHolder = t
+	usersMu.Unlock()
+	t.Cleanup(func() {
+		usersMu.Lock()
+		usersHolder = nil
+		usersMu.Unlock()
+		f.Close() // releases the flock
+	})
 }

@@ -99,10 +99,18 @@ type Conn struct {
 
 // NewConn wraps rw. maxFrame <= 0 means MaxFrame.
 func NewConn(rw io.ReadWriter, maxFrame int) *Conn {
+	return NewConnBuffer(rw, maxFrame, 64<<10)
+}
+
+// NewConnBuffer is NewConn with a read buffer of bufSize bytes: small for a
+// side that reads a few frames and then hands the stream on (the agent's
+// relay reads bulk output around it), where 64 KiB per connection is most
+// of the cost of a short request.
+func NewConnBuffer(rw io.ReadWriter, maxFrame, bufSize int) *Conn {
 	if maxFrame <= 0 {
 		maxFrame = MaxFrame
 	}
-	return &Conn{r: bufio.NewReaderSize(rw, 64<<10), rw: rw, max: maxFrame}
+	return &Conn{r: bufio.NewReaderSize(rw, bufSize), rw: rw, max: maxFrame}
 }
 
 // Read returns the next frame. The payload is valid until the next Read.
