@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -271,6 +272,25 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	x = r.add(newRow(fig, "tether invoke H/S true (fresh CLI process)", "ms", durs(ds, "ms")))
 	x.Errors = errs
 
+	// The same with tether's ControlMaster equivalent up, as ssh's below.
+	muxCmd := func(args ...string) *exec.Cmd {
+		cmd := b.tetherCmd(ctx, args...)
+		run := filepath.Join(b.home, "run")
+		os.MkdirAll(run, 0o700)
+		cmd.Env = append(cmd.Env, "TETHER_CONTROL_PERSIST=10m", "XDG_RUNTIME_DIR="+run)
+		return cmd
+	}
+	timeRun(muxCmd("invoke", sess[0], "true")) // starts the master
+	for i := 0; i < 50 && muxCmd("mux", "status", sess[0]).Run() != nil; i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	ds, errs = repeat(r, "tether invoke H/S true, mux", cfg.cliN, func() (time.Duration, error) {
+		return timeRun(muxCmd("invoke", sess[0], "true"))
+	})
+	x = r.add(newRow(fig, "tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)", "ms", durs(ds, "ms")))
+	x.Errors = errs
+	muxCmd("mux", "stop", sess[0]).Run()
+
 	ds, errs = repeat(r, "tether invoke H true", cfg.cliN/2, func() (time.Duration, error) {
 		return timeRun(b.tetherCmd(ctx, "invoke", a.addr, "true"))
 	})
@@ -304,6 +324,7 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 			x.Errors = errs
 		}
 		r.ratio(r.find("tether invoke H/S true (fresh CLI process)"), "ssh host true (ControlMaster up)")
+		r.ratio(r.find("tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)"), "ssh host true (ControlMaster up)")
 		r.ratio(r.find("tether invoke H true (fresh CLI, temporary session)"), "ssh host true (new connection, default kex)")
 	}
 	return nil

@@ -124,7 +124,7 @@ func readAck(path string) (seq uint64, ok bool, err error) {
 	if err != nil {
 		return 0, false, fmt.Errorf("journal: %w", err)
 	}
-	if len(b) != ackFileSize || crc32.Checksum(b[:8], castagnoli) != binary.BigEndian.Uint32(b[8:]) {
+	if len(b) != ackFileSize || crc32.Checksum(b[:8], castagnoli()) != binary.BigEndian.Uint32(b[8:]) {
 		return 0, false, nil
 	}
 	return binary.BigEndian.Uint64(b[:8]), true, nil
@@ -132,5 +132,5 @@ func readAck(path string) (seq uint64, ok bool, err error) {
 
 func encodeAck(seq uint64) []byte {
 	b := binary.BigEndian.AppendUint64(make([]byte, 0, ackFileSize), seq)
-	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	return binary.BigEndian.AppendUint32(b, crc32.Checksum(b, castagnoli()))
 }
