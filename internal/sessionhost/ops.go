@@ -12,7 +12,9 @@ import (
 // authenticated user), one Request, then what the request implies.
 func (h *Host) handle(nc net.Conn) {
 	defer nc.Close()
-	c := wire.NewConn(nc, 0)
+	// Clients send small frames (requests, acks, signals) and stdin in
+	// frames large enough to bypass the buffer: 16 KiB, not 64, per request.
+	c := wire.NewConnBuffer(nc, 0, 16<<10)
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
 	peer, err := c.Handshake(wire.Hello{Software: "tether-session-host"})
 	if err != nil {
