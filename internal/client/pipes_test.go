@@ -153,3 +153,42 @@ func BenchmarkRunTrue(b *testing.B) {
 		})
 	}
 }
+
+// On a kept channel the session host takes only plain runs: the agent does
+// not see those requests, so anything it would have to check is refused.
+func TestKeptChannelRefusesOtherOps(t *testing.T) {
+	for _, req := range []wire.Request{
+		{Op: "status", Session: "kept"},
+		{Op: "close", Session: "kept"},
+		{Op: "run", Session: "kept", Module: "netadmin", Argv: wire.Args{"x"}},
+	} {
+		d, conn, target := keptSetup(t)
+		ctx := context.Background()
+		if _, err := d.Run(ctx, conn, RunSpec{Target: target, Request: wire.Request{Command: "true"}, Stdout: &bytes.Buffer{}, Stderr: &bytes.Buffer{}, KeepChannel: true}); err != nil {
+			t.Fatal(err)
+		}
+		kc, ok := conn.kept.take("kept")
+		if !ok {
+			t.Fatal("no channel kept")
+		}
+		req.Client = d.Client
+		if err := kc.wc.WriteJSON(wire.TRequest, req); err != nil {
+			t.Fatal(err)
+		}
+		var resp wire.Response
+		if err := kc.wc.ReadJSON(wire.TResponse, &resp); err != nil {
+			t.Fatalf("%s: %v", req.Op, err)
+		}
+		if resp.OK || resp.Error == nil || resp.Error.Code != wire.CodeBadRequest {
+			t.Fatalf("%s on a kept channel: %+v", req.Op, resp)
+		}
+		// And the connection is closed after the refusal.
+		if _, _, err := kc.wc.Read(); err == nil {
+			t.Fatalf("%s: the kept channel stayed open after a refusal", req.Op)
+		}
+		// The session is still there.
+		if _, err := conn.Call(ctx, wire.Request{Op: "status", Session: "kept", Client: d.Client}); err != nil {
+			t.Fatalf("after %s: %v", req.Op, err)
+		}
+	}
+}
