@@ -100,5 +100,6 @@ func (a *Agent) prepareModuleRun(id identity, req *wire.Request) error {
 		return wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
 	req.Command, req.Argv, req.Key = script, nil, ""
+	req.ByteSafe() // the arguments may be any bytes
 	return nil
 }

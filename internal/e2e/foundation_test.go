@@ -378,3 +378,22 @@ func TestFinishedInvokeLeavesSessionOpened(t *testing.T) {
 		}
 	}
 }
+
+// A command line that is not valid UTF-8 (a Latin-1 terminal, a binary
+// argument) reaches the session byte for byte, where JSON would have
+// replaced the bytes: the shell, which reads UTF-8 like mvdan/sh, refuses it
+// with a hint rather than running something else; $'\xNN' carries any byte.
+func TestCommandBytesSurvive(t *testing.T) {
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", a.Host()))
+	for _, target := range []string{addr, a.Host()} {
+		r := c.Run("invoke", target, "printf %s '\xe9t\xe9 \xff' | od -An -tx1")
+		if r.Code != 2 || !strings.Contains(r.Stderr, "invalid UTF-8") || !strings.Contains(r.Stderr, `$'\xNN'`) {
+			t.Fatalf("%s: raw bytes: exit %d stderr %q", target, r.Code, r.Stderr)
+		}
+		out := c.MustRun("invoke", target, `printf %s $'\xe9t\xe9 \xff' | od -An -tx1`)
+		if got := strings.Join(strings.Fields(out), " "); got != "e9 74 e9 20 ff" {
+			t.Fatalf("%s: bytes arrived as %q", target, got)
+		}
+	}
+}

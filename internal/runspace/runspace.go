@@ -173,7 +173,11 @@ func (r *Runspace) Run(ctx context.Context, script string, s Streams) (exitCode 
 		stderr = io.Discard
 	}
 	if perr != nil {
-		fmt.Fprintf(stderr, "tether: syntax error: %v\n", perr)
+		hint := ""
+		if strings.Contains(perr.Error(), "invalid UTF-8") {
+			hint = " (the session's shell reads commands as UTF-8: write other bytes as $'\\xNN')"
+		}
+		fmt.Fprintf(stderr, "tether: syntax error: %v%s\n", perr, hint)
 		return 2, nil
 	}
 	rewriteDecls(file)

@@ -56,7 +56,7 @@ func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
 		return nil, wire.Errorf(wire.CodeBusy, "session %s is busy running %q since %s; wait, interrupt it, or use another session",
 			h.opts.Name, h.running.text, h.running.started.Format(time.RFC3339))
 	}
-	script := req.Command
+	script := req.Script()
 	if len(req.Argv) > 0 {
 		script = argvScript(req.Argv)
 	}
@@ -86,7 +86,7 @@ func describe(req *wire.Request) string {
 	if len(req.Argv) > 0 {
 		return argvScript(req.Argv)
 	}
-	return req.Command
+	return req.Script()
 }
 
 func (h *Host) runCommand(c *command, script string) {

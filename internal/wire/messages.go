@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unicode/utf8"
 )
 
 // Hello opens every conversation, in both directions. The agent adds the
@@ -46,10 +47,13 @@ type Request struct {
 
 	// run
 	Command string `json:"command,omitempty"`
-	Argv    Args   `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
-	Module  string `json:"module,omitempty"` // run Argv in this module's context
-	Stdin   bool   `json:"stdin,omitempty"`  // the client sends stdin frames
-	Detach  bool   `json:"detach,omitempty"` // start and disconnect at once
+	// CommandBytes carries a command that is not valid UTF-8 (JSON would
+	// replace its bytes); Command is empty then. See Script.
+	CommandBytes []byte `json:"command_bytes,omitempty"`
+	Argv         Args   `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
+	Module       string `json:"module,omitempty"` // run Argv in this module's context
+	Stdin        bool   `json:"stdin,omitempty"`  // the client sends stdin frames
+	Detach       bool   `json:"detach,omitempty"` // start and disconnect at once
 	// Reuse asks the session host to keep the connection after the
 	// command: the client ends the stream with TEnd and may send another
 	// Request (without a Hello) on the same channel.
@@ -374,4 +378,20 @@ func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
 		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, Version)
 	}
 	return peer, nil
+}
+
+// ByteSafe moves a command that is not valid UTF-8 into CommandBytes, which
+// JSON carries byte for byte (base64).
+func (r *Request) ByteSafe() {
+	if r.Command != "" && !utf8.ValidString(r.Command) {
+		r.CommandBytes, r.Command = []byte(r.Command), ""
+	}
+}
+
+// Script is the command as the client sent it, from Command or CommandBytes.
+func (r *Request) Script() string {
+	if len(r.CommandBytes) > 0 {
+		return string(r.CommandBytes)
+	}
+	return r.Command
 }
