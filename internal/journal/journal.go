@@ -73,8 +73,9 @@ type Journal struct {
 	changedUsed    bool
 	dirDirty       bool
 	ackSaved       uint64
-	ackSavedOK     bool         // the ack file holds ackSaved, fsync'd
-	ackSyncedAt    time.Time    // when the ack file was last fsync'd
+	ackSavedOK     bool // the ack file holds ackSaved, fsync'd
+	ackWritten     uint64
+	ackWrittenOK   bool         // the ack file holds ackWritten, maybe not yet fsync'd
 	syncMark       int64        // endPos at the previous sync round (sync.go)
 	tail           []*tailChunk // recent records in memory (tail.go)
 	tailBytes      int64        // capacity of the tail's chunks

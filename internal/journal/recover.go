@@ -88,6 +88,7 @@ func (j *Journal) recover() error {
 	if ackOK {
 		j.acked = min(ackMark, next-1)
 		j.ackSaved, j.ackSavedOK = ackMark, true
+		j.ackWritten, j.ackWrittenOK = ackMark, true
 	}
 	// Delete fully acknowledged segments, including the last one.
 	var dead []*segment

@@ -16,11 +16,14 @@ import (
 // so within about two intervals of being appended. A record a client
 // acknowledges before that is never fsync'd: it has been delivered, and a
 // client that keeps up makes the journal cost no disk writes at all. The
-// acknowledged mark is written to the ack file every round (it survives a
-// crash of the session host) and fsync'd with the records, or at least
-// every ackSyncInterval, so after a power loss a few already delivered
-// records may be offered again to `receive`; an attaching client skips
-// them by sequence number. Sync and Close make everything durable.
+// acknowledged mark is written to the ack file in the round after it
+// changes (so it survives a crash of the session host) and fsync'd only
+// with records or by Sync and Close: after a power loss the session host is
+// gone with the machine, and a stale mark could at worst offer a few
+// delivered records again, which an attaching client skips by sequence
+// number. A round that only wrote the mark does not ask for another, so a
+// session that just delivered a command's output costs one wakeup, not a
+// second of them.
 func (j *Journal) syncLoop() {
 	defer close(j.done)
 	t := time.NewTimer(j.syncInterval)
@@ -40,10 +43,6 @@ func (j *Journal) syncLoop() {
 		j.syncRound(false) // errors resurface from Sync/Close
 	}
 }
-
-// ackSyncInterval bounds how long the acked mark goes without an fsync
-// while records are being acknowledged.
-const ackSyncInterval = time.Second
 
 // Sync fsyncs written segments, the acked mark and directory changes.
 func (j *Journal) Sync() error {
@@ -89,13 +88,13 @@ func (j *Journal) syncRound(all bool) error {
 	endPos := j.endPos
 	j.syncMark = endPos
 	acked := j.acked
-	writeAck := !j.ackSavedOK || acked != j.ackSaved
-	syncAck := writeAck && (durable || time.Since(j.ackSyncedAt) >= ackSyncInterval)
+	writeAck := !j.ackWrittenOK || acked != j.ackWritten
+	syncAck := durable && (!j.ackSavedOK || acked != j.ackSaved)
 	dirDirty := j.dirDirty && durable
 	if dirDirty {
 		j.dirDirty = false
 	}
-	if pending || (writeAck && !syncAck) {
+	if pending {
 		// Look again next round: these become due unless acknowledged.
 		select {
 		case j.kick <- struct{}{}:
@@ -113,16 +112,22 @@ func (j *Journal) syncRound(all bool) error {
 			failed = append(failed, s)
 		}
 	}
-	ackOK := false
-	if writeAck && j.ackFile != nil {
-		if _, err := j.ackFile.WriteAt(encodeAck(acked), 0); err != nil {
-			errs = append(errs, fmt.Errorf("journal: write ack: %w", err))
-		} else if !syncAck {
-			// Written, not yet durable: fsync'd in a later round.
-		} else if err := j.ackFile.Sync(); err != nil {
-			errs = append(errs, fmt.Errorf("journal: fsync ack: %w", err))
-		} else {
-			ackOK = true
+	ackWritten, ackSynced := false, false
+	if j.ackFile != nil && (writeAck || syncAck) {
+		var err error
+		if writeAck {
+			if _, err = j.ackFile.WriteAt(encodeAck(acked), 0); err != nil {
+				errs = append(errs, fmt.Errorf("journal: write ack: %w", err))
+			} else {
+				ackWritten = true
+			}
+		}
+		if err == nil && syncAck {
+			if err := j.ackFile.Sync(); err != nil {
+				errs = append(errs, fmt.Errorf("journal: fsync ack: %w", err))
+			} else {
+				ackSynced = true
+			}
 		}
 	}
 	dirFailed := false
@@ -141,9 +146,11 @@ func (j *Journal) syncRound(all bool) error {
 	for _, s := range segs {
 		dead = j.unrefLocked(s, dead)
 	}
-	if ackOK {
+	if ackWritten {
+		j.ackWritten, j.ackWrittenOK = acked, true
+	}
+	if ackSynced {
 		j.ackSaved, j.ackSavedOK = acked, true
-		j.ackSyncedAt = time.Now()
 	}
 	if dirFailed {
 		j.dirDirty = true

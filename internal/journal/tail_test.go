@@ -201,3 +201,37 @@ func TestPaceWaitsForReader(t *testing.T) {
 		t.Fatal("a Drop mode Append waited for the reader")
 	}
 }
+
+// A round that only has a new acknowledged mark to save writes it and asks
+// for no further round: a session that delivered its output goes back to
+// sleep instead of waking every interval until the mark is fsync'd.
+func TestAckOnlyRoundAsksForNoOther(t *testing.T) {
+	j := openT(t, Options{SyncInterval: time.Hour})
+	j.syncRound(false) // the round Open asked for
+	for round := range 3 {
+		for i := 0; i < 5; i++ {
+			appendT(t, j, KindStdout, 0, payload(i, 100))
+		}
+		j.Ack(j.Last())
+		drainKick(j)
+		j.syncRound(false)
+		select {
+		case <-j.kick:
+			t.Fatalf("round %d only wrote the acknowledged mark and asked for another", round)
+		default:
+		}
+	}
+	if seq, ok, err := readAck(filepath.Join(j.dir, "ack")); err != nil || !ok || seq != j.Last() {
+		t.Fatalf("ack file holds %d (%v, %v), want %d", seq, ok, err, j.Last())
+	}
+}
+
+func drainKick(j *Journal) {
+	for {
+		select {
+		case <-j.kick:
+		default:
+			return
+		}
+	}
+}
