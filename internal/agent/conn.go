@@ -120,7 +120,10 @@ type identity struct {
 
 func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
 	defer ch.Close()
-	c := wire.NewConn(ch, 0)
+	// The client's side of a channel after its request is acks, signals
+	// and stdin, relayed on in reads of at most one SSH packet (32 KiB):
+	// a larger buffer would only cost every channel of a fan-out.
+	c := wire.NewConnBuffer(ch, 0, 32<<10)
 	if _, err := c.Handshake(wire.Hello{Software: "tether-agent"}); err != nil {
 		return
 	}

@@ -104,6 +104,9 @@ func Open(opts Options) (*Journal, error) {
 	if opts.Dir == "" {
 		return nil, errors.New("journal: Options.Dir is empty")
 	}
+	// Build the CRC table now, while the session starts, rather than in
+	// its first command (which a fan-out is waiting for).
+	castagnoli()
 	if opts.MaxBytes <= 0 {
 		opts.MaxBytes = DefaultMaxBytes
 	}
