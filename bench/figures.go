@@ -715,28 +715,30 @@ func (b *bench) figFanout(r *results, cfg config, sshd *sshdProc) error {
 
 // idleCPU is the CPU the processes use over d, in percent of one core.
 func idleCPU(pids []int, d time.Duration) float64 {
-	ticks := func() float64 {
-		t := 0.0
-		for _, p := range pids {
-			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p))
-			if err != nil {
-				continue
-			}
-			s := string(b)
-			f := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
-			if len(f) > 12 {
-				var u, k float64
-				fmt.Sscan(f[11], &u)
-				fmt.Sscan(f[12], &k)
-				t += u + k
-			}
-		}
-		return t
-	}
-	t0 := ticks()
+	t0 := procsCPU(pids)
 	start := time.Now()
 	time.Sleep(d)
-	return (ticks() - t0) / 100 / time.Since(start).Seconds() * 100 // USER_HZ = 100
+	return float64(procsCPU(pids)-t0) / float64(time.Since(start)) * 100
+}
+
+// procsCPU is the user+system CPU time the processes have used.
+func procsCPU(pids []int) time.Duration {
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		// Fields after the command name, which is in parentheses.
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		if len(f) > 12 {
+			var u, s int64
+			fmt.Sscan(f[11], &u)
+			fmt.Sscan(f[12], &s)
+			ticks += u + s
+		}
+	}
+	return time.Duration(ticks) * time.Second / 100 // USER_HZ
 }
 
 // ---- Figure 4: reconnect ----

@@ -221,23 +221,3 @@ func (c config) profileFanN() int {
 	}
 	return 300
 }
-
-// procsCPU is the user+system CPU time the processes have used.
-func procsCPU(pids []int) time.Duration {
-	var ticks int64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			continue
-		}
-		// Fields after the command name, which is in parentheses.
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) > 12 {
-			var u, s int64
-			fmt.Sscan(f[11], &u)
-			fmt.Sscan(f[12], &s)
-			ticks += u + s
-		}
-	}
-	return time.Duration(ticks) * time.Second / 100 // USER_HZ
-}
