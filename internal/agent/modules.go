@@ -100,6 +100,5 @@ func (a *Agent) prepareModuleRun(id identity, req *wire.Request) error {
 		return wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
 	req.Command, req.Argv, req.Key = script, nil, ""
-	req.ByteSafe() // the arguments may be any bytes
 	return nil
 }

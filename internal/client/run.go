@@ -101,7 +101,6 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 	}
 	req := r.spec.Request
 	req.Op = "run"
-	req.ByteSafe()
 	req.Session = r.spec.Target.Session
 	req.Client = r.d.Client
 	req.Stdin = r.spec.Stdin != nil

@@ -48,7 +48,7 @@ type Request struct {
 	// run
 	Command string `json:"command,omitempty"`
 	// CommandBytes carries a command that is not valid UTF-8 (JSON would
-	// replace its bytes); Command is empty then. See Script.
+	// replace its bytes); Command is empty then. See MarshalJSON, Script.
 	CommandBytes []byte `json:"command_bytes,omitempty"`
 	Argv         Args   `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
 	Module       string `json:"module,omitempty"` // run Argv in this module's context
@@ -380,12 +380,15 @@ func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
 	return peer, nil
 }
 
-// ByteSafe moves a command that is not valid UTF-8 into CommandBytes, which
-// JSON carries byte for byte (base64).
-func (r *Request) ByteSafe() {
-	if r.Command != "" && !utf8.ValidString(r.Command) {
-		r.CommandBytes, r.Command = []byte(r.Command), ""
+// MarshalJSON sends a Command that is not valid UTF-8 as CommandBytes,
+// which JSON carries byte for byte (base64), whoever builds the request.
+func (r Request) MarshalJSON() ([]byte, error) {
+	type plain Request // without this method
+	p := plain(r)
+	if p.Command != "" && !utf8.ValidString(p.Command) {
+		p.CommandBytes, p.Command = []byte(p.Command), ""
 	}
+	return json.Marshal(p)
 }
 
 // Script is the command as the client sent it, from Command or CommandBytes.

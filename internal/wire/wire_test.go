@@ -2,10 +2,12 @@ package wire
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"net"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestFrameRoundTrip(t *testing.T) {
@@ -142,4 +144,25 @@ func FuzzDecodeOutput(f *testing.F) {
 			t.Fatalf("re-encoding differs")
 		}
 	})
+}
+
+// A command that is not valid UTF-8 survives JSON, whoever built the
+// request; a valid one travels as a plain string.
+func TestRequestCommandBytes(t *testing.T) {
+	for _, cmd := range []string{"echo \xe9t\xe9 \xff", "echo été", ""} {
+		b, err := json.Marshal(Request{Op: "run", Command: cmd})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got Request
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatal(err)
+		}
+		if got.Script() != cmd {
+			t.Fatalf("%q arrived as %q (%s)", cmd, got.Script(), b)
+		}
+		if utf8.ValidString(cmd) && got.CommandBytes != nil {
+			t.Fatalf("valid %q was sent as bytes: %s", cmd, b)
+		}
+	}
 }
