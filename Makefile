@@ -13,15 +13,10 @@ build:
 run: build
 	./scripts/run.sh
 
-# The whole test suite, race detector included (what CI runs).
+# The whole test suite, race detector included (what CI runs). Every step
+# runs even if an earlier one fails; see scripts/test.sh.
 test:
-	$(GO) vet ./...
-	$(GO) test -race -count=1 -timeout 20m ./...
-	# A few end-to-end stories again with race-built agents (a race in the
-	# agent fails the test).
-	TETHER_E2E_RACE=1 $(GO) test -race -count=1 -timeout 10m \
-		-run 'TestInvokeBare|TestDisconnectedFromAnotherClient|TestBusyAndForce|TestAgentKill9|TestSessionLimits|TestOtherUsers' ./internal/e2e
-	./scripts/fuzz.sh 3s
+	GO=$(GO) ./scripts/test.sh
 
 # Fuzz every decoder for a while (FUZZTIME=1m make fuzz).
 fuzz:

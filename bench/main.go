@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "create"}
+var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create"}
 
 func main() {
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
@@ -126,6 +126,7 @@ func main() {
 		{"fanout", func() error { return b.figFanout(r, cfg, sshd) }},
 		{"reconnect", func() error { return b.figReconnect(r, cfg) }},
 		{"memory", func() error { return b.figMemory(r, cfg, sshd) }},
+		{"idleuser", func() error { return b.figIdleUser(r, cfg) }},
 		{"create", func() error { return b.figCreate(r, cfg, sshd) }},
 	}
 	for _, f := range figs {
@@ -324,6 +325,19 @@ func judge(r *results, cfg config) {
 		add("resume after reset", "≤ 100 ms", x.Median <= 100 && x.Errors == 0, fmt.Sprintf("median %.1f ms, p99 %.1f ms, max %.1f ms", x.Median, x.P99, x.Max), true)
 	} else {
 		add("resume after reset", "≤ 100 ms", false, "", false)
+	}
+	var idleUser *row
+	for _, x := range r.Rows {
+		if strings.HasPrefix(x.Name, "tether, agent as a normal user") && x.N > 0 {
+			idleUser = x
+		}
+	}
+	if idleUser != nil {
+		// 0.0 as the table prints it: below 0.05 % of a core for all of them.
+		add("idle CPU, agent as a normal user", "0.0 % for 100 idle sessions", idleUser.Median < 0.05,
+			fmt.Sprintf("%.2f %% for %v sessions", idleUser.Median, idleUser.Extra["sessions"]), true)
+	} else {
+		add("idle CPU, agent as a normal user", "0.0 % for 100 idle sessions", false, "", false)
 	}
 	var memRow *row
 	for _, x := range r.Rows {

@@ -43,7 +43,15 @@ func (x *row) MarshalJSON() ([]byte, error) {
 		Max    any `json:"max"`
 		Mean   any `json:"mean"`
 		Ratio  any `json:"ratio,omitempty"`
-	}{(*plain)(&c), num(c.Min), num(c.Median), num(c.P99), num(c.Max), num(c.Mean), num(c.Ratio)})
+	}{(*plain)(&c), sample(c.Min, c.N), sample(c.Median, c.N), sample(c.P99, c.N), sample(c.Max, c.N), sample(c.Mean, c.N), num(c.Ratio)})
+}
+
+// sample writes a summary value: a measured 0 (idle CPU) is 0, not null.
+func sample(f float64, n int) any {
+	if n == 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+		return nil
+	}
+	return f
 }
 
 func num(f float64) any {
