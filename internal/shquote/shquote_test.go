@@ -1,0 +1,74 @@
+package shquote
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+var cases = []string{
+	"", "plain", "two words", "it's", `"double"`, "$(touch /tmp/x)", "`id`", "a\nb", "tab\there",
+	"back\\slash", "*", "?", "[a]", "~", "~user", "#comment", "a;b", "a|b", "a&b", "<x>", "!", "{a,b}",
+	"=cmd", "x=1", "-n", "--flag=value", "\xff\xfe invalid utf-8", "日本語", "'", "''", "\\'", "$HOME", "${x}",
+}
+
+// TestQuoteRoundTripsThroughShells checks every case with the real shells
+// on this machine: printf '%s' WORD prints exactly the input.
+func TestQuoteRoundTripsThroughShells(t *testing.T) {
+	var shells []string
+	for _, sh := range []string{"sh", "dash", "bash", "zsh"} {
+		if p, err := exec.LookPath(sh); err == nil {
+			shells = append(shells, p)
+		}
+	}
+	if len(shells) == 0 {
+		t.Skip("no shell on PATH")
+	}
+	for _, sh := range shells {
+		for _, c := range cases {
+			out, err := exec.Command(sh, "-c", "printf '%s' "+Quote(c)).Output()
+			if err != nil {
+				t.Errorf("%s: %q quoted as %s: %v", sh, c, Quote(c), err)
+				continue
+			}
+			if string(out) != c {
+				t.Errorf("%s: %q quoted as %s came back as %q", sh, c, Quote(c), out)
+			}
+		}
+	}
+}
+
+func TestQuoteDropsNUL(t *testing.T) {
+	if got := Quote("a\x00b"); got != "ab" {
+		t.Fatalf("got %q", got)
+	}
+	if got := Quote("\x00"); got != "''" {
+		t.Fatalf("got %q", got)
+	}
+}
+
+func TestJoin(t *testing.T) {
+	if got := Join([]string{"echo", "a b", "it's"}); got != `echo 'a b' 'it'\''s'` {
+		t.Fatalf("got %s", got)
+	}
+}
+
+func FuzzQuote(f *testing.F) {
+	for _, c := range cases {
+		f.Add(c)
+	}
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		f.Skip("no bash")
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		want := strings.ReplaceAll(s, "\x00", "")
+		out, err := exec.Command(bash, "-c", "printf '%s' "+Quote(s)).Output()
+		if err != nil {
+			t.Fatalf("%q quoted as %s: %v", s, Quote(s), err)
+		}
+		if string(out) != want {
+			t.Fatalf("%q quoted as %s came back as %q", s, Quote(s), out)
+		}
+	})
+}
