@@ -21,23 +21,15 @@ func parseInventoryINI(data []byte) (*invModel, error) {
 		if line == "" || line[0] == '#' || line[0] == ';' {
 			continue
 		}
-		if line[0] == '[' {
-			end := strings.IndexByte(line, ']')
-			if end < 0 {
-				return nil, fmt.Errorf("line %d: %q: a section header is [GROUP], [GROUP:vars] or [GROUP:children]", lineNo, line)
-			}
-			if rest := strings.TrimSpace(line[end+1:]); rest != "" && rest[0] != '#' && rest[0] != ';' {
-				return nil, fmt.Errorf("line %d: %q: text after the section header", lineNo, line)
-			}
-			name, k, hasKind := strings.Cut(line[1:end], ":")
+		if name, k, ok := iniSection(line); ok {
 			kind = "hosts"
-			if hasKind {
+			if k != "" {
 				kind = k
 			}
 			switch kind {
 			case "hosts", "vars", "children":
 			default:
-				return nil, fmt.Errorf("line %d: section [%s]: only :vars and :children may follow a group name", lineNo, line[1:end])
+				return nil, fmt.Errorf("line %d: section [%s:%s]: only :vars and :children may follow a group name", lineNo, name, k)
 			}
 			if _, err := m.group(name); err != nil {
 				return nil, fmt.Errorf("line %d: %w", lineNo, err)
@@ -82,6 +74,29 @@ func parseInventoryINI(data []byte) (*invModel, error) {
 		}
 	}
 	return m, nil
+}
+
+// iniSection recognises a section header as Ansible does: [NAME] or
+// [NAME:KIND], then only blanks or a comment. Any other line that starts
+// with '[' is a host line ([2001:db8::5]:2200).
+func iniSection(line string) (name, kind string, ok bool) {
+	end := strings.IndexByte(line, ']')
+	if line[0] != '[' || end < 0 {
+		return "", "", false
+	}
+	if rest := strings.TrimSpace(line[end+1:]); rest != "" && rest[0] != '#' {
+		return "", "", false
+	}
+	name, kind, _ = strings.Cut(line[1:end], ":")
+	if name == "" || strings.ContainsAny(name, " \t") || strings.ContainsAny(kind, ":") {
+		return "", "", false
+	}
+	for _, c := range kind {
+		if !(c == '_' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9') {
+			return "", "", false
+		}
+	}
+	return name, kind, true
 }
 
 // shellFields splits a host line as Ansible does (shlex with comments):
