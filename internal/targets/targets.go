@@ -13,6 +13,7 @@ package targets
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 )
 
@@ -39,8 +40,11 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Expr == "" || e.Part == e.Expr {
+	switch {
+	case e.Expr == "" || e.Part == e.Expr:
 		return fmt.Sprintf("targets %q: %s", e.Part, e.Msg)
+	case strings.Contains(e.Msg, strconv.Quote(e.Part)):
+		return fmt.Sprintf("targets %q: %s", e.Expr, e.Msg) // the message names the part
 	}
 	return fmt.Sprintf("targets %q: %q: %s", e.Expr, e.Part, e.Msg)
 }
