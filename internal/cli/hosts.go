@@ -20,7 +20,7 @@ func hostsCmd(env *Env) *cobra.Command {
 	var tf targetFlags
 	var fold bool
 	cmd := &cobra.Command{
-		Use:   "hosts [--inventory FILE] [-f FILE] [-x EXPR] [--fold] [EXPR...]",
+		Use:   "hosts [--inventory FILE] [-f HOSTFILE] [-x EXPR] [--fold] [EXPR...]",
 		Short: "Print the targets an expression names, to check it before running anything on them",
 		Long: `Print the targets that target expressions name, one a line, or folded with
 --fold. Expressions are what invoke, new, list and the other commands accept:
@@ -71,7 +71,7 @@ type targetFlags struct {
 func (tf *targetFlags) register(cmd *cobra.Command) {
 	f := cmd.Flags()
 	f.StringVar(&tf.inventory, "inventory", "", "Ansible inventory (INI, YAML or ansible-inventory --list JSON) whose groups @NAME names (default $TETHER_INVENTORY)")
-	f.StringVarP(&tf.hostsFile, "file", "f", "", "file of target expressions, one a line, # comments (default $TETHER_HOSTS)")
+	f.StringVarP(&tf.hostsFile, "hostfile", "f", "", "file of target expressions, one a line, # comments (default $TETHER_HOSTS)")
 	f.StringArrayVarP(&tf.exclude, "exclude", "x", nil, "targets to leave out, an expression (repeatable); excluding a host excludes its sessions")
 }
 

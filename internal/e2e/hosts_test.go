@@ -53,6 +53,7 @@ tether_port=4423
 		{[]string{"hosts", "--fold", "@web"}, nil, "lb[1-2],web[01-03]"},
 		{[]string{"hosts", "-f", hostsFile}, nil, "web01/deploy web02/deploy web03/deploy lb1/deploy lb2/deploy db1 db2"},
 		{[]string{"hosts", "-f", hostsFile, "-x", "web0[1-3]", "extra"}, nil, "extra lb1/deploy lb2/deploy db1 db2"},
+		{[]string{"hosts", "--hostfile", hostsFile, "--fold"}, nil, "db[1-2],lb[1-2]/deploy,web[01-03]/deploy"},
 		{[]string{"hosts"}, []string{"TETHER_HOSTS=" + hostsFile}, "web01/deploy web02/deploy web03/deploy lb1/deploy lb2/deploy db1 db2"},
 		{[]string{"hosts", "--inventory", inv, "@edge"}, nil, "ops@127.0.0.1:4423"},
 		{[]string{"hosts", "@canary"}, []string{"TETHER_INVENTORY=" + inv}, "web01 web02 ops@127.0.0.1:4423"},
