@@ -103,6 +103,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		receiveCmd(env, g),
 		configCmd(env, g),
 		versionCmd(env),
+		hostsCmd(env),
 		keygenCmd(env),
 		moduleCmd(env, g),
 		importCmd(env, g),
