@@ -107,10 +107,10 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("current user: %w", err)
 	}
 	a := &Agent{
-		opts:     opts,
-		log:      opts.Logger,
-		self:     self,
-		root:     os.Geteuid() == 0,
+		opts:       opts,
+		log:        opts.Logger,
+		self:       self,
+		root:       os.Geteuid() == 0,
 		sessions:   map[string]map[string]*sessionRef{},
 		discovered: make(chan struct{}),
 	}
