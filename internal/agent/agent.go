@@ -14,12 +14,14 @@ import (
 	"os/user"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/config"
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/safefs"
 	"github.com/tether-sh/tether/internal/sshauth"
 )
 
@@ -61,6 +63,10 @@ type Agent struct {
 
 	ln net.Listener
 	wg sync.WaitGroup
+
+	sdir       *os.File      // STATE/s, opened once: the root of every per-user path
+	discovered chan struct{} // closed when start-up discovery is done or gave up
+	stopping   atomic.Bool   // the agent is letting go of its sessions (closeWatches)
 }
 
 // New prepares an agent: state directory, host key, settings.
@@ -101,16 +107,25 @@ func New(opts Options) (*Agent, error) {
 		return nil, fmt.Errorf("current user: %w", err)
 	}
 	a := &Agent{
-		opts:     opts,
-		log:      opts.Logger,
-		self:     self,
-		root:     os.Geteuid() == 0,
-		sessions: map[string]map[string]*sessionRef{},
+		opts:       opts,
+		log:        opts.Logger,
+		self:       self,
+		root:       os.Geteuid() == 0,
+		sessions:   map[string]map[string]*sessionRef{},
+		discovered: make(chan struct{}),
 	}
+	// rootpath: STATE and STATE/s are the agent's own
 	if err := os.MkdirAll(filepath.Join(opts.StateDir, "s"), 0o711); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
+	// rootpath: STATE is the agent's own
 	if err := os.Chmod(opts.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if a.sdir, err = safefs.OpenDir(filepath.Join(opts.StateDir, "s")); err != nil {
+		return nil, fmt.Errorf("state dir: %w", err)
+	}
+	if err := safefs.FchownMod(a.sdir, os.Geteuid(), os.Getegid(), 0o711); err != nil {
 		return nil, fmt.Errorf("state dir: %w", err)
 	}
 	key, created, err := sshauth.LoadOrCreateHostKey(filepath.Join(opts.StateDir, "host_ed25519_key"))
@@ -153,11 +168,12 @@ func (a *Agent) Run(ctx context.Context) error {
 // Serve is Run on an existing listener.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	a.ln = ln
-	a.discover()
+	go a.discover(ctx) // in the background, with a deadline: see sessions.go
 	cancelSub := a.store.Subscribe(func(config.Settings) { a.pushLimits() })
 	defer cancelSub()
 	go a.store.Watch(ctx)
 	if a.opts.AddrFile != "" {
+		// rootpath: --addr-file is the operator's
 		if err := os.WriteFile(a.opts.AddrFile, []byte(ln.Addr().String()+"\n"), 0o644); err != nil {
 			return fmt.Errorf("write --addr-file: %w", err)
 		}

@@ -45,7 +45,13 @@ func (a *Agent) checkKey(conn ssh.ConnMetadata, key ssh.PublicKey) (*ssh.Permiss
 		log.Warn("auth refused: no such user")
 		return nil, errDenied
 	}
-	keys, path, err := sshauth.AuthorizedKeys(a.opts.AuthorizedKeys, sshauth.UserInfo{Name: u.Username, Home: u.HomeDir, UID: atoi(u.Uid), GID: atoi(u.Gid)})
+	cred, err := userCred(u)
+	if err != nil {
+		log.Warn("auth refused: cannot read the user's groups", "err", err)
+		return nil, errDenied
+	}
+	// Read as the user (sshauth uses safefs.AsUser when root), as sshd does.
+	keys, path, err := sshauth.AuthorizedKeys(a.opts.AuthorizedKeys, sshauth.UserInfo{Name: u.Username, Home: u.HomeDir, UID: cred.UID, GID: cred.GID, Groups: cred.Groups})
 	if err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			log.Warn("auth refused: no authorized keys file", "path", path)

@@ -23,6 +23,7 @@ import (
 type relayFunc func(c *wire.Conn, ch ssh.Channel) error
 
 func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (wire.Response, relayFunc) {
+	a.awaitDiscovery() // sessions from before a restart are known before any answer
 	switch req.Op {
 	case "new":
 		return a.opNew(id, req), nil
@@ -228,7 +229,7 @@ func (a *Agent) opRemove(id identity, req *wire.Request) wire.Response {
 	}
 	if ref.broken != "" {
 		a.unregister(ref)
-		os.RemoveAll(ref.dir)
+		a.removeBroken(ref)
 		a.log.Info("broken session removed", "user", user, "session", ref.name, "by", id.user)
 		return wire.Response{OK: true}
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/tether-sh/tether/internal/modules"
+	"github.com/tether-sh/tether/internal/safefs"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -28,9 +29,50 @@ func (a *Agent) moduleDirs(id identity) []modules.Dir {
 	return dirs
 }
 
+// scanModules scans id's module path as id's user (safefs.AsUser, with a
+// time limit): every directory, file and symlink in it is looked at with
+// the user's rights, so a scan cannot reveal what exists behind another
+// user's 0700 directory, and a stuck file system costs one bounded wait.
+// The module files themselves are opened non-blocking, regular files only,
+// with bounded reads (internal/modules). then, if set, runs in the same
+// call with the scanned modules (help files are read the same way).
+func (a *Agent) scanModules(id identity, then func([]modules.Module) error) ([]modules.Module, error) {
+	dirs := a.moduleDirs(id)
+	res := make(chan []modules.Module, 1)
+	err := a.asUser(id.user, func() error {
+		mods := modules.Scan(dirs)
+		res <- mods
+		if then != nil {
+			return then(mods)
+		}
+		return nil
+	})
+	if errors.Is(err, safefs.ErrTimeout) || errors.Is(err, safefs.ErrBusy) {
+		return nil, wire.Errorf(wire.CodeInternal, "reading the module path on %%HOST%% did not finish in time (%v); a module directory may be on a stuck file system", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return <-res, nil
+}
+
 // opModule is implicit remoting's host side: module.list and module.help.
 func (a *Agent) opModule(id identity, req *wire.Request) wire.Response {
-	mods := modules.Scan(a.moduleDirs(id))
+	if req.Op == "module.help" {
+		var text string
+		_, err := a.scanModules(id, func(mods []modules.Module) (err error) {
+			text, err = a.moduleHelp(mods, req)
+			return err
+		})
+		if err != nil {
+			return refuse(err)
+		}
+		return wire.Response{OK: true, Help: text}
+	}
+	mods, err := a.scanModules(id, nil)
+	if err != nil {
+		return refuse(err)
+	}
 	switch req.Op {
 	case "module.list":
 		infos := make([]wire.ModuleInfo, 0, len(mods))
@@ -42,26 +84,29 @@ func (a *Agent) opModule(id identity, req *wire.Request) wire.Response {
 			infos = append(infos, info)
 		}
 		return wire.Response{OK: true, Modules: infos}
-	case "module.help":
-		m, err := findModule(mods, req.Module)
-		if err != nil {
-			return refuse(err)
-		}
-		if _, ok := m.Lookup(req.Key); !ok {
-			return refuse(wire.Errorf(wire.CodeNotFound, "module %s %s on %%HOST%% has no command %s; the module changed since it was imported: import it again",
-				m.Name, m.Version, req.Key))
-		}
-		text, err := m.Help(req.Key)
-		if errors.Is(err, modules.ErrNoHelp) {
-			return refuse(wire.Errorf(wire.CodeNotFound, "no help on %%HOST%% for %s; update the module there (add %s)",
-				req.Key, filepath.Join(m.Dir, "help", req.Key+".txt")))
-		}
-		if err != nil {
-			return refuse(wire.Errorf(wire.CodeInternal, "help for %s on %%HOST%%: %v", req.Key, err))
-		}
-		return wire.Response{OK: true, Help: text}
 	}
 	return refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op))
+}
+
+// moduleHelp is module.help's answer; it runs as the user (scanModules).
+func (a *Agent) moduleHelp(mods []modules.Module, req *wire.Request) (string, error) {
+	m, err := findModule(mods, req.Module)
+	if err != nil {
+		return "", err
+	}
+	if _, ok := m.Lookup(req.Key); !ok {
+		return "", wire.Errorf(wire.CodeNotFound, "module %s %s on %%HOST%% has no command %s; the module changed since it was imported: import it again",
+			m.Name, m.Version, req.Key)
+	}
+	text, err := m.Help(req.Key)
+	if errors.Is(err, modules.ErrNoHelp) {
+		return "", wire.Errorf(wire.CodeNotFound, "no help on %%HOST%% for %s; update the module there (add %s)",
+			req.Key, filepath.Join(m.Dir, "help", req.Key+".txt"))
+	}
+	if err != nil {
+		return "", wire.Errorf(wire.CodeInternal, "help for %s on %%HOST%%: %v", req.Key, err)
+	}
+	return text, nil
 }
 
 // findModule is the usable module called name, or a refusal saying why
@@ -87,7 +132,11 @@ func (a *Agent) prepareModuleRun(id identity, req *wire.Request) error {
 	if len(argv) == 0 {
 		return wire.Errorf(wire.CodeBadRequest, "module run of %s without a command", req.Module)
 	}
-	m, err := findModule(modules.Scan(a.moduleDirs(id)), req.Module)
+	mods, err := a.scanModules(id, nil)
+	if err != nil {
+		return err
+	}
+	m, err := findModule(mods, req.Module)
 	if err != nil {
 		return err
 	}

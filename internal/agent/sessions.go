@@ -1,24 +1,31 @@
 package agent
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"net"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
 	"regexp"
+	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/safefs"
 	"github.com/tether-sh/tether/internal/sessionhost"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -29,6 +36,7 @@ type sessionRef struct {
 	dir        string
 	meta       sessionhost.Meta
 	broken     string // why the session host cannot be reached, if it cannot
+	uid        int    // who must serve its socket
 	watch      net.Conn
 	group      *limits.Group // the session's cgroup, when the agent made one
 }
@@ -71,32 +79,129 @@ func ValidName(name string) error {
 	return nil
 }
 
+// The on-disk layout (docs/SECURITY.md "Root never works in user-owned
+// places"): STATE/s and STATE/s/USER are the agent's (root-owned, 0711), so
+// a user cannot create, rename or replace entries in them; STATE/s/USER/NAME
+// and STATE/s/USER/.closed are the user's (0700), made by the agent with
+// mkdirat on the parent's fd and handed over by fchown on their own fd.
+// Everything below those two is the session host's, which runs as the user.
+// The agent reads a user's file only below a dir fd without following
+// symlinks (safefs), and does anything more as the user (safefs.AsUser).
+
+const (
+	closedDir = ".closed"
+	// maxUserJSON bounds the agent's read of a user's meta.json or tombstone.
+	maxUserJSON = 64 << 10
+	// userFileTimeout bounds one file operation done as a user.
+	userFileTimeout = 5 * time.Second
+	// discoveryDeadline bounds start-up discovery; operations that arrive
+	// before it finishes wait for it at most this long.
+	discoveryDeadline = 20 * time.Second
+	discoveryWorkers  = 8
+)
+
 func (a *Agent) userDir(user string) string { return filepath.Join(a.opts.StateDir, "s", user) }
 
 func (a *Agent) sessionDir(user, name string) string { return filepath.Join(a.userDir(user), name) }
 
 func (a *Agent) tombstonePath(user, name string) string {
-	return filepath.Join(a.userDir(user), ".closed", name+".json")
+	return filepath.Join(a.userDir(user), closedDir, name+".json")
 }
 
 func (a *Agent) lookup(user, name string) *sessionRef {
+	a.awaitDiscovery()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return a.sessions[user][name]
 }
 
+// awaitDiscovery holds an operation until start-up discovery has finished
+// (or given up at its deadline), so that a session from before a restart
+// is not reported missing.
+func (a *Agent) awaitDiscovery() {
+	select {
+	case <-a.discovered:
+		return
+	default:
+	}
+	t := time.NewTimer(discoveryDeadline)
+	defer t.Stop()
+	select {
+	case <-a.discovered:
+	case <-t.C:
+	}
+}
+
+// userCred is whose file-system rights the agent uses for u's files.
+func userCred(u *user.User) (safefs.Cred, error) {
+	c := safefs.Cred{UID: atoi(u.Uid), GID: atoi(u.Gid)}
+	gids, err := u.GroupIds()
+	if err != nil {
+		return c, fmt.Errorf("groups of %s: %w", u.Username, err)
+	}
+	for _, g := range gids {
+		c.Groups = append(c.Groups, atoi(g))
+	}
+	return c, nil
+}
+
+// asUser runs fn with the file-system rights of the named user (in user
+// mode the agent's own), within userFileTimeout.
+func (a *Agent) asUser(name string, fn func() error) error {
+	u, err := lookupUser(name)
+	if err != nil {
+		return err
+	}
+	c, err := userCred(u)
+	if err != nil {
+		return err
+	}
+	if !a.root {
+		c = safefs.Cred{UID: os.Geteuid(), GID: os.Getegid()}
+	}
+	return safefs.AsUser(c, userFileTimeout, fn)
+}
+
+// fileOwner is the uid that owns a user's session files: the user's in
+// root mode, the agent's own otherwise.
+func (a *Agent) fileOwner(name string) (int, bool) {
+	if !a.root {
+		return os.Geteuid(), true
+	}
+	u, err := lookupUser(name)
+	if err != nil {
+		return -1, false
+	}
+	return atoi(u.Uid), true
+}
+
 // notFound explains a missing session: closed (with the tombstone's story)
 // or never existed. Another user's session looks exactly like the latter.
+// The tombstone is the user's file: read below STATE/s's fd, no symlinks,
+// a regular file of theirs, at most maxUserJSON bytes; anything else is
+// "never existed".
 func (a *Agent) notFound(user, name string) error {
-	b, err := os.ReadFile(a.tombstonePath(user, name))
-	if err == nil {
-		var ts sessionhost.Tombstone
-		if json.Unmarshal(b, &ts) == nil {
-			return wire.Errorf(wire.CodeClosed, "session %s is Closed: closed by %s at %s (%s)",
-				name, ts.ClosedBy, ts.ClosedAt.Format(time.RFC3339), ts.Reason)
-		}
+	nf := wire.Errorf(wire.CodeNotFound, "no session %s on %%HOST%% (tether list %%HOST%% shows yours)", name)
+	if ValidName(name) != nil || ValidName(user) != nil {
+		return nf
 	}
-	return wire.Errorf(wire.CodeNotFound, "no session %s on %%HOST%% (tether list %%HOST%% shows yours)", name)
+	uid, ok := a.fileOwner(user)
+	if !ok {
+		return nf
+	}
+	b, err := safefs.ReadBeneath(a.sdir, user+"/"+closedDir+"/"+name+".json", maxUserJSON, uid)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			a.log.Warn("tombstone refused", "user", user, "session", name, "err", err)
+		}
+		return nf
+	}
+	var ts sessionhost.Tombstone
+	if json.Unmarshal(b, &ts) != nil {
+		return nf
+	}
+	return wire.Errorf(wire.CodeClosed, "session %s is Closed: closed by %s at %s (%s)",
+		name, ts.ClosedBy, ts.ClosedAt.Format(time.RFC3339), ts.Reason)
 }
 
 func (a *Agent) register(ref *sessionRef) {
@@ -121,124 +226,73 @@ func (a *Agent) unregister(ref *sessionRef) {
 	}
 }
 
-// spawn starts a session host for u.
+func errExists(name string) error {
+	return wire.Errorf(wire.CodeExists, "a session named %s already exists on this host; pick another --name or remove it first", name)
+}
+
+// spawn starts a session host for u: prepare its directory, make its limit
+// group, start the host with its launch message, await its ready line.
 func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, error) {
 	if err := a.admit(u.Username); err != nil {
 		return nil, err
 	}
-	dir := a.sessionDir(u.Username, name)
 	if a.lookup(u.Username, name) != nil {
-		return nil, wire.Errorf(wire.CodeExists, "a session named %s already exists on this host; pick another --name or remove it first", name)
+		return nil, errExists(name)
 	}
-	if err := a.prepareUserDir(u); err != nil {
+	cred, err := userCred(u)
+	if err != nil {
 		return nil, err
 	}
-	if err := os.Mkdir(dir, 0o700); err != nil {
-		if errors.Is(err, os.ErrExist) {
-			return nil, wire.Errorf(wire.CodeExists, "a session named %s already exists on this host; pick another --name or remove it first", name)
-		}
-		return nil, fmt.Errorf("session dir: %w", err)
+	ud, err := a.prepareSession(u, cred, name)
+	if err != nil {
+		return nil, err
 	}
-	uid, gid := atoi(u.Uid), atoi(u.Gid)
-	if a.root {
-		os.Chown(dir, uid, gid)
-	}
-	os.Remove(a.tombstonePath(u.Username, name))
-	lj, _ := json.Marshal(a.limits())
-	args := []string{"session-host",
-		"--dir", dir,
-		"--name", name,
-		"--user", u.Username,
-		"--tombstone", a.tombstonePath(u.Username, name),
-		"--limits", string(lj),
-	}
-	if temporary {
-		args = append(args, "--temporary")
-	}
+	defer ud.Close()
+	dir := a.sessionDir(u.Username, name)
 	var group *limits.Group
-	if a.cgroups() {
-		g, err := limits.Create(a.mech, a.groupName(u.Username, name), uid, gid, a.limitSpec())
-		if err != nil {
-			os.RemoveAll(dir)
-			return nil, fmt.Errorf("session limits: %w", err)
-		}
-		group = g
-		args = append(args, "--limits-group", g.Name(), "--limits-mechanism", string(a.mech))
-	}
 	fail := func() {
-		os.RemoveAll(dir)
+		a.removeSessionDir(ud, u.Username, name)
 		if group != nil {
 			group.Destroy()
 		}
 	}
-	cmd := exec.Command(a.opts.Executable, args...)
-	cmd.Dir = u.HomeDir
-	cmd.Env = append(a.sessionEnv(u), sessionhost.RuntimeEnv...) // one P: see sessionhost/idlemem.go
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if a.root && uid != 0 {
-		cred, err := credential(u)
-		if err != nil {
+	if a.cgroups() {
+		if group, err = a.newGroup(u, cred, name); err != nil {
 			fail()
-			return nil, err
+			return nil, fmt.Errorf("session limits: %w", err)
 		}
-		cmd.SysProcAttr.Credential = cred
 	}
-	logf, err := os.OpenFile(filepath.Join(dir, "host.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		fail()
-		return nil, fmt.Errorf("session log: %w", err)
+	l := sessionhost.Launch{Dir: dir, Name: name, User: u.Username, Tombstone: a.tombstonePath(u.Username, name),
+		Temporary: temporary, Limits: a.limits()}
+	if group != nil {
+		l.LimitsGroup, l.LimitsMechanism = group.Name(), string(a.mech)
 	}
-	if a.root {
-		logf.Chown(uid, gid)
-	}
-	defer logf.Close()
-	cmd.Stdout, cmd.Stderr = logf, logf
-	pr, pw, err := os.Pipe()
+	cmd, ready, err := a.startHost(u, l)
 	if err != nil {
 		fail()
 		return nil, err
 	}
-	cmd.ExtraFiles = []*os.File{pw}
-	if err := cmd.Start(); err != nil {
-		pr.Close()
-		pw.Close()
-		fail()
-		return nil, fmt.Errorf("start session host: %w", err)
-	}
-	pw.Close()
-	go cmd.Wait() // reap it if it ends while we run; after a restart init does
 	if group != nil {
 		if err := group.AddHost(cmd.Process.Pid); err != nil {
+			ready.Close()
 			cmd.Process.Kill()
 			fail()
 			return nil, fmt.Errorf("session limits: %w", err)
 		}
 	}
-	ready := make(chan string, 1)
-	go func() {
-		b, _ := io.ReadAll(io.LimitReader(pr, 4096))
-		pr.Close()
-		ready <- strings.TrimSpace(string(b))
-	}()
-	select {
-	case msg := <-ready:
-		if msg != "ready" {
-			cmd.Process.Kill()
-			fail()
-			if msg == "" {
-				msg = "it exited; see the agent log"
-			}
-			return nil, fmt.Errorf("session host for %s did not start: %s", name, strings.TrimPrefix(msg, "error "))
-		}
-	case <-time.After(15 * time.Second):
+	if err := awaitReady(ready, name); err != nil {
 		cmd.Process.Kill()
 		fail()
-		return nil, fmt.Errorf("session host for %s did not start within 15s", name)
+		return nil, err
 	}
-	ref := &sessionRef{user: u.Username, name: name, dir: dir, group: group, meta: sessionhost.Meta{Name: name, User: u.Username, Created: time.Now(), PID: cmd.Process.Pid, Temporary: temporary}}
+	ref := &sessionRef{user: u.Username, uid: atoi(u.Uid), name: name, dir: dir, group: group,
+		meta: sessionhost.Meta{Name: name, User: u.Username, Created: time.Now(), PID: cmd.Process.Pid, Temporary: temporary}}
+	if !a.root {
+		ref.uid = os.Geteuid()
+	}
 	if err := a.startWatch(ref); err != nil {
 		cmd.Process.Kill()
-		os.RemoveAll(dir)
+		fail()
 		return nil, fmt.Errorf("session host for %s: %w", name, err)
 	}
 	a.register(ref)
@@ -246,21 +300,185 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	return ref, nil
 }
 
-// prepareUserDir makes StateDir/s/USER, owned by the user in root mode, so
-// that their session hosts can write journals and tombstones there.
-func (a *Agent) prepareUserDir(u *user.User) error {
-	ud := a.userDir(u.Username)
-	for _, d := range []string{ud, filepath.Join(ud, ".closed")} {
-		if err := os.MkdirAll(d, 0o700); err != nil {
-			return fmt.Errorf("state: %w", err)
+// newGroup makes the session's cgroup: the one place the agent creates one.
+func (a *Agent) newGroup(u *user.User, cred safefs.Cred, name string) (*limits.Group, error) {
+	return limits.Create(a.mech, a.groupName(u.Username, name), cred.UID, cred.GID, a.limitSpec())
+}
+
+// openGroup finds the cgroup of a session from before a restart.
+func (a *Agent) openGroup(user, name string) (*limits.Group, error) {
+	return limits.Open(a.mech, a.groupName(user, name))
+}
+
+// prepareSession makes the user's directory and the empty session
+// directory NAME in it, owned by the user. It returns the user's directory.
+func (a *Agent) prepareSession(u *user.User, cred safefs.Cred, name string) (*os.File, error) {
+	ud, err := a.prepareUserDir(u.Username, cred)
+	if err != nil {
+		return nil, err
+	}
+	if !a.root {
+		cred = safefs.Cred{UID: os.Geteuid(), GID: os.Getegid()}
+	}
+	sd, _, err := safefs.MkdirOwned(ud, name, 0o700, cred.UID, cred.GID, true)
+	if err != nil {
+		ud.Close()
+		if errors.Is(err, fs.ErrExist) {
+			return nil, errExists(name)
 		}
-		if a.root {
-			if err := os.Chown(d, atoi(u.Uid), atoi(u.Gid)); err != nil {
-				return fmt.Errorf("state: %w", err)
-			}
-		}
+		return nil, fmt.Errorf("session dir: %w", err)
+	}
+	sd.Close()
+	return ud, nil
+}
+
+// prepareUserDir opens STATE/s/USER, made or migrated to the agent's own
+// (0711), and makes sure its .closed is a real directory of the user's.
+// Anything else found in those places (a symlink, a file) is moved aside.
+func (a *Agent) prepareUserDir(user string, cred safefs.Cred) (*os.File, error) {
+	if !a.root {
+		cred = safefs.Cred{UID: os.Geteuid(), GID: os.Getegid()}
+	}
+	ud, err := a.ownedDir(a.sdir, user, 0o711, os.Geteuid(), os.Getegid(), ".bad-"+user)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	cd, err := a.ownedDir(ud, closedDir, 0o700, cred.UID, cred.GID, closedDir+".bad")
+	if err != nil {
+		ud.Close()
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	cd.Close()
+	return ud, nil
+}
+
+// ownedDir is safefs.MkdirOwned that moves a non-directory in the way
+// aside (to aside.TIME within parent, which must be the agent's own) and
+// logs it.
+func (a *Agent) ownedDir(parent *os.File, name string, perm os.FileMode, uid, gid int, aside string) (*os.File, error) {
+	d, _, err := safefs.MkdirOwned(parent, name, perm, uid, gid, false)
+	if !safefs.IsNotDir(err) {
+		return d, err
+	}
+	to := fmt.Sprintf("%s.%d", aside, time.Now().UnixNano())
+	if rerr := safefs.Rename(parent, name, to); rerr != nil {
+		return nil, fmt.Errorf("%w; moving it aside: %v", err, rerr)
+	}
+	a.log.Warn("state: moved aside an entry that is not a directory", "dir", parent.Name(), "entry", name, "now", to)
+	d, _, err = safefs.MkdirOwned(parent, name, perm, uid, gid, false)
+	return d, err
+}
+
+// removeSessionDir removes the session directory NAME in the user's
+// directory ud: its contents as the user (never following a symlink), the
+// then empty directory from ud's fd.
+func (a *Agent) removeSessionDir(ud *os.File, user, name string) error {
+	err := a.asUser(user, func() error { return safefs.RemoveContents(ud, name) })
+	if err != nil {
+		a.log.Warn("cannot empty session dir", "user", user, "session", name, "err", err)
+	}
+	if err := safefs.Rmdir(ud, name); err != nil {
+		a.log.Warn("cannot remove session dir", "user", user, "session", name, "err", err)
+		return err
 	}
 	return nil
+}
+
+// removeBroken removes what a broken session left on disk.
+func (a *Agent) removeBroken(ref *sessionRef) error {
+	ud, err := safefs.OpenBeneath(a.sdir, ref.user, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	defer ud.Close()
+	return a.removeSessionDir(ud, ref.user, ref.name)
+}
+
+// ended is the end of a session, as its watch connection told: forget it,
+// remove its (by now emptied) directory and its cgroup.
+func (a *Agent) ended(ref *sessionRef) {
+	a.unregister(ref)
+	if ud, err := safefs.OpenBeneath(a.sdir, ref.user, unix.O_RDONLY|unix.O_DIRECTORY, 0); err == nil {
+		// Only when empty: a host that died without closing left its
+		// session to be found Broken by the next discovery.
+		if err := unix.Unlinkat(int(ud.Fd()), ref.name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTEMPTY) {
+			a.log.Warn("cannot remove session dir", "user", ref.user, "session", ref.name, "err", err)
+		}
+		ud.Close()
+	}
+	if ref.group != nil {
+		if err := ref.group.Destroy(); err != nil {
+			a.log.Warn("cannot remove session cgroup", "session", ref.name, "err", err)
+		}
+	}
+}
+
+// startHost starts the session host process with its launch message on
+// an inherited pipe (fd 3) and the ready pipe (fd 4), whose read end it
+// returns. Its stdout and stderr are /dev/null until it opens its own
+// host.log: the agent never opens a file in the user's session directory.
+func (a *Agent) startHost(u *user.User, l sessionhost.Launch) (*exec.Cmd, *os.File, error) {
+	msg, err := l.Encode()
+	if err != nil {
+		return nil, nil, err
+	}
+	cmd := exec.Command(a.opts.Executable, "session-host")
+	cmd.Dir = u.HomeDir
+	cmd.Env = append(a.sessionEnv(u), sessionhost.RuntimeEnv...) // one P: see sessionhost/idlemem.go
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if a.root && u.Uid != "0" {
+		cred, err := credential(u)
+		if err != nil {
+			return nil, nil, err
+		}
+		cmd.SysProcAttr.Credential = cred
+	}
+	lr, lw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer lr.Close()
+	// The message is at most 64 KiB, what a pipe holds: written before the
+	// start, it never blocks.
+	_, err = lw.Write(msg)
+	lw.Close()
+	if err != nil {
+		return nil, nil, fmt.Errorf("session host launch: %w", err)
+	}
+	rr, rw, err := os.Pipe()
+	if err != nil {
+		return nil, nil, err
+	}
+	defer rw.Close()
+	cmd.ExtraFiles = []*os.File{lr, rw} // sessionhost.LaunchFD, sessionhost.ReadyFD
+	if err := cmd.Start(); err != nil {
+		rr.Close()
+		return nil, nil, fmt.Errorf("start session host: %w", err)
+	}
+	go cmd.Wait() // reap it if it ends while we run; after a restart init does
+	return cmd, rr, nil
+}
+
+// awaitReady reads the session host's ready line.
+func awaitReady(pr *os.File, name string) error {
+	ready := make(chan string, 1)
+	go func() {
+		b, _ := io.ReadAll(io.LimitReader(pr, 4096))
+		ready <- strings.TrimSpace(string(b))
+	}()
+	defer pr.Close()
+	select {
+	case msg := <-ready:
+		if msg == "ready" {
+			return nil
+		}
+		if msg == "" {
+			msg = "it exited; see the agent log"
+		}
+		return fmt.Errorf("session host for %s did not start: %s", name, strings.TrimPrefix(msg, "error "))
+	case <-time.After(15 * time.Second):
+		return fmt.Errorf("session host for %s did not start within 15s", name)
+	}
 }
 
 // sessionEnv is a clean environment like sshd gives a login.
@@ -290,7 +508,7 @@ func (a *Agent) sessionEnv(u *user.User) []string {
 }
 
 func loginShell(name string) string {
-	b, err := os.ReadFile("/etc/passwd")
+	b, err := os.ReadFile("/etc/passwd") // rootpath: /etc/passwd is root's
 	if err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			f := strings.Split(line, ":")
@@ -314,41 +532,48 @@ func credential(u *user.User) (*syscall.Credential, error) {
 	return &syscall.Credential{Uid: uint32(atoi(u.Uid)), Gid: uint32(atoi(u.Gid)), Groups: groups}, nil
 }
 
-// startWatch holds a connection to the session host; when it closes, the
-// session is gone and is forgotten.
+// startWatch holds a connection to the session host; when the host closes
+// it, the session has ended. When the agent closes it (stopping), the
+// session goes on and nothing is removed.
 func (a *Agent) startWatch(ref *sessionRef) error {
 	nc, c, err := a.dialSession(ref, identity{user: ref.user}, wire.Request{Op: "watch"})
 	if err != nil {
 		return err
 	}
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	var resp wire.Response
 	if err := c.ReadJSON(wire.TResponse, &resp); err != nil {
 		nc.Close()
 		return err
 	}
+	nc.SetDeadline(time.Time{})
+	a.mu.Lock()
 	ref.watch = nc
+	a.mu.Unlock()
 	go func() {
 		// The host never writes again; its close is the news. Read the
 		// socket itself: the wire.Conn's 64 KiB buffer, kept for every
 		// session, would be most of what an idle session costs the agent.
 		var b [64]byte
+		var err error
 		for {
-			if _, err := nc.Read(b[:]); err != nil {
+			if _, err = nc.Read(b[:]); err != nil {
 				break
 			}
 		}
 		nc.Close()
-		a.unregister(ref)
-		if ref.group != nil {
-			if err := ref.group.Destroy(); err != nil {
-				a.log.Warn("cannot remove session cgroup", "session", ref.name, "err", err)
-			}
+		if errors.Is(err, net.ErrClosed) || a.stopping.Load() {
+			return // the agent let go of it: the session has not ended
 		}
+		a.ended(ref)
 	}()
 	return nil
 }
 
+// closeWatches lets go of every session as the agent stops: the sessions,
+// their commands and their cgroups stay, for the next agent to find.
 func (a *Agent) closeWatches() {
+	a.stopping.Store(true)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, m := range a.sessions {
@@ -361,11 +586,17 @@ func (a *Agent) closeWatches() {
 }
 
 // dialSession connects to a session host as the agent on behalf of id and
-// sends req.
+// sends req. The peer must be the session's user (SO_PEERCRED), checked
+// before a byte is written: the socket is in the user's directory, and a
+// sock symlinked to another service's socket must get nothing.
 func (a *Agent) dialSession(ref *sessionRef, id identity, req wire.Request) (net.Conn, *wire.Conn, error) {
 	nc, err := net.DialTimeout("unix", sessionhost.SocketPath(ref.dir), 5*time.Second)
 	if err != nil {
 		return nil, nil, fmt.Errorf("session host for %s is unreachable: %w", ref.name, err)
+	}
+	if err := checkPeerUID(nc, ref.uid); err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("session host for %s: %w", ref.name, err)
 	}
 	// Small buffer: the agent reads the host's Hello (and a response),
 	// then relays with buffers of its own (copyOutput).
@@ -379,37 +610,186 @@ func (a *Agent) dialSession(ref *sessionRef, id identity, req wire.Request) (net
 	return nc, c, nil
 }
 
-// discover finds the session hosts that outlived a previous agent.
-func (a *Agent) discover() {
-	metas, _ := filepath.Glob(filepath.Join(a.opts.StateDir, "s", "*", "*", "meta.json"))
-	found := 0
-	for _, mp := range metas {
-		dir := filepath.Dir(mp)
-		var meta sessionhost.Meta
-		b, err := os.ReadFile(mp)
-		if err != nil || json.Unmarshal(b, &meta) != nil {
-			continue
-		}
-		ref := &sessionRef{user: filepath.Base(filepath.Dir(dir)), name: filepath.Base(dir), dir: dir, meta: meta}
-		if a.cgroups() {
-			if g, err := limits.Open(a.mech, a.groupName(ref.user, ref.name)); err == nil {
-				ref.group = g
+// ErrWrongPeer is a session socket served by a process of another user.
+var ErrWrongPeer = errors.New("socket is not served by the session's user")
+
+// checkPeerUID checks the uid of the process at the other end of a unix
+// socket connection.
+func checkPeerUID(nc net.Conn, uid int) error {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("%w: not a unix socket", ErrWrongPeer)
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if credErr != nil {
+		return fmt.Errorf("peer credentials: %w", credErr)
+	}
+	if int(cred.Uid) != uid {
+		return fmt.Errorf("%w: peer uid %d, want %d", ErrWrongPeer, cred.Uid, uid)
+	}
+	return nil
+}
+
+// discover finds the session hosts that outlived a previous agent. It runs
+// in the background: it never holds up serving, gives up waiting at
+// discoveryDeadline (operations wait for it at most that long), and a bad
+// or stuck entry is skipped and logged without stopping the others.
+func (a *Agent) discover(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, discoveryDeadline)
+	defer cancel()
+	type entry struct {
+		user, name string
+		uid        int
+		ud         *os.File
+	}
+	work := make(chan entry)
+	var found, total atomic.Int64
+	var wg sync.WaitGroup
+	for range discoveryWorkers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for e := range work {
+				total.Add(1)
+				if a.discoverOne(e.ud, e.user, e.name, e.uid) {
+					found.Add(1)
+				}
+			}
+		}()
+	}
+	done := make(chan struct{})
+	go func() {
+		var dirs []*os.File
+		defer func() {
+			close(work)
+			wg.Wait()
+			for _, d := range dirs {
+				d.Close()
+			}
+			close(done)
+		}()
+		for _, user := range readNames(a.sdir) {
+			if strings.HasPrefix(user, ".") {
+				continue
+			}
+			ud, uid, err := a.discoverUser(user)
+			if err != nil {
+				a.log.Warn("discovery: skipping user directory", "user", user, "err", err)
+				continue
+			}
+			dirs = append(dirs, ud)
+			for _, name := range readNames(ud) {
+				if name == closedDir || strings.HasPrefix(name, closedDir+".bad") {
+					continue
+				}
+				if err := ValidName(name); err != nil {
+					a.log.Warn("discovery: skipping entry", "user", user, "entry", name, "err", err)
+					continue
+				}
+				select {
+				case work <- entry{user: user, name: name, uid: uid, ud: ud}:
+				case <-ctx.Done():
+					return
+				}
 			}
 		}
-		if err := a.startWatch(ref); err != nil {
-			ref.broken = "its session host is gone (" + err.Error() + ")"
-			if ref.group != nil {
-				ref.group.Destroy()
-				ref.group = nil
-			}
-			a.log.Warn("session broken", "user", ref.user, "session", ref.name, "reason", ref.broken)
-		} else {
-			found++
-			a.pushLimitsTo(ref)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		a.log.Warn("discovery did not finish in time; serving anyway, entries still being checked are registered when they answer", "deadline", discoveryDeadline)
+	}
+	close(a.discovered)
+	if n := total.Load(); n > 0 {
+		a.log.Info("found sessions from before", "alive", found.Load(), "total", n)
+	}
+}
+
+// discoverUser opens (and migrates, see prepareUserDir) a user's directory.
+func (a *Agent) discoverUser(user string) (*os.File, int, error) {
+	u, err := lookupUser(user)
+	if err != nil {
+		return nil, 0, fmt.Errorf("no such user: %w", err)
+	}
+	cred, err := userCred(u)
+	if err != nil {
+		return nil, 0, err
+	}
+	ud, err := a.prepareUserDir(user, cred)
+	if err != nil {
+		return nil, 0, err
+	}
+	uid := cred.UID
+	if !a.root {
+		uid = os.Geteuid()
+	}
+	return ud, uid, nil
+}
+
+// discoverOne looks at one session directory and registers what it finds;
+// it reports whether the session host is alive.
+func (a *Agent) discoverOne(ud *os.File, user, name string, uid int) bool {
+	b, err := safefs.ReadBeneath(ud, name+"/meta.json", maxUserJSON, uid)
+	if err != nil {
+		a.log.Warn("discovery: skipping session entry", "user", user, "session", name, "err", err)
+		return false
+	}
+	var meta sessionhost.Meta
+	if err := json.Unmarshal(b, &meta); err != nil {
+		a.log.Warn("discovery: skipping session entry", "user", user, "session", name, "err", fmt.Errorf("meta.json: %w", err))
+		return false
+	}
+	ref := &sessionRef{user: user, uid: uid, name: name, dir: a.sessionDir(user, name), meta: meta}
+	if a.cgroups() {
+		if g, err := a.openGroup(user, name); err == nil {
+			ref.group = g
 		}
-		a.register(ref)
 	}
-	if len(metas) > 0 {
-		a.log.Info("found sessions from before", "alive", found, "total", len(metas))
+	alive := true
+	if err := a.startWatch(ref); err != nil {
+		alive = false
+		ref.broken = "its session host is gone (" + err.Error() + ")"
+		// Its cgroup goes only when the host is surely gone (nothing
+		// listens); a host that is slow or hides behind a bad socket
+		// may still have commands running under those limits.
+		if ref.group != nil && hostGone(err) {
+			ref.group.Destroy()
+			ref.group = nil
+		}
+		a.log.Warn("session broken", "user", ref.user, "session", ref.name, "reason", ref.broken)
+	} else {
+		a.pushLimitsTo(ref)
 	}
+	a.register(ref)
+	return alive
+}
+
+func hostGone(err error) bool {
+	return errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ENOENT)
+}
+
+// readNames lists a directory the agent owns, from its fd.
+func readNames(d *os.File) []string {
+	dup, err := unix.Dup(int(d.Fd()))
+	if err != nil {
+		return nil
+	}
+	f := os.NewFile(uintptr(dup), d.Name())
+	defer f.Close()
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil
+	}
+	names, _ := f.Readdirnames(-1)
+	sort.Strings(names)
+	return names
 }

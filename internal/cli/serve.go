@@ -1,8 +1,6 @@
 package cli
 
 import (
-	"context"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"os"
@@ -13,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tether-sh/tether/internal/agent"
-	"github.com/tether-sh/tether/internal/sessionhost"
 )
 
 func serveCmd(env *Env) *cobra.Command {
@@ -90,43 +87,4 @@ func defaultModuleDirs(env *Env) []string {
 		return []string{"/etc/tether/modules"}
 	}
 	return []string{filepath.Join(configDir(env), "modules")}
-}
-
-// sessionHostCmd is the process the agent starts for each session.
-func sessionHostCmd(env *Env) *cobra.Command {
-	var o sessionhost.Options
-	var limits string
-	cmd := &cobra.Command{
-		Use:    "session-host",
-		Short:  "Run one session (started by the agent)",
-		Hidden: true,
-		Args:   cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, args []string) error {
-			if err := json.Unmarshal([]byte(limits), &o.Limits); err != nil {
-				return fmt.Errorf("bad --limits: %w", err)
-			}
-			o.Logger = slog.New(slog.NewTextHandler(env.Stderr, nil))
-			o.Home = env.Getenv("HOME")
-			o.Env = sessionhost.CommandEnv(os.Environ())
-			if f := os.NewFile(3, "ready"); f != nil {
-				o.Ready = f
-			}
-			// The session outlives the agent: swallow a stray SIGHUP. Catching
-			// (unlike ignoring) is not inherited by the commands it runs.
-			signal.Notify(make(chan os.Signal, 1), syscall.SIGHUP)
-			ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
-			defer stop()
-			return sessionhost.Run(ctx, o)
-		},
-	}
-	f := cmd.Flags()
-	f.StringVar(&o.Dir, "dir", "", "session directory")
-	f.StringVar(&o.Name, "name", "", "session name")
-	f.StringVar(&o.User, "user", "", "owner")
-	f.StringVar(&o.Tombstone, "tombstone", "", "file to leave when closed")
-	f.BoolVar(&o.Temporary, "temporary", false, "close after the first command")
-	f.StringVar(&limits, "limits", "{}", "limits as JSON")
-	f.StringVar(&o.LimitsGroup, "limits-group", "", "the session's cgroup, made by the agent")
-	f.StringVar(&o.LimitsMechanism, "limits-mechanism", "", "cgroup1 or cgroup2")
-	return cmd
 }

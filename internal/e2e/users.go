@@ -9,6 +9,9 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+	"time"
+
+	"github.com/tether-sh/tether/internal/safefs"
 )
 
 // OSUser is a real account made for a test.
@@ -56,6 +59,12 @@ func EnsureUser(t testing.TB, name string, groups ...string) OSUser {
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
 	return OSUser{Name: name, Home: u.HomeDir, UID: uid, GID: gid}
+}
+
+// As runs fn with the user's file-system rights (as an attacking user's
+// own process would), on a thread of its own.
+func (u OSUser) As(fn func() error) error {
+	return safefs.AsUser(safefs.Cred{UID: u.UID, GID: u.GID}, time.Minute, fn)
 }
 
 // Authorize writes the user's ~/.ssh/authorized_keys with these public key

@@ -127,6 +127,7 @@ type Module struct {
 	Commands    []Command
 	Problems    []string // "FILE: reason"; a module with problems is not usable
 	owner       int
+	functions   bool // it has a functions.sh (Script sources it)
 }
 
 // OK reports whether the module is usable.
@@ -280,6 +281,7 @@ func scanModule(dir, name string, owner int) *Module {
 	case err != nil:
 		m.problem(fsh, "%s", errText(err))
 	default:
+		m.functions = true
 		funcs, err := ParseFunctions(b)
 		if err != nil {
 			m.problem(fsh, "%v", err)
@@ -385,14 +387,15 @@ func (m *Module) Script(argv []string) (string, error) {
 	return b.String(), nil
 }
 
+// hasFunctions says whether Script must source functions.sh; it is known
+// from the scan, so that building a script does no file work.
 func hasFunctions(m *Module) bool {
 	for _, c := range m.Commands {
 		if c.Func {
 			return true
 		}
 	}
-	_, err := os.Stat(filepath.Join(m.Dir, "functions.sh"))
-	return err == nil
+	return m.functions
 }
 
 // Quote quotes s as one bash word. Bytes syntax.Quote refuses (invalid
@@ -489,8 +492,10 @@ func errText(err error) string {
 
 // open opens path and, when owner >= 0, refuses it unless owner owns it.
 // The check is on the opened file, so a swapped symlink cannot dodge it.
-func open(path string, owner int) (*os.File, error) {
-	f, err := os.Open(path)
+// The open never blocks: a FIFO (or a device) planted in a module opens at
+// once and is then refused as not a regular file.
+func open(path string, owner int, flags int) (*os.File, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOCTTY|syscall.O_CLOEXEC|flags, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -509,7 +514,7 @@ func open(path string, owner int) (*os.File, error) {
 }
 
 func readFile(path string, owner int, limit int64) ([]byte, error) {
-	f, err := open(path, owner)
+	f, err := open(path, owner, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -525,7 +530,7 @@ func readFile(path string, owner int, limit int64) ([]byte, error) {
 }
 
 func readDir(path string, owner int) ([]os.DirEntry, error) {
-	f, err := open(path, owner)
+	f, err := open(path, owner, syscall.O_DIRECTORY)
 	if err != nil {
 		return nil, err
 	}

@@ -7,7 +7,9 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/tether-sh/tether/internal/runspace"
 )
@@ -177,5 +179,55 @@ func TestQuote(t *testing.T) {
 		if f != s {
 			t.Fatalf("%q -> %s -> %q", s, q, f)
 		}
+	}
+}
+
+// A FIFO (or a link to a device) planted in a module must not block the
+// scan: module files are opened non-blocking and must be regular files.
+func TestScanDoesNotBlockOnFIFOs(t *testing.T) {
+	root := t.TempDir()
+	m := filepath.Join(root, "m")
+	for _, d := range []string{filepath.Join(m, "bin"), filepath.Join(m, "help")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.WriteFile(filepath.Join(m, "bin", "cmd"), []byte("#!/bin/sh\n"), 0o755)
+	for _, p := range []string{"module.toml", "functions.sh", "help/cmd.txt"} {
+		if err := syscall.Mkfifo(filepath.Join(m, p), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	z := filepath.Join(root, "z")
+	os.MkdirAll(filepath.Join(z, "bin"), 0o755)
+	os.Symlink("/dev/zero", filepath.Join(z, "module.toml"))
+	done := make(chan []Module, 1)
+	go func() { done <- Scan([]Dir{{Path: root, Owner: -1}}) }()
+	var mods []Module
+	select {
+	case mods = <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Scan blocked on a FIFO")
+	}
+	if len(mods) != 2 {
+		t.Fatalf("got %d modules, want m and z", len(mods))
+	}
+	for _, mod := range mods {
+		if mod.OK() || !strings.Contains(mod.Err().Error(), "module.toml: not a regular file") {
+			t.Errorf("%s: %v, want module.toml refused as not a regular file", mod.Dir, mod.Err())
+		}
+	}
+	// Help of a FIFO does not block either.
+	mods[0].Problems = nil
+	mods[0].Commands = []Command{{Name: "cmd"}}
+	hd := make(chan error, 1)
+	go func() { _, err := mods[0].Help("cmd"); hd <- err }()
+	select {
+	case err := <-hd:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Fatalf("help from a FIFO: %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("Help blocked on a FIFO")
 	}
 }

@@ -12,8 +12,10 @@ package sessionhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"os"
@@ -28,8 +30,9 @@ import (
 )
 
 // Options configure a session host.
+// The agent sets the first group of fields through Launch (launch.go).
 type Options struct {
-	Dir       string // the session directory: sock, meta.json, journal/
+	Dir       string // the session directory: sock, meta.json, host.log, journal/
 	Tombstone string // file to write when the session closes
 	Name      string
 	User      string
@@ -151,6 +154,14 @@ func start(opts Options) (*Host, error) {
 	h.idleSince = h.created
 	if err := os.MkdirAll(opts.Dir, 0o700); err != nil {
 		return nil, fmt.Errorf("session %s: %w", opts.Name, err)
+	}
+	// A tombstone of an earlier session of this name goes: the name lives
+	// again. The host removes it, as the user; the agent never touches files
+	// in the user's .closed.
+	if opts.Tombstone != "" {
+		if err := os.Remove(opts.Tombstone); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("session %s: old tombstone: %w", opts.Name, err)
+		}
 	}
 	mode, err := journal.ParseMode(orDefault(opts.Limits.BufferingMode, "block"))
 	if err != nil {
@@ -278,9 +289,6 @@ func (h *Host) Close(by, reason string) {
 	}
 	close(h.closed)
 	h.ln.Close()
-	for c := range watchers {
-		c.Close()
-	}
 	for c := range pipes {
 		c.Close()
 	}
@@ -288,7 +296,13 @@ func (h *Host) Close(by, reason string) {
 	if h.group != nil && h.group.Mechanism() == limits.Rlimit {
 		h.group.Destroy()
 	}
+	// Empty the session directory before the watchers hear of the end: the
+	// agent then removes the directory itself from its root-owned parent,
+	// which the user (and so this host) cannot write.
 	os.RemoveAll(h.opts.Dir)
+	for c := range watchers {
+		c.Close()
+	}
 	close(h.closeDone)
 }
 

@@ -17,15 +17,22 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/safefs"
 )
 
 // UserInfo describes the local account whose authorized keys are checked.
 type UserInfo struct {
-	Name string
-	Home string
-	UID  int
-	GID  int
+	Name   string
+	Home   string
+	UID    int
+	GID    int
+	Groups []int // supplementary groups, for reading the file as the user
 }
+
+// readTimeout bounds the read of an authorized_keys file (a home on a
+// stuck network file system must not hold a login attempt forever).
+const readTimeout = 5 * time.Second
 
 // AuthorizedKey is one usable line of an authorized_keys file.
 type AuthorizedKey struct {
@@ -89,6 +96,11 @@ func ExpandPattern(pattern string, u UserInfo) string {
 // Otherwise the error names the path and the reason, for the agent's log.
 // A missing file gives an error wrapping fs.ErrNotExist.
 //
+// The file is read as the user, as sshd does: a process running as root
+// reads it (and checks every directory) on a thread with the user's
+// file-system rights (safefs.AsUser), so a symlink to a file only root can
+// read is refused with permission denied.
+//
 // Lines that do not parse are skipped; ReadAuthorizedKeys also returns them.
 func AuthorizedKeys(pattern string, u UserInfo) (keys []AuthorizedKey, path string, err error) {
 	keys, path, _, err = ReadAuthorizedKeys(pattern, u)
@@ -99,7 +111,15 @@ func AuthorizedKeys(pattern string, u UserInfo) (keys []AuthorizedKey, path stri
 // lines it skipped, each naming the file and line.
 func ReadAuthorizedKeys(pattern string, u UserInfo) (keys []AuthorizedKey, path string, lineErrs []error, err error) {
 	path = ExpandPattern(pattern, u)
-	data, err := readStrict(path, u)
+	var data []byte
+	if os.Geteuid() == 0 && u.UID != 0 {
+		err = safefs.AsUser(safefs.Cred{UID: u.UID, GID: u.GID, Groups: u.Groups}, readTimeout, func() (err error) {
+			data, err = readStrict(path, u)
+			return err
+		})
+	} else {
+		data, err = readStrict(path, u)
+	}
 	if err != nil {
 		return nil, path, nil, err
 	}

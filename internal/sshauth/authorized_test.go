@@ -43,7 +43,11 @@ func strictHome(t *testing.T, content string) (UserInfo, string) {
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to chown")
 	}
-	home := filepath.Join(t.TempDir(), "alice")
+	base := t.TempDir()
+	// The file is read as the user: they must be able to reach their home.
+	must(t, os.Chmod(filepath.Dir(base), 0o755))
+	must(t, os.Chmod(base, 0o755))
+	home := filepath.Join(base, "alice")
 	ssh := filepath.Join(home, ".ssh")
 	file := filepath.Join(ssh, "authorized_keys")
 	must(t, os.MkdirAll(ssh, 0o700))
@@ -73,13 +77,30 @@ func TestAuthorizedKeysStrictModes(t *testing.T) {
 		wantErr string // substring; "" = accepted
 	}{
 		{"ok", func(*testing.T, UserInfo, string) {}, ""},
-		{"file owned by root", func(t *testing.T, u UserInfo, f string) { must(t, os.Chown(f, 0, 0)) }, ""},
+		{"file owned by root, readable by the user", func(t *testing.T, u UserInfo, f string) {
+			must(t, os.Chown(f, 0, 0))
+			must(t, os.Chmod(f, 0o644))
+		}, ""},
+		// Read as the user, as sshd does: what only root can read is refused.
+		{"file only root can read", func(t *testing.T, u UserInfo, f string) { must(t, os.Chown(f, 0, 0)) }, "permission denied"},
+		{"symlink to a root-only file", func(t *testing.T, u UserInfo, f string) {
+			secret := filepath.Join(t.TempDir(), "root-keys") // in a 0700 root directory
+			must(t, os.WriteFile(secret, []byte(line), 0o600))
+			must(t, os.Remove(f))
+			must(t, os.Symlink(secret, f))
+		}, "permission denied"},
 		{"group-readable file", func(t *testing.T, u UserInfo, f string) { must(t, os.Chmod(f, 0o644)) }, ""},
 		{"group-writable file", func(t *testing.T, u UserInfo, f string) { must(t, os.Chmod(f, 0o620)) }, "file: group-writable (mode 0620)"},
 		{"world-writable file", func(t *testing.T, u UserInfo, f string) { must(t, os.Chmod(f, 0o606)) }, "world-writable"},
-		{"file owned by other user", func(t *testing.T, u UserInfo, f string) { must(t, os.Chown(f, 12345, 12345)) }, "owned by uid 12345, not by alice (uid 4242) or root"},
+		{"file owned by other user", func(t *testing.T, u UserInfo, f string) {
+			must(t, os.Chown(f, 12345, 12345))
+			must(t, os.Chmod(f, 0o644)) // readable: the owner check refuses it
+		}, "owned by uid 12345, not by alice (uid 4242) or root"},
 		{"world-writable .ssh", func(t *testing.T, u UserInfo, f string) { must(t, os.Chmod(filepath.Dir(f), 0o777)) }, "directory " + "%SSH%" + ": world-writable"},
-		{".ssh owned by other user", func(t *testing.T, u UserInfo, f string) { must(t, os.Chown(filepath.Dir(f), 12345, 0)) }, "owned by uid 12345"},
+		{".ssh owned by other user", func(t *testing.T, u UserInfo, f string) {
+			must(t, os.Chown(filepath.Dir(f), 12345, 0))
+			must(t, os.Chmod(filepath.Dir(f), 0o755))
+		}, "owned by uid 12345"},
 		{"group-writable home", func(t *testing.T, u UserInfo, f string) { must(t, os.Chmod(u.Home, 0o775)) }, "directory " + "%HOME%" + ": group-writable"},
 		{"world-writable above home is not checked", func(t *testing.T, u UserInfo, f string) { must(t, os.Chmod(filepath.Dir(u.Home), 0o777)) }, ""},
 		{"not a regular file", func(t *testing.T, u UserInfo, f string) {
