@@ -123,9 +123,11 @@ func (a *Agent) unregister(ref *sessionRef) {
 
 // spawn starts a session host for u.
 func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, error) {
-	if err := a.admit(u.Username); err != nil {
+	release, err := a.admit(u.Username)
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	dir := a.sessionDir(u.Username, name)
 	if a.lookup(u.Username, name) != nil {
 		return nil, wire.Errorf(wire.CodeExists, "a session named %s already exists on this host; pick another --name or remove it first", name)
