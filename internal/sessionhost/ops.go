@@ -2,6 +2,7 @@ package sessionhost
 
 import (
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -28,6 +29,13 @@ func (h *Host) handle(nc net.Conn) {
 		h.log.Warn("refused local connection", "err", err)
 		c.WriteJSON(wire.THello, wire.Hello{Proto: wire.Version, Software: "tether-session-host"})
 		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeDenied, "%v; use tether through the agent", err)))
+		// Discard what the peer sends meanwhile (a bounded amount, for a
+		// moment), so that its write does not fail before it reads why.
+		if uc, ok := nc.(*net.UnixConn); ok {
+			uc.CloseWrite()
+		}
+		nc.SetDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 		return
 	}
 	peer, err := c.Handshake(wire.Hello{Software: "tether-session-host"})
