@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -41,9 +42,11 @@ type Options struct {
 	AddrFile       string // if set, the listening address is written there (tests, scripts)
 	Logger         *slog.Logger
 
-	MaxStartups      int           // concurrent unauthenticated connections; the oldest is dropped beyond it
-	MaxAuthTries     int           // authentication attempts per connection
-	HandshakeTimeout time.Duration // for the SSH handshake and authentication
+	MaxStartups          int           // concurrent unauthenticated connections; the busiest source's oldest is dropped beyond it
+	MaxStartupsPerSource int           // the same per source (IPv4 address, IPv6 /64); its oldest is dropped beyond it
+	MaxAuthTries         int           // authentication attempts per connection
+	HandshakeTimeout     time.Duration // for the SSH handshake and authentication
+	FirstRequestTimeout  time.Duration // for a channel's Hello and Request; the channel is closed after it
 }
 
 // Agent is a running `tether serve`.
@@ -56,10 +59,13 @@ type Agent struct {
 	root   bool
 	mech   limits.Mechanism // how per-session process and memory limits are enforced
 
-	mu       sync.Mutex
-	sessions map[string]map[string]*sessionRef // user -> name -> session
-	conns    int
-	preauth  []*preauthConn
+	mu        sync.Mutex
+	sessions  map[string]map[string]*sessionRef // user -> name -> session
+	spawning  map[string]int                    // user -> sessions admitted and still starting
+	conns     int                               // authenticated connections (MaxConnections)
+	userConns map[string]int                    // the same per user (MaxConnectionsPerUser)
+	preauth   []*preauthConn                    // unauthenticated connections, oldest first
+	penalties *penalties                        // per-source start-up penalties (sources.go)
 
 	ln net.Listener
 	wg sync.WaitGroup
@@ -89,6 +95,12 @@ func New(opts Options) (*Agent, error) {
 	if opts.MaxStartups <= 0 {
 		opts.MaxStartups = 100
 	}
+	if opts.MaxStartupsPerSource <= 0 {
+		opts.MaxStartupsPerSource = min(defaultPerSource, opts.MaxStartups)
+	}
+	if opts.FirstRequestTimeout <= 0 {
+		opts.FirstRequestTimeout = 10 * time.Second
+	}
 	if opts.MaxAuthTries <= 0 {
 		opts.MaxAuthTries = 6
 	}
@@ -113,6 +125,10 @@ func New(opts Options) (*Agent, error) {
 		root:       os.Geteuid() == 0,
 		sessions:   map[string]map[string]*sessionRef{},
 		discovered: make(chan struct{}),
+		spawning:   map[string]int{},
+
+		userConns: map[string]int{},
+		penalties: newPenalties(nil),
 	}
 	// rootpath: STATE and STATE/s are the agent's own
 	if err := os.MkdirAll(filepath.Join(opts.StateDir, "s"), 0o711); err != nil {
@@ -183,6 +199,7 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		<-ctx.Done()
 		ln.Close()
 	}()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
@@ -191,19 +208,47 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 				a.wg.Wait()
 				return nil
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				time.Sleep(10 * time.Millisecond)
+			if temporaryAcceptError(err) {
+				// As net/http's Server.Serve: out of descriptors or
+				// buffers, or a connection reset before it was
+				// accepted, passes; back off, do not exit.
+				backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+				a.log.Warn("accept failed; retrying", "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
+				}
 				continue
 			}
 			return fmt.Errorf("accept: %w", err)
 		}
+		backoff = 0
 		a.wg.Add(1)
 		go func() {
 			defer a.wg.Done()
 			a.serveConn(ctx, c)
 		}()
 	}
+}
+
+// temporaryAcceptError reports whether an accept error passes: running out
+// of file descriptors (EMFILE, ENFILE) or buffers (ENOBUFS, ENOMEM), a
+// connection aborted before it was accepted (ECONNABORTED, and Linux's
+// pending network errors it reports from accept), or a timeout.
+func temporaryAcceptError(err error) bool {
+	var errno syscall.Errno
+	if errors.As(err, &errno) {
+		switch errno {
+		case syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM,
+			syscall.ECONNABORTED, syscall.ECONNRESET, syscall.EINTR, syscall.EAGAIN,
+			syscall.EPROTO, syscall.ENETDOWN, syscall.ENOPROTOOPT, syscall.EHOSTDOWN,
+			syscall.ENONET, syscall.EHOSTUNREACH, syscall.EOPNOTSUPP, syscall.ENETUNREACH,
+			syscall.EPERM: // a firewall refused the new connection
+			return true
+		}
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // Addr is the listening address.

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"regexp"
 	"sort"
 	"sync"
 	"time"
@@ -24,6 +25,11 @@ type relayFunc func(c *wire.Conn, ch ssh.Channel) error
 
 func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (wire.Response, relayFunc) {
 	a.awaitDiscovery() // sessions from before a restart are known before any answer
+	// Every name is checked before any lookup or file access: a name is
+	// joined into paths below the user's directory ("../../alice/...").
+	if err := checkNames(req); err != nil {
+		return refuse(err), nil
+	}
 	switch req.Op {
 	case "new":
 		return a.opNew(id, req), nil
@@ -77,6 +83,40 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 	return refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q; is the client newer than this agent?", req.Op)), nil
 }
 
+// sessionOps take a session name (run and new may leave it empty: the
+// agent picks one).
+var sessionOps = map[string]bool{"new": true, "run": true, "attach": true, "receive": true,
+	"connect": true, "disconnect": true, "status": true, "remove": true}
+
+// checkNames validates the session name, and remove's owner, of a request.
+func checkNames(req *wire.Request) error {
+	if !sessionOps[req.Op] {
+		return nil
+	}
+	if req.Session != "" || (req.Op != "new" && req.Op != "run") {
+		if err := ValidName(req.Session); err != nil {
+			return wire.Errorf(wire.CodeBadRequest, "%v", err)
+		}
+	}
+	if req.Op == "remove" && req.Key != "" {
+		if err := ValidUserName(req.Key); err != nil {
+			return wire.Errorf(wire.CodeBadRequest, "%v", err)
+		}
+	}
+	return nil
+}
+
+var validUser = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9._-]{0,31}\$?$`) })
+
+// ValidUserName reports whether name can be a user name (POSIX's portable
+// set, as useradd accepts): never a path, never "." or "..".
+func ValidUserName(name string) error {
+	if !validUser().MatchString(name) {
+		return fmt.Errorf("bad user name %q: use 1-32 letters, digits, '.', '_' or '-', starting with a letter, digit or '_'", name)
+	}
+	return nil
+}
+
 func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc {
 	return func(c *wire.Conn, ch ssh.Channel) error {
 		nc, hc, err := a.dialSession(ref, id, *req)
@@ -105,11 +145,9 @@ func (a *Agent) opNew(id identity, req *wire.Request) wire.Response {
 	if err != nil {
 		return refuse(err)
 	}
-	name := req.Session
+	name := req.Session // checked by checkNames
 	if name == "" {
 		name = randomName()
-	} else if err := ValidName(name); err != nil {
-		return refuse(wire.Errorf(wire.CodeBadRequest, "%v", err))
 	}
 	var idle time.Duration
 	if req.IdleTimeout != "" {
@@ -190,6 +228,9 @@ func (a *Agent) opList(id identity, req *wire.Request) wire.Response {
 		go func() {
 			defer wg.Done()
 			infos[i] = a.status(ref, id)
+			if ref.user != id.user {
+				infos[i] = redacted(infos[i])
+			}
 		}()
 	}
 	wg.Wait()
@@ -200,6 +241,15 @@ func (a *Agent) opList(id identity, req *wire.Request) wire.Response {
 		return infos[i].Created.Before(infos[j].Created)
 	})
 	return wire.Response{OK: true, Sessions: infos}
+}
+
+// redacted is what an admin's `list --all-users` shows of another user's
+// session: that it exists and its state, not what it runs or where its
+// client is (docs/SECURITY.md).
+func redacted(info wire.SessionInfo) wire.SessionInfo {
+	info.Command = ""
+	info.Holder = ""
+	return info
 }
 
 func (a *Agent) status(ref *sessionRef, id identity) wire.SessionInfo {
@@ -261,27 +311,44 @@ func randomName() string {
 	return string(b)
 }
 
-// admit checks the limits on opening one more session for user.
-func (a *Agent) admit(user string) error {
+// admit checks the limits on opening one more session for user and
+// reserves the slot: concurrent `new`s each count the others' reservations,
+// so together they never pass MaxShellsPerUser or MaxConcurrentUsers.
+// release gives the reservation back once the session is registered (or
+// failed to start).
+func (a *Agent) admit(user string) (release func(), err error) {
 	s := a.store.Effective()
 	if !s.AllowRemoteShellAccess {
-		return wire.Errorf(wire.CodeLimit, "AllowRemoteShellAccess is false on this host (%s); existing sessions keep running, ask an admin to allow new ones",
+		return nil, wire.Errorf(wire.CodeLimit, "AllowRemoteShellAccess is false on this host (%s); existing sessions keep running, ask an admin to allow new ones",
 			a.sourceOf("AllowRemoteShellAccess"))
 	}
 	a.mu.Lock()
-	mine := len(a.sessions[user])
+	defer a.mu.Unlock()
+	mine := len(a.sessions[user]) + a.spawning[user]
 	users := len(a.sessions)
+	for u := range a.spawning {
+		if _, ok := a.sessions[u]; !ok {
+			users++
+		}
+	}
 	_, known := a.sessions[user]
-	a.mu.Unlock()
+	known = known || a.spawning[user] > 0
 	if s.MaxShellsPerUser > 0 && mine >= s.MaxShellsPerUser {
-		return wire.Errorf(wire.CodeLimit, "MaxShellsPerUser (%d) reached for %s; remove a session (tether list %%HOST%%) or ask an admin to raise it",
+		return nil, wire.Errorf(wire.CodeLimit, "MaxShellsPerUser (%d) reached for %s; remove a session (tether list %%HOST%%) or ask an admin to raise it",
 			s.MaxShellsPerUser, user)
 	}
 	if s.MaxConcurrentUsers > 0 && !known && users >= s.MaxConcurrentUsers {
-		return wire.Errorf(wire.CodeLimit, "MaxConcurrentUsers (%d) reached on this host; try later or ask an admin to raise it",
+		return nil, wire.Errorf(wire.CodeLimit, "MaxConcurrentUsers (%d) reached on this host; try later or ask an admin to raise it",
 			s.MaxConcurrentUsers)
 	}
-	return nil
+	a.spawning[user]++
+	return func() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if a.spawning[user]--; a.spawning[user] <= 0 {
+			delete(a.spawning, user)
+		}
+	}, nil
 }
 
 // sourceOf says where a setting's value comes from, for refusal messages.

@@ -233,9 +233,11 @@ func errExists(name string) error {
 // spawn starts a session host for u: prepare its directory, make its limit
 // group, start the host with its launch message, await its ready line.
 func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, error) {
-	if err := a.admit(u.Username); err != nil {
+	release, err := a.admit(u.Username)
+	if err != nil {
 		return nil, err
 	}
+	defer release()
 	if a.lookup(u.Username, name) != nil {
 		return nil, errExists(name)
 	}

@@ -60,6 +60,57 @@ type Conn struct {
 	closed chan struct{}
 	once   sync.Once
 	kept   keptChannels // idle channels kept for the next run (pipes.go)
+	// slots holds one token per open channel when the agent advertises
+	// MaxSessionsPerConnection (wire.ParseMaxSessions); nil: no cap.
+	slots chan struct{}
+}
+
+// MaxChannels is the number of channels the agent lets this connection
+// hold at once; 0 means no limit (or a master lends the channels).
+func (c *Conn) MaxChannels() int { return cap(c.slots) }
+
+// acquireSlot waits for a free channel slot. An idle kept channel is
+// closed to make room: a connection that keeps channels to many sessions
+// must not wait on itself.
+func (c *Conn) acquireSlot() error {
+	if c.slots == nil {
+		return nil
+	}
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	c.evictKept()
+	select {
+	case c.slots <- struct{}{}:
+		return nil
+	case <-c.closed:
+		return fmt.Errorf("%w: connection to %s closed", ErrTransport, c.shown.HostString())
+	}
+}
+
+func (c *Conn) releaseSlot() {
+	if c.slots != nil {
+		<-c.slots
+	}
+}
+
+// evictKept closes one idle kept channel, if there is one.
+func (c *Conn) evictKept() {
+	c.kept.mu.Lock()
+	var victim keptChannel
+	for s, list := range c.kept.idle {
+		if len(list) > 0 {
+			victim = list[0]
+			c.kept.idle[s] = list[1:]
+			break
+		}
+	}
+	c.kept.mu.Unlock()
+	if victim.ch != nil {
+		victim.ch.Close()
+	}
 }
 
 // HostError is a failure to reach or log in to a host, before any command ran.
@@ -146,6 +197,9 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	}
 	nc.SetDeadline(time.Time{})
 	c := &Conn{Target: t, shown: shown, ssh: ssh.NewClient(sc, chans, reqs), closed: make(chan struct{})}
+	if n := wire.ParseMaxSessions(string(sc.ServerVersion())); n > 0 {
+		c.slots = make(chan struct{}, n)
+	}
 	go func() {
 		c.ssh.Wait()
 		c.once.Do(func() { close(c.closed) })
@@ -231,15 +285,25 @@ func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 			return nil, nil, err
 		}
 	} else {
+		if err := c.acquireSlot(); err != nil {
+			return nil, nil, err
+		}
 		sch, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
 		if err != nil {
+			c.releaseSlot()
 			var oce *ssh.OpenChannelError
 			if errors.As(err, &oce) {
 				return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oce.Message)}
 			}
 			return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
 		}
-		go ssh.DiscardRequests(reqs)
+		go func() {
+			// reqs ends when the agent's close arrives (or the
+			// connection is gone): only then has the agent counted
+			// the channel's slot free.
+			ssh.DiscardRequests(reqs)
+			c.releaseSlot()
+		}()
 		ch = sch
 	}
 	wc := wire.NewConn(ch, 0)

@@ -16,7 +16,7 @@ import (
 )
 
 // FanOut runs one command on many targets, at most Throttle at once, over
-// one SSH connection per host.
+// a few SSH connections per host (Pool).
 type FanOut struct {
 	Dialer   *Dialer
 	Throttle int // default 32
@@ -113,9 +113,10 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 				spec.OnStart = func(s string, temp bool) { f.OnStart(t, s, temp) }
 			}
 			var res Result
-			conn, err := conns.Get(ctx, t)
+			conn, release, err := conns.Acquire(ctx, t)
 			if err == nil {
 				res, err = f.Dialer.Run(ctx, conn, spec)
+				release()
 			}
 			flush()
 			tr := TargetResult{Target: t, ExitCode: res.ExitCode, Err: err, Duration: time.Since(start), Result: res}
@@ -175,44 +176,142 @@ func (f *FanOut) startProgress(total int, done, failed *atomic.Int64) func() {
 	}
 }
 
-// Pool shares one SSH connection per host among the targets on it, so a
-// command over 500 sessions on 5 hosts makes 5 handshakes, not 500.
+// Pool shares SSH connections per host among the targets on it, so a
+// command over 500 sessions on 5 hosts makes a handful of handshakes, not
+// 500. A host's agent caps the channels of one connection
+// (MaxSessionsPerConnection, advertised at the handshake): the pool opens
+// another connection to the host when every one it has is full and more
+// targets wait, so a fan-out keeps its throttle.
 type Pool struct {
 	d     *Dialer
 	mu    sync.Mutex
-	conns map[string]*poolEntry
+	hosts map[string]*poolHost
 }
 
-type poolEntry struct {
-	once sync.Once
-	conn *Conn
-	err  error
+type poolHost struct {
+	conns   []*pooled
+	dialing int           // dials in flight
+	waiting int           // Acquires waiting for a slot
+	err     error         // the first dial's failure, when it has no connection
+	full    bool          // a later dial failed: make do with the connections there are
+	wake    chan struct{} // closed when a slot or a connection may have appeared
+}
+
+type pooled struct {
+	conn  *Conn
+	users int
 }
 
 // NewPool makes an empty pool dialing with d.
-func NewPool(d *Dialer) *Pool { return &Pool{d: d, conns: map[string]*poolEntry{}} }
+func NewPool(d *Dialer) *Pool { return &Pool{d: d, hosts: map[string]*poolHost{}} }
 
-// Get returns the connection to t's host, dialing it once.
+// Get returns a connection to t's host, dialing it when there is none. Its
+// channels are not reserved: Conn.Open waits for a free one.
 func (p *Pool) Get(ctx context.Context, t Target) (*Conn, error) {
+	c, release, err := p.Acquire(ctx, t)
+	if err != nil {
+		return nil, err
+	}
+	release()
+	return c, nil
+}
+
+// Acquire returns a connection to t's host with a channel slot reserved for
+// the caller until release; it dials another connection when all are full.
+func (p *Pool) Acquire(ctx context.Context, t Target) (c *Conn, release func(), err error) {
 	key := t.connKey(p.d.DefaultUser)
 	p.mu.Lock()
-	e := p.conns[key]
-	if e == nil {
-		e = &poolEntry{}
-		p.conns[key] = e
+	h := p.hosts[key]
+	if h == nil {
+		h = &poolHost{wake: make(chan struct{})}
+		p.hosts[key] = h
 	}
-	p.mu.Unlock()
-	e.once.Do(func() { e.conn, e.err = p.d.Dial(ctx, t) })
-	return e.conn, e.err
+	for {
+		live := h.conns[:0]
+		for _, pc := range h.conns {
+			select {
+			case <-pc.conn.Done():
+				continue // gone: do not hand it out again
+			default:
+			}
+			live = append(live, pc)
+		}
+		h.conns = live
+		for _, pc := range h.conns {
+			if n := pc.conn.MaxChannels(); n == 0 || pc.users < n {
+				pc.users++
+				p.mu.Unlock()
+				var once sync.Once
+				return pc.conn, func() {
+					once.Do(func() {
+						p.mu.Lock()
+						pc.users--
+						p.wakeLocked(h)
+						p.mu.Unlock()
+					})
+				}, nil
+			}
+		}
+		if len(h.conns) == 0 && h.err != nil {
+			err := h.err
+			p.mu.Unlock()
+			return nil, nil, err
+		}
+		// Dial when nothing is on its way, or when the dials on their
+		// way cannot serve everyone waiting.
+		per := 1
+		if len(h.conns) > 0 {
+			per = max(h.conns[0].conn.MaxChannels(), 1)
+		}
+		if (h.dialing == 0 && !(h.full && len(h.conns) > 0)) || (!h.full && h.waiting+1 > h.dialing*per && len(h.conns) > 0) {
+			h.dialing++
+			go p.dial(ctx, t, h)
+		}
+		wake := h.wake
+		h.waiting++
+		p.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			p.mu.Lock()
+			h.waiting--
+			p.mu.Unlock()
+			return nil, nil, ctx.Err()
+		}
+		p.mu.Lock()
+		h.waiting--
+	}
+}
+
+func (p *Pool) dial(ctx context.Context, t Target, h *poolHost) {
+	c, err := p.d.Dial(ctx, t)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	h.dialing--
+	switch {
+	case err == nil:
+		h.conns = append(h.conns, &pooled{conn: c})
+		h.err = nil
+	case len(h.conns) == 0:
+		h.err = err
+	default:
+		h.full = true
+	}
+	p.wakeLocked(h)
+}
+
+func (p *Pool) wakeLocked(h *poolHost) {
+	close(h.wake)
+	h.wake = make(chan struct{})
 }
 
 // Close closes every connection.
 func (p *Pool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, e := range p.conns {
-		if e.conn != nil {
-			e.conn.Close()
+	for _, h := range p.hosts {
+		for _, pc := range h.conns {
+			pc.conn.Close()
 		}
 	}
 }

@@ -54,6 +54,14 @@ type Settings struct {
 	// MaxConnections is the number of concurrent client connections to the
 	// agent. 0 means unlimited.
 	MaxConnections int
+	// MaxConnectionsPerUser is the number of concurrent client connections
+	// one user may hold, so that one user cannot use up MaxConnections.
+	// 0 means unlimited.
+	MaxConnectionsPerUser int
+	// MaxSessionsPerConnection is the number of channels (requests in
+	// flight, kept pipes) open at once on one connection, as OpenSSH's
+	// MaxSessions. 0 means unlimited.
+	MaxSessionsPerConnection int
 	// MaxProcessesPerShell is the number of processes alive at once in one
 	// session. 0 means unlimited.
 	MaxProcessesPerShell int
@@ -186,6 +194,15 @@ var keys = []Key{
 	intKey("MaxConnections", "300",
 		"concurrent client connections to the agent (0 or unlimited: no limit)", true, 1, math.MaxInt32,
 		func(s *Settings) *int { return &s.MaxConnections }),
+	// 50: room for a fan-out at --throttle 256 (26 connections at 10
+	// channels each) beside a few terminals and scripts, while one user
+	// holds at most a sixth of the default MaxConnections.
+	intKey("MaxConnectionsPerUser", "50",
+		"concurrent client connections of one user (0 or unlimited: no limit)", true, 1, math.MaxInt32,
+		func(s *Settings) *int { return &s.MaxConnectionsPerUser }),
+	intKey("MaxSessionsPerConnection", "10",
+		"channels open at once on one connection, as OpenSSH's MaxSessions (0 or unlimited: no limit)", true, 1, math.MaxInt32,
+		func(s *Settings) *int { return &s.MaxSessionsPerConnection }),
 	intKey("MaxProcessesPerShell", "25",
 		"processes alive at once in one session (0 or unlimited: no limit)", true, 1, math.MaxInt32,
 		func(s *Settings) *int { return &s.MaxProcessesPerShell }),

@@ -9,17 +9,19 @@ import (
 
 func TestDefaults(t *testing.T) {
 	want := Settings{
-		AllowRemoteShellAccess: true,
-		IdleTimeout:            2 * time.Hour,
-		MaxIdleTimeout:         0,
-		MaxShellRunTime:        0,
-		MaxConcurrentUsers:     10,
-		MaxShellsPerUser:       30,
-		MaxConnections:         300,
-		MaxProcessesPerShell:   25,
-		MaxMemoryPerShellMB:    1024,
-		OutputBufferingMode:    "block",
-		MaxOutputBufferMB:      64,
+		AllowRemoteShellAccess:   true,
+		IdleTimeout:              2 * time.Hour,
+		MaxIdleTimeout:           0,
+		MaxShellRunTime:          0,
+		MaxConcurrentUsers:       10,
+		MaxShellsPerUser:         30,
+		MaxConnections:           300,
+		MaxConnectionsPerUser:    50,
+		MaxSessionsPerConnection: 10,
+		MaxProcessesPerShell:     25,
+		MaxMemoryPerShellMB:      1024,
+		OutputBufferingMode:      "block",
+		MaxOutputBufferMB:        64,
 	}
 	if got := Defaults(); got != want {
 		t.Fatalf("Defaults() = %+v, want %+v", got, want)
@@ -28,7 +30,7 @@ func TestDefaults(t *testing.T) {
 
 func TestKeysTable(t *testing.T) {
 	wantOrder := []string{"AllowRemoteShellAccess", "IdleTimeout", "MaxIdleTimeout", "MaxShellRunTime",
-		"MaxConcurrentUsers", "MaxShellsPerUser", "MaxConnections", "MaxProcessesPerShell",
+		"MaxConcurrentUsers", "MaxShellsPerUser", "MaxConnections", "MaxConnectionsPerUser", "MaxSessionsPerConnection", "MaxProcessesPerShell",
 		"MaxMemoryPerShellMB", "OutputBufferingMode", "MaxOutputBufferMB"}
 	ks := Keys()
 	if len(ks) != len(wantOrder) {
@@ -52,8 +54,8 @@ func TestKeysTable(t *testing.T) {
 		}
 	}
 	// Keys returns a copy.
-	ks[9].Allowed[0] = "x"
-	if Keys()[9].Allowed[0] != "block" {
+	ks[11].Allowed[0] = "x"
+	if Keys()[11].Allowed[0] != "block" {
 		t.Error("Keys() shares Allowed with the table")
 	}
 }
@@ -122,7 +124,7 @@ func TestValidate(t *testing.T) {
 		// unknown keys
 		{"IdelTimeout", "2h", "", "", `unknown setting "IdelTimeout" (did you mean IdleTimeout?)`},
 		{"MaxShells", "2", "", "", `unknown setting "MaxShells" (did you mean MaxShellsPerUser?)`},
-		{"Colour", "red", "", "", `unknown setting "Colour" (valid settings: AllowRemoteShellAccess, IdleTimeout, MaxIdleTimeout, MaxShellRunTime, MaxConcurrentUsers, MaxShellsPerUser, MaxConnections, MaxProcessesPerShell, MaxMemoryPerShellMB, OutputBufferingMode, MaxOutputBufferMB)`},
+		{"Colour", "red", "", "", `unknown setting "Colour" (valid settings: AllowRemoteShellAccess, IdleTimeout, MaxIdleTimeout, MaxShellRunTime, MaxConcurrentUsers, MaxShellsPerUser, MaxConnections, MaxConnectionsPerUser, MaxSessionsPerConnection, MaxProcessesPerShell, MaxMemoryPerShellMB, OutputBufferingMode, MaxOutputBufferMB)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -2,8 +2,14 @@ package sessionhost
 
 import (
 	"fmt"
+	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -16,6 +22,22 @@ func (h *Host) handle(nc net.Conn) {
 	// frames large enough to bypass the buffer: 16 KiB, not 64, per request.
 	c := wire.NewConnBuffer(nc, 0, 16<<10)
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := h.checkAgent(nc); err != nil {
+		// Before reading anything: what a peer says (the Hello's user,
+		// admin and address, agent-only ops like limits and watch) is
+		// believed only from the agent.
+		h.log.Warn("refused local connection", "err", err)
+		c.WriteJSON(wire.THello, wire.Hello{Proto: wire.Version, Software: "tether-session-host"})
+		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeDenied, "%v; use tether through the agent", err)))
+		// Discard what the peer sends meanwhile (a bounded amount, for a
+		// moment), so that its write does not fail before it reads why.
+		if uc, ok := nc.(*net.UnixConn); ok {
+			uc.CloseWrite()
+		}
+		nc.SetDeadline(time.Now().Add(time.Second))
+		io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
+		return
+	}
 	peer, err := c.Handshake(wire.Hello{Software: "tether-session-host"})
 	if err != nil {
 		return
@@ -35,6 +57,57 @@ func (h *Host) handle(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// checkAgent accepts only the agent as the peer of nc: a process of the
+// agent's uid (SO_PEERCRED), which is the owner of STATE/s — the agent made
+// it, and the session's user cannot change its owner. In root mode that is
+// root, so the session's user, whose uid the session host shares, cannot
+// lift her limits or claim another identity on her own socket. In user mode
+// the agent and the user are one uid and nothing here can tell them apart
+// (docs/SECURITY.md says what that means).
+func (h *Host) checkAgent(nc net.Conn) error {
+	uc, ok := nc.(*net.UnixConn)
+	if !ok {
+		return fmt.Errorf("not a unix socket connection")
+	}
+	raw, err := uc.SyscallConn()
+	if err != nil {
+		return err
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := raw.Control(func(fd uintptr) {
+		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
+	}); err != nil {
+		return err
+	}
+	if credErr != nil {
+		return fmt.Errorf("peer credentials: %w", credErr)
+	}
+	agent, err := h.agentUID()
+	if err != nil {
+		return err
+	}
+	if cred.Uid != 0 && cred.Uid != agent {
+		return fmt.Errorf("peer uid %d (pid %d) is not the agent (uid %d): only the agent may talk to a session host", cred.Uid, cred.Pid, agent)
+	}
+	return nil
+}
+
+// agentUID is the uid of the agent that runs this session: the owner of
+// STATE/s, two levels above the session directory (STATE/s/USER/NAME).
+func (h *Host) agentUID() (uint32, error) {
+	dir := filepath.Dir(filepath.Dir(h.opts.Dir))
+	fi, err := os.Lstat(dir)
+	if err != nil {
+		return 0, fmt.Errorf("find the agent's uid: %w", err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || !fi.IsDir() {
+		return 0, fmt.Errorf("find the agent's uid: %s is not a directory", dir)
+	}
+	return st.Uid, nil
 }
 
 // nextRequest waits on a connection the client kept (wire.Request.Reuse)

@@ -18,6 +18,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 	"sync"
 )
 
@@ -194,3 +196,26 @@ func (c *Conn) ReadJSON(want Type, v any) error {
 // Reader returns the buffered reader behind Read, for a relay that hands the
 // rest of the stream (including bytes already buffered) to another peer.
 func (c *Conn) Reader() io.Reader { return c.r }
+
+// MaxSessionsMarker is the comment in an agent's SSH version string that
+// advertises the MaxSessionsPerConnection holding for the connection
+// ("SSH-2.0-tether max-sessions=10"): a client knows its channel cap at
+// the handshake, before it opens the first channel. No marker, no limit.
+const MaxSessionsMarker = "max-sessions="
+
+// ParseMaxSessions reads the MaxSessionsPerConnection an agent advertises
+// in its SSH version string; 0 means it advertised none.
+func ParseMaxSessions(serverVersion string) int {
+	_, comment, ok := strings.Cut(serverVersion, " ")
+	if !ok {
+		return 0
+	}
+	for _, f := range strings.Fields(comment) {
+		if v, ok := strings.CutPrefix(f, MaxSessionsMarker); ok {
+			if n, err := strconv.Atoi(v); err == nil && n > 0 {
+				return n
+			}
+		}
+	}
+	return 0
+}

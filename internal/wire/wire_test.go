@@ -166,3 +166,18 @@ func TestRequestCommandBytes(t *testing.T) {
 		}
 	}
 }
+
+func TestParseMaxSessions(t *testing.T) {
+	for v, want := range map[string]int{
+		"SSH-2.0-tether max-sessions=10":        10,
+		"SSH-2.0-tether foo max-sessions=3 bar": 3,
+		"SSH-2.0-tether":                        0,
+		"SSH-2.0-OpenSSH_9.6 Ubuntu":            0,
+		"SSH-2.0-tether max-sessions=-1":        0,
+		"SSH-2.0-tether max-sessions=x":         0,
+	} {
+		if got := ParseMaxSessions(v); got != want {
+			t.Errorf("ParseMaxSessions(%q) = %d, want %d", v, got, want)
+		}
+	}
+}
