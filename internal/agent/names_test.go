@@ -34,6 +34,9 @@ func nameAgent(t testing.TB) (*Agent, identity) {
 	if _, err := a.store.Set("AllowRemoteShellAccess", "false"); err != nil {
 		t.Fatal(err)
 	}
+	// As Serve would, before any request (the planted entries below are not
+	// sessions it could reach anyway).
+	a.discover(context.Background())
 	victim := filepath.Join(state, "s", "victim")
 	for _, d := range []string{filepath.Join(state, "s", me.Username, ".closed"), filepath.Join(victim, ".closed"), filepath.Join(victim, "alive")} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
