@@ -1,8 +1,6 @@
 package agent
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,21 +31,16 @@ type sessionRef struct {
 	group      *limits.Group // the session's cgroup, when the agent made one
 }
 
-// groupName names a session's limit group: user, session and a short hash
-// of the state directory, so that two agents on one host never share one.
-func (a *Agent) groupName(user, name string) string {
-	return user + "." + name + "." + GroupSuffix(a.opts.StateDir)
-}
-
-// GroupSuffix is the part of cgroup names that identifies an agent's state
-// directory.
-func GroupSuffix(stateDir string) string {
-	abs, err := filepath.Abs(stateDir)
-	if err != nil {
-		abs = stateDir
+// groupID is what a session's limit group is named from (limits.GroupID:
+// uid and a hash of user, session and state directory, so that no two
+// users, sessions or agents share one). uid < 0: look the user up.
+func (a *Agent) groupID(userName string, uid int, name string) limits.GroupID {
+	if uid < 0 {
+		if u, err := user.Lookup(userName); err == nil {
+			uid = atoi(u.Uid)
+		}
 	}
-	sum := sha256.Sum256([]byte(abs))
-	return hex.EncodeToString(sum[:4])
+	return limits.GroupID{UID: uid, User: userName, Session: name, StateDir: a.opts.StateDir}
 }
 
 // cgroups reports whether the agent itself creates per-session cgroups
@@ -157,7 +150,7 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 	}
 	var group *limits.Group
 	if a.cgroups() {
-		g, err := limits.Create(a.mech, a.groupName(u.Username, name), uid, gid, a.limitSpec())
+		g, err := limits.Create(a.mech, a.groupID(u.Username, uid, name), uid, gid, a.limitSpec())
 		if err != nil {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("session limits: %w", err)
@@ -392,7 +385,7 @@ func (a *Agent) discover() {
 		}
 		ref := &sessionRef{user: filepath.Base(filepath.Dir(dir)), name: filepath.Base(dir), dir: dir, meta: meta}
 		if a.cgroups() {
-			if g, err := limits.Open(a.mech, a.groupName(ref.user, ref.name)); err == nil {
+			if g, err := limits.Open(a.mech, a.groupID(ref.user, -1, ref.name)); err == nil {
 				ref.group = g
 			}
 		}
