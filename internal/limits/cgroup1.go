@@ -523,8 +523,12 @@ func (c cg1) destroy() error {
 			return nil
 		}
 	}
-	// No more forks, then kill what is there.
+	// No more forks in cmds/, its processes killed; the session host,
+	// which is ending (Destroy follows its close), gets HostExitGrace to
+	// finish; then whatever is left goes.
 	_ = writeFile(filepath.Join(c.pids, "cmds", "pids.max"), "0")
+	killAll(files(c.sub("cmds"), "cgroup.procs"))
+	waitEmpty(files(c.sub("host"), "cgroup.procs"), HostExitGrace)
 	_ = writeFile(filepath.Join(c.pids, "pids.max"), "0")
 	var procs, dirs []string
 	for _, part := range []string{"cmds", "host", ""} {
@@ -532,6 +536,38 @@ func (c cg1) destroy() error {
 		dirs = append(dirs, c.sub(part)...)
 	}
 	return killAndRemove(procs, dirs)
+}
+
+// HostExitGrace is how long Destroy lets the session host finish exiting
+// (it is inside the group) before it is killed.
+var HostExitGrace = 5 * time.Second
+
+// killAll SIGKILLs the processes listed in procsFiles once (not this one).
+func killAll(procsFiles []string) {
+	for _, f := range procsFiles {
+		pids, _ := readPids(f)
+		for _, p := range pids {
+			if p != os.Getpid() {
+				_ = syscall.Kill(p, syscall.SIGKILL)
+			}
+		}
+	}
+}
+
+// waitEmpty waits up to d for the procsFiles to list no process.
+func waitEmpty(procsFiles []string, d time.Duration) {
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		n := 0
+		for _, f := range procsFiles {
+			pids, _ := readPids(f)
+			n += len(pids)
+		}
+		if n == 0 {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // killAndRemove SIGKILLs the processes listed in procsFiles until there are

@@ -279,9 +279,13 @@ func (c cg2) destroy() error {
 	if _, err := os.Stat(c.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	// As cg1.destroy: commands now, the ending session host after a grace.
 	_ = writeFile(filepath.Join(c.cmds(), "pids.max"), "0")
+	_ = writeFile(filepath.Join(c.cmds(), "cgroup.kill"), "1") // Linux 5.14+
+	killAll([]string{filepath.Join(c.cmds(), "cgroup.procs")})
+	waitEmpty([]string{filepath.Join(c.host(), "cgroup.procs")}, HostExitGrace)
 	_ = writeFile(filepath.Join(c.dir, "pids.max"), "0")
-	_ = writeFile(filepath.Join(c.dir, "cgroup.kill"), "1") // Linux 5.14+
+	_ = writeFile(filepath.Join(c.dir, "cgroup.kill"), "1")
 	return killAndRemove(
 		[]string{filepath.Join(c.cmds(), "cgroup.procs"), filepath.Join(c.host(), "cgroup.procs")},
 		[]string{c.cmds(), c.host(), c.dir})

@@ -96,10 +96,9 @@ func (h *Host) watchMemory() (stop func() bool) {
 				return
 			case <-t.C:
 			}
-			if hostMemory() <= limit {
-				continue
-			}
-			debug.FreeOSMemory() // what is only garbage goes back
+			// The runtime's memory limit (set to the same) collects and
+			// returns garbage to keep this figure below it: over it means
+			// live memory, no need for a (slow) forced collection.
 			if hostMemory() <= limit {
 				continue
 			}
