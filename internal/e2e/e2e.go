@@ -302,8 +302,17 @@ func KillSessionHosts(state string) {
 		for _, name := range groups {
 			for _, ctl := range []string{"memory", "pids", "unified"} {
 				d := filepath.Join("/sys/fs/cgroup", ctl, "tether", name)
+				for _, sub := range []string{"cmds", "host"} {
+					// Commands outlive their killed session host.
+					b, _ := os.ReadFile(filepath.Join(d, sub, "cgroup.procs"))
+					for _, f := range strings.Fields(string(b)) {
+						if pid, err := strconv.Atoi(f); err == nil {
+							syscall.Kill(pid, syscall.SIGKILL)
+						}
+					}
+				}
 				for _, sub := range []string{"cmds", "host", ""} {
-					for i := 0; i < 50 && os.Remove(filepath.Join(d, sub)) != nil; i++ {
+					for i := 0; i < 250 && os.Remove(filepath.Join(d, sub)) != nil; i++ {
 						if _, err := os.Stat(filepath.Join(d, sub)); err != nil {
 							break
 						}
