@@ -2,8 +2,6 @@ package agent
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,21 +39,16 @@ type sessionRef struct {
 	group      *limits.Group // the session's cgroup, when the agent made one
 }
 
-// groupName names a session's limit group: user, session and a short hash
-// of the state directory, so that two agents on one host never share one.
-func (a *Agent) groupName(user, name string) string {
-	return user + "." + name + "." + GroupSuffix(a.opts.StateDir)
-}
-
-// GroupSuffix is the part of cgroup names that identifies an agent's state
-// directory.
-func GroupSuffix(stateDir string) string {
-	abs, err := filepath.Abs(stateDir)
-	if err != nil {
-		abs = stateDir
+// groupID is what a session's limit group is named from (limits.GroupID:
+// uid and a hash of user, session and state directory, so that no two
+// users, sessions or agents share one). uid < 0: look the user up.
+func (a *Agent) groupID(userName string, uid int, name string) limits.GroupID {
+	if uid < 0 {
+		if u, err := user.Lookup(userName); err == nil {
+			uid = atoi(u.Uid)
+		}
 	}
-	sum := sha256.Sum256([]byte(abs))
-	return hex.EncodeToString(sum[:4])
+	return limits.GroupID{UID: uid, User: userName, Session: name, StateDir: a.opts.StateDir}
 }
 
 // cgroups reports whether the agent itself creates per-session cgroups
@@ -304,12 +297,12 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 
 // newGroup makes the session's cgroup: the one place the agent creates one.
 func (a *Agent) newGroup(u *user.User, cred safefs.Cred, name string) (*limits.Group, error) {
-	return limits.Create(a.mech, a.groupName(u.Username, name), cred.UID, cred.GID, a.limitSpec())
+	return limits.Create(a.mech, a.groupID(u.Username, cred.UID, name), cred.UID, cred.GID, a.limitSpec())
 }
 
 // openGroup finds the cgroup of a session from before a restart.
-func (a *Agent) openGroup(user, name string) (*limits.Group, error) {
-	return limits.Open(a.mech, a.groupName(user, name))
+func (a *Agent) openGroup(user string, uid int, name string) (*limits.Group, error) {
+	return limits.Open(a.mech, a.groupID(user, uid, name))
 }
 
 // prepareSession makes the user's directory and the empty session
@@ -753,7 +746,7 @@ func (a *Agent) discoverOne(ud *os.File, user, name string, uid int) bool {
 	}
 	ref := &sessionRef{user: user, uid: uid, name: name, dir: a.sessionDir(user, name), meta: meta}
 	if a.cgroups() {
-		if g, err := a.openGroup(user, name); err == nil {
+		if g, err := a.openGroup(user, uid, name); err == nil {
 			ref.group = g
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -26,7 +28,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/tether-sh/tether/internal/agent"
+	"github.com/tether-sh/tether/internal/limits"
 )
 
 var (
@@ -295,13 +297,27 @@ func (a *Agent) Stop() {
 // KillSessionHosts ends the session hosts whose state lives under state,
 // and removes the cgroups their agent made for them.
 func KillSessionHosts(state string) {
+	var groups []string
 	defer func() {
-		suffix := "." + agent.GroupSuffix(state)
-		for _, ctl := range []string{"memory", "pids"} {
-			dirs, _ := filepath.Glob(filepath.Join("/sys/fs/cgroup", ctl, "tether", "*"+suffix))
-			for _, d := range dirs {
-				for i := 0; i < 50 && os.Remove(d) != nil; i++ {
-					time.Sleep(20 * time.Millisecond)
+		for _, name := range groups {
+			for _, ctl := range []string{"memory", "pids", "unified"} {
+				d := filepath.Join("/sys/fs/cgroup", ctl, "tether", name)
+				for _, sub := range []string{"cmds", "host"} {
+					// Commands outlive their killed session host.
+					b, _ := os.ReadFile(filepath.Join(d, sub, "cgroup.procs"))
+					for _, f := range strings.Fields(string(b)) {
+						if pid, err := strconv.Atoi(f); err == nil {
+							syscall.Kill(pid, syscall.SIGKILL)
+						}
+					}
+				}
+				for _, sub := range []string{"cmds", "host", ""} {
+					for i := 0; i < 250 && os.Remove(filepath.Join(d, sub)) != nil; i++ {
+						if _, err := os.Stat(filepath.Join(d, sub)); err != nil {
+							break
+						}
+						time.Sleep(20 * time.Millisecond)
+					}
 				}
 			}
 		}
@@ -312,12 +328,18 @@ func KillSessionHosts(state string) {
 		if err != nil {
 			continue
 		}
-		var pid int
-		if i := strings.Index(string(b), `"pid":`); i >= 0 {
-			fmt.Sscanf(strings.TrimSpace(string(b[i+6:])), "%d", &pid)
+		var meta struct {
+			PID  int    `json:"pid"`
+			User string `json:"user"`
+			Name string `json:"name"`
 		}
-		if pid > 0 {
-			syscall.Kill(pid, syscall.SIGKILL)
+		json.Unmarshal(b, &meta)
+		if u, err := user.Lookup(meta.User); err == nil {
+			uid, _ := strconv.Atoi(u.Uid)
+			groups = append(groups, limits.GroupID{UID: uid, User: meta.User, Session: meta.Name, StateDir: state}.Name())
+		}
+		if meta.PID > 0 {
+			syscall.Kill(meta.PID, syscall.SIGKILL)
 		}
 	}
 }

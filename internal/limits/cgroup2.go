@@ -5,19 +5,32 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
-// cg2 is a group in the cgroup v2 hierarchy: dir (<mount>/tether/<name>)
-// with two leaves, dir/host for the session host (no limits) and dir/cmds
-// for its commands (the limits). The session's user may write the three
-// cgroup.procs files: moving a process from host to cmds needs write access
-// to their common ancestor's, dir/cgroup.procs.
+// cg2 is a group in the cgroup v2 hierarchy: dir (<mount>/tether/<name>,
+// bounded by groupSpec) with two leaves, dir/host for the session host and
+// dir/cmds for its commands (the Spec). The session's user may write the
+// three cgroup.procs files: moving a process from host to cmds, or starting
+// one in cmds (CLONE_INTO_CGROUP), needs write access to their common
+// ancestor's, dir/cgroup.procs.
 type cg2 struct {
 	dir string
+	fd  *cmdsFD
+}
+
+// cmdsFD is the session host's descriptor of dir/cmds, for clone3.
+type cmdsFD struct {
+	once sync.Once
+	fd   int // -1: not usable (kernel before 5.7, or open failed)
 }
 
 func (c cg2) cmds() string { return filepath.Join(c.dir, "cmds") }
@@ -31,7 +44,7 @@ func dir2(name string) (cg2, string, error) {
 	if mnt == "" {
 		return cg2{}, "", errors.New("limits: no cgroup2 mount")
 	}
-	return cg2{dir: filepath.Join(mnt, parentName, name)}, mnt, nil
+	return cg2{dir: filepath.Join(mnt, parentName, name), fd: &cmdsFD{fd: -1}}, mnt, nil
 }
 
 // enable2 turns the memory and pids controllers on for dir's children.
@@ -68,18 +81,18 @@ func create2(name string, uid, gid int, spec Spec) (backend, error) {
 		}
 		return nil, fmt.Errorf("limits: create cgroup %s: %w", name, err)
 	}
+	parent := filepath.Dir(c.dir)
 	mkdir := func(d string) error {
 		err := os.Mkdir(d, 0o755)
 		if err == nil {
 			made = append(made, d)
 			return nil
 		}
-		if errors.Is(err, fs.ErrExist) {
-			return nil
+		if errors.Is(err, fs.ErrExist) && d == parent {
+			return nil // the shared tether/ parent
 		}
 		return err
 	}
-	parent := filepath.Dir(c.dir)
 	if err := enable2(mnt); err != nil { // a no-op when already on (systemd)
 		return fail(err)
 	}
@@ -90,9 +103,10 @@ func create2(name string, uid, gid int, spec Spec) (backend, error) {
 	if err := enable2(parent); err != nil {
 		return fail(err)
 	}
-	if err := mkdir(c.dir); err != nil {
+	if err := mkdirNew(c.dir, []string{"host", "cmds"}); err != nil {
 		return fail(err)
 	}
+	made = append(made, c.dir)
 	if err := enable2(c.dir); err != nil {
 		return fail(err)
 	}
@@ -121,7 +135,25 @@ func open2(name string) (backend, error) {
 	return c, nil
 }
 
+// inCmds2 reports whether pid is in cmds/ already (born there).
+func (c cg2) inCmds(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/cgroup")
+	if err != nil {
+		return false
+	}
+	want := "/" + parentName + "/" + filepath.Base(c.dir) + "/cmds"
+	for _, l := range strings.Split(string(b), "\n") {
+		if p, ok := strings.CutPrefix(l, "0::"); ok && strings.HasSuffix(p, want) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c cg2) add(pid int) error {
+	if c.inCmds(pid) {
+		return nil
+	}
 	max, err := readInt(filepath.Join(c.cmds(), "pids.max"))
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
@@ -150,20 +182,64 @@ func (c cg2) addHost(pid int) error {
 	return nil
 }
 
+// clone3Works reports whether the kernel has clone3 with
+// CLONE_INTO_CGROUP (Linux 5.7).
+var clone3Works = sync.OnceValue(func() bool {
+	var u unix.Utsname
+	if unix.Uname(&u) != nil {
+		return false
+	}
+	var major, minor int
+	fmt.Sscanf(unix.ByteSliceToString(u.Release[:]), "%d.%d", &major, &minor)
+	return major > 5 || (major == 5 && minor >= 7)
+})
+
+// prepareStart makes cmd be born in cmds/ (clone3 CLONE_INTO_CGROUP).
+func (c cg2) prepareStart(cmd *exec.Cmd) error {
+	c.fd.once.Do(func() {
+		if !clone3Works() {
+			return
+		}
+		fd, err := unix.Open(c.cmds(), unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		if err == nil {
+			c.fd.fd = fd
+		}
+	})
+	if c.fd.fd < 0 {
+		return nil // Add moves it after the start
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.UseCgroupFD = true
+	cmd.SysProcAttr.CgroupFD = c.fd.fd
+	return nil
+}
+
+func (c cg2) endCommand() {}
+
+// update sets cmds/ to s and the group to groupSpec(s).
 func (c cg2) update(s Spec) error {
+	if err := set2(c.dir, groupSpec(s)); err != nil {
+		return err
+	}
+	return set2(c.cmds(), s)
+}
+
+func set2(dir string, s Spec) error {
 	mem, swap := "max", "max"
 	if s.MaxMemoryBytes > 0 {
 		mem, swap = strconv.FormatInt(s.MaxMemoryBytes, 10), "0"
 	}
-	if err := writeFile(filepath.Join(c.cmds(), "memory.max"), mem); err != nil {
+	if err := writeFile(filepath.Join(dir, "memory.max"), mem); err != nil {
 		return fmt.Errorf("limits: set memory.max: %w", err)
 	}
-	_ = writeFile(filepath.Join(c.cmds(), "memory.swap.max"), swap) // no swap accounting: fine
+	_ = writeFile(filepath.Join(dir, "memory.swap.max"), swap) // no swap accounting: fine
 	p := "max"
 	if s.MaxProcesses > 0 {
 		p = strconv.Itoa(s.MaxProcesses)
 	}
-	if err := writeFile(filepath.Join(c.cmds(), "pids.max"), p); err != nil {
+	if err := writeFile(filepath.Join(dir, "pids.max"), p); err != nil {
 		return fmt.Errorf("limits: set pids.max: %w", err)
 	}
 	return nil
@@ -181,14 +257,20 @@ func (c cg2) spec() (Spec, error) {
 	return Spec{MaxProcesses: int(p), MaxMemoryBytes: m}, nil
 }
 
+// events: memory.events is hierarchical (the group's counts its leaves');
+// pids.events counts where the limit was hit.
 func (c cg2) events() (int, int, error) {
-	oom, _, err := readKeyed(filepath.Join(c.cmds(), "memory.events"), "oom_kill")
+	oom, _, err := readKeyed(filepath.Join(c.dir, "memory.events"), "oom_kill")
 	if err != nil {
 		return 0, 0, err
 	}
-	hits, _, err := readKeyed(filepath.Join(c.cmds(), "pids.events"), "max")
-	if err != nil {
-		return 0, 0, err
+	var hits int64
+	for _, d := range []string{c.dir, c.cmds()} {
+		n, _, err := readKeyed(filepath.Join(d, "pids.events"), "max")
+		if err != nil {
+			return 0, 0, err
+		}
+		hits += n
 	}
 	return int(oom), int(hits), nil
 }
@@ -197,13 +279,18 @@ func (c cg2) destroy() error {
 	if _, err := os.Stat(c.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
+	// As cg1.destroy: commands now, the ending session host after a grace.
 	_ = writeFile(filepath.Join(c.cmds(), "pids.max"), "0")
-	_ = writeFile(filepath.Join(c.dir, "cgroup.kill"), "1") // Linux 5.14+
+	_ = writeFile(filepath.Join(c.cmds(), "cgroup.kill"), "1") // Linux 5.14+
+	killAll([]string{filepath.Join(c.cmds(), "cgroup.procs")})
+	waitEmpty([]string{filepath.Join(c.host(), "cgroup.procs")}, HostExitGrace)
+	_ = writeFile(filepath.Join(c.dir, "pids.max"), "0")
+	_ = writeFile(filepath.Join(c.dir, "cgroup.kill"), "1")
 	return killAndRemove(
 		[]string{filepath.Join(c.cmds(), "cgroup.procs"), filepath.Join(c.host(), "cgroup.procs")},
 		[]string{c.cmds(), c.host(), c.dir})
 }
 
 func (c cg2) describe() string {
-	return "cgroup v2 memory+pids at " + c.cmds()
+	return "cgroup v2 memory+pids at " + c.dir + " (commands in cmds/, session host in host/)"
 }

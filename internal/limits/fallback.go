@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"sort"
 	"sync"
 	"syscall"
@@ -12,12 +13,32 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// MonitorInterval is how often the rlimit mechanism's monitor scans /proc.
-var MonitorInterval = 50 * time.Millisecond
+// The rlimit mechanism's monitor scans /proc only while the session has
+// live processes: every MonitorFast while something changes (processes come
+// or go, memory grows), backing off to MonitorSlow while nothing does. With
+// no process it sleeps with no timer until the next Add: an idle session
+// costs nothing.
+var (
+	MonitorFast = 5 * time.Millisecond
+	MonitorSlow = 500 * time.Millisecond
+)
 
-// monitor is the rlimit mechanism: RLIMIT_AS on every added process, and a
-// goroutine in the process calling Add (the session host) that counts the
-// session's processes and their resident memory and kills what is over.
+// asBackstop is the RLIMIT_AS given to each process for a memory limit l.
+// It is well above l: the monitor kills a process over l with the
+// MaxMemoryPerShellMB message, and RLIMIT_AS (which makes allocations fail
+// with no signal, so nobody could tell why) only stops what grows faster
+// than the monitor samples.
+func asBackstop(l int64) int64 {
+	if l <= 0 {
+		return 0
+	}
+	return 2*l + 64<<20
+}
+
+// monitor is the rlimit mechanism: RLIMIT_AS (asBackstop) on every added
+// process, and a goroutine in the process calling Add (the session host)
+// that counts the session's processes and their resident memory and kills
+// what is over.
 //
 // The session's processes are: the added processes and their descendants
 // (parent chain), the members of their process groups (which catches
@@ -33,12 +54,29 @@ type monitor struct {
 	hits    int              // processes killed for the process limit
 	stop    chan struct{}
 	done    chan struct{}
+	poke    chan struct{} // Add: a process to watch
 	started bool
 	closed  bool
+	asleep  bool // waiting for a poke, no timer
+	scans   int  // /proc scans by the monitor's loop
+	last    usage
+}
+
+// usage is what a scan saw, to tell whether anything changed.
+type usage struct {
+	n   int
+	rss int64
 }
 
 func newMonitor(s Spec) *monitor {
-	return &monitor{sp: s, roots: map[int]uint64{}, pgids: map[int]struct{}{}}
+	return &monitor{sp: s, roots: map[int]uint64{}, pgids: map[int]struct{}{}, poke: make(chan struct{}, 1)}
+}
+
+// state reports the loop's scans so far and whether it sleeps untimed.
+func (m *monitor) state() (scans int, asleep bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.scans, m.asleep
 }
 
 func rlimitAS(pid int, limit int64) error {
@@ -69,7 +107,7 @@ func (m *monitor) add(pid int) error {
 		}
 	}
 	if m.sp.MaxMemoryBytes > 0 {
-		err := rlimitAS(pid, m.sp.MaxMemoryBytes)
+		err := rlimitAS(pid, asBackstop(m.sp.MaxMemoryBytes))
 		if errors.Is(err, syscall.ESRCH) {
 			return nil
 		}
@@ -79,7 +117,7 @@ func (m *monitor) add(pid int) error {
 		// Children forked before the limit was set.
 		if all, err := listProcs(); err == nil {
 			for _, d := range descendants(all, pid) {
-				_ = rlimitAS(d, m.sp.MaxMemoryBytes)
+				_ = rlimitAS(d, asBackstop(m.sp.MaxMemoryBytes))
 			}
 		}
 	}
@@ -90,10 +128,18 @@ func (m *monitor) add(pid int) error {
 		m.stop, m.done = make(chan struct{}), make(chan struct{})
 		go m.run()
 	}
+	select {
+	case m.poke <- struct{}{}:
+	default:
+	}
 	return nil
 }
 
 func (m *monitor) addHost(int) error { return nil }
+
+func (m *monitor) prepareStart(*exec.Cmd) error { return nil }
+
+func (m *monitor) endCommand() {}
 
 // members lists the session's live processes. m.mu is held.
 func (m *monitor) members() ([]proc, error) {
@@ -146,30 +192,64 @@ func (m *monitor) members() ([]proc, error) {
 
 func (m *monitor) run() {
 	defer close(m.done)
-	t := time.NewTicker(MonitorInterval)
-	defer t.Stop()
+	interval := MonitorFast
 	for {
-		m.enforce()
+		live, changed := m.enforce()
+		if !live {
+			m.mu.Lock()
+			m.asleep = true
+			m.mu.Unlock()
+			select {
+			case <-m.stop:
+				return
+			case <-m.poke:
+			}
+			m.mu.Lock()
+			m.asleep = false
+			m.mu.Unlock()
+			interval = MonitorFast
+			continue
+		}
+		if changed {
+			interval = MonitorFast
+		} else if interval = 2 * interval; interval > MonitorSlow {
+			interval = MonitorSlow
+		}
+		t := time.NewTimer(interval)
 		select {
 		case <-m.stop:
+			t.Stop()
 			return
+		case <-m.poke:
+			interval = MonitorFast
 		case <-t.C:
 		}
+		t.Stop()
 	}
 }
 
-// enforce kills the newest processes over MaxProcesses and, while the
-// session's resident memory is over MaxMemoryBytes, the biggest process.
-func (m *monitor) enforce() {
+// enforce scans the session's processes, kills the newest over
+// MaxProcesses and, while the session's resident memory is over
+// MaxMemoryBytes, the biggest process. It reports whether the session has
+// live processes, and whether anything changed since the last scan.
+func (m *monitor) enforce() (live, changed bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.sp.MaxProcesses == 0 && m.sp.MaxMemoryBytes == 0 {
-		return
+		return false, false // nothing to enforce: sleep until Update or Add
 	}
+	m.scans++
 	ps, err := m.members()
 	if err != nil {
-		return
+		return true, true
 	}
+	u := usage{n: len(ps)}
+	for _, p := range ps {
+		u.rss += p.rss
+	}
+	changed = u.n != m.last.n || u.rss > m.last.rss+1<<20 || u.rss < m.last.rss-1<<20
+	m.last = u
+	live = len(ps) > 0
 	if max := m.sp.MaxProcesses; max > 0 && len(ps) > max {
 		sort.Slice(ps, func(i, j int) bool { // newest first
 			if ps[i].start != ps[j].start {
@@ -182,6 +262,7 @@ func (m *monitor) enforce() {
 				m.hits++
 			}
 		}
+		changed = true
 		ps = ps[len(ps)-max:]
 	}
 	if lim := m.sp.MaxMemoryBytes; lim > 0 {
@@ -197,9 +278,11 @@ func (m *monitor) enforce() {
 			if kill(p.pid, p.start) == nil {
 				m.oom++
 				total -= p.rss
+				changed = true
 			}
 		}
 	}
+	return live, changed
 }
 
 // update changes the limits; RLIMIT_AS of the added processes is changed
@@ -209,9 +292,15 @@ func (m *monitor) update(s Spec) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sp = s
+	if m.started {
+		select {
+		case m.poke <- struct{}{}:
+		default:
+		}
+	}
 	var first error
 	for pid := range m.roots {
-		if err := rlimitAS(pid, s.MaxMemoryBytes); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.EPERM) && first == nil {
+		if err := rlimitAS(pid, asBackstop(s.MaxMemoryBytes)); err != nil && !errors.Is(err, syscall.ESRCH) && !errors.Is(err, syscall.EPERM) && first == nil {
 			first = fmt.Errorf("limits: set RLIMIT_AS of %d: %w", pid, err)
 		}
 	}
@@ -268,5 +357,5 @@ func (m *monitor) destroy() error {
 }
 
 func (m *monitor) describe() string {
-	return "rlimit (RLIMIT_AS per process) and a /proc monitor of the session's processes"
+	return "rlimit (RLIMIT_AS per process as a backstop) and a /proc monitor of the session's processes while it has any"
 }

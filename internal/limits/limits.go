@@ -30,8 +30,13 @@
 package limits
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
 	"sync"
 )
 
@@ -52,6 +57,35 @@ type Spec struct {
 	MaxProcesses int
 	// MaxMemoryBytes is the memory of all the session's processes together.
 	MaxMemoryBytes int64
+}
+
+// The session host lives inside its session's group, next to its commands
+// (cgroup: <name>/host and <name>/cmds). The commands' group carries Spec
+// exactly; the whole group carries Spec plus these reserves for the session
+// host itself, so that shell builtins and subshells (goroutines of the
+// session host) are bounded too.
+const (
+	// HostMemoryReserve is the session host's memory on top of
+	// MaxMemoryBytes: its Go runtime, buffers and what builtins allocate
+	// before the session host's own watchdog stops the command (see
+	// sessionhost/memwatch.go, which keeps builtins well below it).
+	HostMemoryReserve = 96 << 20
+	// HostTaskReserve is the session host's own threads on top of twice
+	// MaxProcesses: the Go runtime blocks one thread in wait for each
+	// running child, plus a few of its own.
+	HostTaskReserve = 64
+)
+
+// groupSpec is the bound of the whole group (session host and commands).
+func groupSpec(s Spec) Spec {
+	var g Spec
+	if s.MaxMemoryBytes > 0 {
+		g.MaxMemoryBytes = s.MaxMemoryBytes + HostMemoryReserve
+	}
+	if s.MaxProcesses > 0 {
+		g.MaxProcesses = 2*s.MaxProcesses + HostTaskReserve
+	}
+	return g
 }
 
 // Limit names one of the limits, for messages.
@@ -124,6 +158,8 @@ type backend interface {
 	destroy() error
 	describe() string
 	spec() (Spec, error)
+	prepareStart(cmd *exec.Cmd) error
+	endCommand()
 }
 
 // Group is one session's limit domain.
@@ -164,17 +200,42 @@ func checkName(name string) error {
 	return nil
 }
 
-// Create makes the group name (conventionally "<user>.<session>") with the
-// limits spec, writable by uid/gid where the session host needs to write
-// (cgroup.procs, tasks) so that the session host, running as that user, can
-// move its own children in; uid < 0 leaves ownership alone. With cgroups it
-// needs the right to create cgroups (the agent, root). An existing group of
-// that name is reused. With Rlimit nothing is created on disk: the group lives
-// in the process that calls Add (the session host).
-func Create(m Mechanism, name string, uid, gid int, spec Spec) (*Group, error) {
-	if err := checkName(name); err != nil {
-		return nil, err
+// GroupID is what a session's group name is derived from. Name is
+// "u<uid>-<16 hex digits of sha256(user \0 session \0 state dir)>":
+// unambiguous (no two users, sessions or agents share one, whatever their
+// names hold) and it shows other users neither user nor session names.
+type GroupID struct {
+	UID      int
+	User     string
+	Session  string
+	StateDir string // the agent's state directory (made absolute)
+}
+
+// Name is the group's cgroup directory name.
+func (id GroupID) Name() string {
+	dir := id.StateDir
+	if abs, err := filepath.Abs(dir); err == nil {
+		dir = abs
 	}
+	sum := sha256.Sum256([]byte(id.User + "\x00" + id.Session + "\x00" + dir))
+	return "u" + strconv.Itoa(id.UID) + "-" + hex.EncodeToString(sum[:8])
+}
+
+// ErrExists is returned by Create when a live group of that name exists
+// already: Create never reuses or re-owns a group.
+var ErrExists = errors.New("limits: group exists already")
+
+// Create makes the group named by id with the limits spec, writable by
+// uid/gid where the session host needs to write (cgroup.procs, tasks) so
+// that the session host, running as that user, can move its own children
+// in; uid < 0 leaves ownership alone. With cgroups it needs the right to
+// create cgroups (the agent, root). A group of that name that holds
+// processes is an error (ErrExists); an empty one, left by a session that
+// ended while no agent ran, is removed and made anew. With Rlimit nothing is
+// created on disk: the group lives in the process that calls Add (the
+// session host).
+func Create(m Mechanism, id GroupID, uid, gid int, spec Spec) (*Group, error) {
+	name := id.Name()
 	var b backend
 	var err error
 	switch m {
@@ -193,11 +254,15 @@ func Create(m Mechanism, name string, uid, gid int, spec Spec) (*Group, error) {
 	return &Group{mech: m, name: name, b: b}, nil
 }
 
-// Open reopens the group name made by Create (the session host, or a
-// restarted agent). A missing cgroup is an error matching fs.ErrNotExist.
-// With Rlimit the limits are not stored anywhere: Open gives an unlimited
-// group and the caller sets the spec with Update.
-func Open(m Mechanism, name string) (*Group, error) {
+// Open reopens the group made by Create for id (a restarted agent). A
+// missing cgroup is an error matching fs.ErrNotExist. With Rlimit the limits
+// are not stored anywhere: Open gives an unlimited group and the caller sets
+// the spec with Update.
+func Open(m Mechanism, id GroupID) (*Group, error) { return OpenName(m, id.Name()) }
+
+// OpenName is Open by the group's name (GroupID.Name), for the session host,
+// which is given the name by the agent.
+func OpenName(m Mechanism, name string) (*Group, error) {
 	if err := checkName(name); err != nil {
 		return nil, err
 	}
@@ -219,6 +284,20 @@ func Open(m Mechanism, name string) (*Group, error) {
 	return &Group{mech: m, name: name, b: b}, nil
 }
 
+// PrepareStart is meant for runspace's BeforeStart: it makes cmd start
+// inside the commands' group, so that nothing it forks before Add runs is
+// outside the limits. cgroup2: clone3(CLONE_INTO_CGROUP) through
+// SysProcAttr.CgroupFD. cgroup1, where membership is per thread: the calling
+// goroutine is locked to its OS thread and the thread moved into the
+// commands' group, so the child is born there; Add (AfterStart, on the same
+// goroutine) moves the thread back and unlocks it. If the start fails, Add
+// is not called: EndCommand moves such threads back. Rlimit: nothing.
+func (g *Group) PrepareStart(cmd *exec.Cmd) error { return g.b.prepareStart(cmd) }
+
+// EndCommand is called when a command ends: it moves back the session host
+// threads that PrepareStart moved and whose start failed.
+func (g *Group) EndCommand() { g.b.endCommand() }
+
 // Add puts a started process, and whatever children it already forked, under
 // the group's limits. It is meant for runspace's AfterStart. A process that
 // has already exited is not an error. When the session already has
@@ -235,9 +314,9 @@ func (g *Group) Add(pid int) error {
 	return err
 }
 
-// AddHost places the session host process pid in the group's domain, outside
-// the limits. Only cgroup2 needs it (the agent calls it right after starting
-// the session host); for the other mechanisms it does nothing.
+// AddHost places the session host process pid in the group's host part,
+// inside the session's bound but outside the commands' limits (the agent
+// calls it right after starting the session host). Rlimit: nothing.
 func (g *Group) AddHost(pid int) error { return g.b.addHost(pid) }
 
 // Update changes the limits of a live group.

@@ -114,7 +114,9 @@ func (h *Host) runCommand(c *command, script string) {
 	h.mu.Lock()
 	h.countersBefore = nil // taken at the command's first process (afterStart)
 	h.mu.Unlock()
+	stopWatch := h.watchMemory() // memwatch.go: builtins in this process
 	code, err := h.rs.Run(ctx, script, streams)
+	hostMem := stopWatch()
 	msg := ""
 	if err != nil {
 		msg = err.Error()
@@ -126,13 +128,12 @@ func (h *Host) runCommand(c *command, script string) {
 	h.mu.Lock()
 	before := h.countersBefore
 	h.mu.Unlock()
-	// A command that started no process can have hit no process or
-	// memory limit: skip reading the counters (four files) for it.
-	if before != nil {
-		if why := h.explainLimits(*before); why != "" {
-			errw.Write([]byte(why + "\n"))
-			msg = why
-		}
+	// A command that started no process can have hit no process limit,
+	// nor a memory limit but the session host's own (limitStops skips
+	// reading the counters for it).
+	if why := h.limitStops(before, hostMem); why != "" {
+		errw.Write([]byte(why + "\n"))
+		msg = why
 	}
 	if c.stdin != nil {
 		c.stdin.closeRead()

@@ -183,8 +183,9 @@ func start(opts Options) (*Host, error) {
 		Dir:        opts.Home,
 		Env:        opts.Env,
 		AfterStart: h.afterStart,
-		// Interactive commands' pseudo-terminal (pty.go).
-		BeforeStart: h.beforeStart,
+		// Interactive commands' pseudo-terminal (pty.go) and the
+		// session's cgroup (misc.go).
+		BeforeStart: h.startHook,
 	})
 	if err != nil {
 		h.j.Close()

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"os/exec"
+	"slices"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -78,24 +80,47 @@ func (h *Host) openLimits() error {
 	spec := limits.Spec{MaxProcesses: o.Limits.MaxProcesses, MaxMemoryBytes: o.Limits.MaxMemoryBytes}
 	var err error
 	if o.LimitsGroup != "" {
-		h.group, err = limits.Open(limits.Mechanism(o.LimitsMechanism), o.LimitsGroup)
+		h.group, err = limits.OpenName(limits.Mechanism(o.LimitsMechanism), o.LimitsGroup)
 	} else {
-		h.group, err = limits.Create(limits.Rlimit, o.User+"."+o.Name, os.Getuid(), os.Getgid(), spec)
+		// Nothing on disk: the id only names the group in the log.
+		h.group, err = limits.Create(limits.Rlimit, limits.GroupID{UID: os.Getuid(), User: o.User, Session: o.Name, StateDir: o.Dir}, -1, -1, spec)
 	}
 	if err != nil {
 		return fmt.Errorf("session limits: %w", err)
 	}
-	h.log.Info("session limits", "mechanism", h.group.Describe())
+	base := watchBase(h)
+	h.log.Info("session limits", "mechanism", h.group.Describe(), "host_memory_base", base)
 	return nil
 }
 
+// startHook is the runspace's BeforeStart: the pseudo-terminal's part
+// (pty.go), then the limits' (the process is born inside the commands'
+// group, so that nothing it forks at once escapes).
+func (h *Host) startHook(cmd *exec.Cmd) {
+	h.beforeStart(cmd)
+	if h.group != nil {
+		// The counters before the command's first process: taken before
+		// its start, which the process limit may refuse (EAGAIN).
+		h.takeCounters()
+		if err := h.group.PrepareStart(cmd); err != nil {
+			// AfterStart's Add still moves it in.
+			h.log.Warn("cannot start the process inside the session's cgroup", "err", err)
+		}
+	}
+}
+
 // afterStart puts each process a command starts under the session's limits.
-// The first one of a command also takes the limit counters that
-// explainLimits compares with at the end.
 func (h *Host) afterStart(pid int) error {
 	if h.group == nil {
 		return nil
 	}
+	h.takeCounters()
+	return h.group.Add(pid)
+}
+
+// takeCounters takes, at a command's first process, the limit counters
+// that limitStops compares with at the end.
+func (h *Host) takeCounters() {
 	h.mu.Lock()
 	first := h.countersBefore == nil
 	h.mu.Unlock()
@@ -107,7 +132,6 @@ func (h *Host) afterStart(pid int) error {
 		}
 		h.mu.Unlock()
 	}
-	return h.group.Add(pid)
 }
 
 // applyProcessLimits follows a settings change. Cgroups are the agent's to
@@ -127,18 +151,28 @@ func (h *Host) limitCounters() limits.Counters {
 	return c
 }
 
-// explainLimits says which limit stopped something during a command.
-func (h *Host) explainLimits(before limits.Counters) string {
+// limitStops says which limit stopped something during a command: the
+// group's counters since the command's first process (before; nil when it
+// started none), and the session host's own memory watch (hostMem).
+func (h *Host) limitStops(before *limits.Counters, hostMem bool) string {
 	if h.group == nil {
 		return ""
 	}
-	after, err := h.group.Counters()
-	if err != nil {
-		return ""
-	}
+	h.group.EndCommand()
 	h.mu.Lock()
 	l := h.limits
 	h.mu.Unlock()
-	lines := limits.Explain(before, after, limits.Spec{MaxProcesses: l.MaxProcesses, MaxMemoryBytes: l.MaxMemoryBytes})
+	spec := limits.Spec{MaxProcesses: l.MaxProcesses, MaxMemoryBytes: l.MaxMemoryBytes}
+	var lines []string
+	if before != nil {
+		if after, err := h.group.Counters(); err == nil {
+			lines = limits.Explain(*before, after, spec)
+		}
+	}
+	if hostMem {
+		if m := limits.StopMessage(limits.MemoryLimit, spec); !slices.Contains(lines, m) {
+			lines = append(lines, m)
+		}
+	}
 	return strings.Join(lines, "\n")
 }
