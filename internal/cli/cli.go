@@ -86,10 +86,10 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	}
 	root.Flags().SetInterspersed(false)
 	pf := root.PersistentFlags()
-	pf.StringVarP(&g.identity, "identity", "i", "", "private key file (default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa)")
+	pf.StringVarP(&g.identity, "identity", "i", "", "private key file (default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa, then ~/.config/tether/id_ed25519, the key make run creates)")
 	pf.StringVarP(&g.user, "user", "l", "", "login name on the hosts (default: your local user name)")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file (default ~/.config/tether/known_hosts)")
-	pf.StringVar(&g.connectTimeout, "connect-timeout", "10s", "how long to wait for a host to answer")
+	pf.StringVar(&g.connectTimeout, "connect-timeout", "10", "how long to wait for a host to answer: seconds (as ssh's ConnectTimeout) or a duration like 1m")
 	root.AddCommand(
 		serveCmd(env),
 		sessionHostCmd(env),

@@ -599,7 +599,7 @@ func helpForProxy(env *Env, name string) (bool, error) {
 			}
 		}
 	}
-	g := &globals{identity: e.Identity, knownHosts: e.KnownHosts, connectTimeout: "10s"}
+	g := &globals{identity: e.Identity, knownHosts: e.KnownHosts, connectTimeout: "10"}
 	return true, proxyHelp(context.Background(), env, g, e.Host, e.Module, e.Command)
 }
 
@@ -618,6 +618,11 @@ func hookProxyHelp(root *cobra.Command, env *Env) {
 					if ok, err := helpForProxy(env, args[0]); ok {
 						return err
 					}
+				}
+			}
+			if len(args) > 0 {
+				if found, _, err := root.Find(args); err != nil || found == root {
+					return fmt.Errorf("no help topic %q: it is neither a tether command nor an imported one (tether help lists the commands, tether import --list the imported ones)", strings.Join(args, " "))
 				}
 			}
 			orig(c, args)

@@ -42,10 +42,15 @@ If the connection breaks, invoke reconnects by itself for up to
 --reconnect-timeout and resumes the output exactly where it stopped.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) >= 2 && args[1] == "--" {
+				args = append(args[:1], args[2:]...) // a command that starts with "-"
+			} else if len(args) >= 2 && isOwnFlag(cmd, args[1]) {
+				return usageError(cmd, "%s is an option of tether invoke, and options go before the targets: tether invoke %s %s ... (use -- before a remote command that starts with '-')", args[1], args[1], args[0])
+			}
 			if len(args) < 2 {
 				return usageError(cmd, "no command given for %s", args[0])
 			}
-			targets, err := client.ParseTargets(args[0])
+			targets, err := cliParseTargets(args[0])
 			if err != nil {
 				return err
 			}
@@ -112,6 +117,21 @@ If the connection breaks, invoke reconnects by itself for up to
 	f.BoolVarP(&noStdin, "no-stdin", "n", false, "do not forward stdin (like ssh -n)")
 	f.StringVar(&reconnect, "reconnect-timeout", "4m", "how long to keep trying to get back after the connection breaks (0 to give up at once)")
 	return cmd
+}
+
+// isOwnFlag reports whether arg is one of cmd's flags (its own or the global
+// ones), as given after the targets by mistake: flag parsing stops at the
+// first positional argument, as ssh's does.
+func isOwnFlag(cmd *cobra.Command, arg string) bool {
+	name, ok := strings.CutPrefix(arg, "--")
+	if ok {
+		name, _, _ = strings.Cut(name, "=")
+		return name != "" && cmd.Flags().Lookup(name) != nil
+	}
+	if len(arg) >= 2 && arg[0] == '-' {
+		return cmd.Flags().ShorthandLookup(arg[1:2]) != nil
+	}
+	return false
 }
 
 func parseReconnect(s string) (time.Duration, error) {

@@ -1,0 +1,197 @@
+package e2e
+
+import (
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestRemoteErrorsDoNotLookLocal (issue 12, item 8): the remote shell's
+// messages read as bash's, not as the tether client's own errors; Tether's
+// flags after the targets are refused instead of run as the command.
+func TestRemoteErrorsDoNotLookLocal(t *testing.T) {
+	a, c := setup(t)
+	sess := strings.TrimSpace(c.MustRun("new", a.Host()))
+	r := c.Run("invoke", sess, "nosuchcmd")
+	if r.Code != 127 || r.Stderr != "bash: line 1: nosuchcmd: command not found\n" {
+		t.Fatalf("nosuchcmd: exit %d %q", r.Code, r.Stderr)
+	}
+	for _, flag := range []string{"--json", "--throttle=3", "-n", "--connect-timeout", "-i"} {
+		r = c.Run("invoke", sess, flag, "touch ran")
+		if r.Code != 255 || !strings.Contains(r.Stderr, "options go before the targets") || !strings.Contains(r.Stderr, flag) {
+			t.Fatalf("invoke S %s: exit %d %q %q", flag, r.Code, r.Stdout, r.Stderr)
+		}
+	}
+	if out := c.MustRun("invoke", sess, "ls ran 2>/dev/null || echo none"); out != "none\n" {
+		t.Fatalf("a refused flag ran something: %q", out)
+	}
+	// The remote command's own options are the command's.
+	if out := c.MustRun("invoke", sess, "echo", "-n", "x", "--json"); out != "x --json" {
+		t.Fatalf("echo -n x --json: %q", out)
+	}
+	if out := c.MustRun("invoke", sess, "ls", "-la", "/"); !strings.Contains(out, "total") {
+		t.Fatalf("ls -la: %q", out)
+	}
+	// -- lets a command start with what looks like an option.
+	if r := c.Run("invoke", sess, "--", "--json"); r.Code != 127 || !strings.Contains(r.Stderr, "bash: line 1: --json: command not found") {
+		t.Fatalf("invoke S -- --json: exit %d %q", r.Code, r.Stderr)
+	}
+}
+
+// TestServeStop (issue 12, item 11): tether serve --stop ends the agent of
+// a state directory and waits for it; with none running it says so.
+func TestServeStop(t *testing.T) {
+	a, c := setup(t)
+	sess := strings.TrimSpace(c.MustRun("new", a.Host()))
+	c.MustRun("invoke", sess, "x=kept")
+	r := c.Run("serve", "--stop", "--state", a.State)
+	if r.Code != 0 || !strings.Contains(r.Stdout, "stopped tether serve (pid ") {
+		t.Fatalf("serve --stop: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	select {
+	case <-a.done:
+	default:
+		t.Fatal("serve --stop returned while the agent still runs")
+	}
+	r = c.Run("serve", "--stop", "--state", a.State)
+	if r.Code == 0 || !strings.Contains(r.Stderr, "no tether serve runs with the state directory "+a.State) {
+		t.Fatalf("second serve --stop: exit %d %q", r.Code, r.Stderr)
+	}
+	// The session outlived its agent.
+	a.Restart()
+	if out := c.MustRun("invoke", sess, "echo $x"); out != "kept\n" {
+		t.Fatalf("session after serve --stop: %q", out)
+	}
+	// A second agent on the same state is refused, naming the first.
+	r = c.Run("serve", "--listen", "127.0.0.1:0", "--state", a.State, "--policy", filepath.Join(a.State, "..", "policy.toml"))
+	if r.Code == 0 || !strings.Contains(r.Stderr, "another tether serve (pid ") || !strings.Contains(r.Stderr, "serve --stop") {
+		t.Fatalf("second agent: exit %d %q", r.Code, r.Stderr)
+	}
+}
+
+// TestFirstDayPaperCuts (issue 12, item 12): the small things a newcomer
+// tripped over.
+func TestFirstDayPaperCuts(t *testing.T) {
+	a, c := setup(t)
+	t.Run("help nosuch", func(t *testing.T) {
+		r := c.Run("help", "nosuch")
+		if r.Code == 0 || !strings.Contains(r.Stderr, `no help topic "nosuch"`) {
+			t.Fatalf("exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+		}
+		if out := c.MustRun("help"); !strings.Contains(out, "Available Commands") {
+			t.Fatalf("help: %q", out)
+		}
+	})
+	t.Run("serve --help", func(t *testing.T) {
+		out := c.MustRun("serve", "--help")
+		if !strings.Contains(out, "--listen") || strings.Contains(out, "--identity") || strings.Contains(out, "--known-hosts") || strings.Contains(out, "Global Flags") {
+			t.Fatalf("serve --help:\n%s", out)
+		}
+	})
+	t.Run("-i help", func(t *testing.T) {
+		if out := c.MustRun("invoke", "--help"); !strings.Contains(out, "~/.config/tether/id_ed25519") {
+			t.Fatalf("invoke --help:\n%s", out)
+		}
+	})
+	t.Run("space-separated hosts", func(t *testing.T) {
+		r := c.Run("invoke", a.Host()+" "+a.Host(), "true")
+		if r.Code != 255 || strings.Contains(r.Stderr, "IPv6") || !strings.Contains(r.Stderr, "separate addresses with commas, not spaces") {
+			t.Fatalf("exit %d %q", r.Code, r.Stderr)
+		}
+	})
+	t.Run("connect-timeout in seconds", func(t *testing.T) {
+		if r := c.Run("--connect-timeout", "1", "invoke", a.Host(), "true"); r.Code != 0 {
+			t.Fatalf("--connect-timeout 1: exit %d %q", r.Code, r.Stderr)
+		}
+		if r := c.Run("--connect-timeout", "soon", "invoke", a.Host(), "true"); r.Code != 255 || !strings.Contains(r.Stderr, "use seconds") {
+			t.Fatalf("--connect-timeout soon: exit %d %q", r.Code, r.Stderr)
+		}
+	})
+}
+
+// TestImportPaperCuts: "imported 1 command", and a clash of many names is
+// one line per name instead of one line of hundreds of characters.
+func TestImportPaperCuts(t *testing.T) {
+	s := setupImplicit(t)
+	c, bin := s.c, s.bin
+	one := ShortTempDir(t)
+	os.MkdirAll(filepath.Join(one, "solo", "bin"), 0o755)
+	os.WriteFile(filepath.Join(one, "solo", "module.toml"), []byte("name = \"solo\"\nversion = \"1\"\n"), 0o644)
+	os.WriteFile(filepath.Join(one, "solo", "bin", "only"), []byte("#!/bin/sh\necho only\n"), 0o755)
+	solo := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}, Args: []string{"--modules", one}})
+	if out := c.MustRun("import", "--dir", bin, solo.Host(), "solo"); !strings.Contains(out, "imported 1 command of module solo 1 ") {
+		t.Fatalf("import of one command:\n%s", out)
+	}
+	c.MustRun("import", "--dir", bin, s.a.Host(), "netadmin")
+	r := c.Run("import", "--dir", bin, s.b.Host(), "netadmin")
+	if r.Code != 255 || !strings.Contains(r.Stderr, "6 names are taken:\n") {
+		t.Fatalf("clash: exit %d %q", r.Code, r.Stderr)
+	}
+	for _, line := range strings.Split(r.Stderr, "\n") {
+		if len(line) > 200 {
+			t.Fatalf("a line of %d characters:\n%s", len(line), r.Stderr)
+		}
+	}
+}
+
+// TestMakeRunSaysHowToStop: make run prints a stop command, and that
+// command stops the agent it started.
+func TestMakeRunSaysHowToStop(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary with make")
+	}
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("no make")
+	}
+	home := ShortTempDir(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	gocache, _ := exec.Command("go", "env", "GOCACHE").Output()
+	gomod, _ := exec.Command("go", "env", "GOMODCACHE").Output()
+	env := []string{"HOME=" + home, "PATH=" + os.Getenv("PATH"), "USER=" + os.Getenv("USER"),
+		"GOCACHE=" + strings.TrimSpace(string(gocache)), "GOMODCACHE=" + strings.TrimSpace(string(gomod)),
+		"GOFLAGS=-buildvcs=false", "TETHER_RUN_ADDR=" + addr, "SSH_AUTH_SOCK="}
+	state := filepath.Join(home, ".local", "state", "tether-dev")
+	t.Cleanup(func() {
+		stop := exec.Command("../../bin/tether", "serve", "--stop", "--state", state)
+		stop.Env = env
+		stop.Run()
+		KillSessionHosts(state)
+	})
+	cmd := exec.Command("make", "run")
+	cmd.Dir = "../.."
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("make run: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "pkill") {
+		t.Fatalf("make run still says pkill:\n%s", out)
+	}
+	var line string
+	for _, l := range strings.Split(string(out), "\n") {
+		if s, ok := strings.CutPrefix(l, "Stop the agent with: "); ok {
+			line = s
+		}
+	}
+	if line != "bin/tether serve --stop --state "+state {
+		t.Fatalf("stop line %q in:\n%s", line, out)
+	}
+	stop := exec.Command("sh", "-c", line)
+	stop.Dir, stop.Env = "../..", env
+	if b, err := stop.CombinedOutput(); err != nil || !strings.Contains(string(b), "stopped tether serve") {
+		t.Fatalf("%s: %v %s", line, err, b)
+	}
+	probe := exec.Command("../../bin/tether", "serve", "--stop", "--state", state)
+	probe.Env = env
+	if b, err := probe.CombinedOutput(); err == nil || !strings.Contains(string(b), "no tether serve runs") {
+		t.Fatalf("the agent still runs after the stop line: %v %s", err, b)
+	}
+}
