@@ -195,3 +195,23 @@ func TestMakeRunSaysHowToStop(t *testing.T) {
 		t.Fatalf("the agent still runs after the stop line: %v %s", err, b)
 	}
 }
+
+// TestBinaryRemovedAtExit: a test process removes the binary it built
+// (make test left a 12 MB /tmp/tether-bin-* per package behind).
+func TestBinaryRemovedAtExit(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs go test")
+	}
+	if os.Getenv("TETHER_BIN") != "" {
+		t.Skip("TETHER_BIN: nothing is built")
+	}
+	tmp := ShortTempDir(t)
+	cmd := exec.Command("go", "test", "-count=1", "-run", "^TestFirstDayPaperCuts$", ".")
+	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go test: %v\n%s", err, out)
+	}
+	if left, _ := filepath.Glob(filepath.Join(tmp, "tether-bin-*")); len(left) > 0 {
+		t.Fatalf("left behind: %v", left)
+	}
+}
