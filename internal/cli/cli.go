@@ -45,6 +45,10 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	defer stop()
 	root := newRoot(env)
 	root.SetArgs(args)
+	if c, _, err := root.Find(args); err == nil && c != root {
+		name := c.Name()
+		ranCommand.Store(&name)
+	}
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)

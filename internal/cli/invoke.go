@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -134,6 +138,29 @@ func isOwnFlag(cmd *cobra.Command, arg string) bool {
 	return false
 }
 
+// ranCommand is the name of the subcommand this process runs ("enter",
+// "invoke"), for hints that say what to type next; Run sets it.
+var ranCommand atomic.Pointer[string]
+
+var forceHint = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`; use (tether [a-z-]+ )?--force to take it over$`)
+})
+
+// busyHint rewrites the host's "use ... --force to take it over" for the
+// command that was refused: enter, connect and receive take --force
+// themselves; anything else takes the session over with connect first.
+func busyHint(msg string, cmd *string, t client.Target) string {
+	if cmd == nil || !forceHint().MatchString(msg) {
+		return msg
+	}
+	hint := fmt.Sprintf("; take it over with tether connect --force %s, then run tether %s again", t, *cmd)
+	switch *cmd {
+	case "enter", "connect", "receive":
+		hint = fmt.Sprintf("; use tether %s --force %s to take it over", *cmd, t)
+	}
+	return forceHint().ReplaceAllLiteralString(msg, hint)
+}
+
 func parseReconnect(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
@@ -146,8 +173,12 @@ func parseReconnect(s string) (time.Duration, error) {
 }
 
 // describeErr prefixes an error with its target unless it already names it.
+// A Busy refusal's hint names the command the user ran.
 func describeErr(t client.Target, err error) string {
 	msg := err.Error()
+	if errors.Is(err, client.ErrBusy) {
+		msg = busyHint(msg, ranCommand.Load(), t)
+	}
 	if strings.HasPrefix(msg, t.HostString()+":") || strings.HasPrefix(msg, t.String()+":") {
 		return msg
 	}

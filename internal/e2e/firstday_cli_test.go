@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"context"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestRemoteErrorsDoNotLookLocal (issue 12, item 8): the remote shell's
@@ -213,5 +215,33 @@ func TestBinaryRemovedAtExit(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(tmp, "tether-bin-*")); len(left) > 0 {
 		t.Fatalf("left behind: %v", left)
+	}
+}
+
+// TestBusyHintNamesTheCommand (issue 12, item 9): the hint of a Busy
+// refusal names the command the user ran, with its own --force where it
+// has one. (invoke's hint, for a session held without a running command,
+// is in cli's TestBusyHint.)
+func TestBusyHintNamesTheCommand(t *testing.T) {
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", a.Host()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	hold := c.Command(ctx, "invoke", addr, "sleep 60")
+	hold.Start()
+	defer func() { cancel(); hold.Wait() }()
+	b := c.WithKey()
+	WaitFor(t, 10*time.Second, "the command running", func() bool { return strings.Contains(b.Run("list", a.Host()).Stdout, "sleep 60") })
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"receive", addr}, "use tether receive --force " + addr + " to take it over"},
+		{[]string{"connect", addr}, "use tether connect --force " + addr + " to take it over"},
+	} {
+		r := b.Run(tc.args...)
+		if r.Code != 255 || !strings.Contains(r.Stderr, "Busy") || !strings.Contains(r.Stderr, tc.want) {
+			t.Errorf("%s: exit %d %q\nwant %q", tc.args[0], r.Code, r.Stderr, tc.want)
+		}
 	}
 }
