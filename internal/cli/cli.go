@@ -113,6 +113,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		proxyCmd(env, g),
 		muxCmd(env, g),
 		muxMasterCmd(env, g),
+		knownHostsCmd(env, g),
 	)
 	withUsage(root)
 	hookProxyHelp(root, env) // `tether help PROXY` fetches an imported command's help from its host

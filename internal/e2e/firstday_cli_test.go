@@ -245,3 +245,34 @@ func TestBusyHintNamesTheCommand(t *testing.T) {
 		}
 	}
 }
+
+// TestKnownHostsRemove (issue 12, item 14): after a host is reinstalled
+// (a new host key), known-hosts remove forgets the old key like
+// ssh-keygen -R, and the next connection trusts the new one.
+func TestKnownHostsRemove(t *testing.T) {
+	a, c := setup(t)
+	c.MustRun("invoke", a.Host(), "true")
+	kh := filepath.Join(c.Home, ".config", "tether", "known_hosts")
+	b, _ := os.ReadFile(kh)
+	os.WriteFile(kh, append([]byte("# kept comment\nother.example ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl\n"), b...), 0o600)
+	// Reinstalled: a new state directory is a new host key, same address.
+	a.Stop()
+	os.RemoveAll(a.State)
+	a.Restart()
+	if r := c.Run("invoke", a.Host(), "true"); r.Code != 255 || !strings.Contains(r.Stderr, "changed") {
+		t.Fatalf("new key: exit %d %q", r.Code, r.Stderr)
+	}
+	r := c.Run("known-hosts", "remove", a.Host())
+	if r.Code != 0 || !strings.Contains(r.Stdout, "removed 1 key of "+a.Host()+" from "+kh+" (line 3)") {
+		t.Fatalf("known-hosts remove: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if got, _ := os.ReadFile(kh); !strings.HasPrefix(string(got), "# kept comment\nother.example ") || strings.Count(string(got), "\n") != 2 {
+		t.Fatalf("left:\n%s", got)
+	}
+	if r := c.Run("invoke", a.Host(), "echo back"); r.Code != 0 || r.Stdout != "back\n" || !strings.Contains(r.Stderr, "permanently added") {
+		t.Fatalf("after remove: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := c.Run("known-hosts", "remove", "nowhere.example"); r.Code == 0 || !strings.Contains(r.Stderr, "no key of nowhere.example in "+kh) {
+		t.Fatalf("unknown host: exit %d %q", r.Code, r.Stderr)
+	}
+}
