@@ -276,3 +276,38 @@ func TestKnownHostsRemove(t *testing.T) {
 		t.Fatalf("unknown host: exit %d %q", r.Code, r.Stderr)
 	}
 }
+
+// TestCompletion (issue 12, item 13): shell completion offers the session
+// addresses of the registry and the setting names, through cobra's hidden
+// __complete command that the shell scripts call.
+func TestCompletion(t *testing.T) {
+	a, c := setup(t)
+	s1 := strings.TrimSpace(c.MustRun("new", "--name", "alpha", a.Host()))
+	s2 := strings.TrimSpace(c.MustRun("new", "--name", "beta", a.Host()))
+	complete := func(args ...string) []string {
+		t.Helper()
+		out := c.MustRun(append([]string{"__complete"}, args...)...)
+		var got []string
+		for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+			if !strings.HasPrefix(l, ":") { // the last line is the directive
+				got = append(got, strings.SplitN(l, "\t", 2)[0])
+			}
+		}
+		return got
+	}
+	eq := func(what string, got []string, want ...string) {
+		t.Helper()
+		if strings.Join(got, " ") != strings.Join(want, " ") {
+			t.Errorf("%s: got %q, want %q", what, got, want)
+		}
+	}
+	eq("connect", complete("connect", ""), s1, s2)
+	eq("connect prefix", complete("connect", s1[:len(s1)-2]), s1)
+	eq("invoke", complete("invoke", ""), s1, a.Host(), s2)
+	eq("invoke list", complete("invoke", s1+","), s1+","+s1, s1+","+a.Host(), s1+","+s2)
+	eq("invoke command", complete("invoke", s1, ""))
+	eq("list", complete("list", ""), a.Host())
+	eq("config get", complete("config", "get", a.Host(), "idle"), "IdleTimeout")
+	eq("config set", complete("config", "set", a.Host(), "MaxShellsP"), "MaxShellsPerUser")
+	eq("config reset", complete("--connect-timeout", "5", "config", "reset", a.Host(), "OutputBuffering"), "OutputBufferingMode")
+}
