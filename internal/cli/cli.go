@@ -117,7 +117,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	)
 	withUsage(root)
 	addCompletions(root, env, g) // session addresses and setting names
-	hookProxyHelp(root, env) // `tether help PROXY` fetches an imported command's help from its host
+	hookProxyHelp(root, env)     // `tether help PROXY` fetches an imported command's help from its host
 	return root
 }
 
