@@ -311,3 +311,36 @@ func TestCompletion(t *testing.T) {
 	eq("config set", complete("config", "set", a.Host(), "MaxShellsP"), "MaxShellsPerUser")
 	eq("config reset", complete("--connect-timeout", "5", "config", "reset", a.Host(), "OutputBuffering"), "OutputBufferingMode")
 }
+
+// TestListFitsTheTerminal (issue 12, item 12): list's rows fit the
+// terminal's width; -o wide shows every column in full.
+func TestListFitsTheTerminal(t *testing.T) {
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", "--name", "a-rather-long-session-name", a.Host()))
+	long := "sleep 60; echo " + strings.Repeat("z", 80)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	run := c.Command(ctx, "invoke", addr, long)
+	run.Start()
+	defer func() { cancel(); run.Wait() }()
+	WaitFor(t, 10*time.Second, "the command running", func() bool { return strings.Contains(c.Run("list").Stdout, "sleep 60") })
+	c.Env = []string{"COLUMNS=80"}
+	out := c.MustRun("list")
+	for _, l := range strings.Split(strings.TrimSpace(out), "\n") {
+		if n := len([]rune(l)); n > 80 {
+			t.Fatalf("a row of %d columns in an 80-column terminal:\n%s", n, out)
+		}
+	}
+	if !strings.Contains(out, addr) || !strings.Contains(out, "sleep 60") || !strings.Contains(out, "…") {
+		t.Fatalf("list at 80 columns:\n%s", out)
+	}
+	wide := c.MustRun("list", "-o", "wide")
+	for _, want := range []string{long, "CREATED", "IDLE", addr} {
+		if !strings.Contains(wide, want) {
+			t.Fatalf("list -o wide lacks %q:\n%s", want, wide)
+		}
+	}
+	if r := c.Run("list", "-o", "yaml"); r.Code != 255 || !strings.Contains(r.Stderr, "only output format is wide") {
+		t.Fatalf("-o yaml: exit %d %q", r.Code, r.Stderr)
+	}
+}
