@@ -344,3 +344,28 @@ func TestListFitsTheTerminal(t *testing.T) {
 		t.Fatalf("-o yaml: exit %d %q", r.Code, r.Stderr)
 	}
 }
+
+// TestEnterShellSeesTERM (issue 12, item 12): inside enter the shell's own
+// $TERM is the terminal's, as env shows it to programs, and setting it
+// keeps $?.
+func TestEnterShellSeesTERM(t *testing.T) {
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", a.Host()))
+	tt := enterInTmux(t, c, 120, 30, addr)
+	tt.waitPrompt()
+	tt.typeCommand(`echo "shell=[$TERM]"; env | grep '^TERM='`)
+	var env string
+	for _, l := range tt.lines() {
+		if v, ok := strings.CutPrefix(l, "TERM="); ok {
+			env = v
+		}
+	}
+	if env == "" || !tt.hasLine("shell=["+env+"]") {
+		t.Fatalf("$TERM in the shell is not the terminal's (env: %q):\n%s", env, tt.screen())
+	}
+	tt.typeCommand("(exit 7)")
+	tt.typeCommand(`echo "status=$?"`)
+	if !tt.hasLine("status=7") {
+		t.Fatalf("$? was not kept:\n%s", tt.screen())
+	}
+}
