@@ -45,5 +45,6 @@ Try:
   bin/tether disconnect $session; bin/tether connect $session; bin/tether receive $session
   bin/tether remove $session
 (The key in $cfg/id_ed25519 is offered automatically.)
-Stop the agent with: pkill -f 'tether serve --listen $addr'
+Stop the agent with: bin/tether serve --stop --state $state
+(sessions outlive it; bin/tether remove $session closes this one)
 EOT

@@ -45,6 +45,10 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	defer stop()
 	root := newRoot(env)
 	root.SetArgs(args)
+	if c, _, err := root.Find(args); err == nil && c != root {
+		name := c.Name()
+		ranCommand.Store(&name)
+	}
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
@@ -86,10 +90,10 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	}
 	root.Flags().SetInterspersed(false)
 	pf := root.PersistentFlags()
-	pf.StringVarP(&g.identity, "identity", "i", "", "private key file (default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa)")
+	pf.StringVarP(&g.identity, "identity", "i", "", "private key file (default: ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa, then ~/.config/tether/id_ed25519, the key make run creates)")
 	pf.StringVarP(&g.user, "user", "l", "", "login name on the hosts (default: your local user name)")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file (default ~/.config/tether/known_hosts)")
-	pf.StringVar(&g.connectTimeout, "connect-timeout", "10s", "how long to wait for a host to answer")
+	pf.StringVar(&g.connectTimeout, "connect-timeout", "10", "how long to wait for a host to answer: seconds (as ssh's ConnectTimeout) or a duration like 1m")
 	root.AddCommand(
 		serveCmd(env),
 		sessionHostCmd(env),
@@ -110,9 +114,11 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		proxyCmd(env, g),
 		muxCmd(env, g),
 		muxMasterCmd(env, g),
+		knownHostsCmd(env, g),
 	)
 	withUsage(root)
-	hookProxyHelp(root, env) // `tether help PROXY` fetches an imported command's help from its host
+	addCompletions(root, env, g) // session addresses and setting names
+	hookProxyHelp(root, env)     // `tether help PROXY` fetches an imported command's help from its host
 	return root
 }
 

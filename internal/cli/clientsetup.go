@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/user"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -54,9 +55,9 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 	if kh == "" {
 		kh = filepath.Join(dir, "known_hosts")
 	}
-	timeout, err := time.ParseDuration(g.connectTimeout)
+	timeout, err := parseSeconds(g.connectTimeout)
 	if err != nil || timeout <= 0 {
-		return nil, fmt.Errorf("bad --connect-timeout %q: use a Go duration like 5s", g.connectTimeout)
+		return nil, fmt.Errorf("bad --connect-timeout %q: use seconds, as ssh's ConnectTimeout (5), or a duration (5s, 1m)", g.connectTimeout)
 	}
 	d := &client.Dialer{
 		KnownHosts:  &sshauth.KnownHosts{Path: kh, DefaultPort: client.DefaultPort, Notify: env.Stderr},
@@ -95,6 +96,18 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 		Start: func(t client.Target) { g.startMaster(t, persist) },
 	}
 	return s, nil
+}
+
+// parseSeconds reads a plain number as seconds, as ssh -o ConnectTimeout=5
+// does, and anything else as a Go duration ("5s", "1m30s").
+func parseSeconds(v string) (time.Duration, error) {
+	if n, err := strconv.ParseFloat(v, 64); err == nil {
+		if n < 0 || n > 1e6 {
+			return 0, fmt.Errorf("%v seconds is out of range", n)
+		}
+		return time.Duration(n * float64(time.Second)), nil
+	}
+	return time.ParseDuration(v)
 }
 
 type closerFunc func() error
@@ -171,10 +184,22 @@ func clientIdentity(dir string) wire.Client {
 	return wire.Client{ID: id, Host: fmt.Sprintf("%s (client %s)", host, id[:min(6, len(id))])}
 }
 
+// cliParseTargets is client.ParseTargets with a clear word for a list
+// separated by spaces, which the address parser would take for one odd
+// address (and, with ports, for an IPv6 address without brackets).
+func cliParseTargets(arg string) ([]client.Target, error) {
+	for _, part := range strings.Split(arg, ",") {
+		if f := strings.Fields(part); len(f) > 1 {
+			return nil, fmt.Errorf("bad address list %q: separate addresses with commas, not spaces (%s)", arg, strings.Join(strings.Fields(arg), ","))
+		}
+	}
+	return client.ParseTargets(arg)
+}
+
 // parseTargets parses a comma-separated address list, requiring session
 // addresses or host addresses.
 func parseTargets(arg string, wantSession bool) ([]client.Target, error) {
-	ts, err := client.ParseTargets(arg)
+	ts, err := cliParseTargets(arg)
 	if err != nil {
 		return nil, err
 	}

@@ -11,10 +11,12 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
@@ -214,6 +216,12 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 	if err != nil {
 		return err
 	}
+	if !modules.ValidModuleName(module) {
+		return fmt.Errorf("bad module name %q: module names are 1-64 letters, digits, '.', '_' or '-' (tether module list %s shows them)", module, targetArg)
+	}
+	if m.Path, err = filepath.Abs(m.Path); err != nil {
+		return err
+	}
 	s, err := g.setup(env)
 	if err != nil {
 		return err
@@ -244,7 +252,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 	}
 	if info == nil {
 		if len(broken) > 0 {
-			return fmt.Errorf("module %s on %s is broken: %s", module, s.display(t).HostString(), strings.Join(broken, "; "))
+			return fmt.Errorf("module %s on %s is broken: %s", module, s.display(t).HostString(), safeText(strings.Join(broken, "; ")))
 		}
 		return fmt.Errorf("no module %s on %s (tether module list %s shows them)", module, s.display(t).HostString(), s.display(t).HostString())
 	}
@@ -259,6 +267,9 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 				return err
 			}
 		}
+	}
+	if err := checkModuleInfo(*info); err != nil {
+		return fmt.Errorf("%s: %w; nothing imported", s.display(t).HostString(), err)
 	}
 	host := s.full(t)
 	var made []importEntry
@@ -279,7 +290,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 		return err
 	}
 	err = m.locked(func(f *importFile) (bool, error) {
-		var clashes []string
+		var clashes []string // one line each: the error lists them one per line
 		for _, e := range made {
 			i := slices.IndexFunc(f.Imports, func(o importEntry) bool { return o.Path == e.Path })
 			switch {
@@ -290,10 +301,11 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 			}
 		}
 		if len(clashes) > 0 && !force {
-			return false, fmt.Errorf("nothing imported: %s; use --force to replace, or --prefix to choose other names", strings.Join(clashes, "; "))
+			return false, fmt.Errorf("nothing imported, %s taken:\n  %s\nuse --force to replace, or --prefix to choose other names",
+				plural(len(clashes), "name is", "names are"), strings.Join(clashes, "\n  "))
 		}
 		for _, e := range made {
-			if err := impWriteAtomic(e.Path, []byte(proxyScript(exe, e)), 0o755); err != nil {
+			if err := impWriteAtomic(e.Path, []byte(proxyScript(exe, m.Path, e)), 0o755); err != nil {
 				return true, fmt.Errorf("write proxy: %w", err)
 			}
 			f.Imports = slices.DeleteFunc(f.Imports, func(o importEntry) bool { return o.Path == e.Path })
@@ -304,7 +316,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stdout, "imported %d commands of module %s %s from %s into %s:\n", len(made), info.Name, info.Version, s.display(t), dir)
+	fmt.Fprintf(env.Stdout, "imported %s of module %s %s from %s into %s:\n", plural(len(made), "command", "commands"), info.Name, info.Version, s.display(t), dir)
 	for _, e := range made {
 		fmt.Fprintf(env.Stdout, "  %-24s %s\n", e.Name, e.Command)
 		if p, err := impLookPath(env, e.Name); err == nil && p != e.Path {
@@ -317,20 +329,72 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 	return nil
 }
 
-func proxyScript(exe string, e importEntry) string {
+// maxImportCommands bounds the proxies one import makes: a host cannot fill
+// the client's disk with them.
+const maxImportCommands = 1024
+
+// checkModuleInfo holds what a host says about a module to the host's own
+// rules (internal/modules): the names become file names and the text is
+// shown on the terminal, and the host is not trusted to keep its rules.
+func checkModuleInfo(mi wire.ModuleInfo) error {
+	if !modules.ValidModuleName(mi.Name) {
+		return fmt.Errorf("the host sent the module name %q, which breaks the module rules (1-64 letters, digits, '.', '_' or '-')", mi.Name)
+	}
+	if !modules.ValidVersion(mi.Version) {
+		return fmt.Errorf("the host sent the version %q for module %s, which breaks the module rules (one word of 1-64 printable characters)", mi.Version, mi.Name)
+	}
+	if len(mi.Commands) > maxImportCommands {
+		return fmt.Errorf("module %s has %d commands, more than the %d one import makes", mi.Name, len(mi.Commands), maxImportCommands)
+	}
+	seen := map[string]bool{}
+	for _, c := range mi.Commands {
+		if !modules.ValidCommandName(c) {
+			return fmt.Errorf("the host sent the command name %q in module %s, which cannot be a command (1-128 letters, digits, '.', '_', '+' or '-', not starting with a punctuation mark)", c, mi.Name)
+		}
+		if seen[c] {
+			return fmt.Errorf("the host sent the command %s of module %s twice", c, mi.Name)
+		}
+		seen[c] = true
+	}
+	return nil
+}
+
+// proxyScript is the file of a proxy. It holds nothing the host sent but
+// the proxy's own name (checked above); where the command comes from is
+// in the manifest, which the proxy reads as data when it runs.
+func proxyScript(exe, manifest string, e importEntry) string {
 	var b strings.Builder
 	b.WriteString("#!/bin/sh\n")
-	fmt.Fprintf(&b, "%s %s\n", proxyMarker, e.origin())
-	fmt.Fprintf(&b, "# Made by tether import; help: %s --tether-help; remove: tether import --remove %s\n", e.Name, e.Name)
-	b.WriteString("exec " + impShQuote(exe))
-	if e.Identity != "" {
-		b.WriteString(" -i " + impShQuote(e.Identity))
-	}
-	if e.KnownHosts != "" {
-		b.WriteString(" --known-hosts " + impShQuote(e.KnownHosts))
-	}
-	fmt.Fprintf(&b, " proxy --host %s --module %s --command %s -- \"$@\"\n", impShQuote(e.Host), impShQuote(e.Module), impShQuote(e.Command))
+	fmt.Fprintf(&b, "%s %s (made by tether import; tether import --list shows where it comes from)\n", proxyMarker, e.Name)
+	fmt.Fprintf(&b, "# help: %s --tether-help; remove: tether import --remove %s\n", e.Name, e.Name)
+	fmt.Fprintf(&b, "exec %s proxy --imports %s --path %s -- \"$@\"\n", impShQuote(exe), impShQuote(manifest), impShQuote(e.Path))
 	return b.String()
+}
+
+// oldProxy reports whether the proxy file at p is of the first format,
+// which named host, module and command in the script itself.
+func oldProxy(p string) bool {
+	b, err := os.ReadFile(p)
+	return err == nil && len(b) < 64<<10 && strings.Contains(string(b), " proxy --host ")
+}
+
+// safeText is s as it is when it is all printable, else quoted, so that
+// text from a host cannot drive the terminal.
+func safeText(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) && r != ' ' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+// plural is "1 command" or "2 commands".
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 func impFileExists(p string) bool {
@@ -381,10 +445,23 @@ func listImports(env *Env, m *importManifest) error {
 	}
 	tw := tabwriter.NewWriter(env.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tHOST\tMODULE\tVERSION\tCOMMAND\tPATH")
+	var old []string
 	for _, e := range entries {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Host, e.Module, e.Version, e.Command, e.Path)
+		if oldProxy(e.Path) {
+			old = append(old, e.Name)
+		}
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(old) > 0 {
+		// The first format wrote the host's text into the script; a new
+		// import writes scripts that read it as data.
+		fmt.Fprintf(env.Stderr, "tether: %s made by an older tether import (%s); import again to replace them with the safer format\n",
+			plural(len(old), "proxy was", "proxies were"), strings.Join(old, " "))
+	}
+	return nil
 }
 
 func removeImports(env *Env, g *globals, m *importManifest, args []string, prefix string, byPrefix bool) error {
@@ -434,6 +511,64 @@ func removeImports(env *Env, g *globals, m *importManifest, args []string, prefi
 	for _, e := range removed {
 		fmt.Fprintf(env.Stdout, "removed %s (%s)\n", e.Path, e.origin())
 	}
+	return closeUnusedImplicit(env, g, m, removed)
+}
+
+// closeUnusedImplicit closes the implicit session on each host that the
+// removed proxies used and no proxy left uses, so that removing the last
+// proxy leaves no session host running. A host that cannot be reached is
+// named with the command that closes it later; it does not fail the removal.
+func closeUnusedImplicit(env *Env, g *globals, m *importManifest, removed []importEntry) error {
+	left, err := m.entries()
+	if err != nil {
+		return err
+	}
+	done := map[string]bool{}
+	for _, e := range removed {
+		t, err := client.ParseTarget(e.Host)
+		if err != nil || t.Session != "" || done[e.Host] {
+			continue // a session the user named is the user's to close
+		}
+		done[e.Host] = true
+		if slices.ContainsFunc(left, func(o importEntry) bool { return o.Host == e.Host }) {
+			continue
+		}
+		gg := *g
+		if gg.identity == "" {
+			gg.identity = e.Identity
+		}
+		if gg.knownHosts == "" {
+			gg.knownHosts = e.KnownHosts
+		}
+		if err := closeImplicit(env, &gg, t); err != nil {
+			fmt.Fprintf(env.Stderr, "tether: warning: %s: cannot close the implicit remoting session: %v\n", e.Host, err)
+		}
+	}
+	return nil
+}
+
+func closeImplicit(env *Env, g *globals, t client.Target) error {
+	s, err := g.setup(env)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), s.dialer.Timeout+10*time.Second)
+	defer cancel()
+	name := implicitName(s.dialer.Client.ID)
+	conn, err := s.dial(ctx, s.display(t))
+	if err != nil {
+		return fmt.Errorf("%w; close it later with tether remove %s", err, s.display(t).WithSession(name))
+	}
+	defer conn.Close()
+	_, err = conn.Call(ctx, wire.Request{Op: "remove", Session: name, Client: s.dialer.Client})
+	switch {
+	case err == nil:
+		fmt.Fprintf(env.Stdout, "closed the implicit remoting session %s\n", s.display(t).WithSession(name))
+	case errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed):
+	default:
+		return err
+	}
 	return nil
 }
 
@@ -464,7 +599,7 @@ func helpForProxy(env *Env, name string) (bool, error) {
 			}
 		}
 	}
-	g := &globals{identity: e.Identity, knownHosts: e.KnownHosts, connectTimeout: "10s"}
+	g := &globals{identity: e.Identity, knownHosts: e.KnownHosts, connectTimeout: "10"}
 	return true, proxyHelp(context.Background(), env, g, e.Host, e.Module, e.Command)
 }
 
@@ -483,6 +618,11 @@ func hookProxyHelp(root *cobra.Command, env *Env) {
 					if ok, err := helpForProxy(env, args[0]); ok {
 						return err
 					}
+				}
+			}
+			if len(args) > 0 {
+				if found, _, err := root.Find(args); err != nil || found == root {
+					return fmt.Errorf("no help topic %q: it is neither a tether command nor an imported one (tether help lists the commands, tether import --list the imported ones)", strings.Join(args, " "))
 				}
 			}
 			orig(c, args)

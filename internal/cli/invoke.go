@@ -2,10 +2,14 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -42,10 +46,15 @@ If the connection breaks, invoke reconnects by itself for up to
 --reconnect-timeout and resumes the output exactly where it stopped.`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if len(args) >= 2 && args[1] == "--" {
+				args = append(args[:1], args[2:]...) // a command that starts with "-"
+			} else if len(args) >= 2 && isOwnFlag(cmd, args[1]) {
+				return usageError(cmd, "%s is an option of tether invoke, and options go before the targets: tether invoke %s %s ... (use -- before a remote command that starts with '-')", args[1], args[1], args[0])
+			}
 			if len(args) < 2 {
 				return usageError(cmd, "no command given for %s", args[0])
 			}
-			targets, err := client.ParseTargets(args[0])
+			targets, err := cliParseTargets(args[0])
 			if err != nil {
 				return err
 			}
@@ -114,6 +123,44 @@ If the connection breaks, invoke reconnects by itself for up to
 	return cmd
 }
 
+// isOwnFlag reports whether arg is one of cmd's flags (its own or the global
+// ones), as given after the targets by mistake: flag parsing stops at the
+// first positional argument, as ssh's does.
+func isOwnFlag(cmd *cobra.Command, arg string) bool {
+	name, ok := strings.CutPrefix(arg, "--")
+	if ok {
+		name, _, _ = strings.Cut(name, "=")
+		return name != "" && cmd.Flags().Lookup(name) != nil
+	}
+	if len(arg) >= 2 && arg[0] == '-' {
+		return cmd.Flags().ShorthandLookup(arg[1:2]) != nil
+	}
+	return false
+}
+
+// ranCommand is the name of the subcommand this process runs ("enter",
+// "invoke"), for hints that say what to type next; Run sets it.
+var ranCommand atomic.Pointer[string]
+
+var forceHint = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`; use (tether [a-z-]+ )?--force to take it over$`)
+})
+
+// busyHint rewrites the host's "use ... --force to take it over" for the
+// command that was refused: enter, connect and receive take --force
+// themselves; anything else takes the session over with connect first.
+func busyHint(msg string, cmd *string, t client.Target) string {
+	if cmd == nil || !forceHint().MatchString(msg) {
+		return msg
+	}
+	hint := fmt.Sprintf("; take it over with tether connect --force %s, then run tether %s again", t, *cmd)
+	switch *cmd {
+	case "enter", "connect", "receive":
+		hint = fmt.Sprintf("; use tether %s --force %s to take it over", *cmd, t)
+	}
+	return forceHint().ReplaceAllLiteralString(msg, hint)
+}
+
 func parseReconnect(s string) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil || d < 0 {
@@ -126,8 +173,12 @@ func parseReconnect(s string) (time.Duration, error) {
 }
 
 // describeErr prefixes an error with its target unless it already names it.
+// A Busy refusal's hint names the command the user ran.
 func describeErr(t client.Target, err error) string {
 	msg := err.Error()
+	if errors.Is(err, client.ErrBusy) {
+		msg = busyHint(msg, ranCommand.Load(), t)
+	}
 	if strings.HasPrefix(msg, t.HostString()+":") || strings.HasPrefix(msg, t.String()+":") {
 		return msg
 	}

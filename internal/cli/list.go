@@ -6,7 +6,6 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -23,8 +22,9 @@ type listed struct {
 
 func listCmd(env *Env, g *globals) *cobra.Command {
 	var jsonOut, allUsers bool
+	var output string
 	cmd := &cobra.Command{
-		Use:   "list [--json] [--all-users] [HOSTS]",
+		Use:   "list [--json] [--all-users] [-o wide] [HOSTS]",
 		Short: "Show sessions (Get-PSSession)",
 		Long: `list without hosts shows the sessions this client remembers (those it
 created or connected to). With hosts it asks each host for all of your
@@ -32,9 +32,14 @@ sessions there, including those created from other machines.
 
 Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken), AVAILABILITY
 (Available, Busy, None), CREATED, IDLE (and when idleness would close it),
-COMMAND (the running one).`,
+COMMAND (the running one). Rows fit the terminal: COMMAND is cut, then
+CREATED and IDLE are left out; -o wide shows every column in full.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			wide, err := parseOutput(output)
+			if err != nil {
+				return err
+			}
 			s, err := g.setup(env)
 			if err != nil {
 				return err
@@ -133,7 +138,7 @@ COMMAND (the running one).`,
 					fmt.Fprintln(env.Stdout, string(b))
 				}
 			} else {
-				printSessions(env, rows)
+				printSessions(env, rows, wide)
 			}
 			if failed {
 				return exitError{255}
@@ -143,12 +148,13 @@ COMMAND (the running one).`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per session")
 	cmd.Flags().BoolVar(&allUsers, "all-users", false, "all users' sessions (admins only)")
+	cmd.Flags().StringVarP(&output, "output", "o", "", "wide: every column in full (default: fit the terminal)")
 	return cmd
 }
 
-func printSessions(env *Env, rows []listed) {
-	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tSTATE\tAVAILABILITY\tCREATED\tIDLE\tCOMMAND")
+func printSessions(env *Env, rows []listed, wide bool) {
+	header := []string{"SESSION", "STATE", "AVAILABILITY", "CREATED", "IDLE", "COMMAND"}
+	var cells [][]string
 	now := time.Now()
 	for _, r := range rows {
 		created := "-"
@@ -167,12 +173,12 @@ func printSessions(env *Env, rows []listed) {
 			command = "-"
 		}
 		command = strings.ReplaceAll(command, "\n", "; ")
-		if len(command) > 60 {
-			command = command[:57] + "..."
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.State, r.Availability, created, idle, command)
+		cells = append(cells, []string{r.Address, r.State, r.Availability, created, idle, command})
 	}
-	tw.Flush()
+	// Fit the terminal (-o wide: everything): COMMAND is cut first, then
+	// CREATED and IDLE are left out.
+	writeTable(env.Stdout, tableOpts{Width: termWidth(env, env.Stdout), Wide: wide, Flex: "COMMAND", FlexMin: 12, FlexMax: 60,
+		Drop: []string{"CREATED", "IDLE"}}, header, cells)
 }
 
 func shortDur(d time.Duration) string {

@@ -21,14 +21,33 @@ import (
 // proxyCmd is what an imported command runs: its command on its host, in
 // the implicit remoting session of this client there.
 func proxyCmd(env *Env, g *globals) *cobra.Command {
-	var host, module, command string
+	var imports, path, host, module, command string
 	cmd := &cobra.Command{
-		Use:    "proxy --host TARGET --module M --command C -- ARGS...",
+		Use:    "proxy --imports FILE --path PROXY -- ARGS...",
 		Short:  "Run an imported command (what proxies made by tether import call)",
 		Hidden: true,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if host == "" || module == "" || command == "" {
-				return usageError(cmd, "proxy needs --host, --module and --command")
+			switch {
+			case imports != "" && path != "":
+				e, err := proxyEntry(imports, path)
+				if err != nil {
+					return err
+				}
+				host, module, command = e.Host, e.Module, e.Command
+				if g.identity == "" {
+					g.identity = e.Identity
+				}
+				if g.knownHosts == "" {
+					g.knownHosts = e.KnownHosts
+				}
+			case host != "" && module != "" && command != "":
+				// A proxy of the first format: its script names these. They
+				// came from the host; hold them to the host's rules again.
+				if !modules.ValidModuleName(module) || !modules.ValidCommandName(command) {
+					return fmt.Errorf("this proxy was made by an older tether import and names the module %q and command %q, which break the module rules; remove it (tether import --remove) and import again", module, command)
+				}
+			default:
+				return usageError(cmd, "proxy needs --imports and --path")
 			}
 			t, err := client.ParseTarget(host)
 			if err != nil {
@@ -62,10 +81,36 @@ func proxyCmd(env *Env, g *globals) *cobra.Command {
 		},
 	}
 	f := cmd.Flags()
+	f.StringVar(&imports, "imports", "", "the import manifest (imports.json) that describes the proxy")
+	f.StringVar(&path, "path", "", "the proxy's path, its key in the manifest")
+	// The first format of proxies named these in the script itself.
 	f.StringVar(&host, "host", "", "the host (or HOST/SESSION) the command runs on")
 	f.StringVar(&module, "module", "", "the module")
 	f.StringVar(&command, "command", "", "the command of the module")
+	for _, n := range []string{"host", "module", "command"} {
+		f.MarkHidden(n)
+	}
 	return cmd
+}
+
+// proxyEntry is the manifest's entry for the proxy at path, checked again
+// against the module rules (the manifest is only as good as its writer).
+func proxyEntry(manifest, path string) (importEntry, error) {
+	m := &importManifest{Path: manifest}
+	entries, err := m.entries()
+	if err != nil {
+		return importEntry{}, err
+	}
+	for _, e := range entries {
+		if e.Path != path {
+			continue
+		}
+		if !modules.ValidModuleName(e.Module) || !modules.ValidCommandName(e.Command) {
+			return e, fmt.Errorf("%s: the entry for %s names the module %q and command %q, which break the module rules; import it again", manifest, path, e.Module, e.Command)
+		}
+		return e, nil
+	}
+	return importEntry{}, fmt.Errorf("%s is not in %s any more; import it again (tether import TARGET MODULE) or delete it", path, manifest)
 }
 
 // implicitName is the session this client keeps on each host for implicit

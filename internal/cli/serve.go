@@ -9,6 +9,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tether-sh/tether/internal/agent"
 )
@@ -16,6 +17,7 @@ import (
 func serveCmd(env *Env) *cobra.Command {
 	var o agent.Options
 	var logLevel string
+	var stopIt bool
 	cmd := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Run the host agent (sessions live on after it stops)",
@@ -25,17 +27,23 @@ session host process for each session. Session hosts outlive the agent, so
 restarting or upgrading it never ends a session.
 
 As root it serves every local user, each session running as its user; as a
-normal user it serves only that user.`,
+normal user it serves only that user.
+
+serve --stop stops the agent that runs with the same state directory (its
+pid is in STATE/agent.pid) and waits until it is gone; sessions keep running.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.StateDir == "" {
+				o.StateDir = defaultStateDir(env)
+			}
+			if stopIt {
+				return stopAgent(cmd.Context(), env, o.StateDir)
+			}
 			var level slog.Level
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("bad --log-level %q: use debug, info, warn or error", logLevel)
 			}
 			o.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
-			if o.StateDir == "" {
-				o.StateDir = defaultStateDir(env)
-			}
 			if len(o.Modules) == 0 {
 				o.Modules = defaultModuleDirs(env)
 			}
@@ -43,6 +51,11 @@ normal user it serves only that user.`,
 			if err != nil {
 				return err
 			}
+			release, err := holdPidFile(o.StateDir)
+			if err != nil {
+				return err
+			}
+			defer release()
 			ctx, stop := signal.NotifyContext(cmd.Context(), syscall.SIGINT, syscall.SIGTERM)
 			defer stop()
 			hup := make(chan os.Signal, 1)
@@ -59,6 +72,12 @@ normal user it serves only that user.`,
 			return err
 		},
 	}
+	// The client's global flags (-i, --known-hosts, ...) mean nothing to
+	// the agent: its help leaves them out.
+	cmd.SetHelpFunc(func(c *cobra.Command, args []string) {
+		c.InheritedFlags().VisitAll(func(f *pflag.Flag) { f.Hidden = true })
+		c.Root().HelpFunc()(c, args)
+	})
 	f := cmd.Flags()
 	f.StringVar(&o.Listen, "listen", fmt.Sprintf(":%d", agent.DefaultPort), "address to listen on")
 	f.StringVar(&o.StateDir, "state", "", "state directory (default /var/lib/tether as root, $XDG_STATE_HOME/tether otherwise)")
@@ -69,6 +88,7 @@ normal user it serves only that user.`,
 	f.StringArrayVar(&o.Modules, "modules", nil, "command module directory (repeatable)")
 	f.StringVar(&o.AddrFile, "addr-file", "", "write the listening address to this file once listening")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&stopIt, "stop", false, "stop the agent running with this state directory (see STATE/agent.pid), and wait until it is gone")
 	return cmd
 }
 

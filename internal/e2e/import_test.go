@@ -3,10 +3,13 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +17,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // writeNetadmin writes the test module netadmin VERSION into root.
@@ -346,5 +353,226 @@ func BenchmarkInvokeTemporary(b *testing.B) {
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.Fatalf("%v: %s", err, out)
 		}
+	}
+}
+
+// hostileHost is an SSH server in this process that speaks Tether's wire
+// protocol as a malicious host would: module.list answers with modules, and
+// every help text is help; every other request is refused.
+func hostileHost(t testing.TB, mods []wire.ModuleInfo, help string) string {
+	t.Helper()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &ssh.ServerConfig{
+		PublicKeyCallback: func(ssh.ConnMetadata, ssh.PublicKey) (*ssh.Permissions, error) { return nil, nil },
+	}
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	serve := func(ch ssh.Channel) {
+		defer ch.Close()
+		wc := wire.NewConn(ch, 0)
+		if _, err := wc.Handshake(wire.Hello{Software: "hostile"}); err != nil {
+			return
+		}
+		var req wire.Request
+		if err := wc.ReadJSON(wire.TRequest, &req); err != nil {
+			return
+		}
+		switch req.Op {
+		case "module.list":
+			wc.WriteJSON(wire.TResponse, wire.Response{OK: true, Modules: mods})
+		case "module.help":
+			wc.WriteJSON(wire.TResponse, wire.Response{OK: true, Help: help})
+		default:
+			wc.WriteJSON(wire.TResponse, wire.Response{Error: wire.Errorf(wire.CodeBadRequest, "hostile host: no %s", req.Op)})
+		}
+	}
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				_, chans, reqs, err := ssh.NewServerConn(nc, cfg)
+				if err != nil {
+					return
+				}
+				go ssh.DiscardRequests(reqs)
+				for nch := range chans {
+					if nch.ChannelType() != "tether@tether.sh" {
+						nch.Reject(ssh.UnknownChannelType, "no")
+						continue
+					}
+					ch, creqs, err := nch.Accept()
+					if err != nil {
+						continue
+					}
+					go ssh.DiscardRequests(creqs)
+					go serve(ch)
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestImportHostileHost: what a host says about its modules becomes file
+// names and proxy files on the client. A host that breaks the module rules
+// is refused with a clear error and no file; text that keeps them (a
+// printable version word with shell syntax in it) never reaches anything a
+// shell interprets. Each payload would touch the marker if it ran.
+func TestImportHostileHost(t *testing.T) {
+	c := NewClient(t)
+	work := ShortTempDir(t)
+	marker := filepath.Join(work, "PWNED")
+	inj := "touch " + marker
+	good := []string{"get-route"}
+	cases := []struct {
+		name    string
+		mod     wire.ModuleInfo
+		refused string // "" when the import is to succeed
+	}{
+		{"newline in version", wire.ModuleInfo{Name: "netadmin", Version: "1.0\n" + inj + "\n#", Commands: good}, "version"},
+		{"command substitution in version", wire.ModuleInfo{Name: "netadmin", Version: "1.0$(" + inj + ")", Commands: good}, "version"},
+		{"NUL in version", wire.ModuleInfo{Name: "netadmin", Version: "1.0\x00", Commands: good}, "version"},
+		{"escape in version", wire.ModuleInfo{Name: "netadmin", Version: "1.0\x1b]0;x\x07", Commands: good}, "version"},
+		{"newline in command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"get-route\n" + inj}}, "command name"},
+		{"substitution in command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"x$(" + inj + ")"}}, "command name"},
+		{"backquotes in command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"x`" + inj + "`"}}, "command name"},
+		{"quote in command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"x'; " + inj + "; '"}}, "command name"},
+		{"path in command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"../../x"}}, "command name"},
+		{"dot-dot command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{".."}}, "command name"},
+		{"NUL in command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"x\x00y"}}, "command name"},
+		{"twice the same command", wire.ModuleInfo{Name: "netadmin", Version: "1.0", Commands: []string{"a", "a"}}, "twice"},
+		// One word, printable: within the rules, so imported — and harmless.
+		// (A relative marker: the version has at most 64 characters.)
+		{"shell syntax within the rules", wire.ModuleInfo{Name: "netadmin", Version: "1$(touch${IFS}PWNED)`touch${IFS}PWNED`'\"", Commands: good}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			addr := hostileHost(t, []wire.ModuleInfo{tc.mod}, "help $("+inj+")\n")
+			bin := filepath.Join(ShortTempDir(t), "bin")
+			r := c.Run("import", "--dir", bin, addr, "netadmin")
+			files, _ := os.ReadDir(bin)
+			if tc.refused != "" {
+				if r.Code != 255 || !strings.Contains(r.Stderr, tc.refused) || !strings.Contains(r.Stderr, "nothing imported") {
+					t.Errorf("import from a host breaking the rules: exit %d\nstdout %q\nstderr %q", r.Code, r.Stdout, r.Stderr)
+				}
+				last := r.Stderr[strings.LastIndex(strings.TrimSuffix(r.Stderr, "\n"), "\n")+1:]
+				if strings.ContainsAny(r.Stderr, "\x00\x1b") || !strings.Contains(last, tc.refused) {
+					t.Errorf("the error carries the host's raw text: %q", r.Stderr)
+				}
+				for _, f := range files {
+					// Show what the file would have done.
+					c.impSh(bin, nil, "cd "+work+" && "+filepath.Join(bin, f.Name()))
+					_, err := os.Stat(marker)
+					t.Fatalf("a refused import wrote %s (running it made the marker: %v)", f.Name(), err == nil)
+				}
+				return
+			}
+			if r.Code != 0 || !strings.Contains(r.Stdout, "imported 1 command of module") {
+				t.Fatalf("import: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
+			}
+			proxy := filepath.Join(bin, "get-route")
+			body, err := os.ReadFile(proxy)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(body), tc.mod.Version) || strings.Contains(string(body), "touch") {
+				t.Fatalf("the proxy holds the host's text:\n%s", body)
+			}
+			// Run it every way: the host refuses the run, but nothing of
+			// the version may be executed on the way.
+			c.impSh(bin, nil, "cd "+work+" && get-route arg; get-route --tether-help; "+proxy+"; $0 -c get-route")
+			c.Run("help", "get-route")
+			c.Run("import", "--list")
+			if _, err := os.Stat("PWNED"); err == nil {
+				t.Fatal("a host's text was run as shell code (PWNED in the test's directory)")
+			}
+		})
+	}
+	if _, err := os.Stat(marker); !os.IsNotExist(err) {
+		t.Fatalf("a host's text was run as shell code (marker %s: %v)", marker, err)
+	}
+	if left, _ := os.ReadDir(work); len(left) != 0 {
+		t.Fatalf("files made in the working directory: %v", left)
+	}
+	// A module name is checked before anything is asked.
+	r := c.Run("import", "--dir", filepath.Join(work, "bin"), "127.0.0.1:1", "net\n"+inj)
+	if r.Code != 255 || !strings.Contains(r.Stderr, "bad module name") {
+		t.Fatalf("bad module name: exit %d %q", r.Code, r.Stderr)
+	}
+}
+
+// TestImportRemoveClosesImplicit: removing the last proxy of a host closes
+// the implicit session its proxies ran in (no session host left running);
+// while a proxy of the host is left, the session stays.
+func TestImportRemoveClosesImplicit(t *testing.T) {
+	s := setupImplicit(t)
+	c, bin := s.c, s.bin
+	c.MustRun("import", "--dir", bin, s.a.Host(), "netadmin")
+	if r := c.impSh(bin, nil, "get-version"); r.Stdout != "netadmin 1.0\n" {
+		t.Fatalf("proxy: %q %s", r.Stdout, r.Stderr)
+	}
+	name := "implicit-" + c.impClientID()[:8]
+	if out := c.MustRun("list", s.a.Host()); !strings.Contains(out, name) {
+		t.Fatalf("no implicit session:\n%s", out)
+	}
+	out := c.MustRun("import", "--remove", "get-version")
+	if strings.Contains(out, "closed the implicit") {
+		t.Fatalf("closed the session while proxies of the host are left:\n%s", out)
+	}
+	if out := c.MustRun("list", s.a.Host()); !strings.Contains(out, name) {
+		t.Fatalf("implicit session gone with proxies left:\n%s", out)
+	}
+	out = c.MustRun("import", "--remove", s.a.Host(), "netadmin")
+	if !strings.Contains(out, "closed the implicit remoting session "+s.a.Host()+"/"+name) {
+		t.Fatalf("remove of the last proxies:\n%s", out)
+	}
+	if out := c.MustRun("list", s.a.Host()); strings.Contains(out, name) {
+		t.Fatalf("implicit session still there after its last proxy was removed:\n%s", out)
+	}
+}
+
+// TestImportOldProxies: a proxy written by the first format of tether import
+// (host, module and command in the script) still runs, and import --list
+// says to import it again.
+func TestImportOldProxies(t *testing.T) {
+	s := setupImplicit(t)
+	c, bin := s.c, s.bin
+	c.MustRun("import", "--dir", bin, s.a.Host(), "netadmin")
+	// Rewrite one proxy as ba048d0's import wrote it.
+	host := c.User + "@" + s.a.Host()
+	old := fmt.Sprintf("#!/bin/sh\n# tether proxy: get-version of module netadmin 1.0 on %s\n# Made by tether import; help: get-version --tether-help; remove: tether import --remove get-version\n"+
+		"exec '%s' -i '%s' proxy --host '%s' --module 'netadmin' --command 'get-version' -- \"$@\"\n", host, Binary(t), c.Key, host)
+	if err := os.WriteFile(filepath.Join(bin, "get-version"), []byte(old), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if r := c.impSh(bin, nil, "get-version"); r.Code != 0 || r.Stdout != "netadmin 1.0\n" {
+		t.Fatalf("old proxy: exit %d %q %s", r.Code, r.Stdout, r.Stderr)
+	}
+	r := c.Run("import", "--list")
+	if r.Code != 0 || !strings.Contains(r.Stderr, "1 proxy was made by an older tether import (get-version); import again") {
+		t.Fatalf("--list: exit %d %q", r.Code, r.Stderr)
+	}
+	c.MustRun("import", "--dir", bin, s.a.Host(), "netadmin")
+	if r := c.Run("import", "--list"); strings.Contains(r.Stderr, "older") {
+		t.Fatalf("still old after import: %q", r.Stderr)
+	}
+	body, _ := os.ReadFile(filepath.Join(bin, "get-version"))
+	if strings.Contains(string(body), "--module") || !strings.Contains(string(body), "proxy --imports ") {
+		t.Fatalf("new proxy:\n%s", body)
 	}
 }

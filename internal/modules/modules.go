@@ -30,6 +30,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
@@ -55,6 +56,24 @@ var (
 // ValidCommandName reports whether name can be a command of a module (and the
 // file name of a proxy).
 func ValidCommandName(name string) bool { return validCommand().MatchString(name) }
+
+// ValidModuleName reports whether name can be a module's name. Clients check
+// what a host sends them with it too: a host is not trusted to keep its rules.
+func ValidModuleName(name string) bool { return validModule().MatchString(name) }
+
+// ValidVersion reports whether v can be a module's version: one word of
+// 1-64 printable characters (no spaces, no control characters).
+func ValidVersion(v string) bool {
+	if v == "" || len(v) > 64 || !utf8.ValidString(v) {
+		return false
+	}
+	for _, r := range v {
+		if !unicode.IsPrint(r) || unicode.IsSpace(r) {
+			return false
+		}
+	}
+	return true
+}
 
 // Dir is one directory of the module path.
 type Dir struct {
@@ -104,8 +123,8 @@ func ParseManifest(b []byte) (Manifest, error) {
 		return m, fmt.Errorf("bad name %q: use 1-64 letters, digits, '.', '_' or '-'", m.Name)
 	case m.Version == "":
 		return m, errors.New(`no version = "..."`)
-	case len(m.Version) > 64 || strings.ContainsAny(m.Version, " \t\r\n"):
-		return m, fmt.Errorf("bad version %q: one word of at most 64 characters", m.Version)
+	case !ValidVersion(m.Version):
+		return m, fmt.Errorf("bad version %q: one word of at most 64 printable characters", m.Version)
 	case len(m.Description) > 1024:
 		return m, errors.New("description is longer than 1024 bytes")
 	}

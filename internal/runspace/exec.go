@@ -47,7 +47,7 @@ func lookPath(hc interp.HandlerContext, name string) (string, uint8) {
 	if !strings.Contains(name, "/") {
 		path, err := interp.LookPathDir(hc.Dir, hc.Env, name)
 		if err != nil {
-			fmt.Fprintf(hc.Stderr, "tether: %s: command not found\n", name)
+			fmt.Fprintf(hc.Stderr, "%s%s: command not found\n", shellPrefix(hc), name)
 			return "", 127
 		}
 		return path, 0
@@ -59,16 +59,26 @@ func lookPath(hc interp.HandlerContext, name string) (string, uint8) {
 	fi, err := os.Stat(path)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
-		fmt.Fprintf(hc.Stderr, "tether: %s: No such file or directory\n", name)
+		fmt.Fprintf(hc.Stderr, "%s%s: No such file or directory\n", shellPrefix(hc), name)
 		return "", 127
 	case err != nil:
-		fmt.Fprintf(hc.Stderr, "tether: %s: %v\n", name, errnoText(err))
+		fmt.Fprintf(hc.Stderr, "%s%s: %v\n", shellPrefix(hc), name, errnoText(err))
 		return "", 126
 	case fi.IsDir():
-		fmt.Fprintf(hc.Stderr, "tether: %s: Is a directory\n", name)
+		fmt.Fprintf(hc.Stderr, "%s%s: Is a directory\n", shellPrefix(hc), name)
 		return "", 126
 	}
 	return path, 0
+}
+
+// shellPrefix starts the shell's own messages as bash -c does ("bash: line
+// 1: x: command not found"), so that they do not look like the tether
+// client's ("tether: ..."), which the user reads in the same terminal.
+func shellPrefix(hc interp.HandlerContext) string {
+	if hc.Pos.IsValid() {
+		return fmt.Sprintf("bash: line %d: ", hc.Pos.Line())
+	}
+	return "bash: "
 }
 
 // errnoText returns an error's errno text the way bash prints it
@@ -182,7 +192,7 @@ func waitStatus(hc interp.HandlerContext, name string, err error) error {
 		}
 		return interp.ExitStatus(ee.ExitCode())
 	}
-	fmt.Fprintf(hc.Stderr, "tether: %s: %v\n", name, err)
+	fmt.Fprintf(hc.Stderr, "%s%s: %v\n", shellPrefix(hc), name, err)
 	return interp.ExitStatus(1)
 }
 
@@ -195,29 +205,29 @@ func (r *Runspace) startFailed(ctx context.Context, hc interp.HandlerContext, pa
 		// it looks binary.
 		b, rerr := os.ReadFile(path)
 		if rerr != nil {
-			fmt.Fprintf(hc.Stderr, "tether: %s: %s\n", args[0], errnoText(rerr))
+			fmt.Fprintf(hc.Stderr, "%s%s: %s\n", shellPrefix(hc), args[0], errnoText(rerr))
 			return interp.ExitStatus(126)
 		}
 		line, _, _ := bytes.Cut(b, []byte("\n"))
 		if bytes.IndexByte(line, 0) >= 0 {
-			fmt.Fprintf(hc.Stderr, "tether: %s: cannot execute binary file\n", args[0])
+			fmt.Fprintf(hc.Stderr, "%s%s: cannot execute binary file\n", shellPrefix(hc), args[0])
 			return interp.ExitStatus(126)
 		}
 		sh, lerr := exec.LookPath("/bin/sh")
 		if lerr != nil {
-			fmt.Fprintf(hc.Stderr, "tether: %s: %s\n", args[0], errnoText(err))
+			fmt.Fprintf(hc.Stderr, "%s%s: %s\n", shellPrefix(hc), args[0], errnoText(err))
 			return interp.ExitStatus(126)
 		}
 		return r.runProcess(ctx, hc, sh, append([]string{"sh", path}, args[1:]...))
 	case errors.Is(err, syscall.ENOENT):
 		// The program exists (we found it), so its interpreter does not.
-		fmt.Fprintf(hc.Stderr, "tether: %s: bad interpreter: No such file or directory\n", args[0])
+		fmt.Fprintf(hc.Stderr, "%s%s: bad interpreter: No such file or directory\n", shellPrefix(hc), args[0])
 		return interp.ExitStatus(126)
 	case errors.Is(err, syscall.EACCES):
-		fmt.Fprintf(hc.Stderr, "tether: %s: Permission denied\n", args[0])
+		fmt.Fprintf(hc.Stderr, "%s%s: Permission denied\n", shellPrefix(hc), args[0])
 		return interp.ExitStatus(126)
 	}
-	fmt.Fprintf(hc.Stderr, "tether: %s: %s\n", args[0], errnoText(err))
+	fmt.Fprintf(hc.Stderr, "%s%s: %s\n", shellPrefix(hc), args[0], errnoText(err))
 	return interp.ExitStatus(126)
 }
 

@@ -147,10 +147,10 @@ func TestExitStatuses(t *testing.T) {
 	}
 	r := newRunspace(t, Options{Dir: dir})
 	runSteps(t, r, []step{
-		{script: "no-such-command-xyz", code: 127, errSub: "tether: no-such-command-xyz: command not found"},
-		{script: "./missing", code: 127, errSub: "tether: ./missing: No such file or directory"},
-		{script: "/", code: 126, errSub: "tether: /: Is a directory"},
-		{script: "./noexec", code: 126, errSub: "tether: ./noexec: Permission denied"},
+		{script: "no-such-command-xyz", code: 127, errSub: "bash: line 1: no-such-command-xyz: command not found"},
+		{script: "./missing", code: 127, errSub: "bash: line 1: ./missing: No such file or directory"},
+		{script: "/", code: 126, errSub: "bash: line 1: /: Is a directory"},
+		{script: "./noexec", code: 126, errSub: "bash: line 1: ./noexec: Permission denied"},
 		{script: "./badinterp", code: 126, errSub: "bad interpreter"},
 		{script: "./noshebang arg", out: "from script arg\n"},
 		{script: "sh -c 'exit 9'", code: 9},

@@ -215,7 +215,29 @@ func (h *Host) startTTY(ctx context.Context, c *command, plain runspace.Streams)
 	ttys.Lock()
 	ttys.m[h] = p
 	ttys.Unlock()
+	if validTerm(p.term) {
+		// beforeStart gives TERM to the programs; the shell's own $TERM
+		// is a variable of the runspace, set here (exported, so it stays
+		// for the session as an export would), keeping $? as it was.
+		if _, err := h.rs.Run(ctx, `builtin eval "export TERM=`+p.term+`; (exit $?)"`, runspace.Streams{Stdout: io.Discard, Stderr: io.Discard}); err != nil {
+			h.log.Warn("cannot set TERM in the shell", "err", err)
+		}
+	}
 	return runspace.Streams{Stdin: slave, Stdout: slave, Stderr: slave}, p.finish
+}
+
+// validTerm reports whether a client's TERM is a terminal type name, safe
+// to write into a shell command as it is.
+func validTerm(t string) bool {
+	if t == "" || len(t) > 64 {
+		return false
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._+-", r)) {
+			return false
+		}
+	}
+	return true
 }
 
 // copyOut journals what the command writes to the terminal.

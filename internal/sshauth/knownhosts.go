@@ -1,8 +1,11 @@
 package sshauth
 
 import (
+	"bytes"
 	"crypto/ed25519"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha1"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -392,4 +395,143 @@ func keyTypeLabel(t string) string {
 		label = strings.ToUpper(t)
 	}
 	return label + suffix
+}
+
+// Removed is one line Remove took out of the file.
+type Removed struct {
+	Line int    // 1-based, in the file as it was
+	Text string // the line
+}
+
+// Remove deletes every key of hostport from the file, as ssh-keygen -R
+// does: lines whose host list names the host (plainly or hashed) go, the
+// whole line even when it also names other hosts; comments, blank lines,
+// @cert-authority and @revoked lines and other hosts' lines stay byte for
+// byte. Entries that match only through a pattern (*, ?) are kept. The
+// file is replaced atomically (temporary file, fsync, rename, same mode),
+// under the lock appends take; the old contents are kept in FILE.old.
+// It returns the lines removed; none is not an error.
+func (k *KnownHosts) Remove(hostport string) ([]Removed, error) {
+	name, query := k.names(hostport)
+	if err := validHostPort(query); err != nil {
+		return nil, fmt.Errorf("known hosts: host %q: %w", hostport, err)
+	}
+	mu := lockFor(k.Path)
+	mu.Lock()
+	defer mu.Unlock()
+	f, err := os.OpenFile(k.Path, os.O_RDWR|unix.O_NOFOLLOW, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("known hosts: %w", err)
+	}
+	defer f.Close()
+	if err := flock(f, unix.LOCK_EX); err != nil {
+		return nil, fmt.Errorf("known hosts %s: lock: %w", k.Path, err)
+	}
+	defer flock(f, unix.LOCK_UN)
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("known hosts: %w", err)
+	}
+	old, err := io.ReadAll(f)
+	if err != nil {
+		return nil, fmt.Errorf("known hosts %s: %w", k.Path, err)
+	}
+	var kept []byte
+	var removed []Removed
+	rest := old
+	for n := 1; len(rest) > 0; n++ {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if lineNamesHost(strings.TrimRight(string(line), "\r\n"), name) {
+			removed = append(removed, Removed{Line: n, Text: strings.TrimRight(string(line), "\r\n")})
+			continue
+		}
+		kept = append(kept, line...)
+	}
+	if len(removed) == 0 {
+		return nil, nil
+	}
+	if err := writeFileAtomic(k.Path+".old", old, fi.Mode().Perm()); err != nil {
+		return nil, fmt.Errorf("known hosts: keep the old file: %w", err)
+	}
+	if err := writeFileAtomic(k.Path, kept, fi.Mode().Perm()); err != nil {
+		return nil, fmt.Errorf("known hosts: %w", err)
+	}
+	return removed, nil
+}
+
+// lineNamesHost reports whether a known_hosts line is a plain key line
+// (no marker) whose host list has name, plainly or hashed.
+func lineNamesHost(line, name string) bool {
+	fields := strings.Fields(line)
+	if len(fields) < 3 || strings.HasPrefix(fields[0], "#") || strings.HasPrefix(fields[0], "@") {
+		return false
+	}
+	for _, p := range strings.Split(fields[0], ",") {
+		if strings.HasPrefix(p, "|1|") {
+			if hashedMatch(p, name) {
+				return true
+			}
+			continue
+		}
+		if strings.EqualFold(p, name) {
+			return true
+		}
+	}
+	return false
+}
+
+// hashedMatch checks name against a |1|SALT|HASH entry (HMAC-SHA1 of the
+// name keyed with the salt, as OpenSSH's HashKnownHosts writes them).
+func hashedMatch(entry, name string) bool {
+	parts := strings.Split(entry, "|")
+	if len(parts) != 4 {
+		return false
+	}
+	salt, err1 := base64.StdEncoding.DecodeString(parts[2])
+	want, err2 := base64.StdEncoding.DecodeString(parts[3])
+	if err1 != nil || err2 != nil {
+		return false
+	}
+	mac := hmac.New(sha1.New, salt)
+	mac.Write([]byte(name))
+	return hmac.Equal(mac.Sum(nil), want)
+}
+
+// writeFileAtomic replaces path with data: a temporary file in the same
+// directory, fsync, rename, then fsync of the directory.
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	_, err = tmp.Write(data)
+	if err == nil {
+		err = tmp.Chmod(mode)
+	}
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	if err := os.Rename(tmp.Name(), path); err != nil {
+		return err
+	}
+	if d, err := os.Open(filepath.Dir(path)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return nil
 }

@@ -1,0 +1,6 @@
+package e2e
+
+import "testing"
+
+// TestMain removes the binary the tests built.
+func TestMain(m *testing.M) { Main(m) }
