@@ -58,7 +58,7 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 			return wire.Response{}, a.relay(ref, id, req)
 		}
 		fallthrough
-	case "attach", "receive", "connect", "disconnect", "status":
+	case "attach", "receive", "connect", "disconnect", "status", wire.OpInterrupt:
 		if req.IdleTimeout != "" {
 			if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
 				return refuse(err), nil

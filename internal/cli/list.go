@@ -22,17 +22,27 @@ type listed struct {
 }
 
 func listCmd(env *Env, g *globals) *cobra.Command {
-	var jsonOut, allUsers bool
+	var jsonOut, allUsers, strict bool
 	cmd := &cobra.Command{
-		Use:   "list [--json] [--all-users] [HOSTS]",
+		Use:   "list [--json] [--all-users] [--strict] [HOSTS]",
 		Short: "Show sessions (Get-PSSession)",
 		Long: `list without hosts shows the sessions this client remembers (those it
 created or connected to). With hosts it asks each host for all of your
 sessions there, including those created from other machines.
 
-Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken), AVAILABILITY
-(Available, Busy, None), CREATED, IDLE (and when idleness would close it),
-COMMAND (the running one).`,
+Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken, and without
+hosts Unreachable), AVAILABILITY (Available, Busy, None), HELD BY (the client
+attached to a Busy session), CREATED, IDLE (and when idleness would close
+it), COMMAND (the running one).
+
+A session is Busy exactly while a client is attached to it: following a
+command, in tether enter, or receiving. Available means tether invoke from
+any of your clients runs at once; Busy and None mean it is refused.
+
+Without hosts, a remembered session whose host cannot be reached is shown
+as Unreachable and list still exits 0 (--strict: 255); tether forget drops
+such entries. A remembered session the host no longer has is shown Closed
+once and forgotten.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := g.setup(env)
@@ -88,14 +98,21 @@ COMMAND (the running one).`,
 					}
 					if err != nil {
 						mu.Lock()
-						failed = true
-						fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(h), err))
+						// Without hosts an unreachable host is a row
+						// state, not a failure of list (unless --strict).
+						if remembered == nil || strict {
+							failed = true
+							fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(h), err))
+						} else {
+							fmt.Fprintf(env.Stderr, "tether: note: %s; its sessions are shown Unreachable (tether forget '%s/*' drops them from this list)\n",
+								describeErr(s.display(h), err), s.display(h))
+						}
 						mu.Unlock()
 						if remembered != nil {
 							for addr := range remembered {
 								t, _ := client.ParseTarget(addr)
 								if t.WithSession("").String() == h.String() {
-									add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateBroken, Availability: wire.AvailNone, Reason: "host unreachable"}})
+									add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateUnreachable, Availability: wire.AvailNone, Reason: describeErr(s.display(h), err)}})
 								}
 							}
 						}
@@ -117,11 +134,18 @@ COMMAND (the running one).`,
 						}
 						add(listed{Address: s.display(t).String(), SessionInfo: si})
 					}
+					var closed []string
 					for addr := range remembered {
 						t, _ := client.ParseTarget(addr)
 						if t.WithSession("").String() == h.String() && !found[addr] {
 							add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateClosed, Availability: wire.AvailNone}})
+							closed = append(closed, addr)
 						}
+					}
+					// Shown Closed this once, then forgotten: the host
+					// keeps the tombstone saying who closed it and why.
+					if len(closed) > 0 {
+						s.registry.Remove(closed...)
 					}
 				}()
 			}
@@ -143,12 +167,13 @@ COMMAND (the running one).`,
 	}
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per session")
 	cmd.Flags().BoolVar(&allUsers, "all-users", false, "all users' sessions (admins only)")
+	cmd.Flags().BoolVar(&strict, "strict", false, "without hosts: exit 255 when a remembered host cannot be reached")
 	return cmd
 }
 
 func printSessions(env *Env, rows []listed) {
 	tw := tabwriter.NewWriter(env.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "SESSION\tSTATE\tAVAILABILITY\tCREATED\tIDLE\tCOMMAND")
+	fmt.Fprintln(tw, "SESSION\tSTATE\tAVAILABILITY\tHELD BY\tCREATED\tIDLE\tCOMMAND")
 	now := time.Now()
 	for _, r := range rows {
 		created := "-"
@@ -170,7 +195,11 @@ func printSessions(env *Env, rows []listed) {
 		if len(command) > 60 {
 			command = command[:57] + "..."
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.State, r.Availability, created, idle, command)
+		heldBy := r.HeldBy
+		if heldBy == "" {
+			heldBy = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", r.Address, r.State, r.Availability, heldBy, created, idle, command)
 	}
 	tw.Flush()
 }
