@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 
@@ -95,5 +96,14 @@ func (h *Hold) Lost() (lost bool, reason string) {
 	return true, h.reason
 }
 
-// Close lets the session go.
-func (h *Hold) Close() { h.ch.Close() }
+// Close lets the session go. It waits (briefly) for the host to close its
+// end, which it does once it has let go, so that whoever looks at the
+// session after enter returns (a script's next tether list) finds it free.
+func (h *Hold) Close() {
+	h.ch.CloseWrite()
+	select {
+	case <-h.done:
+	case <-time.After(2 * time.Second):
+	}
+	h.ch.Close()
+}
