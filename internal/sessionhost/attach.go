@@ -418,7 +418,8 @@ func (h *Host) opHold(c *wire.Conn, req *wire.Request) {
 	case <-a.kicked:
 		c.WriteJSON(wire.TEvent, wire.Event{Kind: "detached", Reason: a.reason})
 	case <-h.closed:
-		c.WriteJSON(wire.TEvent, wire.Event{Kind: "detached", Reason: "session closed"})
+		// No event: the client's next request is told by the agent who
+		// closed the session, when and why (its tombstone).
 	}
 	h.mu.Lock()
 	if h.hold == a {
