@@ -218,8 +218,9 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 	if h.running != nil {
 		// Refuse before claiming: claiming would detach whoever follows
 		// the running command.
+		err := h.busyRunningLocked()
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(h.busyRunningLocked()))
+		c.WriteJSON(wire.TResponse, refuse(err))
 		return
 	}
 	a, err := h.claimLocked(c, req.Client, false, true)
