@@ -65,7 +65,7 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 			return wire.Response{}, a.relay(ref, id, req)
 		}
 		fallthrough
-	case "attach", "receive", "connect", "disconnect", "status":
+	case "attach", "receive", "connect", "disconnect", "status", wire.OpInterrupt:
 		if req.IdleTimeout != "" {
 			if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
 				return refuse(err), nil
@@ -248,7 +248,7 @@ func (a *Agent) opList(id identity, req *wire.Request) wire.Response {
 // client is (docs/SECURITY.md).
 func redacted(info wire.SessionInfo) wire.SessionInfo {
 	info.Command = ""
-	info.Holder = ""
+	info.HeldBy = ""
 	return info
 }
 

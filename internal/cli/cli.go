@@ -105,6 +105,8 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		disconnectCmd(env, g),
 		connectCmd(env, g),
 		receiveCmd(env, g),
+		interruptCmd(env, g),
+		forgetCmd(env, g),
 		configCmd(env, g),
 		versionCmd(env),
 		hostsCmd(env),

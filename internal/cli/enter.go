@@ -103,9 +103,12 @@ type enterer struct {
 	prompt    string
 	force     bool // take the session over from another client
 
-	conn *client.Conn
-	last int    // the last command's exit status
-	dir  string // the session's current directory
+	conn     *client.Conn
+	hold     *client.Hold // this enter holds the session (takeHold)
+	holdConn *client.Conn // the connection the hold is on
+	gone     bool         // the session was found closed, or taken away
+	last     int          // the last command's exit status
+	dir      string       // the session's current directory
 }
 
 func (e *enterer) main(ctx context.Context, cancel func()) error {
@@ -114,15 +117,19 @@ func (e *enterer) main(ctx context.Context, cancel func()) error {
 		if err := e.openTemporary(ctx); err != nil {
 			return fmt.Errorf("%s", describeErr(e.target, err))
 		}
-	} else {
-		if e.force {
-			if err := e.connect(ctx); err != nil {
-				return fmt.Errorf("%s", describeErr(e.target, err))
-			}
-		}
-		e.s.registry.Add(e.s.full(e.target))
+		defer e.leave(interactive)
 	}
-	defer e.leave(interactive)
+	// Holding the session first checks that it exists and that the host
+	// answers: a first connection that fails is an error at once, and
+	// only a session that exists is remembered. Reconnecting is for a
+	// session enter has reached.
+	if err := e.takeHold(ctx, e.force); err != nil {
+		return fmt.Errorf("%s", describeErr(e.target, err))
+	}
+	if !e.temporary {
+		e.s.registry.Add(e.s.full(e.target))
+		defer e.leave(interactive)
+	}
 
 	var err error
 	if interactive {
@@ -136,6 +143,44 @@ func (e *enterer) main(ctx context.Context, cancel func()) error {
 	if e.last != 0 {
 		return exitError{e.last}
 	}
+	return nil
+}
+
+// takeHold holds the session for this enter (client.Hold): between its
+// commands other clients find it Busy.
+func (e *enterer) takeHold(ctx context.Context, force bool) error {
+	c, err := e.connection(ctx)
+	if err != nil {
+		return err
+	}
+	h, err := c.Hold(ctx, e.target.Session, e.s.dialer.Client, force)
+	if err != nil {
+		return err
+	}
+	e.hold, e.holdConn = h, c
+	return nil
+}
+
+// ensureHold checks the hold before a command: one the host took away
+// (another client took the session over) ends enter; one whose connection
+// broke is taken again on c.
+func (e *enterer) ensureHold(ctx context.Context, c *client.Conn) error {
+	if e.hold != nil {
+		lost, reason := e.hold.Lost()
+		if !lost && e.holdConn == c {
+			return nil
+		}
+		e.hold.Close()
+		e.hold = nil
+		if reason != "" {
+			return fmt.Errorf("%w: %s", client.ErrDetached, reason)
+		}
+	}
+	h, err := c.Hold(ctx, e.target.Session, e.s.dialer.Client, false)
+	if err != nil {
+		return err
+	}
+	e.hold, e.holdConn = h, c
 	return nil
 }
 
@@ -156,16 +201,6 @@ func (e *enterer) openTemporary(ctx context.Context) error {
 	return nil
 }
 
-// connect takes the session over (--force), as tether connect --force.
-func (e *enterer) connect(ctx context.Context) error {
-	c, err := e.connection(ctx)
-	if err != nil {
-		return err
-	}
-	_, err = c.Call(ctx, wire.Request{Op: "connect", Session: e.target.Session, Force: true, Client: e.s.dialer.Client})
-	return err
-}
-
 // leave closes a temporary session, or says how to come back.
 func (e *enterer) leave(interactive bool) {
 	defer func() {
@@ -173,8 +208,12 @@ func (e *enterer) leave(interactive bool) {
 			e.conn.Close()
 		}
 	}()
+	if e.hold != nil {
+		e.hold.Close()
+		e.hold = nil
+	}
 	if !e.temporary {
-		if interactive {
+		if interactive && !e.gone {
 			fmt.Fprintf(e.env.Stderr, "session %s is still open; come back with: tether enter %s\n", e.target, e.target)
 		}
 		return
@@ -232,6 +271,9 @@ func (e *enterer) run(ctx context.Context, spec client.RunSpec) (client.Result, 
 	for {
 		c, err := e.connection(ctx)
 		if err == nil {
+			err = e.ensureHold(ctx, c)
+		}
+		if err == nil {
 			started := false
 			onStart := spec.OnStart
 			spec.OnStart = func(session string, temporary bool) {
@@ -247,12 +289,17 @@ func (e *enterer) run(ctx context.Context, spec client.RunSpec) (client.Result, 
 				if told && err == nil && spec.Notify != nil {
 					fmt.Fprintf(spec.Notify, "tether: reconnected to %s\n", e.target.HostString())
 				}
+				e.noteGone(err)
 				return res, err
 			}
 			c.Close()
 			e.conn = nil
-		} else if !errors.Is(err, client.ErrConnect) {
+		} else if !errors.Is(err, client.ErrConnect) && !errors.Is(err, client.ErrTransport) {
+			e.noteGone(err)
 			return client.Result{}, err
+		} else if e.conn != nil {
+			e.conn.Close()
+			e.conn = nil
 		}
 		if e.reconnect < 0 || time.Since(start) > e.reconnect || ctx.Err() != nil {
 			return client.Result{}, err
@@ -267,6 +314,14 @@ func (e *enterer) run(ctx context.Context, spec client.RunSpec) (client.Result, 
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 2*time.Second)
+	}
+}
+
+// noteGone remembers that the session is gone or no longer ours, so that
+// leaving does not say it is still open.
+func (e *enterer) noteGone(err error) {
+	if errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) || errors.Is(err, client.ErrDetached) {
+		e.gone = true
 	}
 }
 

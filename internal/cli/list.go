@@ -21,19 +21,29 @@ type listed struct {
 }
 
 func listCmd(env *Env, g *globals) *cobra.Command {
-	var jsonOut, allUsers bool
+	var jsonOut, allUsers, strict bool
 	var output string
 	cmd := &cobra.Command{
-		Use:   "list [--json] [--all-users] [-o wide] [HOSTS]",
+		Use:   "list [--json] [--all-users] [--strict] [-o wide] [HOSTS]",
 		Short: "Show sessions (Get-PSSession)",
 		Long: `list without hosts shows the sessions this client remembers (those it
 created or connected to). With hosts it asks each host for all of your
 sessions there, including those created from other machines.
 
-Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken), AVAILABILITY
-(Available, Busy, None), CREATED, IDLE (and when idleness would close it),
-COMMAND (the running one). Rows fit the terminal: COMMAND is cut, then
-CREATED and IDLE are left out; -o wide shows every column in full.`,
+Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken, and without
+hosts Unreachable), AVAILABILITY (Available, Busy, None), HELD BY (the client
+attached to a Busy session), CREATED, IDLE (and when idleness would close
+it), COMMAND (the running one). Rows fit the terminal: COMMAND is cut,
+then CREATED and IDLE are left out; -o wide shows every column in full.
+
+A session is Busy exactly while a client is attached to it: following a
+command, in tether enter, or receiving. Available means tether invoke from
+any of your clients runs at once; Busy and None mean it is refused.
+
+Without hosts, a remembered session whose host cannot be reached is shown
+as Unreachable and list still exits 0 (--strict: 255); tether forget drops
+such entries. A remembered session the host no longer has is shown Closed
+once and forgotten.`,
 		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			wide, err := parseOutput(output)
@@ -93,14 +103,21 @@ CREATED and IDLE are left out; -o wide shows every column in full.`,
 					}
 					if err != nil {
 						mu.Lock()
-						failed = true
-						fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(h), err))
+						// Without hosts an unreachable host is a row
+						// state, not a failure of list (unless --strict).
+						if remembered == nil || strict {
+							failed = true
+							fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(s.display(h), err))
+						} else {
+							fmt.Fprintf(env.Stderr, "tether: note: %s; its sessions are shown Unreachable (tether forget '%s/*' drops them from this list)\n",
+								describeErr(s.display(h), err), s.display(h))
+						}
 						mu.Unlock()
 						if remembered != nil {
 							for addr := range remembered {
 								t, _ := client.ParseTarget(addr)
 								if t.WithSession("").String() == h.String() {
-									add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateBroken, Availability: wire.AvailNone, Reason: "host unreachable"}})
+									add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateUnreachable, Availability: wire.AvailNone, Reason: describeErr(s.display(h), err)}})
 								}
 							}
 						}
@@ -122,11 +139,18 @@ CREATED and IDLE are left out; -o wide shows every column in full.`,
 						}
 						add(listed{Address: s.display(t).String(), SessionInfo: si})
 					}
+					var closed []string
 					for addr := range remembered {
 						t, _ := client.ParseTarget(addr)
 						if t.WithSession("").String() == h.String() && !found[addr] {
 							add(listed{Address: s.display(t).String(), SessionInfo: wire.SessionInfo{Name: t.Session, State: wire.StateClosed, Availability: wire.AvailNone}})
+							closed = append(closed, addr)
 						}
+					}
+					// Shown Closed this once, then forgotten: the host
+					// keeps the tombstone saying who closed it and why.
+					if len(closed) > 0 {
+						s.registry.Remove(closed...)
 					}
 				}()
 			}
@@ -149,11 +173,12 @@ CREATED and IDLE are left out; -o wide shows every column in full.`,
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per session")
 	cmd.Flags().BoolVar(&allUsers, "all-users", false, "all users' sessions (admins only)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "wide: every column in full (default: fit the terminal)")
+	cmd.Flags().BoolVar(&strict, "strict", false, "without hosts: exit 255 when a remembered host cannot be reached")
 	return cmd
 }
 
 func printSessions(env *Env, rows []listed, wide bool) {
-	header := []string{"SESSION", "STATE", "AVAILABILITY", "CREATED", "IDLE", "COMMAND"}
+	header := []string{"SESSION", "STATE", "AVAILABILITY", "HELD BY", "CREATED", "IDLE", "COMMAND"}
 	var cells [][]string
 	now := time.Now()
 	for _, r := range rows {
@@ -173,7 +198,11 @@ func printSessions(env *Env, rows []listed, wide bool) {
 			command = "-"
 		}
 		command = strings.ReplaceAll(command, "\n", "; ")
-		cells = append(cells, []string{r.Address, r.State, r.Availability, created, idle, command})
+		heldBy := r.HeldBy
+		if heldBy == "" {
+			heldBy = "-"
+		}
+		cells = append(cells, []string{r.Address, r.State, r.Availability, heldBy, created, idle, command})
 	}
 	// Fit the terminal (-o wide: everything): COMMAND is cut first, then
 	// CREATED and IDLE are left out.

@@ -4,7 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/spf13/cobra"
 
@@ -69,24 +72,117 @@ func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s
 
 func removeCmd(env *Env, g *globals) *cobra.Command {
 	var owner string
+	var all bool
 	cmd := &cobra.Command{
-		Use:   "remove SESSIONS",
+		Use:   "remove [--all] [--owner USER] SESSIONS",
 		Short: "Close sessions (Remove-PSSession)",
 		Long: `remove closes sessions: a running command is interrupted, the journal is
-deleted, and later use of the name says it was closed, by whom and when.`,
+deleted, and later use of the name says it was closed, by whom and when.
+
+remove --all HOSTS (or remove 'HOST/*') closes all of your sessions on
+each host, printing one line per session.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			targets, err := client.ParseTargets(args[0])
+			if err != nil {
+				return err
+			}
+			wild := false
+			for _, t := range targets {
+				switch {
+				case t.Session == "*":
+					wild = true
+				case t.Session == "" && all:
+					wild = true
+				case t.Session == "":
+					return usageError(cmd, "%s is a host, not a session: use HOST/NAME, or remove --all %s to close all your sessions there", t, t)
+				case all:
+					return usageError(cmd, "--all takes hosts (or HOST/*), not the session %s", t)
+				}
+			}
+			if wild {
+				return removeAll(cmd, env, g, targets, owner)
+			}
 			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
-				_, err := c.Call(cmd.Context(), wire.Request{Op: "remove", Session: t.Session, Key: owner, Client: s.dialer.Client})
-				if err == nil || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
-					s.registry.Remove(s.full(t))
+				err := removeOne(cmd.Context(), s, c, t, owner)
+				if errors.Is(err, client.ErrConnect) {
+					err = fmt.Errorf("%w (tether forget %s drops it from this client's list)", err, s.display(t))
 				}
 				return err
 			})
 		},
 	}
 	cmd.Flags().StringVar(&owner, "owner", "", "admins: remove another user's session (see list --all-users)")
+	cmd.Flags().BoolVar(&all, "all", false, "close all of your sessions on the given hosts")
 	return cmd
+}
+
+func removeOne(ctx context.Context, s *session, c *client.Conn, t client.Target, owner string) error {
+	_, err := c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Key: owner, Client: s.dialer.Client})
+	if err == nil || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
+		s.registry.Remove(s.full(t))
+	}
+	return err
+}
+
+// removeAll closes every session of the user (or of --owner) on each host,
+// one line per session; any failure makes the exit status 255, as for the
+// other commands on several targets.
+func removeAll(cmd *cobra.Command, env *Env, g *globals, targets []client.Target, owner string) error {
+	hosts := make([]string, 0, len(targets))
+	seen := map[string]bool{}
+	for _, t := range targets {
+		h := t.WithSession("").String()
+		if !seen[h] {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	var failedAny atomic.Bool // ops run concurrently
+	err := forTargets(cmd, env, g, strings.Join(hosts, ","), false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
+		resp, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpList, AllUsers: owner != "", Client: s.dialer.Client})
+		if err != nil {
+			return nil, err
+		}
+		var names []string
+		for _, si := range resp.Sessions {
+			if si.State == wire.StateClosed {
+				continue
+			}
+			if owner != "" && si.User != owner || owner == "" && si.User != "" && si.User != h.WithUser(s.dialer.DefaultUser).User {
+				continue
+			}
+			names = append(names, si.Name)
+		}
+		sort.Strings(names)
+		var out, failed []string
+		for _, name := range names {
+			t := h.WithSession(name)
+			if err := removeOne(cmd.Context(), s, c, t, owner); err != nil && !errors.Is(err, client.ErrNotFound) && !errors.Is(err, client.ErrClosed) {
+				failed = append(failed, describeErr(s.display(t), err))
+				continue
+			}
+			out = append(out, s.display(t).String()+": removed")
+		}
+		if len(failed) > 0 {
+			failedAny.Store(true)
+		}
+		return func() {
+			for _, l := range out {
+				fmt.Fprintln(env.Stdout, l)
+			}
+			for _, f := range failed {
+				fmt.Fprintf(env.Stderr, "tether: %s\n", f)
+			}
+			if len(names) == 0 {
+				fmt.Fprintf(env.Stderr, "tether: %s: no sessions to remove\n", s.display(h))
+			}
+		}, nil
+	})
+	if err == nil && failedAny.Load() {
+		return exitError{255}
+	}
+	return err
 }
 
 func disconnectCmd(env *Env, g *globals) *cobra.Command {

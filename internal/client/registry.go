@@ -84,6 +84,24 @@ func (r *Registry) Remove(addrs ...string) error {
 	})
 }
 
+// RemoveFunc forgets the addresses drop matches and returns them.
+func (r *Registry) RemoveFunc(drop func(addr string) bool) ([]string, error) {
+	var gone []string
+	err := r.locked(func(f *registryFile) bool {
+		keep := f.Sessions[:0]
+		for _, e := range f.Sessions {
+			if drop(e.Address) {
+				gone = append(gone, e.Address)
+				continue
+			}
+			keep = append(keep, e)
+		}
+		f.Sessions = keep
+		return len(gone) > 0
+	})
+	return gone, err
+}
+
 // locked runs fn on the file's content under an exclusive lock, and writes
 // the result back atomically when fn says it changed it.
 func (r *Registry) locked(fn func(*registryFile) bool) error {

@@ -412,12 +412,43 @@ type readChunk struct {
 // The records' Data may point into the journal's memory: callers must not
 // modify it.
 func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
+	return j.read(after, maxBytes, false)
+}
+
+// ReadRetained is Read that also returns acknowledged records still held
+// in a segment (from Retained()): what `tether receive --all` replays.
+func (j *Journal) ReadRetained(after uint64, maxBytes int) ([]Record, error) {
+	return j.read(after, maxBytes, true)
+}
+
+// Retained returns the seq of the oldest record still held, acknowledged
+// or not (Last()+1 if there is none). Acknowledged records stay in their
+// segment until the whole segment is acknowledged and another one is
+// being written.
+func (j *Journal) Retained() uint64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.retainedLocked()
+}
+
+func (j *Journal) retainedLocked() uint64 {
+	if len(j.segs) > 0 && j.segs[0].n() > 0 {
+		return min(j.segs[0].first, j.firstLocked())
+	}
+	return j.firstLocked()
+}
+
+func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error) {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
 		return nil, ErrClosed
 	}
-	start := max(after+1, j.firstLocked())
+	floor := j.firstLocked()
+	if acked {
+		floor = j.retainedLocked()
+	}
+	start := max(after+1, floor)
 	if start >= j.next {
 		j.readLocked(j.endPos)
 		j.mu.Unlock()

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"syscall"
 
+	"golang.org/x/sys/unix"
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/interp"
 	"mvdan.cc/sh/v3/syntax"
@@ -391,8 +392,13 @@ func (r *Runspace) setUmask(m int) {
 	r.withUmask(func() error { return nil })
 }
 
-// openHandler opens files for redirections under the runspace's umask.
+// openHandler opens files for redirections (and source) under the
+// runspace's umask. The standard stream names mean the command's streams,
+// not the session host's (see stdStream).
 func (r *Runspace) openHandler(ctx context.Context, path string, flag int, perm os.FileMode) (io.ReadWriteCloser, error) {
+	if f, ok, err := stdStream(interp.HandlerCtx(ctx), path, flag); ok {
+		return f, err
+	}
 	open := interp.DefaultOpenHandler()
 	if flag&os.O_CREATE == 0 {
 		return open(ctx, path, flag, perm)
@@ -545,3 +551,68 @@ func parseSymbolic(mode string, m int) (int, bool) {
 	}
 	return ^perm & 0o777, true
 }
+
+// stdStreamFds maps the names a script uses for its standard streams to
+// their descriptor numbers.
+var stdStreamFds = map[string]int{
+	"/dev/stdin": 0, "/dev/fd/0": 0, "/proc/self/fd/0": 0,
+	"/dev/stdout": 1, "/dev/fd/1": 1, "/proc/self/fd/1": 1,
+	"/dev/stderr": 2, "/dev/fd/2": 2, "/proc/self/fd/2": 2,
+}
+
+// stdStream opens /dev/stdin, /dev/stdout, /dev/stderr (and their /dev/fd,
+// /proc/self/fd names) as the command's own streams. The kernel would
+// resolve them to the session host's descriptors, so `source /dev/stdin`
+// read nothing and `echo x >/dev/stderr` went to the host's log. A stream
+// that is a file is duplicated (an external program given it gets the
+// very file); any other is wrapped so that closing it leaves the stream
+// open. ok is false for other paths and for a direction the stream does
+// not have.
+func stdStream(hc interp.HandlerContext, path string, flag int) (f io.ReadWriteCloser, ok bool, err error) {
+	fd, found := stdStreamFds[path]
+	if !found {
+		return nil, false, nil
+	}
+	write := flag&(os.O_WRONLY|os.O_RDWR) != 0
+	var stream any
+	switch {
+	case fd == 0 && !write:
+		stream = hc.Stdin
+	case fd == 1 && write:
+		stream = hc.Stdout
+	case fd == 2 && write:
+		stream = hc.Stderr
+	default:
+		return nil, false, nil
+	}
+	if file, isFile := stream.(*os.File); isFile {
+		nfd, err := unix.FcntlInt(file.Fd(), unix.F_DUPFD_CLOEXEC, 0)
+		if err != nil {
+			return nil, true, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+		return os.NewFile(uintptr(nfd), path), true, nil
+	}
+	return &streamFile{stream: stream, path: path}, true, nil
+}
+
+// streamFile is a standard stream opened by name that is not a file.
+type streamFile struct {
+	stream any // io.Reader or io.Writer, or nil (empty stdin, discarded output)
+	path   string
+}
+
+func (s *streamFile) Read(p []byte) (int, error) {
+	if r, ok := s.stream.(io.Reader); ok {
+		return r.Read(p)
+	}
+	return 0, io.EOF
+}
+
+func (s *streamFile) Write(p []byte) (int, error) {
+	if w, ok := s.stream.(io.Writer); ok {
+		return w.Write(p)
+	}
+	return len(p), nil
+}
+
+func (s *streamFile) Close() error { return nil }

@@ -175,9 +175,22 @@ func (r *Runspace) runProcess(ctx context.Context, hc interp.HandlerContext, pat
 	if leader {
 		j.leaderDone(g)
 	}
+	if j.jobControl && killedBy(cmd.ProcessState, syscall.SIGINT) {
+		// Before the interpreter goes on to the next statement.
+		j.abandon()
+	}
 	j.exited(cmd.ProcessState != nil && !cmd.ProcessState.Exited())
 	outs.wait(j.ctx, j.grace)
 	return waitStatus(hc, args[0], err)
+}
+
+// killedBy reports whether a process died of sig.
+func killedBy(ps *os.ProcessState, sig syscall.Signal) bool {
+	if ps == nil {
+		return false
+	}
+	ws, ok := ps.Sys().(syscall.WaitStatus)
+	return ok && ws.Signaled() && ws.Signal() == sig
 }
 
 // waitStatus maps the end of a process to a bash exit status.

@@ -13,9 +13,10 @@ import (
 // using the job of the command that started them, even after Run returned,
 // as they inherit its context.
 type job struct {
-	ctx    context.Context
-	cancel context.CancelFunc
-	grace  time.Duration
+	ctx        context.Context
+	cancel     context.CancelFunc
+	grace      time.Duration
+	jobControl bool // Streams.JobControl
 
 	mu          sync.Mutex
 	groups      []*pgroup
@@ -132,6 +133,17 @@ func (j *job) start(startFn func(pgid int) (int, error)) (g *pgroup, leader bool
 	j.groups = append(j.groups, g)
 	j.cur = g
 	return g, true, nil
+}
+
+// abandon stops the rest of the command after the terminal's SIGINT
+// killed its foreground program (Streams.JobControl), as interrupt does
+// but without signalling: the terminal already signalled the program, and
+// background groups are not the foreground's business.
+func (j *job) abandon() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.interrupted = true
+	j.cancel()
 }
 
 // exited records how a process of the job ended.

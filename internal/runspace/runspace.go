@@ -65,6 +65,12 @@ type Options struct {
 type Streams struct {
 	Stdin          io.Reader // nil: empty, as </dev/null
 	Stdout, Stderr io.Writer
+	// JobControl says the streams are a terminal whose foreground each
+	// program gets as it starts (BeforeStart does that), so Ctrl-C sends
+	// SIGINT to the program alone. As in an interactive bash, a program
+	// killed by SIGINT then stops the rest of the command: the loop or
+	// list it was part of is not run on.
+	JobControl bool
 }
 
 // Runspace is a persistent shell: a single interpreter whose state survives
@@ -152,6 +158,7 @@ func defaultDir(env []string) string {
 // Run is not safe to call concurrently.
 func (r *Runspace) Run(ctx context.Context, script string, s Streams) (exitCode int, err error) {
 	j := newJob(ctx, r.opts.KillGrace)
+	j.jobControl = s.JobControl
 	r.mu.Lock()
 	if r.busy {
 		r.mu.Unlock()

@@ -41,6 +41,9 @@ type streamSpec struct {
 	cmd   *command // follow until this command's exit record is acknowledged; nil: until caught up
 	until uint64   // with cmd nil: stop after this seq
 	reuse bool     // the client ends with TEnd and may send another request
+	// retained: deliver acknowledged records still in the journal too
+	// (receive --all).
+	retained bool
 }
 
 // writerGrace bounds how long a stream whose client stopped talking waits
@@ -167,7 +170,11 @@ func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec,
 	after := spec.after
 	var outs []wire.Output
 	for {
-		recs, err := h.j.Read(after, writeBatch)
+		read := h.j.Read
+		if spec.retained {
+			read = h.j.ReadRetained
+		}
+		recs, err := read(after, writeBatch)
 		if err != nil {
 			return err
 		}
@@ -302,3 +309,123 @@ func (h *Host) signal(name string) {
 
 // resize sets the running TTY command's window size (pty.go).
 func (h *Host) resize(rows, cols int) { h.resizePTY(rows, cols) }
+
+// Holding. A session is held, and Busy for every other client, exactly
+// while a client is attached to it: following a command it runs, streaming
+// a receive (h.att), or sitting in tether enter (h.hold, a channel enter
+// keeps open between its commands). When that attachment ends, for
+// whatever reason (the command ended, the client exited or was killed, the
+// transport broke), nobody holds the session. connect attaches nothing: it
+// only makes a Disconnected session Opened again.
+
+// holderLocked is the attachment that holds the session, if any.
+func (h *Host) holderLocked() (*attachment, bool) {
+	if h.att != nil {
+		return h.att, true
+	}
+	if h.hold != nil {
+		return h.hold, true
+	}
+	return nil, false
+}
+
+// checkHeldLocked refuses client when another client is attached, unless
+// it forces a takeover.
+func (h *Host) checkHeldLocked(client wire.Client, force bool) error {
+	if force {
+		return nil
+	}
+	if a := h.att; a != nil && a.client.ID != client.ID {
+		return wire.Errorf(wire.CodeBusy, "session %s is Busy: attached to %s since %s; use --force to take it over",
+			h.opts.Name, a.client.Host, a.since.Format(time.RFC3339))
+	}
+	if a := h.hold; a != nil && a.client.ID != client.ID {
+		return wire.Errorf(wire.CodeBusy, "session %s is Busy: in tether enter on %s since %s; use --force to take it over",
+			h.opts.Name, a.client.Host, a.since.Format(time.RFC3339))
+	}
+	return nil
+}
+
+// takeOverLocked ends the attachments client replaces: the stream of any
+// client (one stream at a time), and another client's enter.
+func (h *Host) takeOverLocked(client wire.Client) {
+	if h.att != nil {
+		reason := "session taken over by " + client.Host
+		if h.att.client.ID == client.ID {
+			reason = "session reattached by the same client"
+		}
+		h.att.kick(reason)
+	}
+	if h.hold != nil && h.hold.client.ID != client.ID {
+		h.dropHoldLocked("session taken over by " + client.Host)
+	}
+}
+
+// dropHoldLocked ends an enter's hold, telling its client why.
+func (h *Host) dropHoldLocked(reason string) {
+	if h.hold != nil {
+		h.hold.kick(reason)
+		h.hold = nil
+	}
+}
+
+// opHold serves connect with Hold: tether enter holds the session while the
+// channel is open, so that between its commands too other clients find it
+// Busy. The host answers like connect, then waits for the client to close
+// the channel (or vanish), or for another client to take over.
+func (h *Host) opHold(c *wire.Conn, req *wire.Request) {
+	h.mu.Lock()
+	err := h.checkHeldLocked(req.Client, req.Force)
+	if h.closing {
+		err = wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
+	}
+	if err != nil {
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, refuse(err))
+		return
+	}
+	// Unlike claimLocked, the client's own command stream goes on: enter
+	// holds the session around its commands.
+	if h.att != nil && h.att.client.ID != req.Client.ID {
+		h.att.kick("session taken over by " + req.Client.Host)
+	}
+	reason := "session taken over by " + req.Client.Host
+	if h.hold != nil && h.hold.client.ID == req.Client.ID {
+		reason = "session reattached by the same client"
+	}
+	h.dropHoldLocked(reason)
+	h.disconnected = false
+	h.graceUntil = time.Time{}
+	a := newAttachment(c, req.Client, h.now())
+	h.hold = a
+	h.setIdleOverrideLocked(req.IdleTimeout)
+	info := h.infoLocked()
+	h.mu.Unlock()
+	h.poke()
+	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
+
+	gone := make(chan struct{})
+	go func() {
+		defer close(gone)
+		for {
+			if _, _, err := c.Read(); err != nil {
+				return
+			}
+		}
+	}()
+	select {
+	case <-gone:
+	case <-a.kicked:
+		c.WriteJSON(wire.TEvent, wire.Event{Kind: "detached", Reason: a.reason})
+	case <-h.closed:
+		// No event: the client's next request is told by the agent who
+		// closed the session, when and why (its tombstone).
+	}
+	h.mu.Lock()
+	if h.hold == a {
+		h.hold = nil
+		h.idleSince = h.now()
+	}
+	h.mu.Unlock()
+	h.poke()
+}

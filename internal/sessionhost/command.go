@@ -53,8 +53,7 @@ func DecodeExit(p []byte) (code int, msg string, err error) {
 // startCommand runs text (or argv) in the runspace; h.mu must be held.
 func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
 	if h.running != nil {
-		return nil, wire.Errorf(wire.CodeBusy, "session %s is busy running %q since %s; wait, interrupt it, or use another session",
-			h.opts.Name, h.running.text, h.running.started.Format(time.RFC3339))
+		return nil, h.busyRunningLocked()
 	}
 	script := req.Script()
 	if len(req.Argv) > 0 {
@@ -80,6 +79,13 @@ func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
 	h.poke()
 	go h.runCommand(c, script)
 	return c, nil
+}
+
+// busyRunningLocked is the refusal of a command while another one runs; it
+// says how to stop that one.
+func (h *Host) busyRunningLocked() error {
+	return wire.Errorf(wire.CodeBusy, "session %s is busy running %q since %s; wait for it, interrupt it (tether interrupt %%HOST%%/%s), or use another session",
+		h.opts.Name, h.running.text, h.running.started.Format(time.RFC3339), h.opts.Name)
 }
 
 func describe(req *wire.Request) string {
@@ -110,6 +116,9 @@ func (h *Host) runCommand(c *command, script string) {
 	var endTTY func()
 	if c.tty != nil {
 		streams, endTTY = h.startTTY(ctx, c, streams)
+		// On the terminal Ctrl-C reaches only the foreground program;
+		// the runspace stops the rest of the line as bash does.
+		streams.JobControl = endTTY != nil
 	}
 	h.mu.Lock()
 	h.countersBefore = nil // taken at the command's first process (afterStart)

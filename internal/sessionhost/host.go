@@ -92,9 +92,8 @@ type Host struct {
 	idleOverride time.Duration // asked for by the client, within MaxIdleTimeout
 	disconnected bool
 	disconnAt    time.Time
-	holder       wire.Client
-	heldSince    time.Time
-	att          *attachment
+	att          *attachment // the client following a command or a receive
+	hold         *attachment // the client in tether enter (attach.go)
 	running      *command
 	lastCmd      *command
 	nextCmd      uint32
@@ -437,16 +436,17 @@ func (h *Host) infoLocked() wire.SessionInfo {
 		State:     wire.StateOpened,
 		Created:   h.created,
 		Temporary: h.opts.Temporary,
-		Holder:    h.holder.Host,
-		HeldSince: h.heldSince,
 		Pending:   uint64(max(h.j.Unacked(), 0)),
+	}
+	if by, ok := h.holderLocked(); ok {
+		si.HeldBy, si.HeldSince = by.client.Host, by.since
 	}
 	switch {
 	case h.closing:
 		si.State, si.Availability = wire.StateClosed, wire.AvailNone
 	case h.disconnected:
 		si.State, si.Availability = wire.StateDisconnected, wire.AvailNone
-	case h.running != nil || h.att != nil:
+	case h.running != nil || h.att != nil || h.hold != nil:
 		si.Availability = wire.AvailBusy
 	default:
 		si.Availability = wire.AvailAvailable

@@ -159,9 +159,15 @@ func (h *Host) serveRequest(nc net.Conn, c *wire.Conn, peer wire.Hello, req *wir
 	case "receive":
 		h.opReceive(c, req)
 	case "connect":
+		if req.Hold {
+			h.opHold(c, req)
+			break
+		}
 		h.opConnect(c, req)
 	case "disconnect":
 		h.opDisconnect(c, req)
+	case wire.OpInterrupt:
+		h.opInterrupt(c, req)
 	case "close":
 		info := h.Info()
 		by := req.Client.Host
@@ -220,35 +226,21 @@ func (h *Host) setLimits(l wire.Limits) {
 	h.applyProcessLimits(l)
 }
 
-// claimLocked checks that client may hold the session and attaches conn.
-// force takes the session over from another client.
+// claimLocked checks that client may attach to the session and attaches
+// conn (nil: connect, which attaches nothing). Only an attached client
+// holds a session (attach.go); force takes it over from another one.
 func (h *Host) claimLocked(c *wire.Conn, client wire.Client, force, needConnected bool) (*attachment, error) {
 	defer h.poke()
 	if h.closing {
 		return nil, wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
 	}
-	other := h.holder.ID != "" && h.holder.ID != client.ID
-	if h.att != nil && h.att.client.ID != client.ID && !force {
-		return nil, wire.Errorf(wire.CodeBusy, "session %s is Busy: attached to %s since %s; use --force to take it over",
-			h.opts.Name, h.att.client.Host, h.att.since.Format(time.RFC3339))
+	if err := h.checkHeldLocked(client, force); err != nil {
+		return nil, err
 	}
-	if other && !h.disconnected && !force {
-		return nil, wire.Errorf(wire.CodeBusy, "session %s is Busy: connected to %s since %s; use tether connect --force to take it over",
-			h.opts.Name, h.holder.Host, h.heldSince.Format(time.RFC3339))
+	if needConnected && h.disconnected {
+		return nil, wire.Errorf(wire.CodeDisconnected, "session %s is Disconnected; reattach it first with tether connect (tether receive also gets its output)", h.opts.Name)
 	}
-	if needConnected && h.disconnected && other {
-		return nil, wire.Errorf(wire.CodeDisconnected, "session %s is Disconnected; reattach it first with tether connect", h.opts.Name)
-	}
-	if h.att != nil {
-		reason := "session taken over by " + client.Host
-		if h.att.client.ID == client.ID {
-			reason = "session reattached by the same client"
-		}
-		h.att.kick(reason)
-	}
-	if h.holder.ID != client.ID {
-		h.holder, h.heldSince = client, h.now()
-	}
+	h.takeOverLocked(client)
 	h.disconnected = false
 	h.graceUntil = time.Time{}
 	var a *attachment
@@ -299,9 +291,9 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 	if h.running != nil {
 		// Refuse before claiming: claiming would detach whoever follows
 		// the running command.
+		err := h.busyRunningLocked()
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBusy, "session %s is busy running %q since %s; wait, interrupt it, or use another session",
-			h.opts.Name, h.running.text, h.running.started.Format(time.RFC3339))))
+		c.WriteJSON(wire.TResponse, refuse(err))
 		return
 	}
 	a, err := h.claimLocked(c, req.Client, false, true)
@@ -389,7 +381,8 @@ func (h *Host) opReceive(c *wire.Conn, req *wire.Request) {
 	}
 	spec := streamSpec{after: h.j.Acked(), cmd: h.running, until: h.j.Last()}
 	if req.All {
-		spec.after = h.j.First() - 1
+		// Acknowledged records too, while their segment is kept.
+		spec.after, spec.retained = h.j.Retained()-1, true
 	}
 	resp := wire.Response{OK: true, StartSeq: spec.after, Until: spec.until}
 	if h.running != nil {
@@ -428,6 +421,7 @@ func (h *Host) opDisconnect(c *wire.Conn, req *wire.Request) {
 		h.att.kick(fmt.Sprintf("session disconnected by tether disconnect from %s", req.Client.Host))
 		h.att = nil
 	}
+	h.dropHoldLocked(fmt.Sprintf("session disconnected by tether disconnect from %s", req.Client.Host))
 	if !h.disconnected {
 		h.disconnected = true
 		h.disconnAt = h.now()

@@ -68,6 +68,10 @@ type Request struct {
 	Cmd   uint32 `json:"cmd,omitempty"`   // follow until this command's exit
 	All   bool   `json:"all,omitempty"`   // receive: replay everything retained
 	Force bool   `json:"force,omitempty"` // connect: take over from another client
+	// Hold (connect): the client holds the session while this channel is
+	// open, between its commands too (tether enter); the host answers,
+	// then sends an Event if another client takes the session over.
+	Hold bool `json:"hold,omitempty"`
 
 	// config
 	Key   string   `json:"key,omitempty"`
@@ -152,29 +156,36 @@ const (
 	StateDisconnected = "Disconnected"
 	StateClosed       = "Closed"
 	StateBroken       = "Broken"
+	// StateUnreachable is shown by the client for a remembered session
+	// whose host it cannot reach; no host reports it.
+	StateUnreachable = "Unreachable"
 
 	AvailAvailable = "Available"
 	AvailBusy      = "Busy"
 	AvailNone      = "None"
 )
 
-// SessionInfo describes a session for list and errors.
+// SessionInfo describes a session for list and errors. Times that do not
+// apply are left out of the JSON (omitzero), never sent as year 1.
 type SessionInfo struct {
 	Name         string    `json:"name"`
 	User         string    `json:"user"`
 	State        string    `json:"state"`
 	Availability string    `json:"availability"`
-	Created      time.Time `json:"created"`
-	IdleSince    time.Time `json:"idle_since,omitempty"`
+	Created      time.Time `json:"created,omitzero"`
+	IdleSince    time.Time `json:"idle_since,omitzero"`
 	Command      string    `json:"command,omitempty"`
 	Temporary    bool      `json:"temporary,omitempty"`
-	Holder       string    `json:"holder,omitempty"` // client host holding it
-	HeldSince    time.Time `json:"held_since,omitempty"`
-	ClosesAt     time.Time `json:"closes_at,omitempty"` // when idleness would close it
-	ClosedBy     string    `json:"closed_by,omitempty"`
-	ClosedAt     time.Time `json:"closed_at,omitempty"`
-	Reason       string    `json:"reason,omitempty"`
-	Pending      uint64    `json:"pending_bytes,omitempty"` // journalled output not yet received
+	// HeldBy is the client attached to the session (running a command,
+	// in tether enter, receiving), which makes it Busy; empty when no
+	// client is attached.
+	HeldBy    string    `json:"held_by,omitempty"`
+	HeldSince time.Time `json:"held_since,omitzero"`
+	ClosesAt  time.Time `json:"closes_at,omitzero"` // when idleness would close it
+	ClosedBy  string    `json:"closed_by,omitempty"`
+	ClosedAt  time.Time `json:"closed_at,omitzero"`
+	Reason    string    `json:"reason,omitempty"`
+	Pending   uint64    `json:"pending_bytes,omitempty"` // journalled output not yet received
 }
 
 // ConfigEntry is one host setting as `tether config list` shows it.
