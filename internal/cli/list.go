@@ -34,7 +34,7 @@ Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken, and without
 hosts Unreachable), AVAILABILITY (Available, Busy, None), HELD BY (the client
 attached to a Busy session), CREATED, IDLE (and when idleness would close
 it), COMMAND (the running one). Rows fit the terminal: COMMAND is cut,
-then CREATED and IDLE are left out; -o wide shows every column in full.
+then CREATED, IDLE and HELD BY are left out; -o wide shows every column in full.
 
 A session is Busy exactly while a client is attached to it: following a
 command, in tether enter, or receiving. Available means tether invoke from
@@ -205,9 +205,9 @@ func printSessions(env *Env, rows []listed, wide bool) {
 		cells = append(cells, []string{r.Address, r.State, r.Availability, heldBy, created, idle, command})
 	}
 	// Fit the terminal (-o wide: everything): COMMAND is cut first, then
-	// CREATED and IDLE are left out.
+	// CREATED, IDLE and HELD BY are left out.
 	writeTable(env.Stdout, tableOpts{Width: termWidth(env, env.Stdout), Wide: wide, Flex: "COMMAND", FlexMin: 12, FlexMax: 60,
-		Drop: []string{"CREATED", "IDLE"}}, header, cells)
+		Drop: []string{"CREATED", "IDLE", "HELD BY"}}, header, cells)
 }
 
 func shortDur(d time.Duration) string {

@@ -103,7 +103,7 @@ func TestMaxConnections(t *testing.T) {
 		defer cl.Close()
 	}
 	r := c.Run("invoke", a.Host(), "true")
-	if r.Code != 255 || !strings.Contains(r.Stderr, "MaxConnections (2) reached") {
+	if r.Code != 255 || !strings.Contains(r.Stderr, "MaxConnections (2, ") || !strings.Contains(r.Stderr, "reached") {
 		t.Fatalf("third connection: %d %q", r.Code, r.Stderr)
 	}
 }

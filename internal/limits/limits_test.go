@@ -694,7 +694,7 @@ func TestCgroup1CreateRefusesExisting(t *testing.T) {
 
 // startBorn starts script the way the session host does: PrepareStart on
 // the starting goroutine, Start, then Add (AfterStart).
-func startBorn(t *testing.T, g *Group, script string) *exec.Cmd {
+func startBorn(t *testing.T, g *Group, script string) (*exec.Cmd, func()) {
 	t.Helper()
 	cmd := exec.Command("/bin/sh", "-c", script)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -714,8 +714,12 @@ func startBorn(t *testing.T, g *Group, script string) *exec.Cmd {
 	if err := <-errc; err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
-	return cmd
+	// Reaped by the caller or by this cleanup, never both at once (Wait is
+	// not safe for concurrent use).
+	var once sync.Once
+	wait := func() { once.Do(func() { cmd.Wait() }) }
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); wait() })
+	return cmd, wait
 }
 
 // A program that forks at once escaped the group in cgroup v1 (it was moved
@@ -724,9 +728,9 @@ func startBorn(t *testing.T, g *Group, script string) *exec.Cmd {
 func TestCgroup1BornInside(t *testing.T) {
 	needCgroup1(t)
 	g := newGroup(t, Cgroup1, Spec{MaxProcesses: 10})
-	cmd := startBorn(t, g, "for i in $(seq 40); do sleep 30 & done; wait")
+	cmd, wait := startBorn(t, g, "for i in $(seq 40); do sleep 30 & done; wait")
 	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
+	go func() { wait(); close(done) }()
 	max := 0
 	waitFor(t, 20*time.Second, "the forks to stop", func() bool {
 		n := len(sessionProcs(t, cmd.Process.Pid))
@@ -817,7 +821,7 @@ func TestCgroup2BornInside(t *testing.T) {
 		os.Remove(filepath.Dir(c.dir))
 	})
 	g := &Group{mech: Cgroup2, name: name, b: c}
-	cmd := startBorn(t, g, "sleep 30 & cat /proc/self/cgroup; wait")
+	cmd, _ := startBorn(t, g, "sleep 30 & cat /proc/self/cgroup; wait")
 	_ = cmd
 	if !c.inCmds(cmd.Process.Pid) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
