@@ -441,17 +441,17 @@ func TestGracefulRestartKeepsCommandsAndLimits(t *testing.T) {
 		}
 		return ""
 	}
-	// cgroup v1 moves a command into its group just after it starts.
-	deadline := time.Now().Add(10 * time.Second)
-	for pidsGroup() == "" && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	// Commands are born inside their session's group (limits.PrepareStart),
+	// so where the agent uses cgroups the group is there from the start.
 	group := pidsGroup()
 	var before []byte
-	if group != "" {
+	switch {
+	case group != "":
 		before, _ = os.ReadFile(filepath.Join(group, "pids.max"))
-	} else {
-		t.Logf("no cgroup for the session (rlimit fallback); checking the command only:\npid %d %s", pid, cgroups())
+	case strings.Contains(a.Log(), "mechanism=cgroup"):
+		t.Fatalf("the command is not in its session's cgroup although the agent uses cgroups:\npid %d %s", pid, cgroups())
+	default:
+		t.Logf("no cgroup for the session (rlimit fallback); checking the command only")
 	}
 	// A client in the middle of a command holds the agent's stop open for a
 	// moment, as in real use; ba048d0 destroyed every cgroup meanwhile.
