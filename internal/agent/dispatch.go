@@ -288,6 +288,9 @@ func (a *Agent) opRemove(id identity, req *wire.Request) wire.Response {
 	if err != nil {
 		return refuse(err)
 	}
+	// The host has closed; answer once the agent has removed its directory
+	// and cgroup, so that the name can be used again at once.
+	a.awaitGone(ref)
 	a.unregister(ref)
 	a.log.Info("session removed", "user", user, "session", ref.name, "by", id.user)
 	return resp

@@ -37,7 +37,17 @@ type sessionRef struct {
 	uid        int    // who must serve its socket
 	watch      net.Conn
 	group      *limits.Group // the session's cgroup, when the agent made one
+	// ending is set once the host has closed the session and the agent is
+	// removing what it left (directory, cgroup); gone is closed when that is
+	// done. A session of the same name cannot start before: its directory
+	// and cgroup would be removed under it.
+	ending bool
+	gone   chan struct{}
 }
+
+// endingWait bounds how long an operation waits for an ended session's
+// clean-up (the cgroup's Destroy gives its host 5 s).
+const endingWait = 10 * time.Second
 
 // groupID is what a session's limit group is named from (limits.GroupID:
 // uid and a hash of user, session and state directory, so that no two
@@ -104,8 +114,32 @@ func (a *Agent) tombstonePath(user, name string) string {
 func (a *Agent) lookup(user, name string) *sessionRef {
 	a.awaitDiscovery()
 	a.mu.Lock()
+	ref := a.sessions[user][name]
+	if ref == nil || !ref.ending {
+		a.mu.Unlock()
+		return ref
+	}
+	a.mu.Unlock()
+	// Closed, being cleaned up: answer once it is gone, so that the name
+	// is free (not Busy, not "exists") when the caller acts on it.
+	a.awaitGone(ref)
+	a.mu.Lock()
 	defer a.mu.Unlock()
-	return a.sessions[user][name]
+	if r := a.sessions[user][name]; r != nil && !r.ending {
+		return r
+	}
+	return nil
+}
+
+// awaitGone waits, at most endingWait, for an ended session's clean-up.
+func (a *Agent) awaitGone(ref *sessionRef) {
+	t := time.NewTimer(endingWait)
+	defer t.Stop()
+	select {
+	case <-ref.gone:
+	case <-t.C:
+		a.log.Warn("session clean-up is slow", "user", ref.user, "session", ref.name)
+	}
 }
 
 // awaitDiscovery holds an operation until start-up discovery has finished
@@ -204,6 +238,9 @@ func (a *Agent) register(ref *sessionRef) {
 	if m == nil {
 		m = map[string]*sessionRef{}
 		a.sessions[ref.user] = m
+	}
+	if ref.gone == nil {
+		ref.gone = make(chan struct{})
 	}
 	m[ref.name] = ref
 }
@@ -392,7 +429,16 @@ func (a *Agent) removeBroken(ref *sessionRef) error {
 // ended is the end of a session, as its watch connection told: forget it,
 // remove its (by now emptied) directory and its cgroup.
 func (a *Agent) ended(ref *sessionRef) {
-	a.unregister(ref)
+	a.mu.Lock()
+	ref.ending = true
+	if ref.gone == nil { // ended before it was registered
+		ref.gone = make(chan struct{})
+	}
+	a.mu.Unlock()
+	defer func() {
+		a.unregister(ref)
+		close(ref.gone)
+	}()
 	if ud, err := safefs.OpenBeneath(a.sdir, ref.user, unix.O_RDONLY|unix.O_DIRECTORY, 0); err == nil {
 		// Only when empty: a host that died without closing left its
 		// session to be found Broken by the next discovery.
