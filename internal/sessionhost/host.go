@@ -275,6 +275,7 @@ func (h *Host) Close(by, reason string) {
 		if err := writeJSONFile(h.opts.Tombstone, ts); err != nil {
 			h.log.Warn("cannot write tombstone", "err", err)
 		}
+		pruneTombstones(filepath.Dir(h.opts.Tombstone), MaxTombstones)
 	}
 	if att != nil {
 		att.kick("session closed by " + by + ": " + reason)
