@@ -88,6 +88,13 @@ const (
 // target as an address of the kind the command takes. Any error is
 // reported before anything runs; an empty result is a usage error.
 func (tf *targetFlags) resolve(cmd *cobra.Command, env *Env, exprs []string, kind addrKind) ([]client.Target, error) {
+	for _, e := range exprs {
+		for _, part := range strings.Split(e, ",") {
+			if f := strings.Fields(part); len(f) > 1 {
+				return nil, fmt.Errorf("bad address list %q: separate addresses with commas, not spaces (%s)", e, strings.Join(strings.Fields(e), ","))
+			}
+		}
+	}
 	list, err := tf.expand(cmd.Context(), env, exprs)
 	if errors.Is(err, errNoTargets) {
 		return nil, usageError(cmd, "%v", err)
