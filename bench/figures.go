@@ -691,6 +691,9 @@ func (b *bench) figFanout(r *results, cfg config, sshd *sshdProc) error {
 			x := record(fmt.Sprintf("tether invoke --throttle %d, N=%d", th, n), fmt.Sprintf("tether --throttle %d", th), n, ds, nerr)
 			r.ratio(x, fmt.Sprintf("xargs -P %d ssh, N=%d", cfg.xargsPar, n))
 		}
+		if n == cfg.fanNs[len(cfg.fanNs)-1] {
+			b.fanoutFold(r, fig, n, targets, cfg)
+		}
 	}
 	// The plot.
 	series := map[string][]xy{}
@@ -711,6 +714,46 @@ func (b *bench) figFanout(r *results, cfg config, sshd *sshdProc) error {
 		a.stop()
 	}
 	return nil
+}
+
+// fanoutFold measures invoke --fold against the same run streaming
+// (issue 16: --fold costs at most 10 % more), with `hostname`, whose
+// output is identical on every session of a machine: one group.
+func (b *bench) fanoutFold(r *results, fig string, n int, targets string, cfg config) {
+	th := cfg.throttles[len(cfg.throttles)-1]
+	reps := max(cfg.fanReps, 3)
+	for _, fold := range []bool{false, true} {
+		args := []string{"invoke", "--throttle", fmt.Sprint(th)}
+		name := fmt.Sprintf("tether invoke hostname, N=%d", n)
+		if fold {
+			args = append(args, "--fold")
+			name = fmt.Sprintf("tether invoke --fold hostname, N=%d", n)
+		}
+		args = append(args, targets, "hostname")
+		ds, nerr := repeat(r, name, reps, func() (time.Duration, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+			defer cancel()
+			cmd := b.tetherCmd(ctx, args...)
+			var out, errb bytes.Buffer
+			cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, &out, &errb
+			t0 := time.Now()
+			err := cmd.Run()
+			el := time.Since(t0)
+			if err != nil {
+				return el, fmt.Errorf("%v: %.300s", err, errb.String())
+			}
+			if fold && !strings.Contains(out.String(), fmt.Sprintf(" (%d)\n", n)) {
+				return el, fmt.Errorf("--fold did not print one group of %d: %.300s", n, out.String())
+			}
+			return el, nil
+		})
+		x := r.add(newRow(fig, name, "s", durs(ds, "s")))
+		x.Errors = nerr
+		x.Extra = map[string]any{"N": n, "throttle": th}
+		if fold {
+			r.ratio(x, fmt.Sprintf("tether invoke hostname, N=%d", n))
+		}
+	}
 }
 
 // idleCPU is the CPU the processes use over d, in percent of one core.

@@ -306,6 +306,14 @@ func judge(r *results, cfg config) {
 		add(fmt.Sprintf("%d existing sessions over %d agents, `true`", maxN, cfg.fanAgents), "≤ 1 s", false, "no error-free run (see problems)", ran)
 		add(fmt.Sprintf("same vs xargs -P %d ssh", cfg.xargsPar), "≥ 20× faster", false, "no error-free run (see problems)", ran)
 	}
+	plain, folded := get(fmt.Sprintf("tether invoke hostname, N=%d", maxN)), get(fmt.Sprintf("tether invoke --fold hostname, N=%d", maxN))
+	if plain != nil && folded != nil && plain.Errors == 0 && folded.Errors == 0 {
+		f := folded.Median / plain.Median
+		add(fmt.Sprintf("`invoke --fold hostname`, N=%d", maxN), "≤ 1.1× without --fold", f <= 1.1,
+			fmt.Sprintf("%.3f s vs %.3f s: %.2f×", folded.Median, plain.Median, f), true)
+	} else {
+		add(fmt.Sprintf("`invoke --fold hostname`, N=%d", maxN), "≤ 1.1× without --fold", false, "no error-free run (see problems)", plain != nil || folded != nil)
+	}
 	var tput, gcm *row
 	for _, x := range r.Rows {
 		if strings.HasPrefix(x.Name, "tether invoke H/S head") {

@@ -3,7 +3,6 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
@@ -22,12 +21,12 @@ read them; changing them needs admin rights on the host. Settings from the
 host's policy file override local ones and cannot be changed remotely.`,
 	}
 	var jsonOut bool
+	var tf targetFlags
 	list := &cobra.Command{
-		Use:   "list [--json] HOSTS",
+		Use:   "list [--json] HOSTS...",
 		Short: "Show every setting with its value, default, source and lock",
-		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.list"}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, &tf, args, wire.Request{Op: "config.list"}, func(h client.Target, resp wire.Response, many bool) {
 				if jsonOut {
 					for _, e := range resp.Config {
 						b, _ := json.Marshal(struct {
@@ -51,7 +50,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Print one setting's value",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.get", Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, &tf, args[:1], wire.Request{Op: "config.get", Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
 				for _, e := range resp.Config {
 					if many {
 						fmt.Fprintf(env.Stdout, "%s: %s\n", h, e.Value)
@@ -67,7 +66,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Change a setting on each host (admins)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.set", Key: args[1], Value: args[2]}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, &tf, args[:1], wire.Request{Op: "config.set", Key: args[1], Value: args[2]}, func(h client.Target, resp wire.Response, many bool) {
 				for _, e := range resp.Config {
 					fmt.Fprintf(env.Stdout, "%s: %s = %s\n", h, e.Key, e.Value)
 				}
@@ -79,7 +78,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Return a setting to its default on each host (admins)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.reset", Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, &tf, args[:1], wire.Request{Op: "config.reset", Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
 				for _, e := range resp.Config {
 					fmt.Fprintf(env.Stdout, "%s: %s = %s (%s)\n", h, e.Key, e.Value, e.Source)
 				}
@@ -88,15 +87,22 @@ host's policy file override local ones and cannot be changed remotely.`,
 	}
 	for _, c := range []*cobra.Command{list, get, set, reset} {
 		c.Flags().SetInterspersed(false)
+		tf.register(c)
+		tf.registerThrottle(c)
 	}
 	cmd.AddCommand(list, get, set, reset)
 	return cmd
 }
 
-// eachHost sends req to every host and prints each answer in host order.
-func eachHost(cmd *cobra.Command, env *Env, g *globals, arg string, req wire.Request, print func(h client.Target, resp wire.Response, many bool)) error {
-	many := strings.Contains(arg, ",")
-	return forTargets(cmd, env, g, arg, false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
+// eachHost sends req to every host of exprs and prints each answer in
+// host order.
+func eachHost(cmd *cobra.Command, env *Env, g *globals, tf *targetFlags, exprs []string, req wire.Request, print func(h client.Target, resp wire.Response, many bool)) error {
+	hosts, err := tf.resolve(cmd, env, exprs, hostAddrs)
+	if err != nil {
+		return err
+	}
+	many := len(hosts) > 1
+	return forTargets(cmd, env, g, hosts, tf.throttle, func(s *session, c *client.Conn, h client.Target) (func(), error) {
 		req := req
 		req.Client = s.dialer.Client
 		resp, err := c.Call(cmd.Context(), req)

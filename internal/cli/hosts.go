@@ -13,6 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/targets"
 )
 
@@ -66,6 +67,56 @@ type targetFlags struct {
 	inventory string
 	hostsFile string
 	exclude   []string
+	throttle  int
+}
+
+// registerThrottle adds --throttle, for the commands that fan out.
+func (tf *targetFlags) registerThrottle(cmd *cobra.Command) {
+	cmd.Flags().IntVar(&tf.throttle, "throttle", client.DefaultThrottle, "how many targets are worked on at once")
+}
+
+// addrKind says which addresses a command takes.
+type addrKind int
+
+const (
+	anyAddr      addrKind = iota
+	hostAddrs             // [USER@]HOST[:PORT]
+	sessionAddrs          // HOST/NAME
+)
+
+// resolve expands exprs (with -f, -x and the groups) and parses every
+// target as an address of the kind the command takes. Any error is
+// reported before anything runs; an empty result is a usage error.
+func (tf *targetFlags) resolve(cmd *cobra.Command, env *Env, exprs []string, kind addrKind) ([]client.Target, error) {
+	for _, e := range exprs {
+		for _, part := range strings.Split(e, ",") {
+			if f := strings.Fields(part); len(f) > 1 {
+				return nil, fmt.Errorf("bad address list %q: separate addresses with commas, not spaces (%s)", e, strings.Join(strings.Fields(e), ","))
+			}
+		}
+	}
+	list, err := tf.expand(cmd.Context(), env, exprs)
+	if errors.Is(err, errNoTargets) {
+		return nil, usageError(cmd, "%v", err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	out := make([]client.Target, 0, len(list))
+	for _, s := range list {
+		t, err := client.ParseTarget(s)
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case kind == sessionAddrs && t.Session == "":
+			return nil, fmt.Errorf("%s is a host, not a session: use HOST/NAME (tether list HOST shows the names)", t)
+		case kind == hostAddrs && t.Session != "":
+			return nil, fmt.Errorf("%s is a session address; this command takes hosts ([USER@]HOST[:PORT])", t)
+		}
+		out = append(out, t)
+	}
+	return out, nil
 }
 
 func (tf *targetFlags) register(cmd *cobra.Command) {
@@ -83,8 +134,10 @@ func (tf *targetFlags) expand(ctx context.Context, env *Env, exprs []string) ([]
 	if err != nil {
 		return nil, err
 	}
+	// $TETHER_HOSTS is the default target list, as pdsh's WCOLL: used
+	// only when the command line names no targets at all.
 	file := tf.hostsFile
-	if file == "" {
+	if file == "" && len(exprs) == 0 {
 		file = env.Getenv("TETHER_HOSTS")
 	}
 	all := append([]string(nil), exprs...)

@@ -11,8 +11,9 @@ import (
 )
 
 func interruptCmd(env *Env, g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "interrupt SESSIONS",
+	var tf targetFlags
+	cmd := &cobra.Command{
+		Use:   "interrupt SESSIONS...",
 		Short: "Ctrl-C from anywhere: interrupt the command running in sessions",
 		Long: `interrupt sends SIGINT to the command running in each session, as Ctrl-C in
 the client that started it would, from any machine with your key and even
@@ -21,10 +22,13 @@ session stays open with all its state.
 
 Exit status: 0 when a command was interrupted in every session, 1 when one
 of them had no command running, 255 when one could not be reached.`,
-		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			targets, err := tf.resolve(cmd, env, args, sessionAddrs)
+			if err != nil {
+				return err
+			}
 			var idle atomic.Bool // ops run concurrently
-			err := forTargets(cmd, env, g, args[0], true, func(s *session, c *client.Conn, t client.Target) (func(), error) {
+			err = forTargets(cmd, env, g, targets, tf.throttle, func(s *session, c *client.Conn, t client.Target) (func(), error) {
 				resp, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpInterrupt, Session: t.Session, Client: s.dialer.Client})
 				if err != nil {
 					return nil, err
@@ -43,4 +47,7 @@ of them had no command running, 255 when one could not be reached.`,
 			return err
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
+	return cmd
 }

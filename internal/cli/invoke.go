@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"regexp"
@@ -17,44 +18,88 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/fold"
+	"github.com/tether-sh/tether/internal/shquote"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
+// maxStdinSpool bounds the stdin that invoke spools to send to several
+// targets: it is held in memory once and sent to each.
+const maxStdinSpool = 64 << 20
+
+// maxScriptFile bounds a --file script (it travels as the command text).
+const maxScriptFile = 16 << 20
+
 func invokeCmd(env *Env, g *globals) *cobra.Command {
-	var throttle int
-	var jsonOut, disconnected, noStdin bool
-	var reconnect string
+	var tf targetFlags
+	var jsonOut, disconnected, noStdin, foldOut bool
+	var reconnect, scriptFile string
 	cmd := &cobra.Command{
-		Use:   "invoke [--throttle N] [--json] [--disconnected] TARGETS COMMAND...",
+		Use:   "invoke [--throttle N] [--json] [--fold] [--disconnected] TARGETS COMMAND...\n  tether invoke --file SCRIPT TARGETS [ARGS...]",
 		Short: "Run a command on hosts or in sessions (Invoke-Command)",
 		Long: `invoke runs COMMAND (the remaining arguments joined by spaces, as ssh does)
 on every target, at most --throttle at once. A session address runs it in
 that session's persistent shell; a bare host runs it in a temporary session
-closed afterwards.
+closed afterwards. TARGETS is a target expression (web[01-20]/deploy,
+@web, a!b; see tether hosts); with -f FILE the targets come from the file
+and every argument is the command.
 
 One target: stdout and stderr pass through unchanged, stdin is forwarded, and
 the exit status is the command's. Several targets: each output line is
-prefixed "ADDRESS: ", stdin is not forwarded, and the exit status is the
-largest among the targets; a target that cannot be reached is reported on
-stderr and counts as 255.
+prefixed "ADDRESS: ", and the exit status is the largest among the targets;
+a target that cannot be reached is reported on stderr and counts as 255.
+When stdin is not a terminal it is read once (at most 64 MiB) and sent to
+every target; -n sends none.
+
+--fold (-b, as clush) buffers each target's output and prints each distinct
+output once at the end, under the folded list of the targets that produced
+it (web[01-03,07]/deploy (4)), largest group first, with its exit status.
+
+With several targets, a summary ends the run on stderr when any target
+failed or the output is a terminal: how many succeeded, which failed and
+how (folded), and the time.
+
+--file SCRIPT runs the local script SCRIPT in each target's session (in a
+subshell of the session's shell, so its variables and exit stay there),
+with $1, $2, … set to ARGS exactly as given.
 
 --json prints one JSON object per line: {"target","stream","data"} for each
-output line (data_base64 instead of data when the line is not UTF-8), and a
-final {"target","exit_code","error","duration_ms"} per target.
+output line (data_base64 instead of data when the line is not UTF-8), a
+{"target","exit_code","error","duration_ms"} per target, and with several
+targets a final {"summary":{"total","succeeded","failed","failures","elapsed_ms"}}.
 
 If the connection breaks, invoke reconnects by itself for up to
 --reconnect-timeout and resumes the output exactly where it stopped.`,
-		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if len(args) >= 2 && args[1] == "--" {
-				args = append(args[:1], args[2:]...) // a command that starts with "-"
-			} else if len(args) >= 2 && isOwnFlag(cmd, args[1]) {
-				return usageError(cmd, "%s is an option of tether invoke, and options go before the targets: tether invoke %s %s ... (use -- before a remote command that starts with '-')", args[1], args[1], args[0])
+			var exprs []string
+			if tf.hostsFile == "" {
+				if len(args) == 0 {
+					return usageError(cmd, "no targets given")
+				}
+				exprs, args = args[:1], args[1:]
 			}
-			if len(args) < 2 {
-				return usageError(cmd, "no command given for %s", args[0])
+			if len(args) >= 1 && args[0] == "--" {
+				args = args[1:] // a command that starts with "-"
+			} else if len(args) >= 1 && isOwnFlag(cmd, args[0]) {
+				return usageError(cmd, "%s is an option of tether invoke, and options go before the targets: tether invoke %s %s ... (use -- before a remote command that starts with '-')", args[0], args[0], strings.Join(exprs, " "))
 			}
-			targets, err := cliParseTargets(args[0])
+			if foldOut && jsonOut {
+				return usageError(cmd, "--fold and --json do not go together: --json output is already one record per line")
+			}
+			var command string
+			if scriptFile != "" {
+				c, err := scriptCommand(scriptFile, args)
+				if err != nil {
+					return err
+				}
+				command = c
+			} else {
+				if len(args) == 0 {
+					return usageError(cmd, "no command given for %s", strings.Join(exprs, " "))
+				}
+				command = strings.Join(args, " ")
+			}
+			targets, err := tf.resolve(cmd, env, exprs, anyAddr)
 			if err != nil {
 				return err
 			}
@@ -62,12 +107,17 @@ If the connection breaks, invoke reconnects by itself for up to
 			if err != nil {
 				return err
 			}
+			var spooled []byte
+			if !noStdin && !disconnected && len(targets) > 1 && env.Stdin != nil && !isTerminal(env.Stdin) {
+				if spooled, err = spoolStdin(env.Stdin); err != nil {
+					return err
+				}
+			}
 			s, err := g.setup(env)
 			if err != nil {
 				return err
 			}
 			defer s.Close()
-			command := strings.Join(args[1:], " ")
 			req := wire.Request{Command: command, Detach: disconnected}
 			ctx, cancel := context.WithCancel(cmd.Context())
 			defer cancel()
@@ -76,12 +126,15 @@ If the connection breaks, invoke reconnects by itself for up to
 				targets[i] = s.display(t)
 			}
 			f := &client.FanOut{
-				Dialer: s.dialer, Throttle: throttle, JSON: jsonOut,
+				Dialer: s.dialer, Throttle: tf.throttle, JSON: jsonOut, Fold: foldOut,
 				Stdout: env.Stdout, Stderr: env.Stderr, Notify: env.Stderr,
 				ReconnectTimeout: rt,
 			}
 			if !noStdin && !disconnected && len(targets) == 1 {
 				f.Stdin = env.Stdin
+			}
+			if len(spooled) > 0 {
+				f.StdinData = spooled
 			}
 			if isTerminal(env.Stderr) && len(targets) > 1 && !jsonOut {
 				f.Progress = env.Stderr
@@ -97,10 +150,14 @@ If the connection breaks, invoke reconnects by itself for up to
 				// --disconnected on a bare host keeps a named session.
 				req.Temporary = false
 			}
+			start := time.Now()
 			results := f.Invoke(ctx, targets, req, signals)
+			elapsed := time.Since(start)
 			worst := 0
-			for _, r := range results {
-				if r.Err != nil && !jsonOut {
+			folded := make([]fold.Result, len(results))
+			for i, r := range results {
+				folded[i] = fold.Result{Target: r.Target.String(), Stdout: r.Stdout, Stderr: r.Stderr, ExitStatus: r.ExitCode, Err: r.Err}
+				if r.Err != nil && !jsonOut && !foldOut {
 					fmt.Fprintf(env.Stderr, "tether: %v\n", describeErr(r.Target, r.Err))
 				}
 				if r.Result.Dropped > 0 && !jsonOut {
@@ -108,19 +165,73 @@ If the connection breaks, invoke reconnects by itself for up to
 				}
 				worst = max(worst, r.ExitCode)
 			}
+			if foldOut {
+				if err := fold.Write(env.Stdout, fold.Groups(folded)); err != nil {
+					return err
+				}
+			}
+			if len(targets) > 1 {
+				sum := fold.Summarize(folded, elapsed)
+				switch {
+				case jsonOut:
+					sum.WriteJSON(env.Stdout)
+				case sum.Failed > 0 || isTerminal(env.Stdout) || isTerminal(env.Stderr):
+					fmt.Fprint(env.Stderr, sum.Text())
+				}
+			}
 			if worst != 0 {
 				return exitError{worst}
 			}
 			return nil
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	f := cmd.Flags()
-	f.IntVar(&throttle, "throttle", 32, "how many targets run at once")
 	f.BoolVar(&jsonOut, "json", false, "one JSON object per output line and per target result")
+	f.BoolVarP(&foldOut, "fold", "b", false, "buffer the output and print each distinct output once, under its folded targets (as dshbak -c, clush -b)")
+	f.StringVar(&scriptFile, "file", "", "run this local script in each target's session; the arguments after TARGETS are its $1, $2, …")
 	f.BoolVar(&disconnected, "disconnected", false, "start the command and disconnect at once; print the session addresses")
 	f.BoolVarP(&noStdin, "no-stdin", "n", false, "do not forward stdin (like ssh -n)")
 	f.StringVar(&reconnect, "reconnect-timeout", "4m", "how long to keep trying to get back after the connection breaks (0 to give up at once)")
 	return cmd
+}
+
+// spoolStdin reads stdin once for several targets, at most maxStdinSpool.
+func spoolStdin(r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxStdinSpool+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading stdin to send to every target: %w", err)
+	}
+	if len(b) > maxStdinSpool {
+		return nil, fmt.Errorf("stdin is more than %d MiB, the most invoke sends to several targets (it is held in memory once); copy the file to the hosts first, or use -n", maxStdinSpool>>20)
+	}
+	return b, nil
+}
+
+// scriptCommand is the command text that runs the local script path with
+// args as its $1, $2, …: the script, unchanged, inside a subshell of the
+// session's shell, after a set -- of the quoted arguments. The subshell
+// keeps the script's exit and variables from ending or changing the
+// session, as a script run by a shell would.
+func scriptCommand(path string, args []string) (string, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("--file: %w", err)
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, maxScriptFile+1))
+	if err != nil {
+		return "", fmt.Errorf("--file %s: %w", path, err)
+	}
+	if len(b) > maxScriptFile {
+		return "", fmt.Errorf("--file %s: the script is more than %d MiB", path, maxScriptFile>>20)
+	}
+	set := "set --"
+	if len(args) > 0 {
+		set += " " + shquote.Join(args)
+	}
+	return "(\n" + set + "\n" + string(b) + "\n)", nil
 }
 
 // isOwnFlag reports whether arg is one of cmd's flags (its own or the global

@@ -23,12 +23,15 @@ type listed struct {
 func listCmd(env *Env, g *globals) *cobra.Command {
 	var jsonOut, allUsers, strict bool
 	var output string
+	var tf targetFlags
 	cmd := &cobra.Command{
-		Use:   "list [--json] [--all-users] [--strict] [-o wide] [HOSTS]",
+		Use:   "list [--json] [--all-users] [--strict] [-o wide] [HOSTS...]",
 		Short: "Show sessions (Get-PSSession)",
 		Long: `list without hosts shows the sessions this client remembers (those it
 created or connected to). With hosts it asks each host for all of your
-sessions there, including those created from other machines.
+sessions there, including those created from other machines. HOSTS are
+target expressions (web[01-20], @web; see tether hosts); -f FILE reads them
+from a file ($TETHER_HOSTS is not used: list without hosts has its own meaning).
 
 Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken, and without
 hosts Unreachable), AVAILABILITY (Available, Busy, None), HELD BY (the client
@@ -44,7 +47,6 @@ Without hosts, a remembered session whose host cannot be reached is shown
 as Unreachable and list still exits 0 (--strict: 255); tether forget drops
 such entries. A remembered session the host no longer has is shown Closed
 once and forgotten.`,
-		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			wide, err := parseOutput(output)
 			if err != nil {
@@ -57,8 +59,8 @@ once and forgotten.`,
 			defer s.Close()
 			var hosts []client.Target
 			var remembered map[string]bool // full address -> true, when listing the registry
-			if len(args) == 1 {
-				if hosts, err = parseTargets(args[0], false); err != nil {
+			if len(args) > 0 || tf.hostsFile != "" {
+				if hosts, err = tf.resolve(cmd, env, args, hostAddrs); err != nil {
 					return err
 				}
 			} else {
@@ -86,20 +88,19 @@ once and forgotten.`,
 			var mu sync.Mutex
 			var rows []listed
 			failed := false
-			var wg sync.WaitGroup
-			for _, h := range hosts {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
+			client.Each(len(hosts), tf.throttle, func(i int) {
+				h := hosts[i]
+				{
 					add := func(r listed) {
 						mu.Lock()
 						rows = append(rows, r)
 						mu.Unlock()
 					}
-					c, err := pool.Get(cmd.Context(), h)
+					c, release, err := pool.Acquire(cmd.Context(), h)
 					var resp wire.Response
 					if err == nil {
 						resp, err = c.Call(cmd.Context(), wire.Request{Op: "list", AllUsers: allUsers, Client: s.dialer.Client})
+						release()
 					}
 					if err != nil {
 						mu.Lock()
@@ -152,9 +153,8 @@ once and forgotten.`,
 					if len(closed) > 0 {
 						s.registry.Remove(closed...)
 					}
-				}()
-			}
-			wg.Wait()
+				}
+			})
 			sort.Slice(rows, func(i, j int) bool { return rows[i].Address < rows[j].Address })
 			if jsonOut {
 				for _, r := range rows {
@@ -170,6 +170,8 @@ once and forgotten.`,
 			return nil
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per session")
 	cmd.Flags().BoolVar(&allUsers, "all-users", false, "all users' sessions (admins only)")
 	cmd.Flags().StringVarP(&output, "output", "o", "", "wide: every column in full (default: fit the terminal)")

@@ -4,11 +4,11 @@ import (
 	"encoding/json"
 	"fmt"
 	"strings"
-	"sync"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
+	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -27,18 +27,20 @@ user's ~/.config/tether/modules. tether import makes them local commands.`,
 
 func moduleListCmd(env *Env, g *globals) *cobra.Command {
 	var jsonOut bool
+	var tf targetFlags
 	cmd := &cobra.Command{
-		Use:   "list [--json] HOSTS",
+		Use:   "list [--json] HOSTS...",
 		Short: "List the modules available on hosts (Get-Module -ListAvailable -PSSession)",
 		Long: `list shows each module of each host: name, version, commands, and
 description. A broken module is listed too, with the file at fault and why.
 
 --json prints one JSON object per line: {"host", "name", "version",
 "description", "path", "commands", "error"} per module, {"host", "error"}
-for a host that could not be asked.`,
-		Args: cobra.ExactArgs(1),
+for a host that could not be asked.
+
+HOSTS are target expressions (web[01-20], @web; see tether hosts).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			hosts, err := parseTargets(args[0], false)
+			hosts, err := tf.resolve(cmd, env, args, hostAddrs)
 			if err != nil {
 				return err
 			}
@@ -52,26 +54,23 @@ for a host that could not be asked.`,
 				err  error
 			}
 			results := make([]result, len(hosts))
-			var wg sync.WaitGroup
-			for i, h := range hosts {
-				wg.Add(1)
-				go func() {
-					defer wg.Done()
-					c, err := s.dial(cmd.Context(), h)
-					if err != nil {
-						results[i].err = err
-						return
-					}
-					defer c.Close()
-					resp, err := c.Call(cmd.Context(), wire.Request{Op: "module.list", Client: s.dialer.Client})
-					if err != nil {
-						results[i].err = fmt.Errorf("%s: cannot list modules: %w", s.display(h), err)
-						return
-					}
-					results[i].mods = resp.Modules
-				}()
-			}
-			wg.Wait()
+			pool := client.NewPool(s.dialer)
+			defer pool.Close()
+			client.Each(len(hosts), tf.throttle, func(i int) {
+				h := hosts[i]
+				c, release, err := pool.Acquire(cmd.Context(), h)
+				if err != nil {
+					results[i].err = err
+					return
+				}
+				defer release()
+				resp, err := c.Call(cmd.Context(), wire.Request{Op: "module.list", Client: s.dialer.Client})
+				if err != nil {
+					results[i].err = fmt.Errorf("%s: cannot list modules: %w", s.display(h), err)
+					return
+				}
+				results[i].mods = resp.Modules
+			})
 			failed := false
 			if jsonOut {
 				enc := json.NewEncoder(env.Stdout)
@@ -115,6 +114,8 @@ for a host that could not be asked.`,
 			return nil
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	cmd.Flags().BoolVar(&jsonOut, "json", false, "one JSON object per module")
 	return cmd
 }

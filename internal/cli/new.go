@@ -11,16 +11,22 @@ import (
 
 func newCmd(env *Env, g *globals) *cobra.Command {
 	var name, idle string
+	var tf targetFlags
 	cmd := &cobra.Command{
-		Use:   "new [--name NAME] [--idle-timeout D] HOSTS",
+		Use:   "new [--name NAME] [--idle-timeout D] HOSTS...",
 		Short: "Open a persistent session on each host (New-PSSession)",
 		Long: `new opens a persistent session on each host and prints each session's
 address, one per line. The session keeps its shell state (variables,
 functions, directory, environment) between commands until it is removed or
-closed by the host's limits.`,
-		Args: cobra.ExactArgs(1),
+closed by the host's limits.
+
+HOSTS are target expressions (web[01-20], @web; see tether hosts).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return forTargets(cmd, env, g, args[0], false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
+			hosts, err := tf.resolve(cmd, env, args, hostAddrs)
+			if err != nil {
+				return err
+			}
+			return forTargets(cmd, env, g, hosts, tf.throttle, func(s *session, c *client.Conn, h client.Target) (func(), error) {
 				resp, err := c.Call(cmd.Context(), wire.Request{Op: "new", Session: name, IdleTimeout: idle, Client: s.dialer.Client})
 				if err != nil {
 					return nil, fmt.Errorf("cannot open session: %w", err)
@@ -33,6 +39,8 @@ closed by the host's limits.`,
 			})
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	cmd.Flags().StringVar(&name, "name", "", "session name (default: a short unique one)")
 	cmd.Flags().StringVar(&idle, "idle-timeout", "", "this session's idle timeout, up to the host's MaxIdleTimeout")
 	return cmd

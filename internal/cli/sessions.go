@@ -5,8 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sort"
-	"strings"
-	"sync"
 	"sync/atomic"
 
 	"github.com/spf13/cobra"
@@ -15,16 +13,12 @@ import (
 	"github.com/tether-sh/tether/internal/wire"
 )
 
-// forTargets runs op on every address of arg concurrently, over one SSH
-// connection per host. Each op may return a printer; printers and failures
-// are written in the order of the addresses, and any failure fails the
-// command with 255.
-func forTargets(cmd *cobra.Command, env *Env, g *globals, arg string, wantSession bool,
+// forTargets runs op on every target, at most throttle at once
+// (client.Each), over a few SSH connections per host (client.Pool). Each op
+// may return a printer; printers and failures are written in the order of
+// the targets, and any failure fails the command with 255.
+func forTargets(cmd *cobra.Command, env *Env, g *globals, targets []client.Target, throttle int,
 	op func(s *session, c *client.Conn, t client.Target) (print func(), err error)) error {
-	targets, err := parseTargets(arg, wantSession)
-	if err != nil {
-		return err
-	}
 	s, err := g.setup(env)
 	if err != nil {
 		return err
@@ -34,20 +28,16 @@ func forTargets(cmd *cobra.Command, env *Env, g *globals, arg string, wantSessio
 	defer pool.Close()
 	prints := make([]func(), len(targets))
 	errs := make([]error, len(targets))
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c, err := pool.Get(cmd.Context(), t)
-			if err != nil {
-				errs[i] = err
-				return
-			}
-			prints[i], errs[i] = op(s, c, t)
-		}()
-	}
-	wg.Wait()
+	client.Each(len(targets), throttle, func(i int) {
+		t := targets[i]
+		c, release, err := pool.Acquire(cmd.Context(), t)
+		if err != nil {
+			errs[i] = err
+			return
+		}
+		defer release()
+		prints[i], errs[i] = op(s, c, t)
+	})
 	failed := false
 	for i, err := range errs {
 		if err != nil {
@@ -63,9 +53,13 @@ func forTargets(cmd *cobra.Command, env *Env, g *globals, arg string, wantSessio
 	return nil
 }
 
-// eachSession calls op on every session address; see forTargets.
-func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s *session, c *client.Conn, t client.Target) error) error {
-	return forTargets(cmd, env, g, arg, true, func(s *session, c *client.Conn, t client.Target) (func(), error) {
+// eachSession calls op on every session of exprs; see forTargets.
+func eachSession(cmd *cobra.Command, env *Env, g *globals, tf *targetFlags, exprs []string, op func(s *session, c *client.Conn, t client.Target) error) error {
+	targets, err := tf.resolve(cmd, env, exprs, sessionAddrs)
+	if err != nil {
+		return err
+	}
+	return forTargets(cmd, env, g, targets, tf.throttle, func(s *session, c *client.Conn, t client.Target) (func(), error) {
 		return nil, op(s, c, t)
 	})
 }
@@ -73,17 +67,20 @@ func eachSession(cmd *cobra.Command, env *Env, g *globals, arg string, op func(s
 func removeCmd(env *Env, g *globals) *cobra.Command {
 	var owner string
 	var all bool
+	var tf targetFlags
 	cmd := &cobra.Command{
-		Use:   "remove [--all] [--owner USER] SESSIONS",
+		Use:   "remove [--all] [--owner USER] SESSIONS...",
 		Short: "Close sessions (Remove-PSSession)",
 		Long: `remove closes sessions: a running command is interrupted, the journal is
 deleted, and later use of the name says it was closed, by whom and when.
 
 remove --all HOSTS (or remove 'HOST/*') closes all of your sessions on
-each host, printing one line per session.`,
-		Args: cobra.ExactArgs(1),
+each host, printing one line per session.
+
+SESSIONS are target expressions (web[01-20]/deploy, @web/deploy; see tether
+hosts).`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			targets, err := client.ParseTargets(args[0])
+			targets, err := tf.resolve(cmd, env, args, anyAddr)
 			if err != nil {
 				return err
 			}
@@ -101,17 +98,19 @@ each host, printing one line per session.`,
 				}
 			}
 			if wild {
-				return removeAll(cmd, env, g, targets, owner)
+				return removeAll(cmd, env, g, targets, tf.throttle, owner)
 			}
-			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
+			return forTargets(cmd, env, g, targets, tf.throttle, func(s *session, c *client.Conn, t client.Target) (func(), error) {
 				err := removeOne(cmd.Context(), s, c, t, owner)
 				if errors.Is(err, client.ErrConnect) {
 					err = fmt.Errorf("%w (tether forget %s drops it from this client's list)", err, s.display(t))
 				}
-				return err
+				return nil, err
 			})
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	cmd.Flags().StringVar(&owner, "owner", "", "admins: remove another user's session (see list --all-users)")
 	cmd.Flags().BoolVar(&all, "all", false, "close all of your sessions on the given hosts")
 	return cmd
@@ -128,18 +127,18 @@ func removeOne(ctx context.Context, s *session, c *client.Conn, t client.Target,
 // removeAll closes every session of the user (or of --owner) on each host,
 // one line per session; any failure makes the exit status 255, as for the
 // other commands on several targets.
-func removeAll(cmd *cobra.Command, env *Env, g *globals, targets []client.Target, owner string) error {
-	hosts := make([]string, 0, len(targets))
+func removeAll(cmd *cobra.Command, env *Env, g *globals, targets []client.Target, throttle int, owner string) error {
+	hosts := make([]client.Target, 0, len(targets))
 	seen := map[string]bool{}
 	for _, t := range targets {
-		h := t.WithSession("").String()
-		if !seen[h] {
-			seen[h] = true
+		h := t.WithSession("")
+		if !seen[h.String()] {
+			seen[h.String()] = true
 			hosts = append(hosts, h)
 		}
 	}
 	var failedAny atomic.Bool // ops run concurrently
-	err := forTargets(cmd, env, g, strings.Join(hosts, ","), false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
+	err := forTargets(cmd, env, g, hosts, throttle, func(s *session, c *client.Conn, h client.Target) (func(), error) {
 		resp, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpList, AllUsers: owner != "", Client: s.dialer.Client})
 		if err != nil {
 			return nil, err
@@ -187,37 +186,43 @@ func removeAll(cmd *cobra.Command, env *Env, g *globals, targets []client.Target
 
 func disconnectCmd(env *Env, g *globals) *cobra.Command {
 	var idle string
+	var tf targetFlags
 	cmd := &cobra.Command{
-		Use:   "disconnect [--idle-timeout D] SESSIONS",
+		Use:   "disconnect [--idle-timeout D] SESSIONS...",
 		Short: "Detach from sessions; their commands go on (Disconnect-PSSession)",
 		Long: `disconnect detaches from sessions. Running commands go on and their output
 is journalled on the host until you connect and receive it, from this machine
 or another. A disconnected session is closed after the host's IdleTimeout
 (or --idle-timeout, up to MaxIdleTimeout).`,
-		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
+			return eachSession(cmd, env, g, &tf, args, func(s *session, c *client.Conn, t client.Target) error {
 				_, err := c.Call(cmd.Context(), wire.Request{Op: "disconnect", Session: t.Session, IdleTimeout: idle, Client: s.dialer.Client})
 				return err
 			})
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	cmd.Flags().StringVar(&idle, "idle-timeout", "", "how long the host keeps the disconnected session while idle")
 	return cmd
 }
 
 func connectCmd(env *Env, g *globals) *cobra.Command {
 	var force bool
+	var tf targetFlags
 	cmd := &cobra.Command{
-		Use:   "connect [--force] SESSIONS",
+		Use:   "connect [--force] SESSIONS...",
 		Short: "Reattach disconnected sessions (Connect-PSSession)",
 		Long: `connect reattaches sessions, from any client machine with your key. A
 session held by another client is Busy and refused, saying where and since
 when; --force takes it over (the other client is told).
 Then use tether receive to get the output produced meanwhile.`,
-		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return forTargets(cmd, env, g, args[0], true, func(s *session, c *client.Conn, t client.Target) (func(), error) {
+			targets, err := tf.resolve(cmd, env, args, sessionAddrs)
+			if err != nil {
+				return err
+			}
+			return forTargets(cmd, env, g, targets, tf.throttle, func(s *session, c *client.Conn, t client.Target) (func(), error) {
 				resp, err := c.Call(cmd.Context(), wire.Request{Op: "connect", Session: t.Session, Force: force, Client: s.dialer.Client})
 				if err != nil {
 					return nil, err
@@ -231,6 +236,8 @@ Then use tether receive to get the output produced meanwhile.`,
 			})
 		},
 	}
+	tf.register(cmd)
+	tf.registerThrottle(cmd)
 	cmd.Flags().BoolVar(&force, "force", false, "take the session over from another client")
 	return cmd
 }

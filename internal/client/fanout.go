@@ -15,16 +15,48 @@ import (
 	"github.com/tether-sh/tether/internal/wire"
 )
 
+// DefaultThrottle is how many targets a fan-out works on at once when
+// --throttle is not given.
+const DefaultThrottle = 32
+
+// Each calls fn(i) for every i in [0, n), at most throttle at once (≤ 0:
+// DefaultThrottle), and returns when all have returned. It is the one
+// fan-out every multi-target command goes through, so that --throttle
+// means the same everywhere.
+func Each(n, throttle int, fn func(i int)) {
+	if throttle <= 0 {
+		throttle = DefaultThrottle
+	}
+	sem := make(chan struct{}, throttle)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			fn(i)
+		}()
+	}
+	wg.Wait()
+}
+
 // FanOut runs one command on many targets, at most Throttle at once, over
 // a few SSH connections per host (Pool).
 type FanOut struct {
 	Dialer   *Dialer
-	Throttle int // default 32
+	Throttle int // default DefaultThrottle
 	Stdout   io.Writer
 	Stderr   io.Writer
 	JSON     bool
+	// Fold buffers each target's stdout and stderr into its TargetResult
+	// instead of streaming them (for invoke --fold).
+	Fold     bool
 	Progress io.Writer // live progress line (a terminal), or nil
 	Stdin    io.Reader // forwarded only when there is a single target
+	// StdinData, when not nil, is the stdin of every target (spooled
+	// once by the caller); it takes precedence over Stdin.
+	StdinData []byte
 	// ReconnectTimeout as in RunSpec.
 	ReconnectTimeout time.Duration
 	Notify           io.Writer
@@ -33,23 +65,26 @@ type FanOut struct {
 
 // TargetResult is the outcome on one target. Err is set when the command
 // could not run (or its transport was lost for good); ExitCode is then 255.
+// Stdout and Stderr hold the output when FanOut.Fold is set.
 type TargetResult struct {
 	Target   Target
 	ExitCode int
 	Err      error
 	Duration time.Duration
 	Result   Result
+	Stdout   []byte
+	Stderr   []byte
 }
 
 // Invoke runs req on every target and returns their results in order.
 func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request, signals <-chan string) []TargetResult {
-	throttle := f.Throttle
-	if throttle <= 0 {
-		throttle = 32
-	}
-	single := len(targets) == 1 && !f.JSON
-	out := &lockedWriter{mu: new(sync.Mutex), w: f.Stdout}
-	errw := &lockedWriter{mu: out.mu, w: f.Stderr} // one lock: lines never interleave
+	single := len(targets) == 1 && !f.JSON && !f.Fold
+	mu := new(sync.Mutex)
+	results := make([]TargetResult, len(targets))
+	var done, failed atomic.Int64
+	prog := f.startProgress(mu, len(targets), &done, &failed)
+	out := &lockedWriter{mu: mu, w: f.Stdout, progress: prog}
+	errw := &lockedWriter{mu: mu, w: f.Stderr, progress: prog} // one lock: lines never interleave
 
 	conns := NewPool(f.Dialer)
 	defer conns.Close()
@@ -72,108 +107,151 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 		}()
 	}
 
-	results := make([]TargetResult, len(targets))
-	var done, failed atomic.Int64
-	stopProgress := f.startProgress(len(targets), &done, &failed)
-	sem := make(chan struct{}, throttle)
-	var wg sync.WaitGroup
-	for i, t := range targets {
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer wg.Done()
-			defer func() { <-sem }()
-			sig := make(chan string, 4)
-			subsMu.Lock()
-			subs = append(subs, sig)
-			subsMu.Unlock()
-			start := time.Now()
-			var stdout, stderr io.Writer
-			var flush func()
-			switch {
-			case single:
-				stdout, stderr, flush = f.Stdout, f.Stderr, func() {}
-			case f.JSON:
-				jo := &jsonLines{w: out, target: t.String(), stream: "stdout"}
-				je := &jsonLines{w: out, target: t.String(), stream: "stderr"}
-				stdout, stderr, flush = jo, je, func() { jo.flush(); je.flush() }
-			default:
-				po := &prefixLines{w: out, prefix: t.String() + ": "}
-				pe := &prefixLines{w: errw, prefix: t.String() + ": "}
-				stdout, stderr, flush = po, pe, func() { po.flush(); pe.flush() }
-			}
-			spec := RunSpec{
-				Target: t, Request: req, Stdout: stdout, Stderr: stderr,
-				ReconnectTimeout: f.ReconnectTimeout, Notify: f.Notify, Signals: sig,
-			}
-			if single {
-				spec.Stdin = f.Stdin
-			}
-			if f.OnStart != nil {
-				spec.OnStart = func(s string, temp bool) { f.OnStart(t, s, temp) }
-			}
-			var res Result
-			conn, release, err := conns.Acquire(ctx, t)
-			if err == nil {
-				res, err = f.Dialer.Run(ctx, conn, spec)
-				release()
-			}
-			flush()
-			tr := TargetResult{Target: t, ExitCode: res.ExitCode, Err: err, Duration: time.Since(start), Result: res}
+	Each(len(targets), f.Throttle, func(i int) {
+		t := targets[i]
+		sig := make(chan string, 4)
+		subsMu.Lock()
+		subs = append(subs, sig)
+		subsMu.Unlock()
+		start := time.Now()
+		var stdout, stderr io.Writer
+		var flush func()
+		var bufOut, bufErr *bytes.Buffer
+		switch {
+		case f.Fold:
+			bufOut, bufErr = new(bytes.Buffer), new(bytes.Buffer)
+			stdout, stderr, flush = bufOut, bufErr, func() {}
+		case single:
+			stdout, stderr, flush = f.Stdout, f.Stderr, func() {}
+		case f.JSON:
+			jo := &jsonLines{w: out, target: t.String(), stream: "stdout"}
+			je := &jsonLines{w: out, target: t.String(), stream: "stderr"}
+			stdout, stderr, flush = jo, je, func() { jo.flush(); je.flush() }
+		default:
+			po := &prefixLines{w: out, prefix: t.String() + ": "}
+			pe := &prefixLines{w: errw, prefix: t.String() + ": "}
+			stdout, stderr, flush = po, pe, func() { po.flush(); pe.flush() }
+		}
+		spec := RunSpec{
+			Target: t, Request: req, Stdout: stdout, Stderr: stderr,
+			ReconnectTimeout: f.ReconnectTimeout, Notify: f.Notify, Signals: sig,
+		}
+		switch {
+		case f.StdinData != nil:
+			spec.Stdin = bytes.NewReader(f.StdinData)
+		case single:
+			spec.Stdin = f.Stdin
+		}
+		if f.OnStart != nil {
+			spec.OnStart = func(s string, temp bool) { f.OnStart(t, s, temp) }
+		}
+		var res Result
+		conn, release, err := conns.Acquire(ctx, t)
+		if err == nil {
+			res, err = f.Dialer.Run(ctx, conn, spec)
+			release()
+		}
+		flush()
+		tr := TargetResult{Target: t, ExitCode: res.ExitCode, Err: err, Duration: time.Since(start), Result: res}
+		if bufOut != nil {
+			tr.Stdout, tr.Stderr = bufOut.Bytes(), bufErr.Bytes()
+		}
+		if err != nil {
+			tr.ExitCode = 255
+		}
+		if tr.ExitCode != 0 {
+			failed.Add(1)
+		}
+		results[i] = tr
+		done.Add(1)
+		if f.JSON {
+			rec := map[string]any{"target": t.String(), "exit_code": tr.ExitCode, "duration_ms": tr.Duration.Milliseconds()}
 			if err != nil {
-				tr.ExitCode = 255
-				failed.Add(1)
+				rec["error"] = err.Error()
+			} else {
+				rec["error"] = nil
 			}
-			results[i] = tr
-			done.Add(1)
-			if f.JSON {
-				rec := map[string]any{"target": t.String(), "exit_code": tr.ExitCode, "duration_ms": tr.Duration.Milliseconds()}
-				if err != nil {
-					rec["error"] = err.Error()
-				} else {
-					rec["error"] = nil
-				}
-				if res.Session != "" && (t.Session != "" || req.Detach) {
-					rec["session"] = t.WithSession(res.Session).String()
-				}
-				if res.Dropped > 0 {
-					rec["dropped_bytes"] = res.Dropped
-				}
-				out.writeJSON(rec)
+			if res.Session != "" && (t.Session != "" || req.Detach) {
+				rec["session"] = t.WithSession(res.Session).String()
 			}
-		}()
-	}
-	wg.Wait()
-	stopProgress()
+			if res.Dropped > 0 {
+				rec["dropped_bytes"] = res.Dropped
+			}
+			out.writeJSON(rec)
+		}
+	})
+	prog.stop()
 	return results
 }
 
-// startProgress draws "done/total, failures, elapsed" on f.Progress.
-func (f *FanOut) startProgress(total int, done, failed *atomic.Int64) func() {
+// progress is the live line "[done/total] N failed, elapsed" on a
+// terminal. It shares the output's lock: every output line clears it
+// first and redraws it after, so it never mixes into a line.
+type progress struct {
+	mu     *sync.Mutex
+	w      io.Writer
+	total  int
+	start  time.Time
+	done   *atomic.Int64
+	failed *atomic.Int64
+	drawn  bool
+	ended  bool // stopped: never drawn again
+	quit   chan struct{}
+	exited chan struct{}
+}
+
+// startProgress draws the progress line on f.Progress until stop; it is
+// nil (and every method a no-op) without a terminal or with one target.
+func (f *FanOut) startProgress(mu *sync.Mutex, total int, done, failed *atomic.Int64) *progress {
 	if f.Progress == nil || total < 2 {
-		return func() {}
+		return nil
 	}
-	start := time.Now()
-	stop := make(chan struct{})
-	finished := make(chan struct{})
+	p := &progress{mu: mu, w: f.Progress, total: total, start: time.Now(), done: done, failed: failed,
+		quit: make(chan struct{}), exited: make(chan struct{})}
 	go func() {
-		defer close(finished)
+		defer close(p.exited)
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			fmt.Fprintf(f.Progress, "\r\033[K[%d/%d] %d failed, %.1fs", done.Load(), total, failed.Load(), time.Since(start).Seconds())
+			p.mu.Lock()
+			p.drawLocked()
+			p.mu.Unlock()
 			select {
-			case <-stop:
-				fmt.Fprint(f.Progress, "\r\033[K")
+			case <-p.quit:
 				return
 			case <-t.C:
 			}
 		}
 	}()
-	return func() {
-		close(stop)
-		<-finished
+	return p
+}
+
+func (p *progress) drawLocked() {
+	if p.ended {
+		return
 	}
+	fmt.Fprintf(p.w, "\r\033[K[%d/%d] %d failed, %.1fs", p.done.Load(), p.total, p.failed.Load(), time.Since(p.start).Seconds())
+	p.drawn = true
+}
+
+func (p *progress) clearLocked() {
+	if p.drawn {
+		io.WriteString(p.w, "\r\033[K")
+		p.drawn = false
+	}
+}
+
+// stop erases the line for good.
+func (p *progress) stop() {
+	if p == nil {
+		return
+	}
+	close(p.quit)
+	<-p.exited
+	p.mu.Lock()
+	p.clearLocked()
+	p.ended = true
+	p.mu.Unlock()
 }
 
 // Pool shares SSH connections per host among the targets on it, so a
@@ -317,13 +395,18 @@ func (p *Pool) Close() {
 }
 
 type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
+	mu       *sync.Mutex
+	w        io.Writer
+	progress *progress // cleared before each write and redrawn after, or nil
 }
 
 func (l *lockedWriter) write(b []byte) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.progress != nil {
+		l.progress.clearLocked()
+		defer l.progress.drawLocked()
+	}
 	l.w.Write(b)
 }
 

@@ -131,8 +131,8 @@ func TestFanOut(t *testing.T) {
 	// --json: one object per line with the documented fields.
 	r = c.Run("invoke", "--json", live, "echo hello")
 	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
-	if len(lines) != 6 {
-		t.Fatalf("json: want 3 output + 3 result records, got:\n%s", r.Stdout)
+	if len(lines) != 7 || !strings.HasPrefix(lines[6], `{"summary":{"total":3,"succeeded":3,"failed":0,`) {
+		t.Fatalf("json: want 3 output + 3 result records + a summary, got:\n%s", r.Stdout)
 	}
 	if !strings.Contains(r.Stdout, `"stream":"stdout"`) || !strings.Contains(r.Stdout, `"data":"hello"`) || !strings.Contains(r.Stdout, `"exit_code":0`) || !strings.Contains(r.Stdout, `"duration_ms"`) {
 		t.Fatalf("json records:\n%s", r.Stdout)
