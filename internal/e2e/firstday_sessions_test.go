@@ -123,7 +123,9 @@ func TestListPredictsInvokeFromAnotherClient(t *testing.T) {
 		WaitFor(t, 15*time.Second, "B to see the session Busy during "+what, func() bool {
 			rows, _ := listJSON(t, cb, a.Host())
 			r = rows["shared"]
-			return r.Availability == "Busy"
+			// A running command alone makes it Busy (receive's case):
+			// wait for the attachment itself.
+			return r.Availability == "Busy" && r.HeldBy != ""
 		})
 		if !strings.Contains(r.HeldBy, idA) {
 			t.Fatalf("during %s: held_by %q, want A's client id %s", what, r.HeldBy, idA)
