@@ -1,6 +1,8 @@
 package client
 
 import (
+	"github.com/tether-sh/tether/internal/clock"
+
 	"context"
 	"errors"
 	"fmt"
@@ -49,6 +51,9 @@ type Dialer struct {
 	// Mux, if set, takes channels from a master process when one runs for
 	// the host (muxdial.go).
 	Mux *MuxOptions
+	// Clock paces reconnect backoff and the ack loop (nil: the real
+	// clock); tests pass a clock.Fake so that backoff costs no real time.
+	Clock clock.Clock
 }
 
 // Conn is an SSH connection to one agent.

@@ -1,6 +1,8 @@
 package client
 
 import (
+	"github.com/tether-sh/tether/internal/clock"
+
 	"context"
 	"errors"
 	"fmt"
@@ -207,12 +209,13 @@ func (r *runner) reconnect(ctx context.Context, cause error) (*wire.Conn, ssh.Ch
 	if limit < 0 {
 		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, cause)
 	}
-	start := time.Now()
+	clk := clock.Or(r.d.Clock)
+	start := clk.Now()
 	target := r.spec.Target.WithSession(r.session)
 	r.notify("connection to %s lost (%v); reconnecting for up to %s", target.HostString(), cause, limit)
 	backoff := 50 * time.Millisecond
 	var last error = cause
-	for time.Since(start) < limit {
+	for clock.Since(clk, start) < limit {
 		if err := ctx.Err(); err != nil {
 			return nil, nil, err
 		}
@@ -222,7 +225,7 @@ func (r *runner) reconnect(ctx context.Context, cause error) (*wire.Conn, ssh.Ch
 			r.conn = c
 			wc, ch, err := r.attach(c)
 			if err == nil {
-				r.notify("reconnected to %s after %s; output resumes", target, time.Since(start).Round(time.Millisecond))
+				r.notify("reconnected to %s after %s; output resumes", target, clock.Since(clk, start).Round(time.Millisecond))
 				return wc, ch, nil
 			}
 			if !errors.Is(err, ErrTransport) {
@@ -236,7 +239,7 @@ func (r *runner) reconnect(ctx context.Context, cause error) (*wire.Conn, ssh.Ch
 		select {
 		case <-ctx.Done():
 			return nil, nil, ctx.Err()
-		case <-time.After(backoff):
+		case <-clock.After(clk, backoff):
 		}
 		backoff = min(backoff*2, 2*time.Second)
 	}
@@ -288,13 +291,13 @@ func (r *runner) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel) (don
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		t := time.NewTicker(20 * time.Millisecond)
+		t := clock.Or(r.d.Clock).NewTicker(20 * time.Millisecond)
 		defer t.Stop()
 		for {
 			select {
 			case <-stop:
 				return
-			case <-t.C:
+			case <-t.C():
 			case <-ackNow:
 			}
 			if seq := r.lastSeq.Load(); seq != acked {

@@ -10,6 +10,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/tether-sh/tether/internal/clock"
 )
 
 // ErrClosed is returned by operations on a closed journal.
@@ -44,6 +46,9 @@ type Options struct {
 	Mode         Mode          // what Append does when the journal is full
 	SegmentBytes int64         // default: clamp(MaxBytes/4, 64 KiB, 4 MiB); at most 1 GiB
 	SyncInterval time.Duration // default 100ms: dirty segments are fsync'd in batches in the background
+	// Clock drives the sync loop's batching and the pacing of Append
+	// behind a slow reader (nil: the real clock).
+	Clock clock.Clock
 }
 
 // Journal is a sequence-numbered, on-disk output log. It is safe for
@@ -52,6 +57,7 @@ type Journal struct {
 	dir          string
 	segBytes     int64
 	syncInterval time.Duration
+	clock        clock.Clock
 
 	// appendMu serializes Append (and Close against an in-flight Append).
 	// Fields below it up to mu are guarded by appendMu.
@@ -127,6 +133,7 @@ func Open(opts Options) (*Journal, error) {
 		dir:          opts.Dir,
 		segBytes:     opts.SegmentBytes,
 		syncInterval: opts.SyncInterval,
+		clock:        clock.Or(opts.Clock),
 		maxBytes:     opts.MaxBytes,
 		mode:         opts.Mode,
 		changed:      make(chan struct{}),
@@ -291,8 +298,8 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		ch := j.changedLocked()
 		var expired <-chan time.Time
 		if pace > 0 {
-			t := time.NewTimer(pace)
-			expired = t.C
+			t := j.clock.NewTimer(pace)
+			expired = t.C()
 			defer t.Stop()
 			j.paced++
 		} else {

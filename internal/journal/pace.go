@@ -1,6 +1,10 @@
 package journal
 
-import "time"
+import (
+	"time"
+
+	"github.com/tether-sh/tether/internal/clock"
+)
 
 // Pacing: in Block mode, while a reader (the attached client's writer) is
 // reading, Append waits for it once it is more than readAhead bytes behind,
@@ -20,7 +24,7 @@ const (
 func (j *Journal) readLocked(pos int64) {
 	if pos != j.readPos || j.readAt.IsZero() {
 		j.readPos = pos
-		j.readAt = time.Now()
+		j.readAt = j.clock.Now()
 		if j.paced > 0 {
 			j.notifyLocked()
 		}
@@ -32,5 +36,5 @@ func (j *Journal) paceLocked() time.Duration {
 	if j.mode != Block || j.readAt.IsZero() || j.endPos-j.readPos <= readAhead {
 		return 0
 	}
-	return readerStall - time.Since(j.readAt)
+	return readerStall - clock.Since(j.clock, j.readAt)
 }

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"time"
 )
 
 // syncLoop makes records durable, at most every syncInterval, until Close.
@@ -26,7 +25,7 @@ import (
 // second of them.
 func (j *Journal) syncLoop() {
 	defer close(j.done)
-	t := time.NewTimer(j.syncInterval)
+	t := j.clock.NewTimer(j.syncInterval)
 	defer t.Stop()
 	for {
 		select {
@@ -38,7 +37,7 @@ func (j *Journal) syncLoop() {
 		select {
 		case <-j.stop:
 			return
-		case <-t.C:
+		case <-t.C():
 		}
 		j.syncRound(false) // errors resurface from Sync/Close
 	}

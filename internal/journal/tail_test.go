@@ -1,6 +1,8 @@
 package journal
 
 import (
+	"github.com/tether-sh/tether/internal/clock"
+
 	"bytes"
 	"context"
 	"os"
@@ -155,6 +157,13 @@ func TestSyncSkipsDelivered(t *testing.T) {
 	}
 }
 
+// readerBehind is how far the active reader is behind the end.
+func readerBehind(j *Journal) int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.endPos - j.readPos
+}
+
 func pacedCount(j *Journal) int {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -165,7 +174,8 @@ func pacedCount(j *Journal) int {
 // readAhead behind, goes on when it reads, and stops waiting for a reader
 // that stalls. Drop mode never waits.
 func TestPaceWaitsForReader(t *testing.T) {
-	j := openT(t, Options{MaxBytes: 16 * readAhead, SyncInterval: time.Hour})
+	clk := clock.NewFake(time.Time{})
+	j := openT(t, Options{MaxBytes: 16 * readAhead, SyncInterval: time.Hour, Clock: clk})
 	appendT(t, j, KindStdout, 0, []byte("start"))
 	readAll(t, j, 0, 0) // a reader is active and caught up
 	chunk := payload(1, MaxDataBytes)
@@ -183,11 +193,24 @@ func TestPaceWaitsForReader(t *testing.T) {
 	if r := recv(t, res, "Append after the reader caught up"); r.err != nil {
 		t.Fatal(r.err)
 	}
-	// The reader stops reading: Append waits a while, then goes on.
-	for j.Unacked() <= 2*readAhead+MaxDataBytes {
+	// The reader stops reading: Append waits readerStall on the clock
+	// (not a moment less), then goes on.
+	for readerBehind(j) <= readAhead {
 		appendT(t, j, KindStdout, 0, chunk)
 	}
-	if r := recv(t, startAppend(context.Background(), j, KindStdout, chunk), "Append past a stalled reader"); r.err != nil {
+	res = startAppend(context.Background(), j, KindStdout, chunk)
+	eventually(t, "Append waiting for the stalled reader", func() bool { return pacedCount(j) == 1 })
+	clk.Advance(readerStall - time.Millisecond)
+	select {
+	case r := <-res:
+		t.Fatalf("Append stopped waiting before readerStall: %+v", r)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	if r := recv(t, res, "Append past a stalled reader"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	if r := recv(t, startAppend(context.Background(), j, KindStdout, chunk), "the next Append past a stalled reader"); r.err != nil {
 		t.Fatal(r.err)
 	}
 

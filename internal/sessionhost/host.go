@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tether-sh/tether/internal/clock"
 	"github.com/tether-sh/tether/internal/journal"
 	"github.com/tether-sh/tether/internal/limits"
 	"github.com/tether-sh/tether/internal/runspace"
@@ -45,7 +46,11 @@ type Options struct {
 	LimitsGroup     string
 	LimitsMechanism string
 	Logger          *slog.Logger
-	Now             func() time.Time
+	// Clock drives the idle, run-time and grace timers and the journal's
+	// pacing (nil: the real clock); tests pass a clock.Fake. Now, if set
+	// without Clock, only replaces the time read.
+	Clock clock.Clock
+	Now   func() time.Time
 	// Ready, if set, is written "ready\n" once the socket listens, then closed.
 	Ready io.WriteCloser
 }
@@ -76,9 +81,10 @@ func MetaPath(dir string) string { return filepath.Join(dir, "meta.json") }
 
 // Host is a running session host.
 type Host struct {
-	opts Options
-	log  *slog.Logger
-	now  func() time.Time
+	opts  Options
+	log   *slog.Logger
+	clock clock.Clock
+	now   func() time.Time
 
 	rs    *runspace.Runspace
 	j     *journal.Journal
@@ -135,12 +141,14 @@ func start(opts Options) (*Host, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
+	clk := clock.Or(opts.Clock)
 	if opts.Now == nil {
-		opts.Now = time.Now
+		opts.Now = clk.Now
 	}
 	h := &Host{
 		opts:      opts,
 		log:       opts.Logger.With("session", opts.Name, "user", opts.User),
+		clock:     clk,
 		now:       opts.Now,
 		limits:    opts.Limits,
 		closed:    make(chan struct{}),
@@ -170,6 +178,7 @@ func start(opts Options) (*Host, error) {
 		Dir:      filepath.Join(opts.Dir, "journal"),
 		MaxBytes: orDefaultInt(opts.Limits.JournalBytes, 64<<20),
 		Mode:     mode,
+		Clock:    opts.Clock,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("session %s: journal: %w", opts.Name, err)
@@ -315,7 +324,7 @@ func (h *Host) Done() <-chan struct{} { return h.closed }
 // costs no wakeups (but one, to trim its memory after work: idlemem.go).
 func (h *Host) timers(ctx context.Context) {
 	defer h.wg.Done()
-	t := time.NewTimer(time.Hour)
+	t := h.clock.NewTimer(time.Hour)
 	defer t.Stop()
 	h.mu.Lock()
 	h.trimmedFor = h.idleSince // start-up is not worth a trim
@@ -345,7 +354,7 @@ func (h *Host) timers(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-h.pokes:
-		case <-t.C:
+		case <-t.C():
 		}
 	}
 }
