@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/runspace"
 	"github.com/tether-sh/tether/internal/wire"
@@ -784,10 +785,8 @@ func loadHistory(path string, skip func(string) bool) *history {
 	if len(h.entries) > historyMax {
 		h.entries = h.entries[len(h.entries)-historyMax:]
 		if len(lines) > 2*historyMax {
-			tmp := path + ".tmp"
-			if os.WriteFile(tmp, []byte(strings.Join(h.entries, "\n")+"\n"), 0o600) == nil {
-				os.Rename(tmp, path)
-			}
+			// Best effort: a failed rewrite leaves the long file, read again next time.
+			atomicfile.WriteFile(path, []byte(strings.Join(h.entries, "\n")+"\n"), 0o600)
 		}
 	}
 	return h

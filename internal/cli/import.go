@@ -21,6 +21,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sys/unix"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/modules"
 	"github.com/tether-sh/tether/internal/wire"
@@ -169,7 +170,7 @@ func (m *importManifest) locked(fn func(*importFile) (bool, error)) error {
 		return f.Imports[i].Path < f.Imports[j].Path
 	})
 	out, _ := json.MarshalIndent(f, "", "  ")
-	return impWriteAtomic(m.Path, append(out, '\n'), 0o600)
+	return atomicfile.WriteFile(m.Path, append(out, '\n'), 0o600)
 }
 
 func (m *importManifest) entries() ([]importEntry, error) {
@@ -179,31 +180,6 @@ func (m *importManifest) entries() ([]importEntry, error) {
 		return false, nil
 	})
 	return out, err
-}
-
-// writeAtomic replaces path with data: a temporary file, fsync, rename.
-func impWriteAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // shQuote quotes s for /bin/sh.
@@ -305,7 +281,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 				plural(len(clashes), "name is", "names are"), strings.Join(clashes, "\n  "))
 		}
 		for _, e := range made {
-			if err := impWriteAtomic(e.Path, []byte(proxyScript(exe, m.Path, e)), 0o755); err != nil {
+			if err := atomicfile.WriteFile(e.Path, []byte(proxyScript(exe, m.Path, e)), 0o755); err != nil {
 				return true, fmt.Errorf("write proxy: %w", err)
 			}
 			f.Imports = slices.DeleteFunc(f.Imports, func(o importEntry) bool { return o.Path == e.Path })
