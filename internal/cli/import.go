@@ -24,6 +24,7 @@ import (
 	"github.com/tether-sh/tether/internal/atomicfile"
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/modules"
+	"github.com/tether-sh/tether/internal/shquote"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -182,11 +183,6 @@ func (m *importManifest) entries() ([]importEntry, error) {
 	return out, err
 }
 
-// shQuote quotes s for /bin/sh.
-func impShQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
 func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targetArg, module, prefix, dir string, force bool) error {
 	t, err := client.ParseTarget(targetArg)
 	if err != nil {
@@ -300,7 +296,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 		}
 	}
 	if !impOnPath(env, dir) {
-		fmt.Fprintf(env.Stdout, "%s is not in your PATH; add this line to your shell's startup file:\n  export PATH=%s:\"$PATH\"\n", dir, impShQuote(dir))
+		fmt.Fprintf(env.Stdout, "%s is not in your PATH; add this line to your shell's startup file:\n  export PATH=%s:\"$PATH\"\n", dir, shquote.Quote(dir))
 	}
 	return nil
 }
@@ -343,7 +339,7 @@ func proxyScript(exe, manifest string, e importEntry) string {
 	b.WriteString("#!/bin/sh\n")
 	fmt.Fprintf(&b, "%s %s (made by tether import; tether import --list shows where it comes from)\n", proxyMarker, e.Name)
 	fmt.Fprintf(&b, "# help: %s --tether-help; remove: tether import --remove %s\n", e.Name, e.Name)
-	fmt.Fprintf(&b, "exec %s proxy --imports %s --path %s -- \"$@\"\n", impShQuote(exe), impShQuote(manifest), impShQuote(e.Path))
+	fmt.Fprintf(&b, "exec %s proxy --imports %s --path %s -- \"$@\"\n", shquote.Quote(exe), shquote.Quote(manifest), shquote.Quote(e.Path))
 	return b.String()
 }
 
