@@ -12,7 +12,23 @@ import (
 // WriteFile replaces path with data, mode perm. The temporary file is
 // created next to path (so the rename cannot cross file systems) with
 // O_EXCL and a random name, so a symlink planted there is never followed.
-func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
+func WriteFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, os.Rename)
+}
+
+// WriteNewFile is WriteFile for a file that must not be replaced (a key, a
+// machine id): the temporary file is hard-linked to path instead of renamed,
+// so when path already exists — another process won a race — it fails with
+// an error wrapping fs.ErrExist and the existing file is left as it was.
+func WriteNewFile(path string, data []byte, perm os.FileMode) error {
+	return write(path, data, perm, func(tmp, path string) error {
+		err := os.Link(tmp, path)
+		os.Remove(tmp)
+		return err
+	})
+}
+
+func write(path string, data []byte, perm os.FileMode, place func(tmp, path string) error) (err error) {
 	dir := filepath.Dir(path)
 	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -37,10 +53,10 @@ func WriteFile(path string, data []byte, perm os.FileMode) (err error) {
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("atomicfile: close %s: %w", tmp, err)
 	}
-	if err = os.Rename(tmp, path); err != nil {
+	if err = place(tmp, path); err != nil {
 		return fmt.Errorf("atomicfile: %w", err)
 	}
-	// The rename is durable once the directory is.
+	// The rename (or link) is durable once the directory is.
 	d, derr := os.Open(dir)
 	if derr != nil {
 		return nil

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -17,6 +18,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/mux"
 	"github.com/tether-sh/tether/internal/sshauth"
@@ -170,15 +172,11 @@ func clientIdentity(dir string) wire.Client {
 		rand.Read(b)
 		id = hex.EncodeToString(b)
 		os.MkdirAll(dir, 0o700)
-		tmp := path + ".tmp"
-		if os.WriteFile(tmp, []byte(id+"\n"), 0o600) == nil {
-			if err := os.Link(tmp, path); err != nil {
-				// another process won the race: use its id
-				if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
-					id = strings.TrimSpace(string(b))
-				}
+		if err := atomicfile.WriteNewFile(path, []byte(id+"\n"), 0o600); errors.Is(err, fs.ErrExist) {
+			// another process won the race: use its id
+			if b, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(b)) != "" {
+				id = strings.TrimSpace(string(b))
 			}
-			os.Remove(tmp)
 		}
 	}
 	return wire.Client{ID: id, Host: fmt.Sprintf("%s (client %s)", host, id[:min(6, len(id))])}

@@ -14,7 +14,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -22,6 +21,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/lineedit"
 	"github.com/tether-sh/tether/internal/runspace"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -30,9 +30,15 @@ import (
 // otherwise.
 const DefaultPrompt = "[{target} {dir}]$ "
 
+// enterOpts are enter's flags.
+type enterOpts struct {
+	prompt, reconnect string
+	promptSet         bool // --prompt was given: $TETHER_PROMPT does not apply
+	force             bool
+}
+
 func enterCmd(env *Env, g *globals) *cobra.Command {
-	var prompt, reconnect string
-	var force bool
+	o := enterOpts{prompt: DefaultPrompt, reconnect: "4m"}
 	cmd := &cobra.Command{
 		Use:   "enter [--prompt FORMAT] [--force] TARGET",
 		Short: "Work interactively in a session (Enter-PSSession)",
@@ -62,35 +68,48 @@ If the connection breaks, enter reconnects by itself for up to
 --reconnect-timeout; a running command's output resumes where it stopped.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			t, err := client.ParseTarget(args[0])
-			if err != nil {
-				return err
+			if cmd.Flags().Changed("prompt") {
+				o.promptSet = true
 			}
-			rt, err := parseReconnect(reconnect)
-			if err != nil {
-				return err
-			}
-			if !cmd.Flags().Changed("prompt") {
-				if p := env.Getenv("TETHER_PROMPT"); p != "" {
-					prompt = p
-				}
-			}
-			s, err := g.setup(env)
-			if err != nil {
-				return err
-			}
-			defer s.Close()
-			ctx, cancel := context.WithCancel(cmd.Context())
-			defer cancel()
-			e := &enterer{env: env, s: s, target: s.display(t), reconnect: rt, prompt: prompt, force: force}
-			return e.main(ctx, cancel)
+			return runEnter(cmd.Context(), env, g, o, args)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&prompt, "prompt", DefaultPrompt, "prompt format: {user} {host} {session} {target} {dir}")
-	f.BoolVar(&force, "force", false, "take the session over from another client")
-	f.StringVar(&reconnect, "reconnect-timeout", "4m", "how long to keep trying to get back after the connection breaks (0 to give up at once)")
+	f.StringVar(&o.prompt, "prompt", DefaultPrompt, "prompt format: {user} {host} {session} {target} {dir}")
+	f.BoolVar(&o.force, "force", false, "take the session over from another client")
+	f.StringVar(&o.reconnect, "reconnect-timeout", "4m", "how long to keep trying to get back after the connection breaks (0 to give up at once)")
 	return cmd
+}
+
+// runEnter is tether enter TARGET: interactive on a terminal, else the
+// commands read from stdin one by one.
+func runEnter(ctx context.Context, env *Env, g *globals, o enterOpts, args []string) error {
+	if len(args) != 1 {
+		return errors.New("enter needs one TARGET")
+	}
+	t, err := client.ParseTarget(args[0])
+	if err != nil {
+		return err
+	}
+	rt, err := parseReconnect(o.reconnect)
+	if err != nil {
+		return err
+	}
+	prompt := o.prompt
+	if !o.promptSet {
+		if p := env.Getenv("TETHER_PROMPT"); p != "" {
+			prompt = p
+		}
+	}
+	s, err := g.setup(env)
+	if err != nil {
+		return err
+	}
+	defer s.Close()
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	e := &enterer{env: env, s: s, target: s.display(t), reconnect: rt, prompt: prompt, force: o.force}
+	return e.main(ctx, cancel)
 }
 
 // enterer is one `tether enter`.
@@ -421,7 +440,7 @@ func (e *enterer) queryDir(ctx context.Context, status int, known bool) error {
 	}
 	_, err := e.run(ctx, client.RunSpec{
 		Request: wire.Request{Command: query},
-		Stdout:  &out, Stderr: io.Discard, Notify: crlf{e.env.Stderr},
+		Stdout:  &out, Stderr: io.Discard, Notify: lineedit.CRLF{W: e.env.Stderr},
 	})
 	if err != nil {
 		return err
@@ -476,23 +495,16 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 		}
 	}()
 
-	in := newInput(stdin)
-	var intr atomic.Int32
-	li := &lineInput{r: in.reader(), intr: &intr}
-	t := term.NewTerminal(struct {
-		io.Reader
-		io.Writer
-	}{li, e.env.Stdout}, "")
-	hist := loadHistory(e.historyPath(), func(s string) bool { return interrupted(&intr, s) })
-	t.History = hist
-	errw := crlf{e.env.Stderr}
+	in := lineedit.NewInput(stdin)
+	ed := lineedit.NewEditor(in.Reader(), e.env.Stdout, e.historyPath())
+	errw := lineedit.CRLF{W: e.env.Stderr}
 
 	rows, cols := 24, 80
 	var sizeMu sync.Mutex
 	if w, h, err := term.GetSize(fd); err == nil && w > 0 && h > 0 {
 		rows, cols = h, w
 	}
-	t.SetSize(cols, rows)
+	ed.SetSize(cols, rows)
 	resize := make(chan [2]int, 1)
 	winch := make(chan os.Signal, 1)
 	signal.Notify(winch, syscall.SIGWINCH)
@@ -511,7 +523,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 			sizeMu.Lock()
 			rows, cols = h, w
 			sizeMu.Unlock()
-			t.SetSize(w, h)
+			ed.SetSize(w, h)
 			select {
 			case <-resize:
 			default:
@@ -525,7 +537,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 	}
 
 	for {
-		script, err := e.readInput(t, li)
+		script, err := ed.ReadInput(e.promptText, func(s string) bool { ok, _ := runspace.IsComplete(s); return ok })
 		if err != nil {
 			io.WriteString(e.env.Stdout, "\r\n")
 			return nil // Ctrl-D, or the terminal went away
@@ -545,16 +557,16 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 		sizeMu.Lock()
 		tty := &wire.TTY{Term: termName, Rows: rows, Cols: cols}
 		sizeMu.Unlock()
-		cmdIn := in.reader()
-		out := &lastByte{w: e.env.Stdout, last: '\n'}
+		cmdIn := in.Reader()
+		out := &lineedit.LastByte{W: e.env.Stdout, Last: '\n'}
 		res, err := e.run(ctx, client.RunSpec{
 			Request: wire.Request{Command: script, TTY: tty},
 			Stdin:   cmdIn,
 			Stdout:  out, Stderr: errw, Notify: errw,
 			Resize: resize,
 		})
-		cmdIn.stop()
-		if err == nil && res.ExitCode > 128 && out.last != '\n' {
+		cmdIn.Stop()
+		if err == nil && res.ExitCode > 128 && out.Last != '\n' {
 			// Like bash after a program killed by a signal (^C).
 			io.WriteString(e.env.Stdout, "\r\n")
 		}
@@ -578,51 +590,6 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 	}
 }
 
-// readInput reads lines until they make a complete input. Ctrl-C abandons
-// what was typed; Ctrl-D on an empty first line (or a broken terminal)
-// returns an error.
-func (e *enterer) readInput(t *term.Terminal, li *lineInput) (string, error) {
-	var buf strings.Builder
-	t.SetPrompt(e.promptText())
-	li.cont.Store(false)
-	for {
-		line, err := t.ReadLine()
-		if err != nil {
-			if errors.Is(err, term.ErrPasteIndicator) {
-				err = nil
-			} else if buf.Len() > 0 && err == io.EOF {
-				// Ctrl-D inside an unfinished construct drops it.
-				buf.Reset()
-				t.SetPrompt(e.promptText())
-				t.Write([]byte("\n"))
-				continue
-			} else {
-				return "", err
-			}
-		}
-		if interrupted(li.intr, line) {
-			li.intr.Add(-1)
-			buf.Reset()
-			t.SetPrompt(e.promptText())
-			li.cont.Store(false)
-			continue
-		}
-		buf.WriteString(line)
-		buf.WriteByte('\n')
-		if ok, _ := runspace.IsComplete(buf.String()); ok {
-			return buf.String(), nil
-		}
-		t.SetPrompt("> ")
-		li.cont.Store(true)
-	}
-}
-
-// interrupted reports whether line was ended by Ctrl-C (or Ctrl-D in a
-// continuation line): see lineInput.
-func interrupted(intr *atomic.Int32, line string) bool {
-	return intr.Load() > 0 && (strings.HasSuffix(line, "^C") || strings.HasSuffix(line, "^D"))
-}
-
 func (e *enterer) historyPath() string {
 	key := e.s.full(e.target)
 	if e.temporary {
@@ -637,184 +604,3 @@ func (e *enterer) historyPath() string {
 	}, key)
 	return filepath.Join(configDir(e.env), "history", safe)
 }
-
-// lastByte remembers the last byte written through it.
-type lastByte struct {
-	w    io.Writer
-	last byte
-}
-
-func (l *lastByte) Write(p []byte) (int, error) {
-	if len(p) > 0 {
-		l.last = p[len(p)-1]
-	}
-	return l.w.Write(p)
-}
-
-// crlf writes to a terminal in raw mode: \n becomes \r\n.
-type crlf struct{ w io.Writer }
-
-func (c crlf) Write(p []byte) (int, error) {
-	if _, err := c.w.Write(bytes.ReplaceAll(p, []byte("\n"), []byte("\r\n"))); err != nil {
-		return 0, err
-	}
-	return len(p), nil
-}
-
-// input reads the local terminal once, for the line editor and for the
-// commands in turn: a reader that is stopped never takes bytes meant for
-// the next one.
-type input struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	buf  []byte
-	err  error
-}
-
-func newInput(r io.Reader) *input {
-	in := &input{}
-	in.cond = sync.NewCond(&in.mu)
-	go func() {
-		chunk := make([]byte, 32<<10)
-		for {
-			n, err := r.Read(chunk)
-			in.mu.Lock()
-			in.buf = append(in.buf, chunk[:n]...)
-			if err != nil {
-				in.err = err
-			}
-			in.cond.Broadcast()
-			in.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return in
-}
-
-type inputReader struct {
-	in      *input
-	stopped bool // guarded by in.mu
-}
-
-func (in *input) reader() *inputReader { return &inputReader{in: in} }
-
-func (r *inputReader) Read(p []byte) (int, error) {
-	in := r.in
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	for len(in.buf) == 0 && in.err == nil && !r.stopped {
-		in.cond.Wait()
-	}
-	if r.stopped {
-		return 0, io.EOF
-	}
-	if len(in.buf) == 0 {
-		return 0, in.err
-	}
-	n := copy(p, in.buf)
-	in.buf = in.buf[n:]
-	return n, nil
-}
-
-func (r *inputReader) stop() {
-	r.in.mu.Lock()
-	r.stopped = true
-	r.in.cond.Broadcast()
-	r.in.mu.Unlock()
-}
-
-// lineInput feeds the line editor. term.Terminal ends ReadLine on Ctrl-C
-// as on Ctrl-D; to clear the line instead, Ctrl-C is typed as "go to end,
-// ^C, Enter", and the line it ends is dropped.
-//
-// In a continuation line Ctrl-D abandons the unfinished construct the same
-// way (term.Terminal would read the same Ctrl-D again after returning
-// io.EOF for it).
-type lineInput struct {
-	r       io.Reader
-	pending []byte
-	intr    *atomic.Int32
-	cont    atomic.Bool // reading a continuation line
-}
-
-func (l *lineInput) Read(p []byte) (int, error) {
-	if len(l.pending) == 0 {
-		b := make([]byte, len(p))
-		n, err := l.r.Read(b)
-		if n == 0 {
-			return 0, err
-		}
-		for _, c := range b[:n] {
-			if c == 3 || (c == 4 && l.cont.Load()) {
-				l.pending = append(l.pending, '\x05', '^', '@'+c, '\r')
-				l.intr.Add(1)
-				continue
-			}
-			l.pending = append(l.pending, c)
-		}
-	}
-	n := copy(p, l.pending)
-	l.pending = l.pending[n:]
-	return n, nil
-}
-
-// history is the line editor's history, kept in a file per session.
-type history struct {
-	path    string
-	skip    func(string) bool
-	entries []string // oldest first
-}
-
-const historyMax = 1000
-
-func loadHistory(path string, skip func(string) bool) *history {
-	h := &history{path: path, skip: skip}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return h
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	for _, l := range lines {
-		if l != "" {
-			h.entries = append(h.entries, l)
-		}
-	}
-	if len(h.entries) > historyMax {
-		h.entries = h.entries[len(h.entries)-historyMax:]
-		if len(lines) > 2*historyMax {
-			tmp := path + ".tmp"
-			if os.WriteFile(tmp, []byte(strings.Join(h.entries, "\n")+"\n"), 0o600) == nil {
-				os.Rename(tmp, path)
-			}
-		}
-	}
-	return h
-}
-
-func (h *history) Add(entry string) {
-	if strings.TrimSpace(entry) == "" || (h.skip != nil && h.skip(entry)) {
-		return
-	}
-	if n := len(h.entries); n > 0 && h.entries[n-1] == entry {
-		return
-	}
-	h.entries = append(h.entries, entry)
-	if len(h.entries) > historyMax {
-		h.entries = h.entries[1:]
-	}
-	if err := os.MkdirAll(filepath.Dir(h.path), 0o700); err != nil {
-		return
-	}
-	f, err := os.OpenFile(h.path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		return
-	}
-	f.WriteString(entry + "\n")
-	f.Close()
-}
-
-func (h *history) Len() int { return len(h.entries) }
-
-func (h *history) At(i int) string { return h.entries[len(h.entries)-1-i] }

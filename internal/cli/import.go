@@ -2,39 +2,35 @@ package cli
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"os/user"
 	"path/filepath"
-	"regexp"
 	"slices"
-	"sort"
-	"strconv"
 	"strings"
-	"sync"
 	"text/tabwriter"
 	"time"
-	"unicode"
 
 	"github.com/spf13/cobra"
-	"golang.org/x/sys/unix"
 
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/modules"
+	"github.com/tether-sh/tether/internal/remoting"
+	"github.com/tether-sh/tether/internal/shquote"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
-// proxyMarker is in every proxy file, so that tether never overwrites or
-// deletes a file it did not make.
-const proxyMarker = "# tether proxy:"
-
-var validPrefix = sync.OnceValue(func() *regexp.Regexp { return regexp.MustCompile(`^[A-Za-z0-9._+]{0,32}$`) })
+// importOpts are import's flags.
+type importOpts struct {
+	prefix, dir         string
+	force, list, remove bool
+	prefixSet           bool               // --prefix was given (for --remove)
+	usage               func(string) error // a usage error naming the command line
+}
 
 func importCmd(env *Env, g *globals) *cobra.Command {
-	var prefix, dir string
-	var force, list, remove bool
+	var o importOpts
 	cmd := &cobra.Command{
 		Use:   "import [--prefix P] [--dir DIR] [--force] TARGET MODULE | --list | --remove (TARGET MODULE | NAME...)",
 		Short: "Make a module's commands on a host into local commands (Import-PSSession)",
@@ -57,42 +53,61 @@ TARGET MODULE (or --remove NAME...) deletes them.
 
 The proxies use the -i and --known-hosts given to import, if any.`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			m := &importManifest{Path: filepath.Join(configDir(env), "imports.json")}
-			switch {
-			case list:
-				if len(args) > 0 {
-					return usageError(cmd, "--list takes no arguments")
-				}
-				return listImports(env, m)
-			case remove:
-				if len(args) == 0 {
-					return usageError(cmd, "--remove needs TARGET MODULE or proxy names")
-				}
-				return removeImports(env, g, m, args, prefix, cmd.Flags().Changed("prefix"))
-			}
-			if len(args) != 2 {
-				return usageError(cmd, "import needs TARGET and MODULE")
-			}
-			if !validPrefix().MatchString(prefix) {
-				return fmt.Errorf("bad --prefix %q: use up to 32 letters, digits, '.', '_' or '+'", prefix)
-			}
-			if dir == "" {
-				dir = defaultProxyDir(env)
-			}
-			abs, err := filepath.Abs(dir)
-			if err != nil {
-				return err
-			}
-			return doImport(cmd.Context(), env, g, m, args[0], args[1], prefix, abs, force)
+			o.prefixSet = cmd.Flags().Changed("prefix")
+			o.usage = func(msg string) error { return usageError(cmd, "%s", msg) }
+			return runImport(cmd.Context(), env, g, o, args)
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&prefix, "prefix", "", "prefix for the local command names")
-	f.StringVar(&dir, "dir", "", "directory for the proxies (default ~/.local/share/tether/bin)")
-	f.BoolVar(&force, "force", false, "replace proxies of the same name from another host, module or version")
-	f.BoolVar(&list, "list", false, "list the imported commands")
-	f.BoolVar(&remove, "remove", false, "remove imported commands")
+	f.StringVar(&o.prefix, "prefix", "", "prefix for the local command names")
+	f.StringVar(&o.dir, "dir", "", "directory for the proxies (default ~/.local/share/tether/bin)")
+	f.BoolVar(&o.force, "force", false, "replace proxies of the same name from another host, module or version")
+	f.BoolVar(&o.list, "list", false, "list the imported commands")
+	f.BoolVar(&o.remove, "remove", false, "remove imported commands")
 	return cmd
+}
+
+// runImport is tether import: list, remove, or import a module's commands.
+func runImport(ctx context.Context, env *Env, g *globals, o importOpts, args []string) error {
+	if o.usage == nil {
+		o.usage = func(msg string) error { return errors.New(msg) }
+	}
+	m := importManifest(env)
+	switch {
+	case o.list:
+		if len(args) > 0 {
+			return o.usage("--list takes no arguments")
+		}
+		return listImports(env, m)
+	case o.remove:
+		if len(args) == 0 {
+			return o.usage("--remove needs TARGET MODULE or proxy names")
+		}
+		return removeImports(env, g, m, args, o.prefix, o.prefixSet)
+	}
+	if len(args) != 2 {
+		return o.usage("import needs TARGET and MODULE")
+	}
+	if err := remoting.CheckPrefix(o.prefix); err != nil {
+		return err
+	}
+	dir := o.dir
+	if dir == "" {
+		dir = defaultProxyDir(env)
+	}
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	return doImport(ctx, env, g, m, args[0], args[1], o.prefix, abs, o.force)
+}
+
+// plural is "1 command" or "2 commands".
+var plural = remoting.Plural
+
+// importManifest is the user's import manifest.
+func importManifest(env *Env) *remoting.Manifest {
+	return &remoting.Manifest{Path: filepath.Join(configDir(env), "imports.json")}
 }
 
 func defaultProxyDir(env *Env) string {
@@ -102,116 +117,7 @@ func defaultProxyDir(env *Env) string {
 	return filepath.Join(homeDir(env), ".local", "share", "tether", "bin")
 }
 
-// importEntry is one proxy in the manifest.
-type importEntry struct {
-	Name       string    `json:"name"`
-	Path       string    `json:"path"`
-	Host       string    `json:"host"` // full address, with the login name
-	Module     string    `json:"module"`
-	Version    string    `json:"version"`
-	Command    string    `json:"command"`
-	Prefix     string    `json:"prefix,omitempty"`
-	Identity   string    `json:"identity,omitempty"`
-	KnownHosts string    `json:"known_hosts,omitempty"`
-	Imported   time.Time `json:"imported"`
-}
-
-// origin says where a proxy comes from, for clashes and listings.
-func (e importEntry) origin() string {
-	return fmt.Sprintf("%s of module %s %s on %s", e.Command, e.Module, e.Version, e.Host)
-}
-
-func (e importEntry) sameSource(o importEntry) bool {
-	return e.Host == o.Host && e.Module == o.Module && e.Version == o.Version && e.Command == o.Command
-}
-
-// importManifest is ~/.config/tether/imports.json, flock'd and written
-// atomically like the session registry.
-type importManifest struct {
-	Path string
-}
-
-type importFile struct {
-	Imports []importEntry `json:"imports"`
-}
-
-func (m *importManifest) locked(fn func(*importFile) (bool, error)) error {
-	if err := os.MkdirAll(filepath.Dir(m.Path), 0o700); err != nil {
-		return fmt.Errorf("imports: %w", err)
-	}
-	lf, err := os.OpenFile(m.Path+".lock", os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		return fmt.Errorf("imports: %w", err)
-	}
-	defer lf.Close()
-	if err := unix.Flock(int(lf.Fd()), unix.LOCK_EX); err != nil {
-		return fmt.Errorf("imports: lock: %w", err)
-	}
-	var f importFile
-	b, err := os.ReadFile(m.Path)
-	switch {
-	case errors.Is(err, os.ErrNotExist):
-	case err != nil:
-		return fmt.Errorf("imports: %w", err)
-	default:
-		if err := json.Unmarshal(b, &f); err != nil {
-			return fmt.Errorf("%s is damaged (%v); move it away to start a new one", m.Path, err)
-		}
-	}
-	changed, err := fn(&f)
-	if err != nil || !changed {
-		return err
-	}
-	sort.Slice(f.Imports, func(i, j int) bool {
-		if f.Imports[i].Name != f.Imports[j].Name {
-			return f.Imports[i].Name < f.Imports[j].Name
-		}
-		return f.Imports[i].Path < f.Imports[j].Path
-	})
-	out, _ := json.MarshalIndent(f, "", "  ")
-	return impWriteAtomic(m.Path, append(out, '\n'), 0o600)
-}
-
-func (m *importManifest) entries() ([]importEntry, error) {
-	var out []importEntry
-	err := m.locked(func(f *importFile) (bool, error) {
-		out = f.Imports
-		return false, nil
-	})
-	return out, err
-}
-
-// writeAtomic replaces path with data: a temporary file, fsync, rename.
-func impWriteAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
-}
-
-// shQuote quotes s for /bin/sh.
-func impShQuote(s string) string {
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
-}
-
-func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targetArg, module, prefix, dir string, force bool) error {
+func doImport(ctx context.Context, env *Env, g *globals, m *remoting.Manifest, targetArg, module, prefix, dir string, force bool) error {
 	t, err := client.ParseTarget(targetArg)
 	if err != nil {
 		return err
@@ -252,7 +158,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 	}
 	if info == nil {
 		if len(broken) > 0 {
-			return fmt.Errorf("module %s on %s is broken: %s", module, s.display(t).HostString(), safeText(strings.Join(broken, "; ")))
+			return fmt.Errorf("module %s on %s is broken: %s", module, s.display(t).HostString(), remoting.SafeText(strings.Join(broken, "; ")))
 		}
 		return fmt.Errorf("no module %s on %s (tether module list %s shows them)", module, s.display(t).HostString(), s.display(t).HostString())
 	}
@@ -268,20 +174,11 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 			}
 		}
 	}
-	if err := checkModuleInfo(*info); err != nil {
+	made, err := remoting.Plan(*info, remoting.Source{
+		Host: s.full(t), Prefix: prefix, Dir: dir, Identity: identity, KnownHosts: knownHosts,
+	}, time.Now())
+	if err != nil {
 		return fmt.Errorf("%s: %w; nothing imported", s.display(t).HostString(), err)
-	}
-	host := s.full(t)
-	var made []importEntry
-	for _, c := range info.Commands {
-		name := modules.ProxyName(c, prefix)
-		if !modules.ValidCommandName(name) {
-			return fmt.Errorf("%s with --prefix %q gives the name %q, which cannot be a command", c, prefix, name)
-		}
-		made = append(made, importEntry{
-			Name: name, Path: filepath.Join(dir, name), Host: host, Module: info.Name, Version: info.Version,
-			Command: c, Prefix: prefix, Identity: identity, KnownHosts: knownHosts, Imported: time.Now().UTC(),
-		})
 	}
 	if len(made) == 0 {
 		return fmt.Errorf("module %s on %s has no commands", module, s.display(t).HostString())
@@ -289,153 +186,24 @@ func doImport(ctx context.Context, env *Env, g *globals, m *importManifest, targ
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
-	err = m.locked(func(f *importFile) (bool, error) {
-		var clashes []string // one line each: the error lists them one per line
-		for _, e := range made {
-			i := slices.IndexFunc(f.Imports, func(o importEntry) bool { return o.Path == e.Path })
-			switch {
-			case i >= 0 && !f.Imports[i].sameSource(e):
-				clashes = append(clashes, fmt.Sprintf("%s is already imported: %s", e.Path, f.Imports[i].origin()))
-			case i < 0 && impFileExists(e.Path):
-				clashes = append(clashes, fmt.Sprintf("%s exists and was not made by tether import", e.Path))
-			}
-		}
-		if len(clashes) > 0 && !force {
-			return false, fmt.Errorf("nothing imported, %s taken:\n  %s\nuse --force to replace, or --prefix to choose other names",
-				plural(len(clashes), "name is", "names are"), strings.Join(clashes, "\n  "))
-		}
-		for _, e := range made {
-			if err := impWriteAtomic(e.Path, []byte(proxyScript(exe, m.Path, e)), 0o755); err != nil {
-				return true, fmt.Errorf("write proxy: %w", err)
-			}
-			f.Imports = slices.DeleteFunc(f.Imports, func(o importEntry) bool { return o.Path == e.Path })
-			f.Imports = append(f.Imports, e)
-		}
-		return true, nil
-	})
-	if err != nil {
+	if err := m.Install(exe, made, force); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stdout, "imported %s of module %s %s from %s into %s:\n", plural(len(made), "command", "commands"), info.Name, info.Version, s.display(t), dir)
 	for _, e := range made {
 		fmt.Fprintf(env.Stdout, "  %-24s %s\n", e.Name, e.Command)
-		if p, err := impLookPath(env, e.Name); err == nil && p != e.Path {
+		if p, err := remoting.LookPath(env.Getenv("PATH"), e.Name); err == nil && p != e.Path {
 			fmt.Fprintf(env.Stderr, "tether: warning: %s is also %s, which comes first in PATH\n", e.Name, p)
 		}
 	}
-	if !impOnPath(env, dir) {
-		fmt.Fprintf(env.Stdout, "%s is not in your PATH; add this line to your shell's startup file:\n  export PATH=%s:\"$PATH\"\n", dir, impShQuote(dir))
+	if !remoting.OnPath(env.Getenv("PATH"), dir) {
+		fmt.Fprintf(env.Stdout, "%s is not in your PATH; add this line to your shell's startup file:\n  export PATH=%s:\"$PATH\"\n", dir, shquote.Quote(dir))
 	}
 	return nil
 }
 
-// maxImportCommands bounds the proxies one import makes: a host cannot fill
-// the client's disk with them.
-const maxImportCommands = 1024
-
-// checkModuleInfo holds what a host says about a module to the host's own
-// rules (internal/modules): the names become file names and the text is
-// shown on the terminal, and the host is not trusted to keep its rules.
-func checkModuleInfo(mi wire.ModuleInfo) error {
-	if !modules.ValidModuleName(mi.Name) {
-		return fmt.Errorf("the host sent the module name %q, which breaks the module rules (1-64 letters, digits, '.', '_' or '-')", mi.Name)
-	}
-	if !modules.ValidVersion(mi.Version) {
-		return fmt.Errorf("the host sent the version %q for module %s, which breaks the module rules (one word of 1-64 printable characters)", mi.Version, mi.Name)
-	}
-	if len(mi.Commands) > maxImportCommands {
-		return fmt.Errorf("module %s has %d commands, more than the %d one import makes", mi.Name, len(mi.Commands), maxImportCommands)
-	}
-	seen := map[string]bool{}
-	for _, c := range mi.Commands {
-		if !modules.ValidCommandName(c) {
-			return fmt.Errorf("the host sent the command name %q in module %s, which cannot be a command (1-128 letters, digits, '.', '_', '+' or '-', not starting with a punctuation mark)", c, mi.Name)
-		}
-		if seen[c] {
-			return fmt.Errorf("the host sent the command %s of module %s twice", c, mi.Name)
-		}
-		seen[c] = true
-	}
-	return nil
-}
-
-// proxyScript is the file of a proxy. It holds nothing the host sent but
-// the proxy's own name (checked above); where the command comes from is
-// in the manifest, which the proxy reads as data when it runs.
-func proxyScript(exe, manifest string, e importEntry) string {
-	var b strings.Builder
-	b.WriteString("#!/bin/sh\n")
-	fmt.Fprintf(&b, "%s %s (made by tether import; tether import --list shows where it comes from)\n", proxyMarker, e.Name)
-	fmt.Fprintf(&b, "# help: %s --tether-help; remove: tether import --remove %s\n", e.Name, e.Name)
-	fmt.Fprintf(&b, "exec %s proxy --imports %s --path %s -- \"$@\"\n", impShQuote(exe), impShQuote(manifest), impShQuote(e.Path))
-	return b.String()
-}
-
-// oldProxy reports whether the proxy file at p is of the first format,
-// which named host, module and command in the script itself.
-func oldProxy(p string) bool {
-	b, err := os.ReadFile(p)
-	return err == nil && len(b) < 64<<10 && strings.Contains(string(b), " proxy --host ")
-}
-
-// safeText is s as it is when it is all printable, else quoted, so that
-// text from a host cannot drive the terminal.
-func safeText(s string) string {
-	for _, r := range s {
-		if !unicode.IsPrint(r) && r != ' ' {
-			return strconv.Quote(s)
-		}
-	}
-	return s
-}
-
-// plural is "1 command" or "2 commands".
-func plural(n int, one, many string) string {
-	if n == 1 {
-		return "1 " + one
-	}
-	return fmt.Sprintf("%d %s", n, many)
-}
-
-func impFileExists(p string) bool {
-	_, err := os.Lstat(p)
-	return err == nil
-}
-
-// isProxy reports whether the file at p was made by tether import.
-func impIsProxy(p string) bool {
-	b, err := os.ReadFile(p)
-	return err == nil && len(b) < 64<<10 && strings.Contains(string(b), "\n"+proxyMarker+" ")
-}
-
-func impPathDirs(env *Env) []string {
-	return filepath.SplitList(env.Getenv("PATH"))
-}
-
-func impOnPath(env *Env, dir string) bool {
-	for _, d := range impPathDirs(env) {
-		if filepath.Clean(d) == filepath.Clean(dir) {
-			return true
-		}
-	}
-	return false
-}
-
-func impLookPath(env *Env, name string) (string, error) {
-	for _, d := range impPathDirs(env) {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, name)
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
-			return p, nil
-		}
-	}
-	return "", os.ErrNotExist
-}
-
-func listImports(env *Env, m *importManifest) error {
-	entries, err := m.entries()
+func listImports(env *Env, m *remoting.Manifest) error {
+	entries, err := m.Entries()
 	if err != nil {
 		return err
 	}
@@ -448,7 +216,7 @@ func listImports(env *Env, m *importManifest) error {
 	var old []string
 	for _, e := range entries {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", e.Name, e.Host, e.Module, e.Version, e.Command, e.Path)
-		if oldProxy(e.Path) {
+		if remoting.OldProxy(e.Path) {
 			old = append(old, e.Name)
 		}
 	}
@@ -464,7 +232,7 @@ func listImports(env *Env, m *importManifest) error {
 	return nil
 }
 
-func removeImports(env *Env, g *globals, m *importManifest, args []string, prefix string, byPrefix bool) error {
+func removeImports(env *Env, g *globals, m *remoting.Manifest, args []string, prefix string, byPrefix bool) error {
 	var host string
 	if len(args) == 2 {
 		if t, err := client.ParseTarget(args[0]); err == nil {
@@ -480,28 +248,11 @@ func removeImports(env *Env, g *globals, m *importManifest, args []string, prefi
 			host = t.WithUser(login).String()
 		}
 	}
-	var removed []importEntry
-	err := m.locked(func(f *importFile) (bool, error) {
-		keep := f.Imports[:0]
-		for _, e := range f.Imports {
-			match := slices.Contains(args, e.Name) || slices.Contains(args, e.Path)
-			if host != "" && e.Host == host && e.Module == args[1] && (!byPrefix || e.Prefix == prefix) {
-				match = true
-			}
-			if !match {
-				keep = append(keep, e)
-				continue
-			}
-			if impIsProxy(e.Path) {
-				if err := os.Remove(e.Path); err != nil {
-					return false, err
-				}
-			}
-			removed = append(removed, e)
-		}
-		f.Imports = keep
-		return len(removed) > 0, nil
-	})
+	module := ""
+	if host != "" {
+		module = args[1]
+	}
+	removed, err := m.Remove(args, host, module, prefix, byPrefix)
 	if err != nil {
 		return err
 	}
@@ -509,7 +260,7 @@ func removeImports(env *Env, g *globals, m *importManifest, args []string, prefi
 		return fmt.Errorf("no imported command matches %s (tether import --list shows them)", strings.Join(args, " "))
 	}
 	for _, e := range removed {
-		fmt.Fprintf(env.Stdout, "removed %s (%s)\n", e.Path, e.origin())
+		fmt.Fprintf(env.Stdout, "removed %s (%s)\n", e.Path, e.Origin())
 	}
 	return closeUnusedImplicit(env, g, m, removed)
 }
@@ -518,8 +269,8 @@ func removeImports(env *Env, g *globals, m *importManifest, args []string, prefi
 // removed proxies used and no proxy left uses, so that removing the last
 // proxy leaves no session host running. A host that cannot be reached is
 // named with the command that closes it later; it does not fail the removal.
-func closeUnusedImplicit(env *Env, g *globals, m *importManifest, removed []importEntry) error {
-	left, err := m.entries()
+func closeUnusedImplicit(env *Env, g *globals, m *remoting.Manifest, removed []remoting.Entry) error {
+	left, err := m.Entries()
 	if err != nil {
 		return err
 	}
@@ -530,7 +281,7 @@ func closeUnusedImplicit(env *Env, g *globals, m *importManifest, removed []impo
 			continue // a session the user named is the user's to close
 		}
 		done[e.Host] = true
-		if slices.ContainsFunc(left, func(o importEntry) bool { return o.Host == e.Host }) {
+		if slices.ContainsFunc(left, func(o remoting.Entry) bool { return o.Host == e.Host }) {
 			continue
 		}
 		gg := *g
@@ -555,7 +306,7 @@ func closeImplicit(env *Env, g *globals, t client.Target) error {
 	defer s.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), s.dialer.Timeout+10*time.Second)
 	defer cancel()
-	name := implicitName(s.dialer.Client.ID)
+	name := remoting.ImplicitName(s.dialer.Client.ID)
 	conn, err := s.dial(ctx, s.display(t))
 	if err != nil {
 		return fmt.Errorf("%w; close it later with tether remove %s", err, s.display(t).WithSession(name))
@@ -576,13 +327,13 @@ func closeImplicit(env *Env, g *globals, t client.Target) error {
 // now, when name is a proxy (its name or path). It reports false when name
 // is not a proxy, leaving the help to cobra.
 func helpForProxy(env *Env, name string) (bool, error) {
-	m := &importManifest{Path: filepath.Join(configDir(env), "imports.json")}
-	entries, err := m.entries()
+	m := importManifest(env)
+	entries, err := m.Entries()
 	if err != nil {
 		return false, nil
 	}
 	abs, _ := filepath.Abs(name)
-	var found []importEntry
+	var found []remoting.Entry
 	for _, e := range entries {
 		if e.Name == name || e.Path == name || e.Path == abs {
 			found = append(found, e)
@@ -592,7 +343,7 @@ func helpForProxy(env *Env, name string) (bool, error) {
 		return false, nil
 	}
 	e := found[0]
-	if p, err := impLookPath(env, name); err == nil { // the one PATH would run
+	if p, err := remoting.LookPath(env.Getenv("PATH"), name); err == nil { // the one PATH would run
 		for _, f := range found {
 			if f.Path == p {
 				e = f

@@ -9,6 +9,7 @@ import (
 	"sort"
 	"time"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"golang.org/x/sys/unix"
 )
 
@@ -131,21 +132,11 @@ func (r *Registry) locked(fn func(*registryFile) bool) error {
 		return nil
 	}
 	out, _ := json.MarshalIndent(f, "", "  ")
-	tmp, err := os.CreateTemp(filepath.Dir(r.Path), ".sessions-*")
-	if err != nil {
+	// Still under the lock: readers see the old file or the new one.
+	if err := atomicfile.WriteFile(r.Path, append(out, '\n'), 0o600); err != nil {
 		return fmt.Errorf("registry: %w", err)
 	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(out, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("registry: %w", err)
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return fmt.Errorf("registry: %w", err)
-	}
-	tmp.Close()
-	return os.Rename(tmp.Name(), r.Path)
+	return nil
 }
 
 // ParseRegistry decodes a registry file (for fuzzing the parser).

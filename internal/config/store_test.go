@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // syncBuffer is a goroutine-safe log sink.
@@ -69,18 +71,6 @@ func write(t *testing.T, path, content string) {
 	}
 	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
 		t.Fatal(err)
-	}
-}
-
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
 	}
 }
 
@@ -300,14 +290,14 @@ func TestStoreWatchAppliesPolicyEdits(t *testing.T) {
 
 	// An edit of the same size, within the same mtime tick, is still seen.
 	write(t, f.policy, "MaxShellsPerUser = 4\n")
-	eventually(t, "policy edit applied", func() bool { return s.Effective().MaxShellsPerUser == 4 })
-	eventually(t, "subscriber called", func() bool { st, _ := last(); return st.MaxShellsPerUser == 4 })
+	tstest.WaitFor(t, 10*time.Second, "policy edit applied", func() bool { return s.Effective().MaxShellsPerUser == 4 })
+	tstest.WaitFor(t, 10*time.Second, "subscriber called", func() bool { st, _ := last(); return st.MaxShellsPerUser == 4 })
 	if e := mustGet(t, s, "MaxShellsPerUser"); !e.Locked || e.SetBy != f.policy {
 		t.Fatalf("entry %+v", e)
 	}
 
 	write(t, f.policy, "MaxShellsPerUser = 4\nOutputBufferingMode = \"drop\"\n")
-	eventually(t, "second edit applied", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "second edit applied", func() bool {
 		st, _ := last()
 		return st.OutputBufferingMode == BufferDrop && st.MaxShellsPerUser == 4
 	})
@@ -316,14 +306,14 @@ func TestStoreWatchAppliesPolicyEdits(t *testing.T) {
 	if err := os.Remove(f.policy); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "policy removal applied", func() bool { st, _ := last(); return st == Defaults() })
+	tstest.WaitFor(t, 10*time.Second, "policy removal applied", func() bool { st, _ := last(); return st == Defaults() })
 	if e := mustGet(t, s, "MaxShellsPerUser"); e.Locked || e.Source != SourceDefault {
 		t.Fatalf("entry after removal %+v", e)
 	}
 	if _, err := s.Set("MaxShellsPerUser", "9"); err != nil {
 		t.Fatalf("Set after policy removal: %v", err)
 	}
-	eventually(t, "Set delivered", func() bool { st, _ := last(); return st.MaxShellsPerUser == 9 })
+	tstest.WaitFor(t, 10*time.Second, "Set delivered", func() bool { st, _ := last(); return st.MaxShellsPerUser == 9 })
 
 	// After cancel, no more calls.
 	cancelSub()
@@ -404,9 +394,9 @@ func TestStoreBrokenPolicyAtStartup(t *testing.T) {
 	defer func() { cancel(); <-done }()
 
 	write(t, f.policy, "IdleTimeout = \"bad\"\n")
-	eventually(t, "second rejection logged", func() bool { return strings.Count(f.log.String(), "policy file rejected") == 2 })
+	tstest.WaitFor(t, 10*time.Second, "second rejection logged", func() bool { return strings.Count(f.log.String(), "policy file rejected") == 2 })
 	write(t, f.policy, "IdleTimeout = \"30m\"\n")
-	eventually(t, "fixed policy applied", func() bool { return s.Effective().IdleTimeout == 30*time.Minute })
+	tstest.WaitFor(t, 10*time.Second, "fixed policy applied", func() bool { return s.Effective().IdleTimeout == 30*time.Minute })
 	if n := strings.Count(f.log.String(), "policy file rejected"); n != 2 {
 		t.Fatalf("%d rejections logged, want 2:\n%s", n, f.log.String())
 	}

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 var (
@@ -458,16 +459,10 @@ func (c *Client) MustRun(args ...string) string {
 	return r.Stdout
 }
 
-// WaitFor polls cond until it holds or the timeout passes.
+// WaitFor is tstest.WaitFor, kept so the e2e tests read as before.
 func WaitFor(t testing.TB, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	tstest.WaitFor(t, timeout, what, cond)
 }
 
 // Term stops the agent the way `systemctl stop` does with KillMode=process:

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // tmuxTerm is a terminal for `tether enter`: a tmux server of its own
@@ -99,20 +101,19 @@ func (tt *tmuxTerm) keys(keys ...string) {
 	tt.tmux(append([]string{"send-keys"}, keys...)...)
 }
 
-// waitFor polls the screen until cond holds, failing after 15 s.
+// waitFor polls the screen until cond holds, failing after 15 s with the
+// last screen in the log.
 func (tt *tmuxTerm) waitFor(what string, cond func(screen string) bool) {
 	tt.t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		s := tt.screen()
-		if cond(s) {
-			return
+	var s string
+	done := false
+	defer func() { // runs too when WaitFor fails the test (Fatalf exits through defers)
+		if !done {
+			tt.t.Logf("last screen:\n%s", s)
 		}
-		if time.Now().After(deadline) {
-			tt.t.Fatalf("timed out waiting for %s; screen:\n%s", what, s)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	}()
+	tstest.WaitFor(tt.t, 15*time.Second, what, func() bool { s = tt.screen(); return cond(s) })
+	done = true
 }
 
 // waitLine waits for a screen line equal to line.

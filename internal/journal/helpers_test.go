@@ -8,6 +8,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 const testTimeout = 10 * time.Second
@@ -81,18 +83,6 @@ func droppedCount(t testing.TB, r Record) uint64 {
 	return binary.BigEndian.Uint64(r.Data)
 }
 
-// eventually polls cond until it holds or the test timeout passes.
-func eventually(t testing.TB, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(testTimeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(time.Millisecond)
-	}
-}
-
 // startAppend runs Append in a goroutine and returns its result channel.
 type appendResult struct {
 	seq uint64
@@ -122,7 +112,7 @@ func recv[T any](t testing.TB, ch <-chan T, what string) T {
 // waitBlocked waits until n Appends are blocked for space.
 func waitBlocked(t testing.TB, j *Journal, n int) {
 	t.Helper()
-	eventually(t, "blocked Append", func() bool {
+	tstest.WaitFor(t, testTimeout, "blocked Append", func() bool {
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		return j.blocked == n
@@ -132,7 +122,7 @@ func waitBlocked(t testing.TB, j *Journal, n int) {
 // waitWaiting waits until n Waits are waiting for records.
 func waitWaiting(t testing.TB, j *Journal, n int) {
 	t.Helper()
-	eventually(t, "waiting Wait", func() bool {
+	tstest.WaitFor(t, testTimeout, "waiting Wait", func() bool {
 		j.mu.Lock()
 		defer j.mu.Unlock()
 		return j.waiting == n

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // fill appends n stdout records of 100 bytes and returns the journal's dir.
@@ -137,7 +139,7 @@ func TestReopenRestoresAck(t *testing.T) {
 
 	// The background loop persists acks too.
 	j.Ack(12)
-	eventually(t, "ack file", func() bool {
+	tstest.WaitFor(t, testTimeout, "ack file", func() bool {
 		seq, ok, err := readAck(filepath.Join(dir, ackFileName))
 		return err == nil && ok && seq == 12
 	})

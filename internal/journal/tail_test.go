@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"testing"
 	"time"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 func tailState(j *Journal) (fileReads int, tailBytes int64, chunks int) {
@@ -183,7 +185,7 @@ func TestPaceWaitsForReader(t *testing.T) {
 		appendT(t, j, KindStdout, 0, chunk)
 	}
 	res := startAppend(context.Background(), j, KindStdout, chunk)
-	eventually(t, "Append waiting for the reader", func() bool { return pacedCount(j) == 1 })
+	tstest.WaitFor(t, testTimeout, "Append waiting for the reader", func() bool { return pacedCount(j) == 1 })
 	select {
 	case r := <-res:
 		t.Fatalf("Append did not wait for the reader: %+v", r)
@@ -199,7 +201,7 @@ func TestPaceWaitsForReader(t *testing.T) {
 		appendT(t, j, KindStdout, 0, chunk)
 	}
 	res = startAppend(context.Background(), j, KindStdout, chunk)
-	eventually(t, "Append waiting for the stalled reader", func() bool { return pacedCount(j) == 1 })
+	tstest.WaitFor(t, testTimeout, "Append waiting for the stalled reader", func() bool { return pacedCount(j) == 1 })
 	clk.Advance(readerStall - time.Millisecond)
 	select {
 	case r := <-res:

@@ -18,6 +18,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // TestMain removes the tether/ parent cgroups the tests made (only when they
@@ -153,17 +155,6 @@ func (g *gated) wait(t *testing.T, d time.Duration) error {
 	}
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // session lists the live processes of a gated shell: it and its process
 // group, and its descendants.
 func sessionProcs(t *testing.T, pid int) []proc {
@@ -264,7 +255,7 @@ func TestCgroup1ForkBomb(t *testing.T) {
 	// dash gives up ("Cannot fork") once fork fails; bash would retry: either
 	// way the group never holds more than 5, plus the one slot cgroup v1
 	// keeps for the session host's starting thread (cg1.update).
-	waitFor(t, 20*time.Second, "the fork bomb to stop forking", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the fork bomb to stop forking", func() bool {
 		select {
 		case <-bomb.done:
 			return true
@@ -284,7 +275,7 @@ func TestCgroup1ForkBomb(t *testing.T) {
 		t.Errorf("Events: pidsMaxHits %d, err %v; want > 0", hits, err)
 	}
 	t.Logf("pidsMaxHits %d; bomb stderr: %.200q", hits, bomb.stderr.String())
-	waitFor(t, 10*time.Second, "the outside shell's 20 sleeps", func() bool {
+	tstest.WaitFor(t, 10*time.Second, "the outside shell's 20 sleeps", func() bool {
 		return len(sessionProcs(t, outside.cmd.Process.Pid)) == 21
 	})
 	if strings.Contains(outside.stderr.String(), "fork") {
@@ -379,7 +370,7 @@ func TestCgroup1AddTakesChildren(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
-	waitFor(t, 10*time.Second, "two sleeps", func() bool { return len(sessionProcs(t, cmd.Process.Pid)) == 3 })
+	tstest.WaitFor(t, 10*time.Second, "two sleeps", func() bool { return len(sessionProcs(t, cmd.Process.Pid)) == 3 })
 	if err := g.Add(cmd.Process.Pid); err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +391,7 @@ func TestCgroup1Destroy(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh.release(t)
-	waitFor(t, 10*time.Second, "3 processes in the group", func() bool { return len(cgProcs(t, g)) == 3 })
+	tstest.WaitFor(t, 10*time.Second, "3 processes in the group", func() bool { return len(cgProcs(t, g)) == 3 })
 	c := g.b.(cg1)
 	if err := g.Destroy(); err != nil {
 		t.Fatal(err)
@@ -535,7 +526,7 @@ func TestRlimitMonitorMemory(t *testing.T) {
 		}
 		s.release(t)
 	}
-	waitFor(t, 20*time.Second, "the monitor's memory kill", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the monitor's memory kill", func() bool {
 		oom, _, _ := g.Events()
 		return oom > 0
 	})
@@ -562,7 +553,7 @@ func TestRlimitMonitorProcesses(t *testing.T) {
 	outside.release(t)
 	// The monitor polls: the count may pass 5 for an interval, then the
 	// newest go.
-	waitFor(t, 20*time.Second, "at most 5 processes after the loop", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "at most 5 processes after the loop", func() bool {
 		_, hits, _ := g.Events()
 		return hits >= 45-5 && len(sessionProcs(t, bomb.cmd.Process.Pid)) <= 5
 	})
@@ -732,7 +723,7 @@ func TestCgroup1BornInside(t *testing.T) {
 	done := make(chan struct{})
 	go func() { wait(); close(done) }()
 	max := 0
-	waitFor(t, 20*time.Second, "the forks to stop", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the forks to stop", func() bool {
 		n := len(sessionProcs(t, cmd.Process.Pid))
 		if n > max {
 			max = n
@@ -846,12 +837,12 @@ func TestRlimitIdleNoScans(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh.release(t)
-	waitFor(t, 20*time.Second, "some scans while the command lives", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "some scans while the command lives", func() bool {
 		n, _ := m.state()
 		return n > 0
 	})
 	sh.wait(t, 20*time.Second)
-	waitFor(t, 20*time.Second, "the monitor to go to sleep", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "the monitor to go to sleep", func() bool {
 		_, asleep := m.state()
 		return asleep
 	})
@@ -866,7 +857,7 @@ func TestRlimitIdleNoScans(t *testing.T) {
 		t.Fatal(err)
 	}
 	sh.release(t)
-	waitFor(t, 20*time.Second, "a scan after the next Add", func() bool {
+	tstest.WaitFor(t, 20*time.Second, "a scan after the next Add", func() bool {
 		n, _ := m.state()
 		return n > n0
 	})

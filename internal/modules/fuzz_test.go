@@ -6,6 +6,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/tether-sh/tether/internal/shquote"
 	"mvdan.cc/sh/v3/expand"
 	"mvdan.cc/sh/v3/syntax"
 )
@@ -47,7 +48,7 @@ func FuzzQuote(f *testing.F) {
 		if strings.IndexByte(s, 0) >= 0 {
 			return
 		}
-		q := Quote(s)
+		q := shquote.Bash(s)
 		got, err := syntaxParse(q)
 		if err != nil {
 			t.Fatalf("%q quoted as %s: %v", s, q, err)

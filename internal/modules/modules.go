@@ -34,6 +34,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/BurntSushi/toml"
+	"github.com/tether-sh/tether/internal/shquote"
 	"mvdan.cc/sh/v3/syntax"
 )
 
@@ -375,7 +376,8 @@ func (m *Module) Help(cmd string) (string, error) {
 // the exact arguments argv[1:]. It runs in a subshell, so that the
 // persistent session's own directory, PATH and functions stay as they were:
 // in the module's directory, with functions.sh loaded and bin/ first in
-// PATH. Every argument is quoted, so nothing is parsed again.
+// PATH. Every argument is quoted (for the session's shell: shquote.Bash), so
+// nothing is parsed again.
 func (m *Module) Script(argv []string) (string, error) {
 	if len(argv) == 0 {
 		return "", errors.New("no command to run")
@@ -384,23 +386,23 @@ func (m *Module) Script(argv []string) (string, error) {
 	if !ok {
 		return "", fmt.Errorf("module %s has no command %s", m.Name, argv[0])
 	}
-	dir := Quote(m.Dir)
+	dir := shquote.Bash(m.Dir)
 	var b strings.Builder
 	b.WriteString("( cd " + dir + " || exit 126; ")
 	if hasFunctions(m) {
 		b.WriteString(". ./functions.sh || exit 126; ")
 	}
-	b.WriteString("PATH=" + Quote(filepath.Join(m.Dir, "bin")) + `":$PATH" `)
+	b.WriteString("PATH=" + shquote.Bash(filepath.Join(m.Dir, "bin")) + `":$PATH" `)
 	if c.Func {
 		// Quoted, so that no alias of the session gets in the way.
 		b.WriteString("'" + c.Name + "'")
 	} else {
 		// By path, so that no function or alias of the session does.
-		b.WriteString(Quote(filepath.Join(m.Dir, "bin", c.Name)))
+		b.WriteString(shquote.Bash(filepath.Join(m.Dir, "bin", c.Name)))
 	}
 	for _, a := range argv[1:] {
 		b.WriteByte(' ')
-		b.WriteString(Quote(a))
+		b.WriteString(shquote.Bash(a))
 	}
 	b.WriteString(" )")
 	return b.String(), nil
@@ -415,30 +417,6 @@ func hasFunctions(m *Module) bool {
 		}
 	}
 	return m.functions
-}
-
-// Quote quotes s as one bash word. Bytes syntax.Quote refuses (invalid
-// UTF-8) are written as ANSI-C $'\xNN' escapes. s must not contain NUL,
-// which no argument can.
-func Quote(s string) string {
-	if s == "" {
-		return "''"
-	}
-	if q, err := syntax.Quote(s, syntax.LangBash); err == nil {
-		return q
-	}
-	var b strings.Builder
-	b.WriteString("$'")
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x20 && c < 0x7f && c != '\'' && c != '\\' {
-			b.WriteByte(c)
-		} else {
-			fmt.Fprintf(&b, `\x%02x`, c)
-		}
-	}
-	b.WriteString("'")
-	return b.String()
 }
 
 // ArgvBase64 marks (in Request.Key of a module run) that every element of

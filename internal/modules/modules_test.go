@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tether-sh/tether/internal/runspace"
+	"github.com/tether-sh/tether/internal/shquote"
 )
 
 func write(t *testing.T, path, content string, mode os.FileMode) {
@@ -169,9 +170,11 @@ func TestProxyName(t *testing.T) {
 	}
 }
 
-func TestQuote(t *testing.T) {
+// TestQuoteInSessionShell: shquote.Bash words read back in the session's
+// shell (mvdan.cc/sh), which refuses raw bytes that are not UTF-8.
+func TestQuoteInSessionShell(t *testing.T) {
 	for _, s := range []string{"", "a", "a b", "\xff", "\xff'\\x", "\n"} {
-		q := Quote(s)
+		q := shquote.Bash(s)
 		f, err := syntaxParse(q)
 		if err != nil {
 			t.Fatalf("%q -> %s: %v", s, q, err)

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // fakeChannel is one end of a socket pair standing in for an SSH channel;
@@ -91,9 +93,7 @@ func startMaster(t *testing.T, persist time.Duration, refuse bool) *testMaster {
 		// The master opens a spare channel ahead; wait for it, so the
 		// first agent end queued is the one the first client gets.
 		tm.m.init()
-		for len(tm.m.spare) == 0 {
-			time.Sleep(time.Millisecond)
-		}
+		tstest.WaitFor(t, 10*time.Second, "the master's spare channel", func() bool { return len(tm.m.spare) > 0 })
 	}
 	return tm
 }

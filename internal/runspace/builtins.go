@@ -295,7 +295,7 @@ func writeDeclaration(sb *strings.Builder, name string, vr expand.Variable) {
 			if vr.Indexes != nil {
 				idx = vr.Indexes[i]
 			}
-			fmt.Fprintf(sb, "[%d]=%s", idx, quote(v))
+			fmt.Fprintf(sb, "[%d]=%s", idx, declareQuote(v))
 		}
 		sb.WriteByte(')')
 	case expand.Associative:
@@ -304,17 +304,20 @@ func writeDeclaration(sb *strings.Builder, name string, vr expand.Variable) {
 			if i > 0 {
 				sb.WriteByte(' ')
 			}
-			fmt.Fprintf(sb, "[%s]=%s", quote(k), quote(vr.Map[k]))
+			fmt.Fprintf(sb, "[%s]=%s", declareQuote(k), declareQuote(vr.Map[k]))
 		}
 		sb.WriteByte(')')
 	default:
-		sb.WriteString(quote(vr.Str))
+		sb.WriteString(declareQuote(vr.Str))
 	}
 	sb.WriteByte('\n')
 }
 
-// quote always quotes (like bash's declare -p), using $'...' only when needed.
-func quote(s string) string {
+// declareQuote formats a value for declare -p's listing as bash prints it:
+// always quoted, $'...' only where needed. It is a display format (what
+// users and scripts compare against bash's output), not the quoter for
+// building commands — that is internal/shquote — so it stays apart.
+func declareQuote(s string) string {
 	q, err := syntax.Quote(s, syntax.LangBash)
 	if err != nil { // only NUL bytes, which shell variables cannot hold
 		q = "''"

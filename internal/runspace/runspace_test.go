@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 func newRunspace(t testing.TB, opts Options) *Runspace {
@@ -40,18 +42,6 @@ func run(t testing.TB, r *Runspace, script string) (code int, stdout, stderr str
 		t.Fatalf("Run(%q): internal error %v", script, err)
 	}
 	return code, out.String(), errb.String()
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t testing.TB, what string, d time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
 }
 
 type step struct {
@@ -239,7 +229,7 @@ func startRun(t *testing.T, r *Runspace, ctx context.Context, script string) <-c
 		}
 		done <- code
 	}()
-	waitFor(t, "command to start", 5*time.Second, r.Busy)
+	tstest.WaitFor(t, 5*time.Second, "command to start", r.Busy)
 	return done
 }
 
@@ -286,12 +276,12 @@ func TestInterrupt(t *testing.T) {
 				}
 				done <- code
 			}()
-			waitFor(t, "command to start", 5*time.Second, r.Busy)
+			tstest.WaitFor(t, 5*time.Second, "command to start", r.Busy)
 			if r.Current() != tt.script {
 				t.Errorf("Current() = %q", r.Current())
 			}
 			if tt.external {
-				waitFor(t, "a process group", 5*time.Second, func() bool { return len(r.Pgids()) > 0 })
+				tstest.WaitFor(t, 5*time.Second, "a process group", func() bool { return len(r.Pgids()) > 0 })
 				for _, pg := range r.Pgids() {
 					if pg == syscall.Getpgrp() {
 						t.Errorf("child runs in the host's process group %d", pg)
@@ -327,9 +317,9 @@ func TestInterruptEscalatesToKill(t *testing.T) {
 	const grace = 300 * time.Millisecond
 	r := newRunspace(t, Options{KillGrace: grace})
 	done := startRun(t, r, context.Background(), `sh -c "trap '' INT; sleep 100"`)
-	waitFor(t, "a process group", 5*time.Second, func() bool { return len(r.Pgids()) > 0 })
+	tstest.WaitFor(t, 5*time.Second, "a process group", func() bool { return len(r.Pgids()) > 0 })
 	// Let sh install its trap before interrupting.
-	waitFor(t, "sleep to start", 5*time.Second, func() bool {
+	tstest.WaitFor(t, 5*time.Second, "sleep to start", func() bool {
 		out, _ := exec.Command("pgrep", "-g", strconv.Itoa(r.Pgids()[0]), "sleep").Output()
 		return len(out) > 0
 	})
@@ -348,7 +338,7 @@ func TestContextCancelInterrupts(t *testing.T) {
 	r := newRunspace(t, Options{})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := startRun(t, r, ctx, "sleep 100")
-	waitFor(t, "a process group", 5*time.Second, func() bool { return len(r.Pgids()) > 0 })
+	tstest.WaitFor(t, 5*time.Second, "a process group", func() bool { return len(r.Pgids()) > 0 })
 	cancel()
 	if code := waitCode(t, done, time.Second); code != 130 {
 		t.Errorf("exit code %d, want 130", code)
@@ -358,7 +348,7 @@ func TestContextCancelInterrupts(t *testing.T) {
 func TestSignal(t *testing.T) {
 	r := newRunspace(t, Options{})
 	done := startRun(t, r, context.Background(), "sleep 100 | sleep 100")
-	waitFor(t, "both processes", 5*time.Second, func() bool {
+	tstest.WaitFor(t, 5*time.Second, "both processes", func() bool {
 		pg := r.Pgids()
 		if len(pg) != 1 {
 			return false

@@ -23,6 +23,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"github.com/tether-sh/tether/internal/clock"
 	"github.com/tether-sh/tether/internal/journal"
 	"github.com/tether-sh/tether/internal/limits"
@@ -478,27 +479,10 @@ func writeJSONFile(path string, v any) error {
 	if err != nil {
 		return err
 	}
-	dir := filepath.Dir(path)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(dir, ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(f.Name())
-	if _, err := f.Write(append(b, '\n')); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	return os.Rename(f.Name(), path)
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
 func orDefault(s, def string) string {

@@ -9,10 +9,10 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-	"mvdan.cc/sh/v3/syntax"
 
 	"github.com/tether-sh/tether/internal/journal"
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/shquote"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -53,22 +53,8 @@ func argvScript(argv []string) string {
 		if i > 0 {
 			b.WriteByte(' ')
 		}
-		b.WriteString(quote(a))
+		b.WriteString(shquote.Bash(a))
 	}
-	return b.String()
-}
-
-func quote(s string) string {
-	if q, err := syntax.Quote(s, syntax.LangBash); err == nil {
-		return q
-	}
-	// Bytes Quote refuses (invalid UTF-8, NUL) go through ANSI-C quoting.
-	var b strings.Builder
-	b.WriteString("$'")
-	for i := 0; i < len(s); i++ {
-		fmt.Fprintf(&b, "\\x%02x", s[i])
-	}
-	b.WriteString("'")
 	return b.String()
 }
 

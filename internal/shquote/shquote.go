@@ -3,7 +3,11 @@
 // two parts disagree about what is safe.
 package shquote
 
-import "strings"
+import (
+	"fmt"
+	"strings"
+	"unicode/utf8"
+)
 
 // Quote returns s as one word that sh, dash, bash and zsh all read back as
 // exactly s: unchanged when it holds only characters no shell treats
@@ -22,6 +26,32 @@ func Quote(s string) string {
 		return s
 	}
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// Bash returns s as one word for bash and for the session's shell
+// (internal/runspace, mvdan.cc/sh), which reads its input as UTF-8 only and
+// refuses any other byte, even inside single quotes. Valid UTF-8 is quoted
+// as Quote does; a string with other bytes is written in ANSI-C quotes,
+// every byte that is not printable ASCII (and ' and \) as \xNN. Use Quote
+// for text that /bin/sh reads (dash before 0.5.13 has no $'...'), Bash for
+// text that a Tether session or bash reads. NUL is dropped, as in Quote.
+func Bash(s string) string {
+	s = strings.ReplaceAll(s, "\x00", "")
+	if utf8.ValidString(s) {
+		return Quote(s)
+	}
+	var b strings.Builder
+	b.WriteString("$'")
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x20 && c < 0x7f && c != '\'' && c != '\\' {
+			b.WriteByte(c)
+		} else {
+			fmt.Fprintf(&b, `\x%02x`, c)
+		}
+	}
+	b.WriteString("'")
+	return b.String()
 }
 
 // Join quotes each word and joins them with spaces.

@@ -38,6 +38,40 @@ func TestQuoteRoundTripsThroughShells(t *testing.T) {
 	}
 }
 
+// TestBashRoundTripsThroughBash: Bash's words read back in bash (and zsh,
+// which also has $'...'); internal/modules tests them in the session's shell.
+func TestBashRoundTripsThroughBash(t *testing.T) {
+	var shells []string
+	for _, sh := range []string{"bash", "zsh"} {
+		if p, err := exec.LookPath(sh); err == nil {
+			shells = append(shells, p)
+		}
+	}
+	if len(shells) == 0 {
+		t.Skip("no bash on PATH")
+	}
+	for _, sh := range shells {
+		for _, c := range append(cases, "\xff", "\xff'\\x", "a\xfe\nb") {
+			out, err := exec.Command(sh, "-c", "printf '%s' "+Bash(c)).Output()
+			if err != nil || string(out) != c {
+				t.Errorf("%s: %q quoted as %s came back as %q (%v)", sh, c, Bash(c), out, err)
+			}
+		}
+	}
+}
+
+func TestBashOnlyEscapesInvalidUTF8(t *testing.T) {
+	if got := Bash("it's"); got != Quote("it's") {
+		t.Fatalf("valid UTF-8: got %s, want %s", got, Quote("it's"))
+	}
+	if got := Bash("\xff'"); got != `$'\xff\x27'` {
+		t.Fatalf("got %s", got)
+	}
+	if got := Bash("a\x00\xff"); got != `$'a\xff'` {
+		t.Fatalf("NUL not dropped: %s", got)
+	}
+}
+
 func TestQuoteDropsNUL(t *testing.T) {
 	if got := Quote("a\x00b"); got != "ab" {
 		t.Fatalf("got %q", got)

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 )
 
@@ -40,7 +41,7 @@ func LoadOrCreateHostKey(path string) (signer ssh.Signer, created bool, err erro
 	if err != nil {
 		return nil, false, fmt.Errorf("host key: marshal: %w", err)
 	}
-	if err := writeNewFileAtomic(path, pem.EncodeToMemory(block)); err != nil {
+	if err := atomicfile.WriteNewFile(path, pem.EncodeToMemory(block), 0o600); err != nil {
 		if errors.Is(err, fs.ErrExist) {
 			// Another process created it first: use that one.
 			signer, err = loadHostKey(path)
@@ -80,47 +81,4 @@ func loadHostKey(path string) (ssh.Signer, error) {
 		return nil, fmt.Errorf("host key %s: %w", path, err)
 	}
 	return signer, nil
-}
-
-// writeNewFileAtomic writes data to a temporary file beside path, fsyncs it
-// and links it to path. It fails with an error wrapping fs.ErrExist when path
-// already exists, and never replaces an existing file.
-func writeNewFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	tmp, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmpName := tmp.Name()
-	defer os.Remove(tmpName)
-	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	// Link rather than rename: rename would silently replace a key that
-	// another process wrote in the meantime.
-	if err := os.Link(tmpName, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

@@ -19,6 +19,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/tether-sh/tether/internal/atomicfile"
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/knownhosts"
 	"golang.org/x/sys/unix"
@@ -458,10 +459,10 @@ func (k *KnownHosts) Remove(hostport string) ([]Removed, error) {
 	if len(removed) == 0 {
 		return nil, nil
 	}
-	if err := writeFileAtomic(k.Path+".old", old, fi.Mode().Perm()); err != nil {
+	if err := atomicfile.WriteFile(k.Path+".old", old, fi.Mode().Perm()); err != nil {
 		return nil, fmt.Errorf("known hosts: keep the old file: %w", err)
 	}
-	if err := writeFileAtomic(k.Path, kept, fi.Mode().Perm()); err != nil {
+	if err := atomicfile.WriteFile(k.Path, kept, fi.Mode().Perm()); err != nil {
 		return nil, fmt.Errorf("known hosts: %w", err)
 	}
 	return removed, nil
@@ -503,35 +504,4 @@ func hashedMatch(entry, name string) bool {
 	mac := hmac.New(sha1.New, salt)
 	mac.Write([]byte(name))
 	return hmac.Equal(mac.Sum(nil), want)
-}
-
-// writeFileAtomic replaces path with data: a temporary file in the same
-// directory, fsync, rename, then fsync of the directory.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	_, err = tmp.Write(data)
-	if err == nil {
-		err = tmp.Chmod(mode)
-	}
-	if err == nil {
-		err = tmp.Sync()
-	}
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	if d, err := os.Open(filepath.Dir(path)); err == nil {
-		d.Sync()
-		d.Close()
-	}
-	return nil
 }
