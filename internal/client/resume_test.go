@@ -255,17 +255,11 @@ func sessionState(t *testing.T, d *Dialer, target Target) string {
 	return resp.Session.State
 }
 
-// After Dialer.Run returns from a command it had to resume, the session
-// must be Opened: a script's next command must not find it Disconnected.
-// It sometimes is, for a moment: back-to-back runs, the next one refused
-// as Disconnected (seen in 6 of 8 runs of a five-cut loop under -race; a
-// status round trip between the runs hides it). Probably the cut
-// connection's stream released after the resumed one. Skipped until
-// fixed; TETHER_KNOWN_BUGS=1 runs it.
+// After Dialer.Run returns from a command it had to resume, the client's
+// next command must run: a cut after the client had the exit record (its
+// ack lost with the transport) leaves the session Disconnected, and the
+// same client's next command resumes it (sessionhost brokenBy).
 func TestResumedRunLeavesSessionConnected(t *testing.T) {
-	if os.Getenv("TETHER_KNOWN_BUGS") == "" {
-		t.Skip("known bug: a resumed run may leave its session Disconnected; TETHER_KNOWN_BUGS=1 runs it")
-	}
 	addr, d, cuts := startTestAgent(t)
 	target, _ := ParseTarget(addr + "/work")
 	if resp := call(t, d, target, wire.Request{Op: opNew, Session: "work", Client: d.Client}); !resp.OK {

@@ -161,14 +161,26 @@ func TestManySessions(t *testing.T) {
 	const n = 200
 	c.MustRun("config", "set", a.Host(), "MaxShellsPerUser", "250")
 	var addrs []string
-	for i := 0; i < n; i += 50 {
-		var hosts []string
-		for j := 0; j < 50; j++ {
-			hosts = append(hosts, a.Host())
-		}
-		out := c.MustRun("new", strings.Join(hosts, ","))
-		addrs = append(addrs, strings.Fields(out)...)
+	// One `new` per session: a target list names each host once (a
+	// repeated host is one target, as in pdsh).
+	var mu sync.Mutex
+	var opening sync.WaitGroup
+	for w := 0; w < 8; w++ {
+		opening.Add(1)
+		go func() {
+			defer opening.Done()
+			for i := 0; i < n/8; i++ {
+				r := c.Run("new", a.Host())
+				mu.Lock()
+				if r.Code != 0 {
+					t.Errorf("new: exit %d: %s", r.Code, r.Stderr)
+				}
+				addrs = append(addrs, strings.Fields(r.Stdout)...)
+				mu.Unlock()
+			}
+		}()
 	}
+	opening.Wait()
 	if len(addrs) != n {
 		t.Fatalf("opened %d sessions, want %d", len(addrs), n)
 	}

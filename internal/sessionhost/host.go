@@ -99,6 +99,7 @@ type Host struct {
 	idleOverride time.Duration // asked for by the client, within MaxIdleTimeout
 	disconnected bool
 	disconnAt    time.Time
+	brokenBy     string      // the client whose transport broke, if that disconnected the session
 	att          *attachment // the client following a command or a receive
 	hold         *attachment // the client in tether enter (attach.go)
 	running      *command

@@ -237,11 +237,16 @@ func (h *Host) claimLocked(c *wire.Conn, client wire.Client, force, needConnecte
 	if err := h.checkHeldLocked(client, force); err != nil {
 		return nil, err
 	}
-	if needConnected && h.disconnected {
+	// A transport that broke after the client had its command's exit
+	// (the ack was lost with it) leaves the session Disconnected; that
+	// client's next command is its way back, as after any cut it resumed.
+	resuming := h.brokenBy != "" && h.brokenBy == client.ID
+	if needConnected && h.disconnected && !resuming {
 		return nil, wire.Errorf(wire.CodeDisconnected, "session %s is Disconnected; reattach it first with tether connect (tether receive also gets its output)", h.opts.Name)
 	}
 	h.takeOverLocked(client)
 	h.disconnected = false
+	h.brokenBy = ""
 	h.graceUntil = time.Time{}
 	var a *attachment
 	if c != nil {
@@ -270,6 +275,7 @@ func (h *Host) release(a *attachment, completed bool, grace time.Duration) {
 	if !completed {
 		h.disconnected = true
 		h.disconnAt = h.now()
+		h.brokenBy = a.client.ID
 		if h.opts.Temporary {
 			if grace <= 0 {
 				grace = 4 * time.Minute
@@ -426,6 +432,7 @@ func (h *Host) opDisconnect(c *wire.Conn, req *wire.Request) {
 		h.disconnected = true
 		h.disconnAt = h.now()
 	}
+	h.brokenBy = "" // disconnected on purpose: connect or receive ends it
 	h.setIdleOverrideLocked(req.IdleTimeout)
 	info := h.infoLocked()
 	h.mu.Unlock()
