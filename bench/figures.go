@@ -230,12 +230,15 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	r.add(newRow(fig, "  Run breakdown: ack → host closes the channel", "us", durs(pEOF, "us")))
 	time.Sleep(20 * time.Millisecond)
 
-	for _, op := range []struct{ name, req string }{
+	for _, op := range []struct {
+		name string
+		req  wire.Op
+	}{
 		{"tether Go client, long-lived conn: Call status (relayed to session host)", "status"},
 		{"tether Go client, long-lived conn: Call config.get (agent only)", "config.get"},
 	} {
 		req := wire.Request{Op: op.req, Session: t.Session, Client: b.client}
-		if op.req == "config.get" {
+		if op.req == wire.OpConfigGet {
 			req = wire.Request{Op: op.req, Key: "IdleTimeout", Client: b.client}
 		}
 		call := func() (time.Duration, error) {

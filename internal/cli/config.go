@@ -27,7 +27,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Show every setting with its value, default, source and lock",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.list"}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, args[0], wire.Request{Op: wire.OpConfigList}, func(h client.Target, resp wire.Response, many bool) {
 				if jsonOut {
 					for _, e := range resp.Config {
 						b, _ := json.Marshal(struct {
@@ -51,7 +51,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Print one setting's value",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.get", Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, args[0], wire.Request{Op: wire.OpConfigGet, Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
 				for _, e := range resp.Config {
 					if many {
 						fmt.Fprintf(env.Stdout, "%s: %s\n", h, e.Value)
@@ -67,7 +67,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Change a setting on each host (admins)",
 		Args:  cobra.ExactArgs(3),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.set", Key: args[1], Value: args[2]}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, args[0], wire.Request{Op: wire.OpConfigSet, Key: args[1], Value: args[2]}, func(h client.Target, resp wire.Response, many bool) {
 				for _, e := range resp.Config {
 					fmt.Fprintf(env.Stdout, "%s: %s = %s\n", h, e.Key, e.Value)
 				}
@@ -79,7 +79,7 @@ host's policy file override local ones and cannot be changed remotely.`,
 		Short: "Return a setting to its default on each host (admins)",
 		Args:  cobra.ExactArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return eachHost(cmd, env, g, args[0], wire.Request{Op: "config.reset", Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
+			return eachHost(cmd, env, g, args[0], wire.Request{Op: wire.OpConfigReset, Key: args[1]}, func(h client.Target, resp wire.Response, many bool) {
 				for _, e := range resp.Config {
 					fmt.Fprintf(env.Stdout, "%s: %s = %s (%s)\n", h, e.Key, e.Value, e.Source)
 				}

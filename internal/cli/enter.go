@@ -192,7 +192,7 @@ func (e *enterer) openTemporary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.Call(ctx, wire.Request{Op: "new", Client: e.s.dialer.Client})
+	resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: e.s.dialer.Client})
 	if err != nil {
 		return fmt.Errorf("cannot open a session: %w", err)
 	}
@@ -225,7 +225,7 @@ func (e *enterer) leave(interactive bool) {
 		if err != nil {
 			return err
 		}
-		_, err = c.Call(ctx, wire.Request{Op: "remove", Session: e.target.Session, Client: e.s.dialer.Client})
+		_, err = c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: e.target.Session, Client: e.s.dialer.Client})
 		if errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
 			err = nil
 		}

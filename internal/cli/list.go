@@ -99,7 +99,7 @@ once and forgotten.`,
 					c, err := pool.Get(cmd.Context(), h)
 					var resp wire.Response
 					if err == nil {
-						resp, err = c.Call(cmd.Context(), wire.Request{Op: "list", AllUsers: allUsers, Client: s.dialer.Client})
+						resp, err = c.Call(cmd.Context(), wire.Request{Op: wire.OpList, AllUsers: allUsers, Client: s.dialer.Client})
 					}
 					if err != nil {
 						mu.Lock()

@@ -63,7 +63,7 @@ for a host that could not be asked.`,
 						return
 					}
 					defer c.Close()
-					resp, err := c.Call(cmd.Context(), wire.Request{Op: "module.list", Client: s.dialer.Client})
+					resp, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpModuleList, Client: s.dialer.Client})
 					if err != nil {
 						results[i].err = fmt.Errorf("%s: cannot list modules: %w", s.display(h), err)
 						return

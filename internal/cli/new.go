@@ -21,7 +21,7 @@ closed by the host's limits.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forTargets(cmd, env, g, args[0], false, func(s *session, c *client.Conn, h client.Target) (func(), error) {
-				resp, err := c.Call(cmd.Context(), wire.Request{Op: "new", Session: name, IdleTimeout: idle, Client: s.dialer.Client})
+				resp, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpNew, Session: name, IdleTimeout: idle, Client: s.dialer.Client})
 				if err != nil {
 					return nil, fmt.Errorf("cannot open session: %w", err)
 				}

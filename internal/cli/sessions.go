@@ -118,7 +118,7 @@ each host, printing one line per session.`,
 }
 
 func removeOne(ctx context.Context, s *session, c *client.Conn, t client.Target, owner string) error {
-	_, err := c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Key: owner, Client: s.dialer.Client})
+	_, err := c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Owner: owner, Client: s.dialer.Client})
 	if err == nil || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
 		s.registry.Remove(s.full(t))
 	}
@@ -197,7 +197,7 @@ or another. A disconnected session is closed after the host's IdleTimeout
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return eachSession(cmd, env, g, args[0], func(s *session, c *client.Conn, t client.Target) error {
-				_, err := c.Call(cmd.Context(), wire.Request{Op: "disconnect", Session: t.Session, IdleTimeout: idle, Client: s.dialer.Client})
+				_, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpDisconnect, Session: t.Session, IdleTimeout: idle, Client: s.dialer.Client})
 				return err
 			})
 		},
@@ -218,7 +218,7 @@ Then use tether receive to get the output produced meanwhile.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return forTargets(cmd, env, g, args[0], true, func(s *session, c *client.Conn, t client.Target) (func(), error) {
-				resp, err := c.Call(cmd.Context(), wire.Request{Op: "connect", Session: t.Session, Force: force, Client: s.dialer.Client})
+				resp, err := c.Call(cmd.Context(), wire.Request{Op: wire.OpConnect, Session: t.Session, Force: force, Client: s.dialer.Client})
 				if err != nil {
 					return nil, err
 				}

@@ -46,7 +46,7 @@ func (d *Dialer) Receive(ctx context.Context, spec ReceiveSpec) (Result, error) 
 }
 
 func (r *runner) openReceive(c *Conn, all, force bool) (*wire.Conn, ssh.Channel, error) {
-	wc, ch, err := c.Open(wire.Request{Op: "receive", Session: r.session, Client: r.d.Client, All: all, Force: force})
+	wc, ch, err := c.Open(wire.Request{Op: wire.OpReceive, Session: r.session, Client: r.d.Client, All: all, Force: force})
 	if err != nil {
 		return nil, nil, asError(err)
 	}

@@ -11,8 +11,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/tether-sh/tether/internal/journal"
-	"github.com/tether-sh/tether/internal/sessionhost"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -100,7 +98,7 @@ func (r *runner) run(ctx context.Context) (Result, error) {
 		r.owned = append(r.owned, c)
 	}
 	req := r.spec.Request
-	req.Op = "run"
+	req.Op = wire.OpRun
 	req.Session = r.spec.Target.Session
 	req.Client = r.d.Client
 	req.Stdin = r.spec.Stdin != nil
@@ -249,7 +247,7 @@ func (r *runner) attach(c *Conn) (*wire.Conn, ssh.Channel, error) {
 		return r.openReceive(c, false, false)
 	}
 	req := wire.Request{
-		Op: "attach", Session: r.session, Client: r.d.Client,
+		Op: wire.OpAttach, Session: r.session, Client: r.d.Client,
 		Cmd: r.cmd, After: r.lastSeq.Load(), Grace: wire.Duration(r.reconnectTimeout()),
 	}
 	wc, ch, err := c.Open(req)
@@ -355,18 +353,18 @@ func (r *runner) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel) (don
 			if o.Seq <= r.lastSeq.Load() {
 				continue // already delivered before a reconnect
 			}
-			switch journal.Kind(o.Kind) {
-			case journal.KindStdout:
+			switch o.Kind {
+			case wire.KindStdout:
 				if _, err := r.spec.Stdout.Write(o.Data); err != nil {
 					return true, fmt.Errorf("write output: %w", err)
 				}
-			case journal.KindStderr:
+			case wire.KindStderr:
 				r.spec.Stderr.Write(o.Data)
-			case journal.KindDropped:
-				r.res.Dropped += decodeDropped(o.Data)
-			case journal.KindExit:
+			case wire.KindDropped:
+				r.res.Dropped += wire.DecodeDropped(o.Data)
+			case wire.KindExit:
 				if o.Cmd == r.cmd || r.receive {
-					code, msg, _ := sessionhost.DecodeExit(o.Data)
+					code, msg, _ := wire.DecodeExit(o.Data)
 					r.res.ExitCode, r.res.Message = code, msg
 				}
 			}
@@ -420,21 +418,10 @@ func waitEOF(wc *wire.Conn, limit time.Duration) {
 	}
 }
 
-func decodeDropped(p []byte) uint64 {
-	if len(p) < 8 {
-		return 0
-	}
-	var n uint64
-	for _, b := range p[:8] {
-		n = n<<8 | uint64(b)
-	}
-	return n
-}
-
 // finished reports whether record o ends what this runner follows.
 func (r *runner) finished(o wire.Output) bool {
 	if r.cmd != 0 {
-		return journal.Kind(o.Kind) == journal.KindExit && o.Cmd == r.cmd
+		return o.Kind == wire.KindExit && o.Cmd == r.cmd
 	}
 	return r.receive && o.Seq >= r.until
 }
