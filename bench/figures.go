@@ -189,7 +189,7 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	var pResp, pExit, pEOF []time.Duration
 	for i := 0; i < cfg.goN/2; i++ {
 		start := time.Now()
-		wc, ch, err := conn.Open(wire.Request{Op: "run", Session: t.Session, Command: "true", Client: b.client})
+		wc, ch, err := conn.Open(wire.Request{Op: wire.OpRun, Session: t.Session, Command: "true", Client: b.client})
 		if err != nil {
 			continue
 		}
@@ -367,7 +367,7 @@ func (b *bench) figCreate(r *results, cfg config, sshd *sshdProc) error {
 	}
 	ds, errs = repeat(r, "Call new", cfg.createN, func() (time.Duration, error) {
 		start := time.Now()
-		resp, err := conn.Call(ctx, wire.Request{Op: "new", Client: b.client})
+		resp, err := conn.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 		if err == nil {
 			made = append(made, a.addr+"/"+resp.Session.Name)
 		}
@@ -813,7 +813,7 @@ func (b *bench) figReconnect(r *results, cfg config) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+	resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 	c.Close()
 	if err != nil {
 		return err

@@ -22,7 +22,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/tether-sh/tether/internal/client"
-	"github.com/tether-sh/tether/internal/runspace"
+	"github.com/tether-sh/tether/internal/shellsyntax"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -362,7 +362,7 @@ func (e *enterer) scripted(ctx context.Context, cancel func()) error {
 		}
 		complete := eof
 		if !complete && script != "" {
-			complete, _ = runspace.IsComplete(script)
+			complete, _ = shellsyntax.IsComplete(script)
 		}
 		if complete && script != "" {
 			buf.Reset()
@@ -609,7 +609,7 @@ func (e *enterer) readInput(t *term.Terminal, li *lineInput) (string, error) {
 		}
 		buf.WriteString(line)
 		buf.WriteByte('\n')
-		if ok, _ := runspace.IsComplete(buf.String()); ok {
+		if ok, _ := shellsyntax.IsComplete(buf.String()); ok {
 			return buf.String(), nil
 		}
 		t.SetPrompt("> ")
