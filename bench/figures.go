@@ -189,7 +189,7 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	var pResp, pExit, pEOF []time.Duration
 	for i := 0; i < cfg.goN/2; i++ {
 		start := time.Now()
-		wc, ch, err := conn.Open(wire.Request{Op: "run", Session: t.Session, Command: "true", Client: b.client})
+		wc, ch, err := conn.Open(wire.Request{Op: wire.OpRun, Session: t.Session, Command: "true", Client: b.client})
 		if err != nil {
 			continue
 		}
@@ -230,12 +230,15 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	r.add(newRow(fig, "  Run breakdown: ack → host closes the channel", "us", durs(pEOF, "us")))
 	time.Sleep(20 * time.Millisecond)
 
-	for _, op := range []struct{ name, req string }{
+	for _, op := range []struct {
+		name string
+		req  wire.Op
+	}{
 		{"tether Go client, long-lived conn: Call status (relayed to session host)", "status"},
 		{"tether Go client, long-lived conn: Call config.get (agent only)", "config.get"},
 	} {
 		req := wire.Request{Op: op.req, Session: t.Session, Client: b.client}
-		if op.req == "config.get" {
+		if op.req == wire.OpConfigGet {
 			req = wire.Request{Op: op.req, Key: "IdleTimeout", Client: b.client}
 		}
 		call := func() (time.Duration, error) {
@@ -364,7 +367,7 @@ func (b *bench) figCreate(r *results, cfg config, sshd *sshdProc) error {
 	}
 	ds, errs = repeat(r, "Call new", cfg.createN, func() (time.Duration, error) {
 		start := time.Now()
-		resp, err := conn.Call(ctx, wire.Request{Op: "new", Client: b.client})
+		resp, err := conn.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 		if err == nil {
 			made = append(made, a.addr+"/"+resp.Session.Name)
 		}
@@ -853,7 +856,7 @@ func (b *bench) figReconnect(r *results, cfg config) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+	resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 	c.Close()
 	if err != nil {
 		return err

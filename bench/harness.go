@@ -276,7 +276,7 @@ func (b *bench) newSessions(a *agentProc, n int) ([]string, error) {
 	defer c.Close()
 	var out []string
 	for i := 0; i < n; i++ {
-		resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+		resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 		if err != nil {
 			return out, fmt.Errorf("session %d on %s: %w", i+1, a.addr, err)
 		}
@@ -300,7 +300,7 @@ func (b *bench) removeSessions(addrs []string) {
 			}
 			conns[t.HostPort()] = c
 		}
-		c.Call(ctx, wire.Request{Op: "remove", Session: t.Session, Client: b.client})
+		c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Client: b.client})
 	}
 	for _, c := range conns {
 		c.Close()

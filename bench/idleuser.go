@@ -47,7 +47,7 @@ func (b *bench) figIdleUser(r *results, cfg config) error {
 	defer c.Close()
 	var made []string
 	for i := 0; i < n; i++ {
-		resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+		resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 		if err != nil {
 			return fmt.Errorf("user-mode session %d: %w", i+1, err)
 		}
@@ -159,7 +159,7 @@ func (b *bench) startUserAgent() (*agentProc, string, error) {
 		return nil, "", fmt.Errorf("dial the user-mode agent: %w", err)
 	}
 	defer c.Close()
-	if _, err := c.Call(context.Background(), wire.Request{Op: "config.set", Key: "MaxShellsPerUser", Value: strconv.Itoa(idleUserSessions + 10), Client: b.client}); err != nil {
+	if _, err := c.Call(context.Background(), wire.Request{Op: wire.OpConfigSet, Key: "MaxShellsPerUser", Value: strconv.Itoa(idleUserSessions + 10), Client: b.client}); err != nil {
 		return nil, "", fmt.Errorf("raise MaxShellsPerUser on the user-mode agent: %w", err)
 	}
 	return a, u.Username, nil

@@ -56,7 +56,7 @@ func (b *bench) runProfiles(dir string, cfg config) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+	resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func (b *bench) runProfiles(dir string, cfg config) error {
 	}
 	if err := profileRun("call-status", func() error {
 		for i := 0; i < cfg.goN; i++ {
-			if _, err := c.Call(ctx, wire.Request{Op: "status", Session: t.Session, Client: b.client}); err != nil {
+			if _, err := c.Call(ctx, wire.Request{Op: wire.OpStatus, Session: t.Session, Client: b.client}); err != nil {
 				return err
 			}
 		}
@@ -160,11 +160,11 @@ func (b *bench) runProfiles(dir string, cfg config) error {
 	// invoke --throttle 256` does (client and agent in this profile; the
 	// session hosts are many processes, see their strace above).
 	var fan []client.Target
-	if _, err := c.Call(ctx, wire.Request{Op: "config.set", Key: "MaxShellsPerUser", Value: "2000", Client: b.client}); err != nil {
+	if _, err := c.Call(ctx, wire.Request{Op: wire.OpConfigSet, Key: "MaxShellsPerUser", Value: "2000", Client: b.client}); err != nil {
 		return err
 	}
 	for range cfg.profileFanN() {
-		resp, err := c.Call(ctx, wire.Request{Op: "new", Client: b.client})
+		resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
 		if err != nil {
 			return err
 		}
@@ -190,12 +190,12 @@ func (b *bench) runProfiles(dir string, cfg config) error {
 	fmt.Fprintf(os.Stderr, "profile: fanout of %d, twice, in %s: CPU per target: session hosts %s, client+agent %s\n", len(fan), time.Since(fanStart).Round(time.Millisecond),
 		(procsCPU(hosts.sessionPIDs())-cpuBefore)/n, (procsCPU([]int{os.Getpid()})-selfBefore)/n)
 	for _, t := range fan {
-		c.Call(ctx, wire.Request{Op: "remove", Session: t.Session, Client: b.client})
+		c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Client: b.client})
 	}
 	// The fresh CLI: where its ~20 ms go before main and after.
 	out, _ := exec.Command("sh", "-c", "GODEBUG=inittrace=1 "+b.bin+" version 2>&1 >/dev/null | sort -t@ -k2 | awk '{print $2, $5, $6}' | sort -k2 -rn | head -15").CombinedOutput()
 	os.WriteFile(filepath.Join(dir, "cli-inittrace.txt"), out, 0o644)
-	c.Call(ctx, wire.Request{Op: "remove", Session: t.Session, Client: b.client})
+	c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Client: b.client})
 	c.Close()
 	fmt.Fprintf(os.Stderr, "profile: wrote %s\n", dir)
 	return nil

@@ -310,7 +310,7 @@ func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
 	var req wire.Request
 	if err := c.ReadJSON(wire.TRequest, &req); err != nil {
 		if first.Stop() && wire.CodeOf(err) == "" {
-			c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBadRequest, "%v", err)))
+			c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeBadRequest, "%v", err)))
 		}
 		return
 	}
@@ -320,17 +320,10 @@ func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
 	resp, relay := a.dispatch(ctx, id, &req)
 	if relay != nil {
 		if err := relay(c, ch); err != nil {
-			c.WriteJSON(wire.TResponse, refuse(err))
+			c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		}
 		return
 	}
 	c.WriteJSON(wire.TResponse, resp)
 	ch.CloseWrite()
-}
-
-func refuse(err error) wire.Response {
-	if e, ok := err.(*wire.Error); ok {
-		return wire.Response{Error: e}
-	}
-	return wire.Response{Error: wire.Errorf(wire.CodeInternal, "%v", err)}
 }

@@ -11,25 +11,25 @@ import (
 func (a *Agent) opConfig(id identity, req *wire.Request) wire.Response {
 	var entries []config.Entry
 	switch req.Op {
-	case "config.list":
+	case wire.OpConfigList:
 		entries = a.store.List()
-	case "config.get":
+	case wire.OpConfigGet:
 		e, err := a.store.Get(req.Key)
 		if err != nil {
-			return refuse(wire.Errorf(wire.CodeBadRequest, "%v", err))
+			return wire.Refuse(wire.Errorf(wire.CodeBadRequest, "%v", err))
 		}
 		entries = []config.Entry{e}
-	case "config.set", "config.reset":
+	case wire.OpConfigSet, wire.OpConfigReset:
 		if !id.admin {
 			who := "the agent's own user"
 			if a.root {
 				who = "root or a member of the agent's --admin-group"
 			}
-			return refuse(wire.Errorf(wire.CodeDenied, "changing settings needs admin rights on this host (%s); %s can only read them", who, id.user))
+			return wire.Refuse(wire.Errorf(wire.CodeDenied, "changing settings needs admin rights on this host (%s); %s can only read them", who, id.user))
 		}
 		var e config.Entry
 		var err error
-		if req.Op == "config.set" {
+		if req.Op == wire.OpConfigSet {
 			e, err = a.store.Set(req.Key, req.Value)
 		} else {
 			e, err = a.store.Reset(req.Key)
@@ -39,9 +39,9 @@ func (a *Agent) opConfig(id identity, req *wire.Request) wire.Response {
 			if errors.Is(err, config.ErrLocked) {
 				code = wire.CodeDenied
 			}
-			return refuse(wire.Errorf(code, "%v", err))
+			return wire.Refuse(wire.Errorf(code, "%v", err))
 		}
-		a.log.Info("setting changed", "by", id.user, "key", e.Key, "value", e.Value, "op", strings.TrimPrefix(req.Op, "config."))
+		a.log.Info("setting changed", "by", id.user, "key", e.Key, "value", e.Value, "op", strings.TrimPrefix(string(req.Op), "config."))
 		entries = []config.Entry{e}
 	}
 	out := make([]wire.ConfigEntry, len(entries))

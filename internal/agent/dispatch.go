@@ -28,29 +28,29 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 	// Every name is checked before any lookup or file access: a name is
 	// joined into paths below the user's directory ("../../alice/...").
 	if err := checkNames(req); err != nil {
-		return refuse(err), nil
+		return wire.Refuse(err), nil
 	}
 	switch req.Op {
-	case "new":
+	case wire.OpNew:
 		return a.opNew(id, req), nil
-	case "list":
+	case wire.OpList:
 		return a.opList(id, req), nil
-	case "remove":
+	case wire.OpRemove:
 		return a.opRemove(id, req), nil
-	case "config.list", "config.get", "config.set", "config.reset":
+	case wire.OpConfigList, wire.OpConfigGet, wire.OpConfigSet, wire.OpConfigReset:
 		return a.opConfig(id, req), nil
-	case "module.list", "module.help":
+	case wire.OpModuleList, wire.OpModuleHelp:
 		return a.opModule(id, req), nil
-	case "run":
+	case wire.OpRun:
 		if req.Module != "" {
 			if err := a.prepareModuleRun(id, req); err != nil {
-				return refuse(err), nil
+				return wire.Refuse(err), nil
 			}
 		}
 		if req.Session == "" {
 			u, err := lookupUser(id.user)
 			if err != nil {
-				return refuse(err), nil
+				return wire.Refuse(err), nil
 			}
 			// A bare host runs in a temporary session, unless the command
 			// starts disconnected: then the session stays, under a new name.
@@ -60,46 +60,46 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 			}
 			ref, err := a.spawn(u, name, temporary)
 			if err != nil {
-				return refuse(err), nil
+				return wire.Refuse(err), nil
 			}
 			return wire.Response{}, a.relay(ref, id, req)
 		}
 		fallthrough
-	case "attach", "receive", "connect", "disconnect", "status", wire.OpInterrupt:
+	case wire.OpAttach, wire.OpReceive, wire.OpConnect, wire.OpDisconnect, wire.OpStatus, wire.OpInterrupt:
 		if req.IdleTimeout != "" {
 			if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
-				return refuse(err), nil
+				return wire.Refuse(err), nil
 			}
 		}
 		ref := a.lookup(id.user, req.Session)
 		if ref == nil {
-			return refuse(a.notFound(id.user, req.Session)), nil
+			return wire.Refuse(a.notFound(id.user, req.Session)), nil
 		}
 		if ref.broken != "" {
-			return refuse(wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)), nil
+			return wire.Refuse(wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)), nil
 		}
 		return wire.Response{}, a.relay(ref, id, req)
 	}
-	return refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q; is the client newer than this agent?", req.Op)), nil
+	return wire.Refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q; is the client newer than this agent?", req.Op)), nil
 }
 
 // sessionOps take a session name (run and new may leave it empty: the
 // agent picks one).
-var sessionOps = map[string]bool{"new": true, "run": true, "attach": true, "receive": true,
-	"connect": true, "disconnect": true, "status": true, "remove": true}
+var sessionOps = map[wire.Op]bool{wire.OpNew: true, wire.OpRun: true, wire.OpAttach: true, wire.OpReceive: true,
+	wire.OpConnect: true, wire.OpDisconnect: true, wire.OpStatus: true, wire.OpRemove: true}
 
 // checkNames validates the session name, and remove's owner, of a request.
 func checkNames(req *wire.Request) error {
 	if !sessionOps[req.Op] {
 		return nil
 	}
-	if req.Session != "" || (req.Op != "new" && req.Op != "run") {
+	if req.Session != "" || (req.Op != wire.OpNew && req.Op != wire.OpRun) {
 		if err := ValidName(req.Session); err != nil {
 			return wire.Errorf(wire.CodeBadRequest, "%v", err)
 		}
 	}
-	if req.Op == "remove" && req.Key != "" {
-		if err := ValidUserName(req.Key); err != nil {
+	if req.Op == wire.OpRemove && req.Owner != "" {
+		if err := ValidUserName(req.Owner); err != nil {
 			return wire.Errorf(wire.CodeBadRequest, "%v", err)
 		}
 	}
@@ -143,7 +143,7 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 func (a *Agent) opNew(id identity, req *wire.Request) wire.Response {
 	u, err := lookupUser(id.user)
 	if err != nil {
-		return refuse(err)
+		return wire.Refuse(err)
 	}
 	name := req.Session // checked by checkNames
 	if name == "" {
@@ -153,17 +153,17 @@ func (a *Agent) opNew(id identity, req *wire.Request) wire.Response {
 	if req.IdleTimeout != "" {
 		idle, err = a.checkIdleTimeout(req.IdleTimeout)
 		if err != nil {
-			return refuse(err)
+			return wire.Refuse(err)
 		}
 	}
 	ref, err := a.spawn(u, name, req.Temporary)
 	if err != nil {
-		return refuse(err)
+		return wire.Refuse(err)
 	}
 	// The creating client holds the session; this also sets its own idle timeout.
-	info, err := a.call(ref, id, wire.Request{Op: "connect", Client: req.Client, IdleTimeout: durString(idle)})
+	info, err := a.call(ref, id, wire.Request{Op: wire.OpConnect, Client: req.Client, IdleTimeout: durString(idle)})
 	if err != nil {
-		return refuse(err)
+		return wire.Refuse(err)
 	}
 	return wire.Response{OK: true, Session: info.Session}
 }
@@ -208,7 +208,7 @@ func (a *Agent) call(ref *sessionRef, id identity, req wire.Request) (wire.Respo
 
 func (a *Agent) opList(id identity, req *wire.Request) wire.Response {
 	if req.AllUsers && !id.admin {
-		return refuse(wire.Errorf(wire.CodeDenied, "listing all users' sessions needs admin rights on this host (root or the agent's --admin-group)"))
+		return wire.Refuse(wire.Errorf(wire.CodeDenied, "listing all users' sessions needs admin rights on this host (root or the agent's --admin-group)"))
 	}
 	var refs []*sessionRef
 	a.mu.Lock()
@@ -257,7 +257,7 @@ func (a *Agent) status(ref *sessionRef, id identity) wire.SessionInfo {
 	if ref.broken != "" {
 		return broken
 	}
-	resp, err := a.call(ref, identity{user: ref.user, admin: id.admin, remote: id.remote}, wire.Request{Op: "status"})
+	resp, err := a.call(ref, identity{user: ref.user, admin: id.admin, remote: id.remote}, wire.Request{Op: wire.OpStatus})
 	if err != nil || resp.Session == nil {
 		broken.Reason = fmt.Sprintf("session host does not answer: %v", err)
 		return broken
@@ -267,15 +267,15 @@ func (a *Agent) status(ref *sessionRef, id identity) wire.SessionInfo {
 
 func (a *Agent) opRemove(id identity, req *wire.Request) wire.Response {
 	user := id.user
-	if req.Key != "" && req.Key != id.user { // an admin removing another user's session
+	if req.Owner != "" && req.Owner != id.user { // an admin removing another user's session
 		if !id.admin {
-			return refuse(a.notFound(id.user, req.Session))
+			return wire.Refuse(a.notFound(id.user, req.Session))
 		}
-		user = req.Key
+		user = req.Owner
 	}
 	ref := a.lookup(user, req.Session)
 	if ref == nil {
-		return refuse(a.notFound(user, req.Session))
+		return wire.Refuse(a.notFound(user, req.Session))
 	}
 	if ref.broken != "" {
 		a.unregister(ref)
@@ -284,9 +284,9 @@ func (a *Agent) opRemove(id identity, req *wire.Request) wire.Response {
 		return wire.Response{OK: true}
 	}
 	by := fmt.Sprintf("%s from %s", id.user, orUnknown(req.Client.Host))
-	resp, err := a.call(ref, id, wire.Request{Op: "close", Client: wire.Client{ID: req.Client.ID, Host: by}, Value: "removed with tether remove"})
+	resp, err := a.call(ref, id, wire.Request{Op: wire.OpClose, Client: wire.Client{ID: req.Client.ID, Host: by}, Reason: "removed with tether remove"})
 	if err != nil {
-		return refuse(err)
+		return wire.Refuse(err)
 	}
 	// The host has closed; answer once the agent has removed its directory
 	// and cgroup, so that the name can be used again at once.
@@ -405,7 +405,7 @@ func (a *Agent) pushLimitsTo(ref *sessionRef) {
 		}
 	}
 	l := a.limits()
-	if _, err := a.call(ref, identity{user: ref.user}, wire.Request{Op: "limits", Limits: &l}); err != nil && !errors.Is(err, os.ErrNotExist) {
+	if _, err := a.call(ref, identity{user: ref.user}, wire.Request{Op: wire.OpLimits, Limits: &l}); err != nil && !errors.Is(err, os.ErrNotExist) {
 		a.log.Warn("cannot update session limits", "user", ref.user, "session", ref.name, "err", err)
 	}
 }

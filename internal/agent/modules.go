@@ -58,23 +58,23 @@ func (a *Agent) scanModules(id identity, then func([]modules.Module) error) ([]m
 
 // opModule is implicit remoting's host side: module.list and module.help.
 func (a *Agent) opModule(id identity, req *wire.Request) wire.Response {
-	if req.Op == "module.help" {
+	if req.Op == wire.OpModuleHelp {
 		var text string
 		_, err := a.scanModules(id, func(mods []modules.Module) (err error) {
 			text, err = a.moduleHelp(mods, req)
 			return err
 		})
 		if err != nil {
-			return refuse(err)
+			return wire.Refuse(err)
 		}
 		return wire.Response{OK: true, Help: text}
 	}
 	mods, err := a.scanModules(id, nil)
 	if err != nil {
-		return refuse(err)
+		return wire.Refuse(err)
 	}
 	switch req.Op {
-	case "module.list":
+	case wire.OpModuleList:
 		infos := make([]wire.ModuleInfo, 0, len(mods))
 		for _, m := range mods {
 			info := wire.ModuleInfo{Name: m.Name, Version: m.Version, Description: m.Description, Path: m.Dir, Commands: m.CommandNames()}
@@ -85,7 +85,7 @@ func (a *Agent) opModule(id identity, req *wire.Request) wire.Response {
 		}
 		return wire.Response{OK: true, Modules: infos}
 	}
-	return refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op))
+	return wire.Refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op))
 }
 
 // moduleHelp is module.help's answer; it runs as the user (scanModules).
@@ -94,17 +94,17 @@ func (a *Agent) moduleHelp(mods []modules.Module, req *wire.Request) (string, er
 	if err != nil {
 		return "", err
 	}
-	if _, ok := m.Lookup(req.Key); !ok {
+	if _, ok := m.Lookup(req.HelpCommand); !ok {
 		return "", wire.Errorf(wire.CodeNotFound, "module %s %s on %%HOST%% has no command %s; the module changed since it was imported: import it again",
-			m.Name, m.Version, req.Key)
+			m.Name, m.Version, req.HelpCommand)
 	}
-	text, err := m.Help(req.Key)
+	text, err := m.Help(req.HelpCommand)
 	if errors.Is(err, modules.ErrNoHelp) {
 		return "", wire.Errorf(wire.CodeNotFound, "no help on %%HOST%% for %s; update the module there (add %s)",
-			req.Key, filepath.Join(m.Dir, "help", req.Key+".txt"))
+			req.HelpCommand, filepath.Join(m.Dir, "help", req.HelpCommand+".txt"))
 	}
 	if err != nil {
-		return "", wire.Errorf(wire.CodeInternal, "help for %s on %%HOST%%: %v", req.Key, err)
+		return "", wire.Errorf(wire.CodeInternal, "help for %s on %%HOST%%: %v", req.HelpCommand, err)
 	}
 	return text, nil
 }
@@ -125,7 +125,7 @@ func findModule(mods []modules.Module, name string) (*modules.Module, error) {
 // prepareModuleRun turns a run of req.Argv in module req.Module into a
 // command for the session host.
 func (a *Agent) prepareModuleRun(id identity, req *wire.Request) error {
-	argv, err := modules.DecodeArgv(req.Argv, req.Key)
+	argv, err := modules.DecodeArgv(req.Argv, req.ArgvEncoding)
 	if err != nil {
 		return wire.Errorf(wire.CodeBadRequest, "module run: %v", err)
 	}
@@ -148,6 +148,6 @@ func (a *Agent) prepareModuleRun(id identity, req *wire.Request) error {
 	if err != nil {
 		return wire.Errorf(wire.CodeBadRequest, "%v", err)
 	}
-	req.Command, req.Argv, req.Key = script, nil, ""
+	req.Command, req.Argv, req.ArgvEncoding = script, nil, ""
 	return nil
 }

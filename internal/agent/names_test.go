@@ -51,12 +51,12 @@ func nameAgent(t testing.TB) (*Agent, identity) {
 	return a, identity{user: me.Username, remote: "192.0.2.1:1"}
 }
 
-var nameOps = []string{"new", "run", "attach", "receive", "connect", "disconnect", "status", "remove"}
+var nameOps = []wire.Op{wire.OpNew, wire.OpRun, wire.OpAttach, wire.OpReceive, wire.OpConnect, wire.OpDisconnect, wire.OpStatus, wire.OpRemove}
 
 // checkAnswer fails unless resp reveals nothing: the name is refused as
 // malformed, or it names nothing of the caller's (or, for new and a bare
 // run, no session may be opened at all on this host).
-func checkAnswer(t *testing.T, op, name string, resp wire.Response, relay relayFunc) {
+func checkAnswer(t *testing.T, op wire.Op, name string, resp wire.Response, relay relayFunc) {
 	t.Helper()
 	if relay != nil {
 		t.Fatalf("%s %q reached a session host", op, name)
@@ -91,7 +91,7 @@ func TestNamesCheckedOnEveryOp(t *testing.T) {
 	// admin as for anyone.
 	admin := id
 	admin.admin = true
-	resp, _ := a.dispatch(context.Background(), admin, &wire.Request{Op: "remove", Session: "alive", Key: "../s/victim"})
+	resp, _ := a.dispatch(context.Background(), admin, &wire.Request{Op: "remove", Session: "alive", Owner: "../s/victim"})
 	if resp.Error == nil || resp.Error.Code != wire.CodeBadRequest {
 		t.Errorf("remove --owner ../s/victim: %+v, want bad_request", resp.Error)
 	}
@@ -114,7 +114,7 @@ func FuzzSessionNames(f *testing.F) {
 		for _, op := range nameOps {
 			req := &wire.Request{Op: op, Session: name}
 			if op == "remove" {
-				req.Key = owner
+				req.Owner = owner
 			}
 			resp, relay := a.dispatch(context.Background(), id, req)
 			checkAnswer(t, op, name, resp, relay)

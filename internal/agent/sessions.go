@@ -577,7 +577,7 @@ func credential(u *user.User) (*syscall.Credential, error) {
 // it, the session has ended. When the agent closes it (stopping), the
 // session goes on and nothing is removed.
 func (a *Agent) startWatch(ref *sessionRef) error {
-	nc, c, err := a.dialSession(ref, identity{user: ref.user}, wire.Request{Op: "watch"})
+	nc, c, err := a.dialSession(ref, identity{user: ref.user}, wire.Request{Op: wire.OpWatch})
 	if err != nil {
 		return err
 	}
@@ -643,7 +643,7 @@ func (a *Agent) dialSession(ref *sessionRef, id identity, req wire.Request) (net
 	// then relays with buffers of its own (copyOutput).
 	c := wire.NewConnBuffer(nc, 0, 4<<10)
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.HandshakeRequest(wire.Hello{Software: "tether-agent", User: ref.user, Admin: id.admin, RemoteAddr: id.remote}, req); err != nil {
+	if _, err := c.HandshakeRequest(wire.Hello{Proto: wire.HostVersion, Software: "tether-agent", User: ref.user, Admin: id.admin, RemoteAddr: id.remote}, req); err != nil {
 		nc.Close()
 		return nil, nil, err
 	}

@@ -22,7 +22,7 @@ import (
 
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/lineedit"
-	"github.com/tether-sh/tether/internal/runspace"
+	"github.com/tether-sh/tether/internal/shellsyntax"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -211,7 +211,7 @@ func (e *enterer) openTemporary(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	resp, err := c.Call(ctx, wire.Request{Op: "new", Client: e.s.dialer.Client})
+	resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: e.s.dialer.Client})
 	if err != nil {
 		return fmt.Errorf("cannot open a session: %w", err)
 	}
@@ -244,7 +244,7 @@ func (e *enterer) leave(interactive bool) {
 		if err != nil {
 			return err
 		}
-		_, err = c.Call(ctx, wire.Request{Op: "remove", Session: e.target.Session, Client: e.s.dialer.Client})
+		_, err = c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: e.target.Session, Client: e.s.dialer.Client})
 		if errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
 			err = nil
 		}
@@ -381,7 +381,7 @@ func (e *enterer) scripted(ctx context.Context, cancel func()) error {
 		}
 		complete := eof
 		if !complete && script != "" {
-			complete, _ = runspace.IsComplete(script)
+			complete, _ = shellsyntax.IsComplete(script)
 		}
 		if complete && script != "" {
 			buf.Reset()
@@ -537,7 +537,7 @@ func (e *enterer) interactive(ctx context.Context, cancel func()) error {
 	}
 
 	for {
-		script, err := ed.ReadInput(e.promptText, func(s string) bool { ok, _ := runspace.IsComplete(s); return ok })
+		script, err := ed.ReadInput(e.promptText, func(s string) bool { ok, _ := shellsyntax.IsComplete(s); return ok })
 		if err != nil {
 			io.WriteString(e.env.Stdout, "\r\n")
 			return nil // Ctrl-D, or the terminal went away

@@ -138,7 +138,7 @@ func doImport(ctx context.Context, env *Env, g *globals, m *remoting.Manifest, t
 		return err
 	}
 	defer conn.Close()
-	resp, err := conn.Call(ctx, wire.Request{Op: "module.list", Client: s.dialer.Client})
+	resp, err := conn.Call(ctx, wire.Request{Op: wire.OpModuleList, Client: s.dialer.Client})
 	if err != nil {
 		return fmt.Errorf("%s: cannot list modules: %w", s.display(t).HostString(), err)
 	}
@@ -312,7 +312,7 @@ func closeImplicit(env *Env, g *globals, t client.Target) error {
 		return fmt.Errorf("%w; close it later with tether remove %s", err, s.display(t).WithSession(name))
 	}
 	defer conn.Close()
-	_, err = conn.Call(ctx, wire.Request{Op: "remove", Session: name, Client: s.dialer.Client})
+	_, err = conn.Call(ctx, wire.Request{Op: wire.OpRemove, Session: name, Client: s.dialer.Client})
 	switch {
 	case err == nil:
 		fmt.Fprintf(env.Stdout, "closed the implicit remoting session %s\n", s.display(t).WithSession(name))
@@ -398,7 +398,7 @@ func proxyHelp(ctx context.Context, env *Env, g *globals, host, module, command 
 		return err
 	}
 	defer conn.Close()
-	resp, err := conn.Call(ctx, wire.Request{Op: "module.help", Module: module, Key: command, Client: s.dialer.Client})
+	resp, err := conn.Call(ctx, wire.Request{Op: wire.OpModuleHelp, Module: module, HelpCommand: command, Client: s.dialer.Client})
 	if err != nil {
 		return err
 	}

@@ -125,7 +125,7 @@ func runProxyCommand(ctx context.Context, env *Env, s *session, t client.Target,
 	defer conn.Close()
 	argv, key := modules.EncodeArgv(append([]string{command}, args...))
 	spec := client.RunSpec{
-		Request: wire.Request{Module: module, Argv: argv, Key: key},
+		Request: wire.Request{Module: module, Argv: argv, ArgvEncoding: key},
 		Stdin:   env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr, Notify: env.Stderr,
 		Signals: signals,
 	}
@@ -154,7 +154,7 @@ func runProxyCommand(ctx context.Context, env *Env, s *session, t client.Target,
 			}
 		case re.Code == wire.CodeClosed && strings.Contains(re.Message, name):
 			// A Broken session (its host process died) must be removed first.
-			conn.Call(ctx, wire.Request{Op: "remove", Session: name, Client: s.dialer.Client})
+			conn.Call(ctx, wire.Request{Op: wire.OpRemove, Session: name, Client: s.dialer.Client})
 			if err := openImplicit(ctx, conn, s, name); err != nil {
 				return res, err
 			}
@@ -170,7 +170,7 @@ func runProxyCommand(ctx context.Context, env *Env, s *session, t client.Target,
 }
 
 func openImplicit(ctx context.Context, conn *client.Conn, s *session, name string) error {
-	_, err := conn.Call(ctx, wire.Request{Op: "new", Session: name, Client: s.dialer.Client})
+	_, err := conn.Call(ctx, wire.Request{Op: wire.OpNew, Session: name, Client: s.dialer.Client})
 	var re *client.RemoteError
 	if errors.As(err, &re) && re.Code == wire.CodeExists {
 		return nil // another proxy opened it just now

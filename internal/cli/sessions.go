@@ -117,7 +117,7 @@ hosts).`,
 }
 
 func removeOne(ctx context.Context, s *session, c *client.Conn, t client.Target, owner string) error {
-	_, err := c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Key: owner, Client: s.dialer.Client})
+	_, err := c.Call(ctx, wire.Request{Op: wire.OpRemove, Session: t.Session, Owner: owner, Client: s.dialer.Client})
 	if err == nil || errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrClosed) {
 		s.registry.Remove(s.full(t))
 	}

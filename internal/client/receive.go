@@ -2,7 +2,6 @@ package client
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"time"
 
@@ -26,42 +25,62 @@ type ReceiveSpec struct {
 // Receive delivers a session's pending output exactly once. The exit code
 // is that of the last command whose end it delivered.
 func (d *Dialer) Receive(ctx context.Context, spec ReceiveSpec) (Result, error) {
-	r := &runner{d: d, receive: true, session: spec.Target.Session, spec: RunSpec{
-		Target: spec.Target, Stdout: spec.Stdout, Stderr: spec.Stderr, Notify: spec.Notify,
-		ReconnectTimeout: spec.ReconnectTimeout, Signals: spec.Signals,
-	}}
-	r.res.Session = r.session
-	defer r.closeOwned()
-	c, err := d.Dial(ctx, spec.Target)
-	if err != nil {
-		return r.res, err
+	s := &receiveStream{}
+	f := &follower{
+		d: d, target: spec.Target, stream: s, session: spec.Target.Session,
+		stdout: spec.Stdout, stderr: spec.Stderr, notifyTo: spec.Notify,
+		reconnectTimeout: spec.ReconnectTimeout, signals: spec.Signals,
 	}
-	r.owned = append(r.owned, c)
-	r.conn = c
-	wc, ch, err := r.openReceive(c, spec.All, spec.Force)
+	s.f = f
+	f.res.Session = f.session
+	defer f.closeOwned()
+	c, err := f.dial(ctx, spec.Target)
 	if err != nil {
-		return r.res, err
+		return f.res, err
 	}
-	return r.res, r.followToEnd(ctx, wc, ch)
+	wc, ch, err := s.open(c, spec.All, spec.Force)
+	if err != nil {
+		return f.res, err
+	}
+	return f.res, f.followToEnd(ctx, wc, ch)
 }
 
-func (r *runner) openReceive(c *Conn, all, force bool) (*wire.Conn, ssh.Channel, error) {
-	wc, ch, err := c.Open(wire.Request{Op: "receive", Session: r.session, Client: r.d.Client, All: all, Force: force})
+// receiveStream follows a session's output not yet received: through
+// record until when no command runs, else to the running command's exit.
+type receiveStream struct {
+	f     *follower
+	cmd   uint32 // the command running when the receive began, or 0
+	until uint64 // no command running: the last seq to deliver
+}
+
+func (s *receiveStream) resume(c *Conn) (*wire.Conn, ssh.Channel, error) {
+	if s.cmd == 0 {
+		return s.open(c, false, false)
+	}
+	return s.f.attach(c, s.cmd)
+}
+
+// takesExit: the result is the last command whose end was delivered.
+func (s *receiveStream) takesExit(wire.Output) bool { return true }
+
+func (s *receiveStream) empty() bool { return s.cmd == 0 && s.f.lastSeq.Load() >= s.until }
+
+func (s *receiveStream) finished(o wire.Output) bool {
+	if s.cmd != 0 {
+		return o.Kind == wire.KindExit && o.Cmd == s.cmd
+	}
+	return o.Seq >= s.until
+}
+
+func (s *receiveStream) open(c *Conn, all, force bool) (*wire.Conn, ssh.Channel, error) {
+	f := s.f
+	wc, ch, resp, err := open(c, wire.Request{Op: wire.OpReceive, Session: f.session, Client: f.d.Client, All: all, Force: force}, c.shown)
 	if err != nil {
-		return nil, nil, asError(err)
+		return nil, nil, err
 	}
-	var resp wire.Response
-	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil {
-		ch.Close()
-		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	if f.lastSeq.Load() == 0 || all {
+		f.lastSeq.Store(resp.StartSeq)
 	}
-	if !resp.OK {
-		ch.Close()
-		return nil, nil, c.shown.refusal(resp.Error)
-	}
-	if r.lastSeq.Load() == 0 || all {
-		r.lastSeq.Store(resp.StartSeq)
-	}
-	r.cmd, r.until = resp.Cmd, resp.Until
+	s.cmd, s.until = resp.Cmd, resp.Until
 	return wc, ch, nil
 }

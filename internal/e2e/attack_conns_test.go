@@ -93,7 +93,7 @@ func TestAttackHelperSocketClient(t *testing.T) {
 	defer nc.Close()
 	nc.SetDeadline(time.Now().Add(10 * time.Second))
 	wc := wire.NewConn(nc, 0)
-	if _, err := wc.HandshakeRequest(wire.Hello{Software: "tether-agent", User: os.Getenv("TETHER_ATTACK_USER"), Admin: true, RemoteAddr: "10.9.9.9:1"}, req); err != nil {
+	if _, err := wc.HandshakeRequest(wire.Hello{Proto: wire.HostVersion, Software: "tether-agent", User: os.Getenv("TETHER_ATTACK_USER"), Admin: true, RemoteAddr: "10.9.9.9:1"}, req); err != nil {
 		fmt.Printf("RESULT handshake: %v\n", err)
 		return
 	}
@@ -191,14 +191,14 @@ func TestAttackNamesAsPaths(t *testing.T) {
 		defer cl.Close()
 		other := "../../" + ua.Name
 		for _, name := range []string{other + "/.closed/gone", other + "/alive/meta", other + "/alive", "../" + ua.Name} {
-			for _, op := range []string{"run", "attach", "receive", "connect", "disconnect", "status", "remove", "new"} {
+			for _, op := range []wire.Op{wire.OpRun, wire.OpAttach, wire.OpReceive, wire.OpConnect, wire.OpDisconnect, wire.OpStatus, wire.OpRemove, wire.OpNew} {
 				resp := rawCall(t, cl, wire.Request{Op: op, Session: name, Command: "id"})
 				if resp.Error == nil || resp.Error.Code != wire.CodeBadRequest || !strings.Contains(resp.Error.Message, "letters, digits") {
 					t.Errorf("%s %s %q: %+v, want bad_request saying what is allowed", who.User, op, name, resp.Error)
 				}
 			}
 		}
-		resp := rawCall(t, cl, wire.Request{Op: "remove", Session: "alive", Key: "../s/" + ua.Name})
+		resp := rawCall(t, cl, wire.Request{Op: "remove", Session: "alive", Owner: "../s/" + ua.Name})
 		if resp.Error == nil || resp.Error.Code != wire.CodeBadRequest {
 			t.Errorf("%s remove --owner path: %+v", who.User, resp.Error)
 		}

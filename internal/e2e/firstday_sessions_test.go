@@ -120,12 +120,12 @@ func TestListPredictsInvokeFromAnotherClient(t *testing.T) {
 		defer cancel()
 		stop := start(ctx)
 		var r listRow
-		WaitFor(t, 15*time.Second, "B to see the session Busy during "+what, func() bool {
+		// Busy alone can come from the running command before A's
+		// client attached (receive): wait for the holder too.
+		WaitFor(t, 15*time.Second, "B to see the session Busy, held by A, during "+what, func() bool {
 			rows, _ := listJSON(t, cb, a.Host())
 			r = rows["shared"]
-			// A running command alone makes it Busy (receive's case):
-			// wait for the attachment itself.
-			return r.Availability == "Busy" && r.HeldBy != ""
+			return r.Availability == "Busy" && strings.Contains(r.HeldBy, idA)
 		})
 		if !strings.Contains(r.HeldBy, idA) {
 			t.Fatalf("during %s: held_by %q, want A's client id %s", what, r.HeldBy, idA)

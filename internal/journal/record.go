@@ -6,38 +6,24 @@ import (
 	"fmt"
 	"hash/crc32"
 	"sync"
+
+	"github.com/tether-sh/tether/internal/wire"
 )
 
-// Kind is the type of a journal record.
-type Kind uint8
+// Kind is the type of a journal record. The kinds are protocol (the
+// client decodes them from Output frames), so wire defines them; the
+// journal stores them as they are.
+type Kind = wire.Kind
 
-// Record kinds.
+// Record kinds, as wire defines them.
 const (
-	KindStdout  Kind = 1 // a chunk of the command's standard output
-	KindStderr  Kind = 2 // a chunk of the command's standard error
-	KindStart   Kind = 3 // a command started
-	KindExit    Kind = 4 // a command exited
-	KindDropped Kind = 5 // Data: 8-byte big-endian count of output bytes dropped
-	KindInfo    Kind = 6 // informational message
+	KindStdout  = wire.KindStdout
+	KindStderr  = wire.KindStderr
+	KindStart   = wire.KindStart
+	KindExit    = wire.KindExit
+	KindDropped = wire.KindDropped
+	KindInfo    = wire.KindInfo
 )
-
-func (k Kind) String() string {
-	switch k {
-	case KindStdout:
-		return "stdout"
-	case KindStderr:
-		return "stderr"
-	case KindStart:
-		return "start"
-	case KindExit:
-		return "exit"
-	case KindDropped:
-		return "dropped"
-	case KindInfo:
-		return "info"
-	}
-	return fmt.Sprintf("kind(%d)", uint8(k))
-}
 
 // Record is one entry of the journal.
 type Record struct {

@@ -181,7 +181,7 @@ func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec,
 		outs = outs[:0]
 		end := false
 		for _, r := range recs {
-			outs = append(outs, wire.Output{Seq: r.Seq, Kind: uint8(r.Kind), Cmd: r.Cmd, Data: r.Data})
+			outs = append(outs, wire.Output{Seq: r.Seq, Kind: r.Kind, Cmd: r.Cmd, Data: r.Data})
 			after = r.Seq
 			if spec.cmd != nil && r.Kind == journal.KindExit && r.Cmd == spec.cmd.id ||
 				spec.cmd == nil && r.Seq >= spec.until {
@@ -381,7 +381,7 @@ func (h *Host) opHold(c *wire.Conn, req *wire.Request) {
 	}
 	if err != nil {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	// Unlike claimLocked, the client's own command stream goes on: enter

@@ -2,7 +2,6 @@ package sessionhost
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,22 +31,6 @@ type command struct {
 	// written; the session is about to be free.
 	finishing bool
 	exitCode  int
-}
-
-// EncodeExit and DecodeExit give an exit record's payload: the exit status,
-// then an optional message explaining it (a limit that stopped the command).
-func EncodeExit(code int, msg string) []byte {
-	b := make([]byte, 4, 4+len(msg))
-	binary.BigEndian.PutUint32(b, uint32(int32(code)))
-	return append(b, msg...)
-}
-
-// DecodeExit parses an exit record's payload.
-func DecodeExit(p []byte) (code int, msg string, err error) {
-	if len(p) < 4 {
-		return 0, "", fmt.Errorf("exit record of %d bytes is too short", len(p))
-	}
-	return int(int32(binary.BigEndian.Uint32(p))), string(p[4:]), nil
 }
 
 // startCommand runs text (or argv) in the runspace; h.mu must be held.
@@ -156,7 +139,7 @@ func (h *Host) runCommand(c *command, script string) {
 	h.mu.Lock()
 	c.finishing = true // a new command waits for the exit record (opRun)
 	h.mu.Unlock()
-	seq, jerr := h.j.Append(context.Background(), journal.KindExit, c.id, EncodeExit(code, msg))
+	seq, jerr := h.j.Append(context.Background(), journal.KindExit, c.id, wire.EncodeExit(code, msg))
 	if jerr != nil {
 		h.log.Warn("cannot journal exit", "err", jerr)
 	}

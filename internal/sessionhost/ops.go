@@ -27,8 +27,8 @@ func (h *Host) handle(nc net.Conn) {
 		// admin and address, agent-only ops like limits and watch) is
 		// believed only from the agent.
 		h.log.Warn("refused local connection", "err", err)
-		c.WriteJSON(wire.THello, wire.Hello{Proto: wire.Version, Software: "tether-session-host"})
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeDenied, "%v; use tether through the agent", err)))
+		c.WriteJSON(wire.THello, wire.Hello{Proto: wire.HostVersion, Software: "tether-session-host"})
+		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeDenied, "%v; use tether through the agent", err)))
 		// Discard what the peer sends meanwhile (a bounded amount, for a
 		// moment), so that its write does not fail before it reads why.
 		if uc, ok := nc.(*net.UnixConn); ok {
@@ -38,7 +38,7 @@ func (h *Host) handle(nc net.Conn) {
 		io.Copy(io.Discard, io.LimitReader(nc, 1<<20))
 		return
 	}
-	peer, err := c.Handshake(wire.Hello{Software: "tether-session-host"})
+	peer, err := c.Handshake(wire.Hello{Proto: wire.HostVersion, Software: "tether-session-host"})
 	if err != nil {
 		return
 	}
@@ -49,7 +49,7 @@ func (h *Host) handle(nc net.Conn) {
 	nc.SetDeadline(time.Time{})
 	if peer.User != h.opts.User {
 		// The agent routes by user; anything else is a bug or a stranger.
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeNotFound, "no session %s", h.opts.Name)))
+		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeNotFound, "no session %s", h.opts.Name)))
 		return
 	}
 	for h.serveRequest(nc, c, peer, &req) {
@@ -129,10 +129,10 @@ func (h *Host) nextRequest(nc net.Conn, c *wire.Conn, req *wire.Request) bool {
 	if err != nil {
 		return false
 	}
-	if req.Op != "run" || req.Module != "" {
+	if req.Op != wire.OpRun || req.Module != "" {
 		// Module runs are prepared by the agent, which a kept
 		// connection bypasses.
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBadRequest, "only a plain run may follow a run on a kept connection, not %q (module %q)", req.Op, req.Module)))
+		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeBadRequest, "only a plain run may follow a run on a kept connection, not %q (module %q)", req.Op, req.Module)))
 		return false
 	}
 	return true
@@ -142,33 +142,33 @@ func (h *Host) nextRequest(nc net.Conn, c *wire.Conn, req *wire.Request) bool {
 // serve another.
 func (h *Host) serveRequest(nc net.Conn, c *wire.Conn, peer wire.Hello, req *wire.Request) (again bool) {
 	switch req.Op {
-	case "status":
+	case wire.OpStatus:
 		info := h.Info()
 		c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
-	case "watch":
+	case wire.OpWatch:
 		h.watch(nc, c)
-	case "limits":
+	case wire.OpLimits:
 		if req.Limits != nil {
 			h.setLimits(*req.Limits)
 		}
 		c.WriteJSON(wire.TResponse, wire.Response{OK: true})
-	case "run":
+	case wire.OpRun:
 		return h.opRun(c, req)
-	case "attach":
+	case wire.OpAttach:
 		h.opAttach(c, req)
-	case "receive":
+	case wire.OpReceive:
 		h.opReceive(c, req)
-	case "connect":
+	case wire.OpConnect:
 		if req.Hold {
 			h.opHold(c, req)
 			break
 		}
 		h.opConnect(c, req)
-	case "disconnect":
+	case wire.OpDisconnect:
 		h.opDisconnect(c, req)
 	case wire.OpInterrupt:
 		h.opInterrupt(c, req)
-	case "close":
+	case wire.OpClose:
 		info := h.Info()
 		by := req.Client.Host
 		if by == "" {
@@ -176,19 +176,12 @@ func (h *Host) serveRequest(nc net.Conn, c *wire.Conn, peer wire.Hello, req *wir
 		}
 		// Close before answering: once remove returns, no request
 		// (say, one on a kept connection) may still start a command.
-		h.Close(by, orDefault(req.Value, "removed with tether remove"))
+		h.Close(by, orDefault(req.Reason, "removed with tether remove"))
 		c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
 	default:
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op)))
+		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q", req.Op)))
 	}
 	return false
-}
-
-func refuse(err error) wire.Response {
-	if e, ok := err.(*wire.Error); ok {
-		return wire.Response{Error: e}
-	}
-	return wire.Response{Error: wire.Errorf(wire.CodeInternal, "%v", err)}
 }
 
 // watch holds a connection open for the agent until the session closes, so
@@ -299,20 +292,20 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 		// the running command.
 		err := h.busyRunningLocked()
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	a, err := h.claimLocked(c, req.Client, false, true)
 	if err != nil {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	cmd, err := h.startCommandLocked(req)
 	if err != nil {
 		h.att = nil
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	if req.Detach {
@@ -348,13 +341,13 @@ func (h *Host) opAttach(c *wire.Conn, req *wire.Request) {
 	}
 	if cmd == nil {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeNotFound, "session %s has no command %d to resume", h.opts.Name, req.Cmd)))
+		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeNotFound, "session %s has no command %d to resume", h.opts.Name, req.Cmd)))
 		return
 	}
 	a, err := h.claimLocked(c, req.Client, req.Force, false)
 	if err != nil {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	var received uint64
@@ -382,7 +375,7 @@ func (h *Host) opReceive(c *wire.Conn, req *wire.Request) {
 	a, err := h.claimLocked(c, req.Client, req.Force, false)
 	if err != nil {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	spec := streamSpec{after: h.j.Acked(), cmd: h.running, until: h.j.Last()}
@@ -409,7 +402,7 @@ func (h *Host) opConnect(c *wire.Conn, req *wire.Request) {
 	info := h.infoLocked()
 	h.mu.Unlock()
 	if err != nil {
-		c.WriteJSON(wire.TResponse, refuse(err))
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
 		return
 	}
 	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info})
@@ -420,7 +413,7 @@ func (h *Host) opDisconnect(c *wire.Conn, req *wire.Request) {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, refuse(wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)))
+		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)))
 		return
 	}
 	if h.att != nil {

@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"cmp"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -35,9 +36,10 @@ type TTY struct {
 	Cols int    `json:"cols"`
 }
 
-// Request is the one request a channel carries after Hello.
+// Request is the one request a channel carries after Hello. Each field has
+// one meaning; the comments name the ops that use it (ops.go lists them).
 type Request struct {
-	Op      string `json:"op"`
+	Op      Op     `json:"op"`
 	Session string `json:"session,omitempty"`
 	Client  Client `json:"client"`
 
@@ -52,6 +54,10 @@ type Request struct {
 	CommandBytes []byte `json:"command_bytes,omitempty"`
 	Argv         Args   `json:"argv,omitempty"`   // run a command as an exact argument list (implicit remoting)
 	Module       string `json:"module,omitempty"` // run Argv in this module's context
+	// ArgvEncoding (module run) says how Argv's elements are encoded:
+	// "" as they are, "argv:base64" each base64 (an argument that is not
+	// valid UTF-8; modules.EncodeArgv).
+	ArgvEncoding string `json:"argv_encoding,omitempty"`
 	Stdin        bool   `json:"stdin,omitempty"`  // the client sends stdin frames
 	Detach       bool   `json:"detach,omitempty"` // start and disconnect at once
 	// Reuse asks the session host to keep the connection after the
@@ -73,10 +79,18 @@ type Request struct {
 	// then sends an Event if another client takes the session over.
 	Hold bool `json:"hold,omitempty"`
 
-	// config
-	Key   string   `json:"key,omitempty"`
-	Value string   `json:"value,omitempty"`
-	Hosts []string `json:"hosts,omitempty"`
+	// config.get, config.set, config.reset: the setting and its new value.
+	Key   string `json:"key,omitempty"`
+	Value string `json:"value,omitempty"`
+
+	// remove: the user whose session an admin removes ("" the caller).
+	Owner string `json:"owner,omitempty"`
+
+	// module.help: the module command whose help is asked for.
+	HelpCommand string `json:"help_command,omitempty"`
+
+	// close: why the session is closed, as list shows it.
+	Reason string `json:"reason,omitempty"`
 
 	// list
 	AllUsers bool `json:"all_users,omitempty"`
@@ -139,6 +153,17 @@ func (e *Error) Error() string { return e.Message }
 // Errorf builds an *Error.
 func Errorf(code, format string, args ...any) *Error {
 	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Refuse is the Response refusing a request with err: the *Error in err's
+// chain as it is (its code is what the client acts on), anything else as
+// CodeInternal with err's text.
+func Refuse(err error) Response {
+	var e *Error
+	if errors.As(err, &e) {
+		return Response{Error: e}
+	}
+	return Response{Error: Errorf(CodeInternal, "%v", err)}
 }
 
 // CodeOf returns the code of an *Error in err's chain, or "".
@@ -223,7 +248,7 @@ type Event struct {
 // Output is one journal record sent to a client.
 type Output struct {
 	Seq  uint64
-	Kind uint8
+	Kind Kind
 	Cmd  uint32
 	Data []byte
 }
@@ -233,7 +258,7 @@ const outputHeader = 8 + 1 + 4
 // OutputHeader encodes o's fixed fields; send it with o.Data as one frame.
 func OutputHeader(dst *[outputHeader]byte, o Output) []byte {
 	binary.BigEndian.PutUint64(dst[0:8], o.Seq)
-	dst[8] = o.Kind
+	dst[8] = byte(o.Kind)
 	binary.BigEndian.PutUint32(dst[9:13], o.Cmd)
 	return dst[:]
 }
@@ -251,7 +276,7 @@ func DecodeOutput(p []byte) (Output, error) {
 	}
 	return Output{
 		Seq:  binary.BigEndian.Uint64(p[0:8]),
-		Kind: p[8],
+		Kind: Kind(p[8]),
 		Cmd:  binary.BigEndian.Uint32(p[9:13]),
 		Data: p[outputHeader:],
 	}, nil
@@ -311,8 +336,10 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 }
 
 // Handshake sends our Hello and reads the peer's, refusing another version.
+// h.Proto is the version spoken: 0 means Version; the agent and a session
+// host speak HostVersion.
 func (c *Conn) Handshake(h Hello) (Hello, error) {
-	h.Proto = Version
+	h.Proto = cmp.Or(h.Proto, Version)
 	var peer Hello
 	err := c.WriteJSON(THello, h)
 	if err == nil {
@@ -321,8 +348,8 @@ func (c *Conn) Handshake(h Hello) (Hello, error) {
 	if err != nil {
 		return peer, fmt.Errorf("wire: handshake: %w", err)
 	}
-	if peer.Proto != Version {
-		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, Version)
+	if peer.Proto != h.Proto {
+		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, h.Proto)
 	}
 	return peer, nil
 }
@@ -358,7 +385,7 @@ func (a *Args) UnmarshalJSON(b []byte) error {
 // sends its Hello and the Request together, in one write, and then reads the
 // peer's Hello — one round trip less than Handshake followed by a request.
 func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
-	h.Proto = Version
+	h.Proto = cmp.Or(h.Proto, Version)
 	hb, err := json.Marshal(h)
 	if err != nil {
 		return Hello{}, fmt.Errorf("wire: encode hello: %w", err)
@@ -385,8 +412,8 @@ func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
 	if err := c.ReadJSON(THello, &peer); err != nil {
 		return peer, fmt.Errorf("wire: handshake: %w", err)
 	}
-	if peer.Proto != Version {
-		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, Version)
+	if peer.Proto != h.Proto {
+		return peer, fmt.Errorf("wire: peer speaks protocol %d, this side %d: upgrade the older side", peer.Proto, h.Proto)
 	}
 	return peer, nil
 }

@@ -23,9 +23,19 @@ import (
 	"sync"
 )
 
-// Version is the protocol version sent in Hello. A peer refuses a different
-// major version.
-const Version = 1
+// Version is the protocol version a client and the agent send in Hello. A
+// peer refuses a different version. 2: Request's overloaded Key and Value
+// became Owner (remove), HelpCommand (module.help), ArgvEncoding (module
+// run) and Reason (close); a version-1 peer would have read them wrongly
+// without a word, so the versions refuse each other instead.
+const Version = 2
+
+// HostVersion is the version the agent and a session host speak over the
+// session's local socket. It is separate from Version so that an upgraded
+// agent keeps talking to the session hosts started before it: what the
+// agent sends a host did not change in Version 2 (close's reason, which a
+// version-1 host defaults to the same text, aside).
+const HostVersion = 1
 
 // MaxFrame is the default upper bound on one frame (type + payload). Output
 // chunks are at most MaxChunk, so a frame stays well below it.
