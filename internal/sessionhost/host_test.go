@@ -37,13 +37,13 @@ const (
 	opStatus     = "status"
 )
 
-func isExit(o wire.Output) bool   { return journal.Kind(o.Kind) == journal.KindExit }
-func isStdout(o wire.Output) bool { return journal.Kind(o.Kind) == journal.KindStdout }
-func isStderr(o wire.Output) bool { return journal.Kind(o.Kind) == journal.KindStderr }
+func isExit(o wire.Output) bool   { return o.Kind == wire.KindExit }
+func isStdout(o wire.Output) bool { return o.Kind == wire.KindStdout }
+func isStderr(o wire.Output) bool { return o.Kind == wire.KindStderr }
 
 func exitCodeOf(t testing.TB, o wire.Output) int {
 	t.Helper()
-	code, _, err := DecodeExit(o.Data)
+	code, _, err := wire.DecodeExit(o.Data)
 	if err != nil {
 		t.Fatalf("exit record: %v", err)
 	}
