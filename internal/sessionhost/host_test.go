@@ -125,7 +125,7 @@ func (th *testHost) request(req wire.Request) (*hostConn, wire.Response) {
 	}
 	th.t.Cleanup(func() { nc.Close() })
 	hc := &hostConn{t: th.t, nc: nc, c: wire.NewConn(nc, 0)}
-	if _, err := hc.c.HandshakeRequest(wire.Hello{Software: "test-agent", User: "me"}, req); err != nil {
+	if _, err := hc.c.HandshakeRequest(wire.Hello{Proto: wire.HostVersion, Software: "test-agent", User: "me"}, req); err != nil {
 		th.t.Fatalf("%s: handshake: %v", req.Op, err)
 	}
 	var resp wire.Response
@@ -449,7 +449,7 @@ func (th *testHost) waitDone() {
 func TestCloseLeavesTombstoneAndRemovesTheSession(t *testing.T) {
 	th := startHost(t, nil)
 	watch, _ := th.ok(wire.Request{Op: "watch", Client: laptop})
-	_, resp := th.ok(wire.Request{Op: opClose, Client: laptop, Value: "done with it"})
+	_, resp := th.ok(wire.Request{Op: opClose, Client: laptop, Reason: "done with it"})
 	if resp.Session == nil || resp.Session.Name != "work" {
 		t.Fatalf("close answered %+v", resp.Session)
 	}
