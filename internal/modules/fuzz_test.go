@@ -2,6 +2,7 @@ package modules
 
 import (
 	"bytes"
+	"fmt"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -11,14 +12,23 @@ import (
 	"mvdan.cc/sh/v3/syntax"
 )
 
-// syntaxParse expands one quoted word back to its value.
+// syntaxParse expands one quoted word back to its value, as the session's
+// interpreter expands a command's argument (Fields: with quote removal,
+// which Literal does not do for a backslash outside quotes).
 func syntaxParse(word string) (string, error) {
 	f, err := syntax.NewParser(syntax.Variant(syntax.LangBash)).Parse(strings.NewReader("x "+word), "")
 	if err != nil {
 		return "", err
 	}
 	call := f.Stmts[0].Cmd.(*syntax.CallExpr)
-	return expand.Literal(&expand.Config{}, call.Args[1])
+	fields, err := expand.Fields(&expand.Config{}, call.Args[1])
+	if err != nil {
+		return "", err
+	}
+	if len(fields) != 1 {
+		return "", fmt.Errorf("%s expands to %d fields", word, len(fields))
+	}
+	return fields[0], nil
 }
 
 func FuzzParseManifest(f *testing.F) {
@@ -41,7 +51,7 @@ func FuzzParseManifest(f *testing.F) {
 }
 
 func FuzzQuote(f *testing.F) {
-	for _, s := range []string{"", "a b", "$(x)", "\xff\n'"} {
+	for _, s := range []string{"", "a b", "$(x)", "\xff\n'", "'"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
