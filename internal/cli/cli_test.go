@@ -219,7 +219,7 @@ func shapeOf(obj map[string]any, shapes []string) string {
 // sessions on the host, known_hosts).
 var agentSteps = []cliCase{
 	// First contact trusts the host key and says so on stderr.
-	{args: []string{"new", "--name", "work", "$HOST"}, code: 0, outIs: str("$HOST/work\n"), err: []string{"$HOST"}},
+	{args: []string{"new", "--name", "work", "$HOST"}, code: 0, outIs: str("$HOST/work\n"), err: []string{"permanently added", "to the list of known hosts ($HOME/.config/tether/known_hosts)"}},
 	{args: []string{"new", "--name", "work", "$HOST"}, code: 255, noOut: true, err: []string{"tether: $HOST: cannot open session:", "work"}},
 	{args: []string{"new", "--idle-timeout", "soon", "$HOST"}, code: 255, noOut: true, err: []string{"tether: $HOST: cannot open session:", "soon"}},
 	{args: []string{"list", "--json"}, code: 0, jsonKeys: []string{"address,name,state,availability"}, out: []string{`"address":"$HOST/work"`, `"state":"Opened"`}},
