@@ -61,6 +61,8 @@ var offlineCases = []cliCase{
 
 	// Bad flag values, and flags after the targets.
 	{args: []string{"invoke", "--throttle", "x", "web1", "true"}, code: 255, noOut: true, err: []string{`invalid argument "x" for "--throttle" flag`}},
+	{args: []string{"invoke", "--throttle", "0", "web1", "true"}, code: 255, noOut: true, err: []string{"bad --throttle 0", "1 or more"}},
+	{args: []string{"hosts", "--throttle", "-2", "web1"}, code: 255, noOut: true, err: []string{"unknown flag: --throttle"}},
 	{args: []string{"invoke", "--reconnect-timeout", "soon", "web1", "true"}, code: 255, noOut: true, err: []string{`bad --reconnect-timeout "soon": use a Go duration like 30s or 4m`}},
 	{args: []string{"invoke", "--fold", "--json", "web1", "true"}, code: 255, noOut: true, err: []string{"--fold and --json do not go together", usageInvoke}},
 	{args: []string{"invoke", "web1", "--json", "echo"}, code: 255, noOut: true, err: []string{"--json is an option of tether invoke, and options go before the targets: tether invoke --json web1 ...", "use -- before a remote command"}},

@@ -88,6 +88,9 @@ const (
 // target as an address of the kind the command takes. Any error is
 // reported before anything runs; an empty result is a usage error.
 func (tf *targetFlags) resolve(cmd *cobra.Command, env *Env, exprs []string, kind addrKind) ([]client.Target, error) {
+	if f := cmd.Flags().Lookup("throttle"); f != nil && tf.throttle < 1 {
+		return nil, fmt.Errorf("bad --throttle %d: give how many targets may run at once, 1 or more (default %d)", tf.throttle, client.DefaultThrottle)
+	}
 	for _, e := range exprs {
 		for _, part := range strings.Split(e, ",") {
 			if f := strings.Fields(part); len(f) > 1 {
