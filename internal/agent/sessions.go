@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/peercred"
 	"github.com/tether-sh/tether/internal/safefs"
 	"github.com/tether-sh/tether/internal/sessionhost"
 	"github.com/tether-sh/tether/internal/wire"
@@ -657,26 +658,15 @@ var ErrWrongPeer = errors.New("socket is not served by the session's user")
 // checkPeerUID checks the uid of the process at the other end of a unix
 // socket connection.
 func checkPeerUID(nc net.Conn, uid int) error {
-	uc, ok := nc.(*net.UnixConn)
-	if !ok {
+	got, err := peercred.UID(nc)
+	if errors.Is(err, peercred.ErrNotUnix) {
 		return fmt.Errorf("%w: not a unix socket", ErrWrongPeer)
 	}
-	raw, err := uc.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if credErr != nil {
-		return fmt.Errorf("peer credentials: %w", credErr)
-	}
-	if int(cred.Uid) != uid {
-		return fmt.Errorf("%w: peer uid %d, want %d", ErrWrongPeer, cred.Uid, uid)
+	if got != uid {
+		return fmt.Errorf("%w: peer uid %d, want %d", ErrWrongPeer, got, uid)
 	}
 	return nil
 }

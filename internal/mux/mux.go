@@ -34,7 +34,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
+	"github.com/tether-sh/tether/internal/peercred"
 )
 
 // Frame types.
@@ -111,22 +111,12 @@ func CheckDir(dir string) error {
 
 // checkPeer refuses a peer of another uid.
 func checkPeer(c *net.UnixConn) error {
-	rc, err := c.SyscallConn()
+	uid, err := peercred.UID(c)
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var cerr error
-	if err := rc.Control(func(fd uintptr) {
-		cred, cerr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if cerr != nil {
-		return cerr
-	}
-	if int(cred.Uid) != os.Geteuid() {
-		return fmt.Errorf("mux: peer uid %d is not %d", cred.Uid, os.Geteuid())
+	if uid != os.Geteuid() {
+		return fmt.Errorf("mux: peer uid %d is not %d", uid, os.Geteuid())
 	}
 	return nil
 }

@@ -1,6 +1,7 @@
 package sessionhost
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -8,10 +9,9 @@ import (
 	"slices"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/tether-sh/tether/internal/journal"
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/peercred"
 	"github.com/tether-sh/tether/internal/shquote"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -19,24 +19,15 @@ import (
 // checkPeer admits only root (the agent in root mode) and the session's own
 // user to the socket; the socket's 0600 mode says the same, this makes sure.
 func checkPeer(c net.Conn) error {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
+	uid, err := peercred.UID(c)
+	if errors.Is(err, peercred.ErrNotUnix) {
 		return nil
 	}
-	raw, err := uc.SyscallConn()
 	if err != nil {
 		return err
 	}
-	var cred *unix.Ucred
-	var credErr error
-	raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	})
-	if credErr != nil {
-		return fmt.Errorf("peer credentials: %w", credErr)
-	}
-	if cred.Uid != 0 && int(cred.Uid) != os.Getuid() {
-		return fmt.Errorf("peer uid %d is neither root nor the session's user", cred.Uid)
+	if uid != 0 && uid != os.Getuid() {
+		return fmt.Errorf("peer uid %d is neither root nor the session's user", uid)
 	}
 	return nil
 }

@@ -9,8 +9,7 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/tether-sh/tether/internal/peercred"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -67,30 +66,16 @@ func (h *Host) handle(nc net.Conn) {
 // the agent and the user are one uid and nothing here can tell them apart
 // (docs/SECURITY.md says what that means).
 func (h *Host) checkAgent(nc net.Conn) error {
-	uc, ok := nc.(*net.UnixConn)
-	if !ok {
-		return fmt.Errorf("not a unix socket connection")
-	}
-	raw, err := uc.SyscallConn()
+	peer, err := peercred.UID(nc)
 	if err != nil {
 		return err
-	}
-	var cred *unix.Ucred
-	var credErr error
-	if err := raw.Control(func(fd uintptr) {
-		cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED)
-	}); err != nil {
-		return err
-	}
-	if credErr != nil {
-		return fmt.Errorf("peer credentials: %w", credErr)
 	}
 	agent, err := h.agentUID()
 	if err != nil {
 		return err
 	}
-	if cred.Uid != 0 && cred.Uid != agent {
-		return fmt.Errorf("peer uid %d (pid %d) is not the agent (uid %d): only the agent may talk to a session host", cred.Uid, cred.Pid, agent)
+	if peer != 0 && uint32(peer) != agent {
+		return fmt.Errorf("peer uid %d is not the agent (uid %d): only the agent may talk to a session host", peer, agent)
 	}
 	return nil
 }
