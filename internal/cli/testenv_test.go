@@ -1,7 +1,6 @@
 package cli
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"os/user"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,36 +16,12 @@ import (
 
 	"github.com/tether-sh/tether/internal/agent"
 	"github.com/tether-sh/tether/internal/e2e"
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // TestMain removes the tether binary e2e.Binary builds for the session
 // hosts of the in-process agent.
 func TestMain(m *testing.M) { e2e.Main(m) }
-
-// lockedBuffer is a bytes.Buffer that commands may write from several
-// goroutines (invoke's fan-out writes each target's output as it comes).
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *lockedBuffer) Reset() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.b.Reset()
-}
 
 // cliEnv is a fake Env: a temp HOME holding a client key, an environment
 // with nothing but what the test sets (no SSH_AUTH_SOCK, no USER, no
@@ -56,7 +30,7 @@ type cliEnv struct {
 	*Env
 	home        string
 	vars        map[string]string
-	out, errOut *lockedBuffer
+	out, errOut *tstest.SyncBuffer
 	pub         ssh.PublicKey
 }
 
@@ -67,7 +41,7 @@ func newCLIEnv(t *testing.T) *cliEnv {
 		t.Fatal(err)
 	}
 	pub := e2e.Keygen(t, filepath.Join(home, ".ssh", "id_ed25519"))
-	ce := &cliEnv{home: home, vars: map[string]string{"HOME": home}, out: &lockedBuffer{}, errOut: &lockedBuffer{}, pub: pub}
+	ce := &cliEnv{home: home, vars: map[string]string{"HOME": home}, out: &tstest.SyncBuffer{}, errOut: &tstest.SyncBuffer{}, pub: pub}
 	ce.Env = &Env{
 		Stdin:  strings.NewReader(""),
 		Stdout: ce.out, Stderr: ce.errOut,

@@ -1,7 +1,6 @@
 package limits
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -92,26 +91,9 @@ func newGroup(t *testing.T, m Mechanism, spec Spec) *Group {
 type gated struct {
 	cmd    *exec.Cmd
 	in     io.WriteCloser
-	stderr lockedBuffer
+	stderr tstest.SyncBuffer
 	done   chan struct{}
 	err    error
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func startGated(t *testing.T, script string) *gated {
