@@ -186,12 +186,21 @@ func clientIdentity(dir string) wire.Client {
 // separated by spaces, which the address parser would take for one odd
 // address (and, with ports, for an IPv6 address without brackets).
 func cliParseTargets(arg string) ([]client.Target, error) {
-	for _, part := range strings.Split(arg, ",") {
-		if f := strings.Fields(part); len(f) > 1 {
-			return nil, fmt.Errorf("bad address list %q: separate addresses with commas, not spaces (%s)", arg, strings.Join(strings.Fields(arg), ","))
-		}
+	if err := checkCommaSeparated(arg); err != nil {
+		return nil, err
 	}
 	return client.ParseTargets(arg)
+}
+
+// checkCommaSeparated refuses a list whose addresses are separated by
+// spaces, with the list as it should have been written.
+func checkCommaSeparated(arg string) error {
+	for _, part := range strings.Split(arg, ",") {
+		if f := strings.Fields(part); len(f) > 1 {
+			return fmt.Errorf("bad address list %q: separate addresses with commas, not spaces (%s)", arg, strings.Join(strings.Fields(arg), ","))
+		}
+	}
+	return nil
 }
 
 // parseTargets parses a comma-separated address list, requiring session

@@ -92,10 +92,8 @@ func (tf *targetFlags) resolve(cmd *cobra.Command, env *Env, exprs []string, kin
 		return nil, fmt.Errorf("bad --throttle %d: give how many targets may run at once, 1 or more (default %d)", tf.throttle, client.DefaultThrottle)
 	}
 	for _, e := range exprs {
-		for _, part := range strings.Split(e, ",") {
-			if f := strings.Fields(part); len(f) > 1 {
-				return nil, fmt.Errorf("bad address list %q: separate addresses with commas, not spaces (%s)", e, strings.Join(strings.Fields(e), ","))
-			}
+		if err := checkCommaSeparated(e); err != nil {
+			return nil, err
 		}
 	}
 	list, err := tf.expand(cmd.Context(), env, exprs)
