@@ -30,14 +30,15 @@ func Quote(s string) string {
 
 // Bash returns s as one word for bash and for the session's shell
 // (internal/runspace, mvdan.cc/sh), which reads its input as UTF-8 only and
-// refuses any other byte, even inside single quotes. Valid UTF-8 is quoted
-// as Quote does; a string with other bytes is written in ANSI-C quotes,
+// refuses any other byte, even inside single quotes, and drops a carriage
+// return before a newline even there. Valid UTF-8 without CR is quoted as
+// Quote does; any other string is written in ANSI-C quotes,
 // every byte that is not printable ASCII (and ' and \) as \xNN. Use Quote
 // for text that /bin/sh reads (dash before 0.5.13 has no $'...'), Bash for
 // text that a Tether session or bash reads. NUL is dropped, as in Quote.
 func Bash(s string) string {
 	s = strings.ReplaceAll(s, "\x00", "")
-	if utf8.ValidString(s) {
+	if utf8.ValidString(s) && !strings.Contains(s, "\r") {
 		return Quote(s)
 	}
 	var b strings.Builder
