@@ -227,9 +227,11 @@ func scriptCommand(path string, args []string) (string, error) {
 	if len(b) > maxScriptFile {
 		return "", fmt.Errorf("--file %s: the script is more than %d MiB", path, maxScriptFile>>20)
 	}
+	// Quoted for the session's shell (shquote.Bash), not /bin/sh: it reads
+	// only UTF-8 and drops a CR before a newline even in single quotes.
 	set := "set --"
-	if len(args) > 0 {
-		set += " " + shquote.Join(args)
+	for _, a := range args {
+		set += " " + shquote.Bash(a)
 	}
 	return "(\n" + set + "\n" + string(b) + "\n)", nil
 }

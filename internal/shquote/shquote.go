@@ -55,15 +55,6 @@ func Bash(s string) string {
 	return b.String()
 }
 
-// Join quotes each word and joins them with spaces.
-func Join(words []string) string {
-	q := make([]string, len(words))
-	for i, w := range words {
-		q[i] = Quote(w)
-	}
-	return strings.Join(q, " ")
-}
-
 func isPlain(s string) bool {
 	for i := 0; i < len(s); i++ {
 		c := s[i]

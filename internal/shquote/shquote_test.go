@@ -81,12 +81,6 @@ func TestQuoteDropsNUL(t *testing.T) {
 	}
 }
 
-func TestJoin(t *testing.T) {
-	if got := Join([]string{"echo", "a b", "it's"}); got != `echo 'a b' 'it'\''s'` {
-		t.Fatalf("got %s", got)
-	}
-}
-
 func FuzzQuote(f *testing.F) {
 	for _, c := range cases {
 		f.Add(c)
