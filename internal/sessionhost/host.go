@@ -87,7 +87,7 @@ type Host struct {
 	clock clock.Clock
 	now   func() time.Time
 
-	rs    *runspace.Runspace
+	rs    runspace.Shell
 	j     *journal.Journal
 	group *limits.Group
 	ln    net.Listener
