@@ -58,7 +58,11 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 			if req.Detach {
 				name, temporary = randomName(), false
 			}
-			ref, err := a.spawn(u, name, temporary)
+			sh, err := a.chooseShell("", false)
+			if err != nil {
+				return wire.Refuse(err), nil
+			}
+			ref, err := a.spawn(u, name, temporary, sh)
 			if err != nil {
 				return wire.Refuse(err), nil
 			}
@@ -156,7 +160,11 @@ func (a *Agent) opNew(id identity, req *wire.Request) wire.Response {
 			return wire.Refuse(err)
 		}
 	}
-	ref, err := a.spawn(u, name, req.Temporary)
+	sh, err := a.chooseShell(req.Shell, req.NoProfile)
+	if err != nil {
+		return wire.Refuse(err)
+	}
+	ref, err := a.spawn(u, name, req.Temporary, sh)
 	if err != nil {
 		return wire.Refuse(err)
 	}

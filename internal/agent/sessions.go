@@ -263,7 +263,7 @@ func errExists(name string) error {
 
 // spawn starts a session host for u: prepare its directory, make its limit
 // group, start the host with its launch message, await its ready line.
-func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, error) {
+func (a *Agent) spawn(u *user.User, name string, temporary bool, sh shellChoice) (*sessionRef, error) {
 	release, err := a.admit(u.Username)
 	if err != nil {
 		return nil, err
@@ -296,7 +296,7 @@ func (a *Agent) spawn(u *user.User, name string, temporary bool) (*sessionRef, e
 		}
 	}
 	l := sessionhost.Launch{Dir: dir, Name: name, User: u.Username, Tombstone: a.tombstonePath(u.Username, name),
-		Temporary: temporary, Limits: a.limits()}
+		Temporary: temporary, Limits: a.limits(), Shell: sh.kind, NoProfile: sh.noProfile}
 	if group != nil {
 		l.LimitsGroup, l.LimitsMechanism = group.Name(), string(a.mech)
 	}

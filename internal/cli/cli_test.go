@@ -102,7 +102,7 @@ var offlineCases = []cliCase{
 
 	// Local files: the registry and known_hosts.
 	{args: []string{"list", "--json"}, code: 0, noOut: true},
-	{args: []string{"list"}, code: 0, outIs: str("SESSION  STATE  AVAILABILITY  HELD BY  CREATED  IDLE  COMMAND\n")},
+	{args: []string{"list"}, code: 0, outIs: str("SESSION  STATE  AVAILABILITY  SHELL  HELD BY  CREATED  IDLE  COMMAND\n")},
 	{args: []string{"forget", "web9/x"}, code: 1, noOut: true, err: []string{"tether: web9/x: no remembered session matches (tether list shows them)"}},
 	{args: []string{"forget", "web9/x,web8"}, code: 1, noOut: true, err: []string{"web9/x: no remembered session matches", "web8: no remembered session matches"}},
 	{args: []string{"known-hosts", "remove", "web9"}, code: 255, noOut: true, err: []string{"no key of web9 in $HOME/.config/tether/known_hosts"}},

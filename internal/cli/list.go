@@ -34,10 +34,11 @@ target expressions (web[01-20], @web; see tether hosts); -f FILE reads them
 from a file ($TETHER_HOSTS is not used: list without hosts has its own meaning).
 
 Columns: SESSION, STATE (Opened, Disconnected, Closed, Broken, and without
-hosts Unreachable), AVAILABILITY (Available, Busy, None), HELD BY (the client
-attached to a Busy session), CREATED, IDLE (and when idleness would close
-it), COMMAND (the running one). Rows fit the terminal: COMMAND is cut,
-then CREATED, IDLE and HELD BY are left out; -o wide shows every column in full.
+hosts Unreachable), AVAILABILITY (Available, Busy, None), SHELL (bash or
+builtin), HELD BY (the client attached to a Busy session), CREATED, IDLE (and
+when idleness would close it), COMMAND (the running one). Rows fit the
+terminal: COMMAND is cut, then CREATED, IDLE, HELD BY and SHELL are left out;
+-o wide shows every column in full.
 
 A session is Busy exactly while a client is attached to it: following a
 command, in tether enter, or receiving. Available means tether invoke from
@@ -180,7 +181,7 @@ once and forgotten.`,
 }
 
 func printSessions(env *Env, rows []listed, wide bool) {
-	header := []string{"SESSION", "STATE", "AVAILABILITY", "HELD BY", "CREATED", "IDLE", "COMMAND"}
+	header := []string{"SESSION", "STATE", "AVAILABILITY", "SHELL", "HELD BY", "CREATED", "IDLE", "COMMAND"}
 	var cells [][]string
 	now := time.Now()
 	for _, r := range rows {
@@ -204,12 +205,16 @@ func printSessions(env *Env, rows []listed, wide bool) {
 		if heldBy == "" {
 			heldBy = "-"
 		}
-		cells = append(cells, []string{r.Address, r.State, r.Availability, heldBy, created, idle, command})
+		shell := r.Shell
+		if shell == "" {
+			shell = "-"
+		}
+		cells = append(cells, []string{r.Address, r.State, r.Availability, shell, heldBy, created, idle, command})
 	}
 	// Fit the terminal (-o wide: everything): COMMAND is cut first, then
 	// CREATED, IDLE and HELD BY are left out.
 	writeTable(env.Stdout, tableOpts{Width: termWidth(env, env.Stdout), Wide: wide, Flex: "COMMAND", FlexMin: 12, FlexMax: 60,
-		Drop: []string{"CREATED", "IDLE", "HELD BY"}}, header, cells)
+		Drop: []string{"CREATED", "IDLE", "HELD BY", "SHELL"}}, header, cells)
 }
 
 func shortDur(d time.Duration) string {

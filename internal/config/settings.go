@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"os"
 	"sort"
 	"strconv"
 	"strings"
@@ -76,6 +77,39 @@ type Settings struct {
 	// journal is full: BufferBlock (the session's output blocks until a
 	// client drains it) or BufferDrop (the oldest output is discarded).
 	OutputBufferingMode string
+
+	// DefaultShell is the runspace of a session that does not ask for one:
+	// ShellBash (the host's real bash) or ShellBuiltin (Tether's own
+	// interpreter, for hosts without bash).
+	DefaultShell string
+}
+
+// Values of DefaultShell.
+const (
+	ShellBash    = "bash"
+	ShellBuiltin = "builtin"
+)
+
+// BashPaths are where a host's bash is looked for; the first that exists
+// is the session's bash (not $PATH: the agent's PATH is not the user's).
+var BashPaths = []string{"/bin/bash", "/usr/bin/bash", "/usr/local/bin/bash"}
+
+// HostBash is the host's bash, or "" when it has none.
+func HostBash() string {
+	for _, p := range BashPaths {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() && fi.Mode()&0o111 != 0 {
+			return p
+		}
+	}
+	return ""
+}
+
+// defaultShell: bash when the host has it.
+func defaultShell() string {
+	if HostBash() != "" && false {
+		return ShellBash
+	}
+	return ShellBuiltin
 }
 
 // Values of OutputBufferingMode.
@@ -218,6 +252,12 @@ var keys = []Key{
 	intKey("MaxOutputBufferMB", "64",
 		"output journal size in MiB per session (at least 1)", false, 1, maxMB,
 		func(s *Settings) *int { return &s.MaxOutputBufferMB }),
+	{Name: "DefaultShell", Default: defaultShell(), Kind: KindEnum,
+		Help:    "the shell of a new session that does not ask for one (tether new --shell): the host's bash, or the builtin interpreter",
+		Allowed: []string{ShellBash, ShellBuiltin},
+		get:     func(s *Settings) string { return s.DefaultShell },
+		set:     func(s *Settings, v string) { s.DefaultShell = v },
+	},
 }
 
 var byLower = func() map[string]int {

@@ -22,6 +22,7 @@ func TestDefaults(t *testing.T) {
 		MaxMemoryPerShellMB:      1024,
 		OutputBufferingMode:      "block",
 		MaxOutputBufferMB:        64,
+		DefaultShell:             defaultShell(),
 	}
 	if got := Defaults(); got != want {
 		t.Fatalf("Defaults() = %+v, want %+v", got, want)
@@ -31,7 +32,7 @@ func TestDefaults(t *testing.T) {
 func TestKeysTable(t *testing.T) {
 	wantOrder := []string{"AllowRemoteShellAccess", "IdleTimeout", "MaxIdleTimeout", "MaxShellRunTime",
 		"MaxConcurrentUsers", "MaxShellsPerUser", "MaxConnections", "MaxConnectionsPerUser", "MaxSessionsPerConnection", "MaxProcessesPerShell",
-		"MaxMemoryPerShellMB", "OutputBufferingMode", "MaxOutputBufferMB"}
+		"MaxMemoryPerShellMB", "OutputBufferingMode", "MaxOutputBufferMB", "DefaultShell"}
 	ks := Keys()
 	if len(ks) != len(wantOrder) {
 		t.Fatalf("%d keys, want %d", len(ks), len(wantOrder))
@@ -121,10 +122,13 @@ func TestValidate(t *testing.T) {
 		{"OutputBufferingMode", "drop", "OutputBufferingMode", "drop", ""},
 		{"OutputBufferingMode", "BLOCK", "OutputBufferingMode", "block", ""},
 		{"OutputBufferingMode", "fast", "", "", `OutputBufferingMode: "fast" is not allowed (use one of: block, drop)`},
+		{"DefaultShell", "BASH", "DefaultShell", "bash", ""},
+		{"defaultshell", "builtin", "DefaultShell", "builtin", ""},
+		{"DefaultShell", "zsh", "", "", `DefaultShell: "zsh" is not allowed (use one of: bash, builtin)`},
 		// unknown keys
 		{"IdelTimeout", "2h", "", "", `unknown setting "IdelTimeout" (did you mean IdleTimeout?)`},
 		{"MaxShells", "2", "", "", `unknown setting "MaxShells" (did you mean MaxShellsPerUser?)`},
-		{"Colour", "red", "", "", `unknown setting "Colour" (valid settings: AllowRemoteShellAccess, IdleTimeout, MaxIdleTimeout, MaxShellRunTime, MaxConcurrentUsers, MaxShellsPerUser, MaxConnections, MaxConnectionsPerUser, MaxSessionsPerConnection, MaxProcessesPerShell, MaxMemoryPerShellMB, OutputBufferingMode, MaxOutputBufferMB)`},
+		{"Colour", "red", "", "", `unknown setting "Colour" (valid settings: AllowRemoteShellAccess, IdleTimeout, MaxIdleTimeout, MaxShellRunTime, MaxConcurrentUsers, MaxShellsPerUser, MaxConnections, MaxConnectionsPerUser, MaxSessionsPerConnection, MaxProcessesPerShell, MaxMemoryPerShellMB, OutputBufferingMode, MaxOutputBufferMB, DefaultShell)`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name+"="+tt.value, func(t *testing.T) {

@@ -164,6 +164,11 @@ type AgentOptions struct {
 	Credential     *syscall.Credential // run the agent as another user
 }
 
+// Shell is the session shell the e2e run tests ($TETHER_E2E_SHELL: bash or
+// builtin; "" the host's default, bash where there is one). make test runs
+// the suite once per shell.
+func Shell() string { return os.Getenv("TETHER_E2E_SHELL") }
+
 // StartAgent starts an agent and waits until it listens.
 func StartAgent(t testing.TB, o AgentOptions) *Agent {
 	t.Helper()
@@ -193,7 +198,19 @@ func StartAgent(t testing.TB, o AgentOptions) *Agent {
 		o.Listen = "127.0.0.1:0"
 	}
 	a := &Agent{t: t, State: o.State}
-	a.args = append([]string{"serve", "--listen", o.Listen, "--state", o.State,
+	settings := filepath.Join(o.State, "..", "config.toml")
+	if sh := Shell(); sh != "" {
+		// The shell every session of the run gets, unless a test asks.
+		if _, err := os.Stat(settings); os.IsNotExist(err) {
+			if err := os.WriteFile(settings, []byte("DefaultShell = \""+sh+"\"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if o.Credential != nil {
+				os.Chown(settings, int(o.Credential.Uid), int(o.Credential.Gid))
+			}
+		}
+	}
+	a.args = append([]string{"serve", "--listen", o.Listen, "--state", o.State, "--config", settings,
 		"--authorized-keys", o.AuthorizedKeys, "--policy", filepath.Join(o.State, "..", "policy.toml"), "--log-level", "debug"}, o.Args...)
 	a.start(o.Env, o.Credential)
 	t.Cleanup(func() {

@@ -106,9 +106,16 @@ func (h *Host) runCommand(c *command, script string) {
 	h.mu.Lock()
 	h.countersBefore = nil // taken at the command's first process (afterStart)
 	h.mu.Unlock()
-	stopWatch := h.watchMemory() // memwatch.go: builtins in this process
+	// Builtins of the builtin interpreter run in this process (memwatch.go);
+	// bash's run in bash, inside the session's limits.
+	stopWatch := func() bool { return false }
+	if h.rs.Kind() == runspace.KindBuiltin {
+		stopWatch = h.watchMemory()
+	}
+	h.writeNotices(errw)
 	code, err := h.rs.Run(ctx, script, streams)
 	hostMem := stopWatch()
+	h.writeNotices(errw)
 	msg := ""
 	if err != nil {
 		msg = err.Error()

@@ -46,7 +46,11 @@ type Options struct {
 	// enforce limits here with rlimits), LimitsMechanism its kind.
 	LimitsGroup     string
 	LimitsMechanism string
-	Logger          *slog.Logger
+	// Shell is the runspace (runspace.KindBash, or KindBuiltin: also
+	// ""); NoProfile skips bash's login profile.
+	Shell     string
+	NoProfile bool
+	Logger    *slog.Logger
 	// Clock drives the idle, run-time and grace timers and the journal's
 	// pacing (nil: the real clock); tests pass a clock.Fake. Now, if set
 	// without Clock, only replaces the time read.
@@ -63,6 +67,7 @@ type Meta struct {
 	Created   time.Time `json:"created"`
 	PID       int       `json:"pid"`
 	Temporary bool      `json:"temporary,omitempty"`
+	Shell     string    `json:"shell,omitempty"`
 }
 
 // Tombstone is what is left of a closed session, so that later use of its
@@ -189,14 +194,7 @@ func start(opts Options) (*Host, error) {
 		h.j.Close()
 		return nil, err
 	}
-	h.rs, err = runspace.New(runspace.Options{
-		Dir:        opts.Home,
-		Env:        opts.Env,
-		AfterStart: h.afterStart,
-		// Interactive commands' pseudo-terminal (pty.go) and the
-		// session's cgroup (misc.go).
-		BeforeStart: h.startHook,
-	})
+	h.rs, err = h.newShell()
 	if err != nil {
 		h.j.Close()
 		return nil, fmt.Errorf("session %s: runspace: %w", opts.Name, err)
@@ -213,7 +211,7 @@ func start(opts Options) (*Host, error) {
 		h.j.Close()
 		return nil, err
 	}
-	meta := Meta{Name: opts.Name, User: opts.User, Created: h.created, PID: os.Getpid(), Temporary: opts.Temporary}
+	meta := Meta{Name: opts.Name, User: opts.User, Created: h.created, PID: os.Getpid(), Temporary: opts.Temporary, Shell: h.rs.Kind()}
 	if err := writeJSONFile(MetaPath(opts.Dir), meta); err != nil {
 		h.ln.Close()
 		h.j.Close()
@@ -448,6 +446,7 @@ func (h *Host) infoLocked() wire.SessionInfo {
 		State:     wire.StateOpened,
 		Created:   h.created,
 		Temporary: h.opts.Temporary,
+		Shell:     h.rs.Kind(),
 		Pending:   uint64(max(h.j.Unacked(), 0)),
 	}
 	if by, ok := h.holderLocked(); ok {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/tether-sh/tether/internal/runspace"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -29,6 +30,11 @@ type Launch struct {
 	// enforce limits in the host with rlimits), LimitsMechanism its kind.
 	LimitsGroup     string `json:"limits_group,omitempty"`
 	LimitsMechanism string `json:"limits_mechanism,omitempty"`
+	// Shell is the session's runspace (runspace.KindBash or KindBuiltin;
+	// "" is builtin, what an older agent's sessions ran); NoProfile skips
+	// bash's login profile.
+	Shell     string `json:"shell,omitempty"`
+	NoProfile bool   `json:"no_profile,omitempty"`
 }
 
 // The file descriptors a session host inherits from the agent.
@@ -83,6 +89,8 @@ func (l Launch) check() error {
 		return errors.New("session host launch: no user")
 	case l.Tombstone != "" && !filepath.IsAbs(l.Tombstone):
 		return errors.New("session host launch: tombstone must be an absolute path")
+	case l.Shell != "" && l.Shell != runspace.KindBash && l.Shell != runspace.KindBuiltin:
+		return fmt.Errorf("session host launch: unknown shell %q", l.Shell)
 	}
 	return nil
 }
@@ -93,6 +101,7 @@ func (l Launch) Options() Options {
 	return Options{
 		Dir: l.Dir, Name: l.Name, User: l.User, Tombstone: l.Tombstone, Temporary: l.Temporary,
 		Limits: l.Limits, LimitsGroup: l.LimitsGroup, LimitsMechanism: l.LimitsMechanism,
+		Shell: l.Shell, NoProfile: l.NoProfile,
 	}
 }
 

@@ -46,6 +46,10 @@ type Request struct {
 	// new
 	IdleTimeout string `json:"idle_timeout,omitempty"`
 	Temporary   bool   `json:"temporary,omitempty"`
+	// Shell is the runspace the session runs ("bash", "builtin"; "" the
+	// host's DefaultShell); NoProfile skips bash's login profile.
+	Shell     string `json:"shell,omitempty"`
+	NoProfile bool   `json:"no_profile,omitempty"`
 
 	// run
 	Command string `json:"command,omitempty"`
@@ -201,6 +205,7 @@ type SessionInfo struct {
 	IdleSince    time.Time `json:"idle_since,omitzero"`
 	Command      string    `json:"command,omitempty"`
 	Temporary    bool      `json:"temporary,omitempty"`
+	Shell        string    `json:"shell,omitempty"` // the session's runspace: bash or builtin
 	// HeldBy is the client attached to the session (running a command,
 	// in tether enter, receiving), which makes it Busy; empty when no
 	// client is attached.
