@@ -24,6 +24,9 @@ step "go test -race" $GO test -race -count=1 -timeout 20m ./...
 # agent fails the test).
 step "e2e with race-built agents" env TETHER_E2E_RACE=1 $GO test -race -count=1 -timeout 10m \
   -run 'TestInvokeBare|TestDisconnectedFromAnotherClient|TestBusyAndForce|TestAgentKill9|TestSessionLimits|TestOtherUsers' ./internal/e2e
+# The end-to-end suite runs against bash sessions above (the default);
+# here once more against the builtin interpreter.
+step "e2e with builtin sessions" env TETHER_E2E_SHELL=builtin $GO test -count=1 -timeout 10m ./internal/e2e
 step "fuzz (3 s each)" ./scripts/fuzz.sh 3s
 if [ ${#failed[@]} -gt 0 ]; then
   echo "make test: FAILED: ${failed[*]}"
