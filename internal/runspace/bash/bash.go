@@ -240,7 +240,7 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
 	// that closing its writer at the client's EOF cannot come first and
 	// leave bash's open waiting for a writer forever.
-	line := fmt.Sprintf("__tether_s=%d; { builtin printf 'O %d\\n' >&63; __tether_ret %d; { . %s; } 63>&-; } <%s >%s 2>%s; __tether_done\n",
+	line := fmt.Sprintf("__tether_s=%d; { builtin printf 'O %d\\n' >&63; __tether_ret %d && :; { . %s; } 63>&-; } <%s >%s 2>%s; __tether_done\n",
 		seq, seq, last, shquote.Bash(cmdFile), shquote.Bash(ios.in), shquote.Bash(ios.out), shquote.Bash(ios.err))
 	p.mu.Lock()
 	p.onOpen = func(n int) {

@@ -81,3 +81,149 @@ func TestBasic(t *testing.T) {
 }
 
 var _ = bytes.Compare
+
+// runCtx runs with its own context (for interrupts).
+func interruptAfter(t *testing.T, s *Shell, script, started string) (result, time.Duration) {
+	t.Helper()
+	var o, e tstest.SyncBuffer
+	type res struct {
+		code int
+		err  error
+	}
+	ch := make(chan res, 1)
+	go func() {
+		code, err := s.Run(context.Background(), script, runspace.Streams{Stdout: &o, Stderr: &e})
+		ch <- res{code, err}
+	}()
+	tstest.WaitFor(t, 10*time.Second, "the command to start", func() bool { return strings.Contains(o.String(), started) })
+	t0 := time.Now()
+	s.Interrupt()
+	select {
+	case r := <-ch:
+		if r.err != nil {
+			t.Fatal(r.err)
+		}
+		return result{o.String(), e.String(), r.code}, time.Since(t0)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%q: no end 10s after Interrupt", script)
+	}
+	return result{}, 0
+}
+
+func TestExitKeepsState(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	run(t, s, "cd /tmp; f() { echo fn; }; alias ll='echo alias'; shopt -s extglob; declare -i n=4; arr=(a 'b c'); declare -A m=([k]=v); umask 027; trap 'echo usr1' USR1", "")
+	if r := run(t, s, "x=1; exit 3", ""); r.code != 3 {
+		t.Fatalf("exit 3: %+v", r)
+	}
+	r := run(t, s, "echo $x; pwd; f; ll; shopt -q extglob && echo ext; n+=1; echo $n; echo ${arr[1]} ${m[k]}; umask; trap -p USR1", "")
+	want := "1\n/tmp\nfn\nalias\next\n5\nb c v\n0027\ntrap -- 'echo usr1' SIGUSR1\n"
+	if r.out != want || r.code != 0 {
+		t.Fatalf("after exit 3: got %+v, want out %q", r, want)
+	}
+	if n := s.Notices(); n != "" {
+		t.Fatalf("a clean exit is no notice: %q", n)
+	}
+}
+
+func TestUserExitTrapRuns(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	run(t, s, "trap 'echo bye $?' EXIT", "")
+	if r := run(t, s, "trap -p EXIT", ""); r.out != "trap -- 'echo bye $?' EXIT\n" {
+		t.Fatalf("trap -p EXIT: %+v", r)
+	}
+	if r := run(t, s, "exit 4", ""); r.out != "bye 4\n" || r.code != 4 {
+		t.Fatalf("exit 4 with a trap: %+v", r)
+	}
+	if r := run(t, s, "trap - EXIT; trap -p", ""); r.out != "" {
+		t.Fatalf("after trap - EXIT: %+v", r)
+	}
+}
+
+func TestSetE(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	if r := run(t, s, "set -e; false; echo no", ""); r.out != "" || r.code != 1 {
+		t.Fatalf("set -e; false: %+v", r)
+	}
+	if r := run(t, s, "set +e; echo yes", ""); r.out != "yes\n" || r.code != 0 {
+		t.Fatalf("next command: %+v", r)
+	}
+}
+
+func TestInterruptBuiltinLoop(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	run(t, s, "v=kept", "")
+	r, took := interruptAfter(t, s, "echo go; while :; do :; done; echo after", "go")
+	t.Logf("interrupted in %v", took)
+	if r.code != 130 || strings.Contains(r.out, "after") {
+		t.Fatalf("got %+v", r)
+	}
+	if took > time.Second {
+		t.Fatalf("interrupt took %v, want <= 1s", took)
+	}
+	if r := run(t, s, "echo $v", ""); r.out != "kept\n" {
+		t.Fatalf("state after interrupt: %+v", r)
+	}
+}
+
+func TestInterruptSleep(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	r, _ := interruptAfter(t, s, "echo go; sleep 100; echo after", "go")
+	if r.code != 130 || strings.Contains(r.out, "after") {
+		t.Fatalf("got %+v", r)
+	}
+}
+
+func TestInterruptIgnoringProgramKilled(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true, KillGrace: 200 * time.Millisecond})
+	// bash runs on after a program that did not die of SIGINT (it assumes
+	// the program handled it), so the rest of the line runs here.
+	r, _ := interruptAfter(t, s, `sh -c "trap '' INT; echo go; sleep 100"; echo "status $?"`, "go")
+	if r.code != 0 || !strings.Contains(r.out, "status 137") {
+		t.Fatalf("got %+v", r)
+	}
+	if r := run(t, s, "echo alive", ""); r.out != "alive\n" {
+		t.Fatalf("after: %+v", r)
+	}
+}
+
+func TestBackgroundJobSurvivesInterrupt(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	r := run(t, s, "sleep 100 & p=$!; echo $p", "")
+	pid := strings.TrimSpace(r.out)
+	interruptAfter(t, s, "echo go; sleep 100", "go")
+	if r := run(t, s, "jobs; kill -0 $p && echo live; kill %1; wait $p; echo $?", ""); !strings.Contains(r.out, "Running") || !strings.Contains(r.out, "live") || !strings.HasSuffix(r.out, "143\n") {
+		t.Fatalf("pid %s after interrupt: %+v", pid, r)
+	}
+}
+
+func TestKillTermKeepsSession(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	run(t, s, "x=1", "")
+	r := run(t, s, "kill $$; echo still", "")
+	if r.out != "still\n" {
+		t.Fatalf("kill $$: %+v", r)
+	}
+	if n := s.Notices(); n != "" {
+		t.Fatalf("notice: %q", n)
+	}
+}
+
+func TestKill9Restarts(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	run(t, s, "x=1; cd /tmp; g() { echo g; }", "")
+	r := run(t, s, "y=2; kill -9 $$", "")
+	if r.code != 137 {
+		t.Fatalf("kill -9 $$: %+v", r)
+	}
+	n := s.Notices()
+	if !strings.Contains(n, "restarted") {
+		t.Fatalf("notice: %q", n)
+	}
+	if n := s.Notices(); n != "" {
+		t.Fatalf("second notice: %q", n)
+	}
+	if r := run(t, s, "echo $x ${y-unset} $PWD; g", ""); r.out != "1 unset /tmp\ng\n" {
+		t.Fatalf("restored: %+v", r)
+	}
+}

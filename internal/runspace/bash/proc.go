@@ -210,10 +210,9 @@ type running struct {
 
 // interrupt: SIGINT to bash's group (bash aborts the line, foreground
 // programs die, & jobs ignore it). After the grace period, SIGKILL to the
-// foreground programs still there, then SIGINT to the group every 50ms
-// (bash may have moved on to the next program of the line when the killed
-// one was not ended by SIGINT) until the command ends; if bash itself
-// ignores SIGINT (a `trap ” INT`) for 5 s more, it is killed and restarted.
+// foreground programs still there, again every 50ms (a loop may start more);
+// if the command still has not ended 5 s later (bash itself ignores SIGINT,
+// a `trap ” INT`), bash is killed and restarted with the last state.
 func (c *running) interrupt() {
 	c.once.Do(func() {
 		_ = syscall.Kill(-c.p.pid, syscall.SIGINT)
@@ -227,28 +226,24 @@ func (c *running) escalate() {
 		return
 	case <-time.After(c.grace):
 	}
-	for _, pid := range c.p.foreground() {
-		_ = syscall.Kill(pid, syscall.SIGKILL)
-	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(5 * time.Second)
 	for {
+		c.mu.Lock()
+		if !c.fin {
+			for _, pid := range c.p.foreground() {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
+		c.mu.Unlock()
 		select {
 		case <-c.done:
 			return
 		case <-deadline:
-			_ = syscall.Kill(-c.p.pid, syscall.SIGKILL)
+			_ = syscall.Kill(c.p.pid, syscall.SIGKILL)
 			return
 		case <-tick.C:
-			c.mu.Lock()
-			if !c.fin {
-				_ = syscall.Kill(-c.p.pid, syscall.SIGINT)
-				for _, pid := range c.p.foreground() {
-					_ = syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-			c.mu.Unlock()
 		}
 	}
 }
