@@ -58,7 +58,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		ctlW.Close()
 		return fmt.Errorf("bash: %w", err)
 	}
-	cmd := exec.Command(s.opts.Bash, "--noprofile", "--norc", "-i")
+	cmd := exec.Command(s.opts.Bash, "--noprofile", "--norc", "+o", "history", "-i")
 	cmd.Stdin = ctlR
 	cmd.ExtraFiles = []*os.File{doneW} // fd 3, moved to 63 by the init script
 	cmd.Env = s.opts.Env
