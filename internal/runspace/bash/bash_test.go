@@ -3,7 +3,9 @@ package bash
 import (
 	"bytes"
 	"context"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -79,8 +81,6 @@ func TestBasic(t *testing.T) {
 		t.Fatalf("notices: %q", n)
 	}
 }
-
-var _ = bytes.Compare
 
 // runCtx runs with its own context (for interrupts).
 func interruptAfter(t *testing.T, s *Shell, script, started string) (result, time.Duration) {
@@ -225,5 +225,75 @@ func TestKill9Restarts(t *testing.T) {
 	}
 	if r := run(t, s, "echo $x ${y-unset} $PWD; g", ""); r.out != "1 unset /tmp\ng\n" {
 		t.Fatalf("restored: %+v", r)
+	}
+}
+
+func TestLateOutputOfBackgroundJob(t *testing.T) {
+	var late tstest.SyncBuffer
+	s := newShell(t, Options{NoProfile: true, LateOutput: func(stream int, p []byte) {
+		if stream == 1 {
+			late.Write(p)
+		}
+	}})
+	f := filepath.Join(t.TempDir(), "go")
+	r := run(t, s, "echo now; (while [ ! -e "+f+" ]; do sleep 0.01; done; echo later) &", "")
+	if r.out != "now\n" || r.code != 0 {
+		t.Fatalf("got %+v", r)
+	}
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 10*time.Second, "late output", func() bool { return late.String() == "later\n" })
+	if r := run(t, s, "wait; echo next", ""); r.out != "next\n" {
+		t.Fatalf("next command got the job's output: %+v", r)
+	}
+}
+
+func TestBinaryAndLargeOutput(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	r := run(t, s, "head -c 300000 /dev/zero | tr '\\0' 'x'; printf '\\xff\\x00\\xfe'", "")
+	if len(r.out) != 300003 || !strings.HasSuffix(r.out, "\xff\x00\xfe") {
+		t.Fatalf("got %d bytes, tail %q", len(r.out), r.out[max(0, len(r.out)-5):])
+	}
+}
+
+func TestSetU(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	run(t, s, "x=kept", "")
+	// On one line the error ends the command, as bash -c; on the next
+	// line of a multi-line command bash (sourcing it) goes on: a documented
+	// difference (docs/shell-differences.md).
+	for script, want := range map[string]result{
+		"set -u; echo $nope_unset; echo after": {out: "", code: 1},
+		"set -u\necho $nope_unset\necho after": {out: "after\n", code: 0},
+	} {
+		r := run(t, s, script, "")
+		if !strings.Contains(r.err, "unbound variable") || r.out != want.out || r.code != want.code {
+			t.Errorf("%q: got %+v, want out %q status %d", script, r, want.out, want.code)
+		}
+		if r := run(t, s, "set +u; echo $x", ""); r.out != "kept\n" {
+			t.Fatalf("after: %+v", r)
+		}
+	}
+}
+
+func BenchmarkTrue(b *testing.B) {
+	s := newShell(b, Options{NoProfile: true})
+	var o, e bytes.Buffer
+	for b.Loop() {
+		if _, err := s.Run(context.Background(), "true", runspace.Streams{Stdout: &o, Stderr: &e}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkStart(b *testing.B) {
+	needBash(b)
+	for b.Loop() {
+		s, err := New(context.Background(), Options{NoProfile: true, StateDir: b.TempDir()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Close()
 	}
 }
