@@ -297,3 +297,24 @@ func BenchmarkStart(b *testing.B) {
 		s.Close()
 	}
 }
+
+// TestRestartLoses checks what docs/shell-differences.md says a restart
+// cannot restore.
+func TestRestartLoses(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	f := filepath.Join(t.TempDir(), "fd3")
+	run(t, s, "exec 3>"+f+"; set -- a b; pushd /tmp >/dev/null; sleep 20 & ulimit -S -n 256; keep=1", "")
+	if r := run(t, s, "echo $# ${#DIRSTACK[@]} $(jobs | wc -l) $(ulimit -S -n); echo x >&3 && echo fd-open", ""); r.out != "2 2 1 256\nfd-open\n" {
+		t.Fatalf("before: %+v", r)
+	}
+	run(t, s, "kill -9 $$", "")
+	s.Notices()
+	r := run(t, s, "echo $keep $# ${#DIRSTACK[@]} $(jobs | wc -l) ${!-none}; ulimit -S -n; echo x >&3 || echo fd-closed", "")
+	want := "1 0 1 0 none\n"
+	if strings.Contains(r.out, "\n256\n") {
+		t.Errorf("the soft fd limit was restored: %+v", r)
+	}
+	if !strings.HasPrefix(r.out, want) || !strings.HasSuffix(r.out, "fd-closed\n") {
+		t.Fatalf("after restart: got %+v, want prefix %q and fd-closed", r, want)
+	}
+}
