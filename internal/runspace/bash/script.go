@@ -1,0 +1,90 @@
+package bash
+
+// initScript is the first thing the bash process runs (sourced at top level,
+// so every name it defines is global). %s is the quoted state directory.
+//
+// Protocol, one line per command on bash's stdin (see [Shell.line]):
+//
+//		__tether_s=SEQ; __tether_ret LAST; { . CMDFILE; } <IN >OUT 2>ERR 63>&-; __tether_done
+//
+//	  - fd 63 is the private done pipe; the group closes it so that nothing the
+//	    command starts (a background job) holds it: EOF on it means bash died.
+//	  - __tether_ret restores $? of the previous command.
+//	  - __tether_done, at the end of the line or (after SIGINT aborted the
+//	    line) from PROMPT_COMMAND, snapshots the state into one of two files
+//	    and then writes "D SEQ STATUS". __tether_s tells the two apart: it is
+//	    set by the line and unset by the first report.
+//	  - __tether_exit is bash's EXIT trap: `exit`, a `set -e` failure or
+//	    anything else that ends bash snapshots into "exit" first, after running
+//	    the user's own EXIT trap, which `trap` (a function) keeps aside.
+//
+// Everything here is a builtin: no command forks.
+const initScript = `exec 63>&3 3>&-
+set +H +o history
+HISTFILE= PS1= PS2= PS0=
+__tether_d=%s
+__tether_n=0
+__tether_ret() { return "$1"; }
+__tether_snap() {
+	{
+		builtin declare -p
+		builtin declare -f
+		builtin alias -p
+		builtin shopt -p
+		builtin trap -p
+		builtin umask -p
+		builtin printf 'builtin cd -- %%q\n' "$PWD"
+		builtin set +o
+		builtin printf '# tether-end %%s %%s\n' "$1" "$2"
+	} >"$__tether_d/$3" 2>/dev/null
+}
+__tether_done() {
+	__tether_st=$?
+	[[ -v __tether_s ]] || return 0
+	__tether_n=$(( 1 - __tether_n ))
+	__tether_snap "$__tether_s" "$__tether_st" "snap$__tether_n"
+	builtin printf 'D %%s %%s\n' "$__tether_s" "$__tether_st" >&63
+	builtin unset -v __tether_s
+	return 0
+}
+__tether_exit() {
+	__tether_st=$?
+	if [[ -v __tether_uexit ]]; then
+		__tether_ret "$__tether_st"
+		builtin eval -- "$__tether_uexit"
+	fi
+	if [[ -v __tether_s ]]; then __tether_snap "$__tether_s" "$__tether_st" exit; fi
+}
+trap() {
+	if (( $# == 0 )) || [[ $1 == -p ]]; then
+		if [[ -v __tether_uexit ]]; then builtin trap -- "$__tether_uexit" EXIT; else builtin trap - EXIT; fi
+		builtin trap "$@"
+		builtin set -- $?
+		builtin trap -- __tether_exit EXIT
+		return "$1"
+	fi
+	if [[ $1 == -l ]]; then builtin trap "$@"; return; fi
+	if [[ $1 == -- ]]; then shift; fi
+	if (( $# < 2 )); then builtin trap "$@"; return; fi
+	local __tether_a=$1 __tether_x __tether_l=()
+	shift
+	for __tether_x; do
+		case ${__tether_x^^} in
+		EXIT|0|SIGEXIT)
+			if [[ $__tether_a == - ]]; then builtin unset -v __tether_uexit; else __tether_uexit=$__tether_a; fi;;
+		*) __tether_l+=("$__tether_x");;
+		esac
+	done
+	if (( ${#__tether_l[@]} )); then builtin trap -- "$__tether_a" "${__tether_l[@]}"; fi
+}
+builtin trap -- __tether_exit EXIT
+PROMPT_COMMAND=__tether_done
+`
+
+// profileScript runs the login files as `bash -l` would read them.
+const profileScript = `if [ -r /etc/profile ]; then . /etc/profile; fi
+if [ -r ~/.bash_profile ]; then . ~/.bash_profile
+elif [ -r ~/.bash_login ]; then . ~/.bash_login
+elif [ -r ~/.profile ]; then . ~/.profile
+fi
+`

@@ -1,0 +1,266 @@
+package bash
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/tether-sh/tether/internal/runspace"
+)
+
+// cmdStreams are the paths bash opens for one command and the copiers
+// behind the FIFOs among them.
+type cmdStreams struct {
+	in, out, err string
+	stdin        *inCopier
+	outs         []*outCopier
+	fifos        []string
+}
+
+// openStreams prepares one command's streams. A nil stream is /dev/null;
+// an *os.File naming a terminal (enter's PTY) is opened by bash itself, by
+// path; anything else is a FIFO in the state directory, fresh per command
+// so that a background job's late output never mixes into a later one.
+func (s *Shell) openStreams(seq int, st runspace.Streams) (*cmdStreams, error) {
+	cs := &cmdStreams{in: "/dev/null", out: "/dev/null", err: "/dev/null"}
+	fail := func(err error) (*cmdStreams, error) {
+		cs.finish(nil)
+		return nil, err
+	}
+	if st.Stdin != nil {
+		if p, ok := ttyPath(st.Stdin); ok {
+			cs.in = p
+		} else {
+			path := s.path("i" + strconv.Itoa(seq))
+			c, err := newInCopier(path, st.Stdin)
+			if err != nil {
+				return fail(err)
+			}
+			cs.in, cs.stdin = path, c
+			cs.fifos = append(cs.fifos, path)
+		}
+	}
+	for i, w := range []io.Writer{st.Stdout, st.Stderr} {
+		if w == nil {
+			continue
+		}
+		dst := &cs.out
+		if i == 1 {
+			dst = &cs.err
+		}
+		if p, ok := ttyPath(w); ok {
+			*dst = p
+			continue
+		}
+		path := s.path(fmt.Sprintf("%c%d", "oe"[i], seq))
+		c, err := newOutCopier(path, w, i+1)
+		if err != nil {
+			return fail(err)
+		}
+		*dst = path
+		cs.outs = append(cs.outs, c)
+		cs.fifos = append(cs.fifos, path)
+	}
+	return cs, nil
+}
+
+// ttyPath: an *os.File whose name is a terminal device path.
+func ttyPath(x any) (string, bool) {
+	f, ok := x.(*os.File)
+	if !ok {
+		return "", false
+	}
+	n := f.Name()
+	if strings.HasPrefix(n, "/dev/pts/") || strings.HasPrefix(n, "/dev/tty") {
+		return n, true
+	}
+	return "", false
+}
+
+// finish is called once bash reported the command's status: stdin gets
+// EOF, output already written is copied out, and what background jobs
+// write later goes to late.
+func (cs *cmdStreams) finish(late func(int, []byte)) {
+	if cs.stdin != nil {
+		cs.stdin.close()
+	}
+	var wg sync.WaitGroup
+	for _, c := range cs.outs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.finish(late)
+		}()
+	}
+	wg.Wait()
+	for _, p := range cs.fifos {
+		_ = os.Remove(p)
+	}
+}
+
+func mkfifo(path string) error {
+	_ = os.Remove(path)
+	if err := unix.Mkfifo(path, 0o600); err != nil {
+		return fmt.Errorf("bash: mkfifo %s: %w", path, err)
+	}
+	return nil
+}
+
+// inCopier feeds a reader into a FIFO bash reads as stdin. Its own reader
+// end (never read) lets the writer open without waiting for bash.
+type inCopier struct {
+	hold, w *os.File
+	open    chan struct{} // closed when bash opened its end
+	once    sync.Once
+}
+
+func (c *inCopier) opened() { c.once.Do(func() { close(c.open) }) }
+
+func newInCopier(path string, r io.Reader) (*inCopier, error) {
+	if err := mkfifo(path); err != nil {
+		return nil, err
+	}
+	hold, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+	}
+	w, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		hold.Close()
+		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+	}
+	c := &inCopier{hold: hold, w: w, open: make(chan struct{})}
+	go func() {
+		_, _ = io.Copy(w, r)
+		// EOF for the command when the client's input ends, but only once
+		// bash opened the FIFO: an open for reading waits for a writer.
+		<-c.open
+		w.Close()
+	}()
+	return c, nil
+}
+
+func (c *inCopier) close() {
+	c.opened()
+	c.w.Close()
+	c.hold.Close()
+}
+
+// outCopier copies a FIFO bash writes a command's output to. Its own
+// writer end keeps the reader from seeing EOF before bash opened the FIFO;
+// it is closed when the command ended, so that EOF then means no
+// background job holds the FIFO either.
+type outCopier struct {
+	r, hold *os.File
+	w       io.Writer
+	stream  int
+
+	mu      sync.Mutex
+	late    func(int, []byte)
+	drained chan struct{} // closed when output written before the end is out
+	once    sync.Once
+}
+
+func newOutCopier(path string, w io.Writer, stream int) (*outCopier, error) {
+	if err := mkfifo(path); err != nil {
+		return nil, err
+	}
+	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+	}
+	hold, err := os.OpenFile(path, os.O_WRONLY, 0)
+	if err != nil {
+		r.Close()
+		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+	}
+	c := &outCopier{r: r, hold: hold, w: w, stream: stream, drained: make(chan struct{})}
+	go c.copy()
+	return c, nil
+}
+
+func (c *outCopier) emit(p []byte, late bool) {
+	if !late {
+		_, _ = c.w.Write(p)
+		return
+	}
+	c.mu.Lock()
+	f := c.late
+	c.mu.Unlock()
+	if f != nil {
+		f(c.stream, append([]byte(nil), p...))
+	}
+}
+
+func (c *outCopier) copy() {
+	defer c.r.Close()
+	defer c.once.Do(func() { close(c.drained) })
+	buf := make([]byte, 32<<10)
+	late := false
+	for {
+		n, err := c.r.Read(buf)
+		if n > 0 {
+			c.emit(buf[:n], late)
+		}
+		if err == nil {
+			continue
+		}
+		if !late && errors.Is(err, os.ErrDeadlineExceeded) {
+			// The command ended: copy what is buffered without waiting,
+			// then hand the rest to the late hook.
+			_ = c.r.SetReadDeadline(time.Time{})
+			eof := c.drainNow(buf)
+			late = true
+			c.once.Do(func() { close(c.drained) })
+			if eof {
+				return
+			}
+			continue
+		}
+		return
+	}
+}
+
+// drainNow reads until the FIFO is empty; eof when no writer is left.
+func (c *outCopier) drainNow(buf []byte) (eof bool) {
+	rc, err := c.r.SyscallConn()
+	if err != nil {
+		return true
+	}
+	for {
+		var n int
+		var rerr error
+		if err := rc.Read(func(fd uintptr) bool {
+			n, rerr = unix.Read(int(fd), buf)
+			return true
+		}); err != nil {
+			return true
+		}
+		switch {
+		case rerr == unix.EINTR:
+			continue
+		case rerr == unix.EAGAIN:
+			return false
+		case rerr != nil || n == 0:
+			return true
+		}
+		c.emit(buf[:n], false)
+	}
+}
+
+func (c *outCopier) finish(late func(int, []byte)) {
+	c.mu.Lock()
+	c.late = late
+	c.mu.Unlock()
+	c.hold.Close()
+	_ = c.r.SetReadDeadline(time.Now())
+	<-c.drained
+}
