@@ -106,7 +106,7 @@ func HostBash() string {
 
 // defaultShell: bash when the host has it.
 func defaultShell() string {
-	if HostBash() != "" && false {
+	if HostBash() != "" {
 		return ShellBash
 	}
 	return ShellBuiltin

@@ -201,7 +201,7 @@ func TestShellChoice(t *testing.T) {
 		t.Fatalf("list lacks the SHELL column:\n%s", l)
 	}
 	// A bad --shell is a usage error that names the choices.
-	if r := c.Run("new", "--shell", "zsh", a.Host()); r.Code != 2 || !strings.Contains(r.Stderr, "bash or builtin") {
+	if r := c.Run("new", "--shell", "zsh", a.Host()); r.Code != 255 || !strings.Contains(r.Stderr, "bash or builtin") {
 		t.Fatalf("--shell zsh: exit %d %q", r.Code, r.Stderr)
 	}
 	// DefaultShell decides without --shell; a policy lock holds for all.

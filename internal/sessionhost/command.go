@@ -111,6 +111,10 @@ func (h *Host) runCommand(c *command, script string) {
 	stopWatch := func() bool { return false }
 	if h.rs.Kind() == runspace.KindBuiltin {
 		stopWatch = h.watchMemory()
+	} else {
+		// bash forks the command's processes itself: the counters are
+		// the command's from its start.
+		h.takeCounters()
 	}
 	h.writeNotices(errw)
 	code, err := h.rs.Run(ctx, script, streams)

@@ -297,6 +297,8 @@ func (h *Host) Close(by, reason string) {
 			h.log.Warn("command did not stop on interrupt", "command", running.text)
 		}
 	}
+	// The shell (bash and its jobs) ends with the session.
+	h.rs.Close()
 	close(h.closed)
 	h.ln.Close()
 	for c := range pipes {

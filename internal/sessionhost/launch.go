@@ -130,6 +130,12 @@ func RedirectOutput(dir string) error {
 }
 
 // LaunchFiles are the inherited launch and ready pipes.
+//
+// Both are made close-on-exec first: inherited descriptors are not, and
+// the session's bash, started before the ready line is written, would
+// otherwise hold the ready pipe open, and the agent waits for its EOF.
 func LaunchFiles() (launch, ready *os.File) {
+	unix.CloseOnExec(LaunchFD)
+	unix.CloseOnExec(ReadyFD)
 	return os.NewFile(LaunchFD, "launch"), os.NewFile(ReadyFD, "ready")
 }

@@ -213,6 +213,10 @@ type running struct {
 // foreground programs still there, again every 50ms (a loop may start more);
 // if the command still has not ended 5 s later (bash itself ignores SIGINT,
 // a `trap ” INT`), bash is killed and restarted with the last state.
+// abortSignal is SIGRTMAX-1 (glibc's SIGRTMAX is 64): the init script traps
+// it to interrupt bash once a program that ignored SIGINT was killed.
+const abortSignal = syscall.Signal(63)
+
 func (c *running) interrupt() {
 	c.once.Do(func() {
 		_ = syscall.Kill(-c.p.pid, syscall.SIGINT)
@@ -226,6 +230,8 @@ func (c *running) escalate() {
 		return
 	case <-time.After(c.grace):
 	}
+	// The trap of abortSignal ends the line once the killed program is gone.
+	_ = syscall.Kill(c.p.pid, abortSignal)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	deadline := time.After(5 * time.Second)

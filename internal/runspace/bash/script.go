@@ -36,17 +36,27 @@ __tether_snap() {
 		builtin printf 'builtin cd -- %%q\n' "$PWD"
 		builtin set +o
 		builtin printf '# tether-end %%s %%s\n' "$1" "$2"
-	} >"$__tether_d/$3" 2>/dev/null
+	} >|"$__tether_d/$3" 2>/dev/null
 }
 __tether_done() {
 	__tether_st=$?
 	[[ -v __tether_s ]] || return 0
+	# The status first: the snapshot is off the command's latency (bash
+	# reads the next command line after it).
+	builtin printf 'D %%s %%s\n' "$__tether_s" "$__tether_st" >&63
+	# A PROMPT_COMMAND the command set keeps this one first.
+	[[ ${PROMPT_COMMAND[0]} == __tether_done ]] || PROMPT_COMMAND=(__tether_done "${PROMPT_COMMAND[@]}")
 	__tether_n=$(( 1 - __tether_n ))
 	__tether_snap "$__tether_s" "$__tether_st" "snap$__tether_n"
-	builtin printf 'D %%s %%s\n' "$__tether_s" "$__tether_st" >&63
 	builtin unset -v __tether_s
 	return 0
 }
+# abortSignal (Go's Interrupt, after the grace period, just before it kills
+# what ignored SIGINT): bash runs on after a program that did not die of
+# SIGINT, so this trap, run when that program is gone, interrupts bash
+# itself and the rest of the line is not run.
+__tether_abort() { builtin kill -INT $$; }
+builtin trap __tether_abort RTMAX-1
 __tether_exit() {
 	__tether_st=$?
 	if [[ -v __tether_uexit ]]; then
@@ -58,9 +68,11 @@ __tether_exit() {
 trap() {
 	if (( $# == 0 )) || [[ $1 == -p ]]; then
 		if [[ -v __tether_uexit ]]; then builtin trap -- "$__tether_uexit" EXIT; else builtin trap - EXIT; fi
+		builtin trap - RTMAX-1
 		builtin trap "$@"
 		builtin set -- $?
 		builtin trap -- __tether_exit EXIT
+		builtin trap __tether_abort RTMAX-1
 		return "$1"
 	fi
 	if [[ $1 == -l ]]; then builtin trap "$@"; return; fi
