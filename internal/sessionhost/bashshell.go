@@ -32,7 +32,7 @@ func (h *Host) newBash() (runspace.Shell, error) {
 		StateDir:    dir,
 		Bash:        path,
 		NoProfile:   h.opts.NoProfile,
-		BeforeStart: h.startHook,
+		BeforeStart: h.limitsHook,
 		AfterStart:  h.afterStart,
 		LateOutput:  h.lateOutput,
 		Log:         h.log,

@@ -75,6 +75,13 @@ func (h *Host) openLimits() error {
 // group, so that nothing it forks at once escapes).
 func (h *Host) startHook(cmd *exec.Cmd) {
 	h.beforeStart(cmd)
+	h.limitsHook(cmd)
+}
+
+// limitsHook is the limits' part of startHook; alone, it starts the
+// session's bash (which a terminal does not concern: pty.go gives bash's
+// group the terminal).
+func (h *Host) limitsHook(cmd *exec.Cmd) {
 	if h.group != nil {
 		// The counters before the command's first process: taken before
 		// its start, which the process limit may refuse (EAGAIN).

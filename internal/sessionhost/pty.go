@@ -205,6 +205,16 @@ func (h *Host) startTTY(ctx context.Context, c *command, plain runspace.Streams)
 		// Before any key can reach the terminal (copyIn).
 		catchTTYSignals()
 		p.ctty = true
+		if fg, ok := h.rs.(interface{ Pgid() int }); ok {
+			// bash forks the programs itself, in its own group: that group
+			// gets the terminal (the builtin shell hands it to each program
+			// as it starts, beforeStart).
+			if pg := fg.Pgid(); pg > 0 {
+				if err := unix.IoctlSetPointerInt(p.slaveFd, unix.TIOCSPGRP, pg); err != nil {
+					h.log.Warn("cannot give the terminal to bash", "err", err)
+				}
+			}
+		}
 	}
 	go p.copyOut()
 	if c.stdin != nil {

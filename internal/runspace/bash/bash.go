@@ -193,6 +193,19 @@ func (s *Shell) notice(m string) {
 // Kind is [runspace.KindBash].
 func (s *Shell) Kind() string { return runspace.KindBash }
 
+// Pgid is bash's process group, which holds bash and the programs it runs
+// in the foreground (0 when no bash runs). A terminal the commands run on
+// gives it the foreground, so that its programs may read it and Ctrl-C
+// typed there reaches bash and them, as in a terminal of bash's own.
+func (s *Shell) Pgid() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.p == nil {
+		return 0
+	}
+	return s.p.pid
+}
+
 // Notices returns, once, what happened outside any command's output.
 func (s *Shell) Notices() string {
 	s.mu.Lock()
@@ -240,8 +253,7 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
 	// that closing its writer at the client's EOF cannot come first and
 	// leave bash's open waiting for a writer forever.
-	line := fmt.Sprintf("__tether_s=%d; { builtin printf 'O %d\\n' >&63; __tether_ret %d && :; { . %s; } 63>&-; } <%s >%s 2>%s; __tether_done\n",
-		seq, seq, last, shquote.Bash(cmdFile), shquote.Bash(ios.in), shquote.Bash(ios.out), shquote.Bash(ios.err))
+	line := commandLine(s.opts.StateDir, seq, last, ios)
 	p.mu.Lock()
 	p.onOpen = func(n int) {
 		if n == seq && ios.stdin != nil {
@@ -278,6 +290,21 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	}
 	s.last = status
 	return status, nil
+}
+
+// commandLine is the line bash reads for one command: short, since bash
+// reads its input a byte at a time, so the wrapper itself is the variable
+// __tether_w (script.go), run by eval at top level. The streams are given
+// by name within the state directory when they are its FIFOs.
+func commandLine(dir string, seq, last int, ios *cmdStreams) string {
+	short := func(p string) string {
+		if rel, ok := strings.CutPrefix(p, dir+"/"); ok && !strings.ContainsAny(rel, "/ ") {
+			return rel
+		}
+		return shquote.Bash(p)
+	}
+	return fmt.Sprintf("__tether_a=(%d %d %s %s %s); builtin eval \"$__tether_w\"\n",
+		seq, last, short(ios.in), short(ios.out), short(ios.err))
 }
 
 // afterDeathLocked handles bash's end during command seq: the status the
@@ -376,6 +403,10 @@ func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 	if dump == nil {
 		return nil
 	}
+	// The options last (set -e among them would end a restore that fails).
+	if opts, _, _, ok := readSnapshot(s.path("opts")); ok {
+		dump = append(append([]byte(nil), dump...), opts...)
+	}
 	if err := os.WriteFile(s.path("restore"), restoreScript(dump, s.opts.Env), 0o600); err != nil {
 		return fmt.Errorf("bash: write the restore file: %w", err)
 	}
@@ -432,6 +463,7 @@ var unrestorable = map[string]bool{
 	"BASH_COMMAND": true, "BASH_LINENO": true, "BASH_SOURCE": true, "BASH_SUBSHELL": true,
 	"BASH_VERSINFO": true, "BASH_VERSION": true, "BASH_CMDS": true, "EUID": true, "FUNCNAME": true,
 	"GROUPS": true, "HISTCMD": true, "LINENO": true, "PPID": true, "SHELLOPTS": true, "UID": true,
+	"__tether_a": true, "__tether_w": true, "__tether_I": true, "__tether_O": true, "__tether_E": true, "__tether_l": true, "__tether_os": true,
 	"PIPESTATUS": true, "EPOCHREALTIME": true, "EPOCHSECONDS": true, "SRANDOM": true, "RANDOM": true,
 	"SHLVL": true, "PROMPT_COMMAND": true, "__tether_s": true, "__tether_st": true, "__tether_n": true,
 	"__tether_d": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,

@@ -25,16 +25,35 @@ HISTFILE= PS1= PS2= PS0=
 __tether_d=%s
 __tether_n=0
 __tether_ret() { return "$1"; }
+# The wrapper of one command; the line sets __tether_a=(SEQ LAST IN OUT ERR),
+# each stream a path, or a name in the state directory.
+__tether_prep() {
+	__tether_s=${__tether_a[0]} __tether_l=${__tether_a[1]}
+	__tether_I=${__tether_a[2]} __tether_O=${__tether_a[3]} __tether_E=${__tether_a[4]}
+	[[ $__tether_I == /* ]] || __tether_I=$__tether_d/$__tether_I
+	[[ $__tether_O == /* ]] || __tether_O=$__tether_d/$__tether_O
+	[[ $__tether_E == /* ]] || __tether_E=$__tether_d/$__tether_E
+}
+__tether_w='__tether_prep; { builtin printf "O %%s\n" "$__tether_s" >&63; __tether_ret "$__tether_l" && :; { . "$__tether_d/cmd"; } 63>&-; } <"$__tether_I" >"$__tether_O" 2>"$__tether_E"; __tether_done'
+
+# The options (shopt -p, set +o: most of a snapshot's lines, each a write)
+# go to "opts" only when they changed; a restore reads the snapshot, then
+# opts.
 __tether_snap() {
+	if [[ "$BASHOPTS $SHELLOPTS" != "$__tether_os" ]]; then
+		{
+			builtin shopt -p
+			builtin set +o
+			builtin printf '# tether-end 0 0\n'
+		} >|"$__tether_d/opts" 2>/dev/null && __tether_os="$BASHOPTS $SHELLOPTS"
+	fi
 	{
 		builtin declare -p
 		builtin declare -f
 		builtin alias -p
-		builtin shopt -p
 		builtin trap -p
 		builtin umask -p
 		builtin printf 'builtin cd -- %%q\n' "$PWD"
-		builtin set +o
 		builtin printf '# tether-end %%s %%s\n' "$1" "$2"
 	} >|"$__tether_d/$3" 2>/dev/null
 }
@@ -60,8 +79,16 @@ builtin trap __tether_abort RTMAX-1
 __tether_exit() {
 	__tether_st=$?
 	if [[ -v __tether_uexit ]]; then
-		__tether_ret "$__tether_st"
-		builtin eval -- "$__tether_uexit"
+		# exit inside the eval'd wrapper has undone its redirections by
+		# now: the user's trap writes to the command's streams again
+		# (their readers are held until the command ends).
+		if [[ -v __tether_s ]]; then
+			__tether_ret "$__tether_st"
+			builtin eval -- "$__tether_uexit" >>"$__tether_O" 2>>"$__tether_E"
+		else
+			__tether_ret "$__tether_st"
+			builtin eval -- "$__tether_uexit"
+		fi
 	fi
 	if [[ -v __tether_s ]]; then __tether_snap "$__tether_s" "$__tether_st" exit; fi
 }
