@@ -169,6 +169,10 @@ type AgentOptions struct {
 // the suite once per shell.
 func Shell() string { return os.Getenv("TETHER_E2E_SHELL") }
 
+// BuiltinShell says the run's sessions are the builtin interpreter, for
+// the few stories whose expected output differs between the shells.
+func BuiltinShell() bool { return Shell() == "builtin" }
+
 // StartAgent starts an agent and waits until it listens.
 func StartAgent(t testing.TB, o AgentOptions) *Agent {
 	t.Helper()

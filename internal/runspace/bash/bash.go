@@ -397,15 +397,16 @@ func readSnapshot(path string) (dump []byte, seq, status int, ok bool) {
 
 // restartLocked starts a new bash and restores dump (nil: none).
 func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
+	// The options last (set -e among them would end a restore that fails),
+	// read before the new bash's first snapshot overwrites them.
+	if opts, _, _, ok := readSnapshot(s.path("opts")); ok && dump != nil {
+		dump = append(append([]byte(nil), dump...), opts...)
+	}
 	if err := s.startLocked(ctx); err != nil {
 		return err
 	}
 	if dump == nil {
 		return nil
-	}
-	// The options last (set -e among them would end a restore that fails).
-	if opts, _, _, ok := readSnapshot(s.path("opts")); ok {
-		dump = append(append([]byte(nil), dump...), opts...)
 	}
 	if err := os.WriteFile(s.path("restore"), restoreScript(dump, s.opts.Env), 0o600); err != nil {
 		return fmt.Errorf("bash: write the restore file: %w", err)

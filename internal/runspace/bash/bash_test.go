@@ -319,3 +319,43 @@ func TestRestartLoses(t *testing.T) {
 		t.Fatalf("after restart: got %+v, want prefix %q and fd-closed", r, want)
 	}
 }
+
+// TestExitAgainAfterRestart: the second exit runs in a restored bash,
+// whose restore replayed the snapshot's `trap -- __tether_exit EXIT`
+// through the trap wrapper; taking it for the user's trap made the EXIT
+// trap call itself until bash crashed (SIGSEGV).
+func TestExitAgainAfterRestart(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	for _, tc := range []struct {
+		cmd, out string
+		code     int
+	}{
+		{"exit 3", "", 3},
+		{"exit 4", "", 4},
+		{"trap 'echo bye' EXIT", "", 0},
+		{"exit 5", "bye\n", 5},
+		{"exit 6", "bye\n", 6},
+	} {
+		r := run(t, s, tc.cmd, "")
+		if r.out != tc.out || r.code != tc.code {
+			t.Fatalf("%q: %+v, want out %q code %d", tc.cmd, r, tc.out, tc.code)
+		}
+		if n := s.Notices(); n != "" {
+			t.Fatalf("%q: notice %q (bash died)", tc.cmd, n)
+		}
+	}
+}
+
+// TestOptionsSurviveRestart: the options live in their own file, written
+// only when they change; a restart once read it after the new bash's first
+// snapshot had overwritten it with bash's defaults, losing `shopt -s`.
+func TestOptionsSurviveRestart(t *testing.T) {
+	for i := 0; i < 10; i++ {
+		s := newShell(t, Options{NoProfile: true})
+		run(t, s, "shopt -s extglob; set -o noclobber", "")
+		run(t, s, "exit 3", "")
+		if r := run(t, s, "shopt -q extglob && echo ext; [[ -o noclobber ]] && echo noclobber", ""); r.out != "ext\nnoclobber\n" {
+			t.Fatalf("round %d: options after a restart: %+v", i, r)
+		}
+	}
+}

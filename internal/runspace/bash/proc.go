@@ -181,6 +181,29 @@ func (p *proc) foreground() []int {
 	return pids
 }
 
+// missedSIGINT: a process alive after the interrupt whose SIGINT is at
+// its default action and not blocked (so it did not handle or ignore it):
+// it was being forked when the signal came, and ran its program without
+// seeing it (`echo go; sleep 100` interrupted right after "go").
+func missedSIGINT(pid int) bool {
+	status, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	if err != nil {
+		return false
+	}
+	const sigint = 1 << (syscall.SIGINT - 1)
+	for _, l := range strings.Split(string(status), "\n") {
+		k, v, ok := strings.Cut(l, ":")
+		if !ok || (k != "SigBlk" && k != "SigIgn" && k != "SigCgt") {
+			continue
+		}
+		m, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		if err != nil || m&sigint != 0 {
+			return false
+		}
+	}
+	return true
+}
+
 func background(pid string) bool {
 	status, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
@@ -225,6 +248,25 @@ func (c *running) interrupt() {
 }
 
 func (c *running) escalate() {
+	// A program forked at the instant of the SIGINT can miss it; it gets
+	// one more, which a program that handles SIGINT (a second Ctrl-C may
+	// mean "force" to it) never does.
+	for _, d := range []time.Duration{20 * time.Millisecond, 100 * time.Millisecond} {
+		select {
+		case <-c.done:
+			return
+		case <-time.After(d):
+		}
+		c.mu.Lock()
+		if !c.fin {
+			for _, pid := range c.p.foreground() {
+				if missedSIGINT(pid) {
+					_ = syscall.Kill(pid, syscall.SIGINT)
+				}
+			}
+		}
+		c.mu.Unlock()
+	}
 	select {
 	case <-c.done:
 		return

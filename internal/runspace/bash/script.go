@@ -110,7 +110,9 @@ trap() {
 	for __tether_x; do
 		case ${__tether_x^^} in
 		EXIT|0|SIGEXIT)
-			if [[ $__tether_a == - ]]; then builtin unset -v __tether_uexit; else __tether_uexit=$__tether_a; fi;;
+			# A snapshot's trap -p holds our own EXIT trap: not the user's.
+			if [[ $__tether_a == - ]]; then builtin unset -v __tether_uexit
+			elif [[ $__tether_a != __tether_exit ]]; then __tether_uexit=$__tether_a; fi;;
 		*) __tether_l+=("$__tether_x");;
 		esac
 	done

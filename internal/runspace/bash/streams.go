@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -39,13 +38,11 @@ func (s *Shell) openStreams(seq int, st runspace.Streams) (*cmdStreams, error) {
 		if p, ok := ttyPath(st.Stdin); ok {
 			cs.in = p
 		} else {
-			path := s.path("i" + strconv.Itoa(seq))
-			c, err := newInCopier(path, st.Stdin)
+			c, err := newInCopier(st.Stdin)
 			if err != nil {
 				return fail(err)
 			}
-			cs.in, cs.stdin = path, c
-			cs.fifos = append(cs.fifos, path)
+			cs.in, cs.stdin = c.path, c
 		}
 	}
 	for i, w := range []io.Writer{st.Stdout, st.Stderr} {
@@ -114,35 +111,34 @@ func mkfifo(path string) error {
 	return nil
 }
 
-// inCopier feeds a reader into a FIFO bash reads as stdin. Its own reader
-// end (never read) lets the writer open without waiting for bash.
+// inCopier feeds a reader into a pipe that bash opens as the command's
+// stdin by its /proc/PID/fd path: an anonymous pipe, not a FIFO, because
+// programs reopen /dev/stdin (`. /dev/stdin`, `cat /dev/stdin`, `-f
+// /dev/stdin`), and reopening a FIFO whose writer is gone waits forever.
+// The session host keeps its read end until bash has opened the pipe.
 type inCopier struct {
-	hold, w *os.File
-	open    chan struct{} // closed when bash opened its end
-	once    sync.Once
+	path string
+	r, w *os.File
+	open chan struct{} // closed when bash opened its end
+	once sync.Once
 }
 
-func (c *inCopier) opened() { c.once.Do(func() { close(c.open) }) }
+func (c *inCopier) opened() {
+	c.once.Do(func() {
+		close(c.open)
+		c.r.Close()
+	})
+}
 
-func newInCopier(path string, r io.Reader) (*inCopier, error) {
-	if err := mkfifo(path); err != nil {
-		return nil, err
-	}
-	hold, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+func newInCopier(src io.Reader) (*inCopier, error) {
+	r, w, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+		return nil, fmt.Errorf("bash: stdin pipe: %w", err)
 	}
-	w, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		hold.Close()
-		return nil, fmt.Errorf("bash: open %s: %w", path, err)
-	}
-	c := &inCopier{hold: hold, w: w, open: make(chan struct{})}
+	c := &inCopier{path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), r.Fd()), r: r, w: w, open: make(chan struct{})}
 	go func() {
-		_, _ = io.Copy(w, r)
-		// EOF for the command when the client's input ends, but only once
-		// bash opened the FIFO: an open for reading waits for a writer.
-		<-c.open
+		_, _ = io.Copy(w, src)
+		// EOF for the command when the client's input ends.
 		w.Close()
 	}()
 	return c, nil
@@ -151,7 +147,6 @@ func newInCopier(path string, r io.Reader) (*inCopier, error) {
 func (c *inCopier) close() {
 	c.opened()
 	c.w.Close()
-	c.hold.Close()
 }
 
 // outCopier copies a FIFO bash writes a command's output to. Its own
