@@ -20,6 +20,9 @@ type Target struct {
 	Host    string
 	Port    int
 	Session string // empty: a bare host (temporary session)
+	// SSH: written ssh://…, reached through the user's OpenSSH
+	// (sshdial.go); Port 0 is then ssh's own (ssh_config's).
+	SSH bool
 }
 
 // ParseTarget parses one address.
@@ -28,6 +31,9 @@ func ParseTarget(s string) (Target, error) {
 	orig := s
 	if s == "" {
 		return t, fmt.Errorf("empty address: use [USER@]HOST[:PORT][/NAME]")
+	}
+	if rest, ok := strings.CutPrefix(s, sshScheme); ok {
+		return parseSSHTarget(orig, rest)
 	}
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		t.Session = s[i+1:]
@@ -115,6 +121,9 @@ func (t Target) HostPort() string { return net.JoinHostPort(t.Host, strconv.Itoa
 // HostString is [USER@]HOST[:PORT], the port only when not the default.
 func (t Target) HostString() string {
 	var b strings.Builder
+	if t.SSH {
+		b.WriteString(sshScheme)
+	}
 	if t.User != "" {
 		b.WriteString(t.User)
 		b.WriteByte('@')
@@ -124,7 +133,7 @@ func (t Target) HostString() string {
 	} else {
 		b.WriteString(t.Host)
 	}
-	if t.Port != DefaultPort {
+	if t.Port != DefaultPort && !(t.SSH && t.Port == 0) {
 		b.WriteString(":" + strconv.Itoa(t.Port))
 	}
 	return b.String()
@@ -140,7 +149,7 @@ func (t Target) String() string {
 
 // WithUser fills in the login name when the address has none.
 func (t Target) WithUser(user string) Target {
-	if t.User == "" {
+	if t.User == "" && !t.SSH { // ssh:// leaves the login to ssh_config
 		t.User = user
 	}
 	return t

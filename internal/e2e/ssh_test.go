@@ -1,0 +1,126 @@
+package e2e
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// sshWorld is a private sshd logging in a test user that has no tether,
+// and a client whose ssh config reaches it as web1.
+type sshWorld struct {
+	t      *testing.T
+	user   OSUser
+	sshd   *SSHD
+	client *Client
+	config string
+}
+
+// newSSHWorld makes the world; extra goes into sshd_config.
+func newSSHWorld(t *testing.T, sshdExtra string, aliases ...string) *sshWorld {
+	t.Helper()
+	u := EnsureUser(t, "tt-ssh")
+	wipeTether(t, u)
+	c := NewClient(t)
+	s := StartSSHD(t, SSHDOptions{User: u, Keys: []string{c.PubKey()}, Extra: sshdExtra})
+	if len(aliases) == 0 {
+		aliases = []string{"web1"}
+	}
+	cfg := s.SSHConfig(t, c.Home, c.Key, "", aliases...)
+	c.Env = append(c.Env, "TETHER_SSH_CONFIG="+cfg)
+	t.Cleanup(func() { StopSSHMasters(filepath.Join(c.Home, ".cache", "tether", "ssh")) })
+	return &sshWorld{t: t, user: u, sshd: s, client: c, config: cfg}
+}
+
+// wipeTether removes what a bootstrap leaves in the user's home, and kills
+// the session hosts it started, before and after the test.
+func wipeTether(t *testing.T, u OSUser) {
+	wipe := func() {
+		state := filepath.Join(u.Home, ".local", "state", "tether")
+		KillSessionHosts(state)
+		os.RemoveAll(state)
+		os.RemoveAll(filepath.Join(u.Home, ".local", "share", "tether"))
+	}
+	wipe()
+	t.Cleanup(wipe)
+}
+
+func fileSum(t *testing.T, p string) string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// TestSSHFirstContact: a host with only sshd and a user with no tether:
+// `new ssh://web1` uploads the client's binary (checksum equal), starts a
+// session and prints its address as written; state persists across
+// invokes; later commands reuse Tether's ssh master (one login in sshd's
+// log for all of them); list and remove work on ssh:// addresses.
+func TestSSHFirstContact(t *testing.T) {
+	w := newSSHWorld(t, "")
+	c := w.client
+	if got := c.MustRun("new", "--name", "s", "ssh://web1"); got != "ssh://web1/s\n" {
+		t.Fatalf("new printed %q, want ssh://web1/s", got)
+	}
+	bins, _ := filepath.Glob(filepath.Join(w.user.Home, ".local", "share", "tether", "bin", "*", "tether"))
+	if len(bins) != 1 {
+		t.Fatalf("uploaded binaries: %v, want one", bins)
+	}
+	if got, want := fileSum(t, bins[0]), fileSum(t, Binary(t)); got != want {
+		t.Fatalf("uploaded binary's SHA-256 %s, the client's %s", got, want)
+	}
+	fi, err := os.Stat(bins[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o700 {
+		t.Errorf("uploaded binary's mode %v, want 0700", fi.Mode().Perm())
+	}
+	if id := filepath.Base(filepath.Dir(bins[0])); !strings.HasPrefix(id, "0.") || !strings.HasSuffix(fileSum(t, bins[0])[:12], id[len(id)-12:]) {
+		t.Errorf("binary's directory %s is not VERSION-SHA", id)
+	}
+	if left, _ := filepath.Glob(filepath.Join(filepath.Dir(bins[0]), ".tether-*")); len(left) > 0 {
+		t.Errorf("temp files left: %v", left)
+	}
+	c.MustRun("invoke", "ssh://web1/s", "x=42; cd /tmp")
+	if got := c.MustRun("invoke", "ssh://web1/s", "echo $x $PWD; id -un"); got != "42 /tmp\ntt-ssh\n" {
+		t.Fatalf("state did not persist: %q", got)
+	}
+	socks, _ := filepath.Glob(filepath.Join(c.Home, ".cache", "tether", "ssh", "*"))
+	if len(socks) != 1 {
+		t.Fatalf("master sockets %v, want one", socks)
+	}
+	if fi, err := os.Stat(socks[0]); err != nil || fi.Mode()&os.ModeSocket == 0 {
+		t.Fatalf("master socket %s: %v %v", socks[0], fi, err)
+	}
+	if fi, _ := os.Stat(filepath.Dir(socks[0])); fi.Mode().Perm() != 0o700 {
+		t.Errorf("masters' dir mode %v, want 0700", fi.Mode().Perm())
+	}
+	if n := w.sshd.Logins(); n != 1 {
+		t.Errorf("sshd logged %d logins for new + 2 invokes, want 1 (the master's)", n)
+	}
+	out := c.MustRun("list", "ssh://web1")
+	if !strings.Contains(out, "s") || !strings.Contains(out, "ssh://web1") {
+		t.Fatalf("list ssh://web1:\n%s", out)
+	}
+	c.MustRun("remove", "ssh://web1/s")
+	if r := c.Run("invoke", "ssh://web1/s", "true"); r.Code == 0 {
+		t.Fatalf("invoke after remove worked: %+v", r)
+	}
+	// A bare ssh:// host runs a temporary session.
+	if got := c.MustRun("invoke", "ssh://web1", "echo hi"); got != "hi\n" {
+		t.Fatalf("temporary session: %q", got)
+	}
+}
+
+func readLog(p string) string { b, _ := os.ReadFile(p); return string(b) }
