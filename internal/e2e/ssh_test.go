@@ -26,11 +26,11 @@ func newSSHWorld(t *testing.T, sshdExtra string, aliases ...string) *sshWorld {
 	u := EnsureUser(t, "tt-ssh")
 	wipeTether(t, u)
 	c := NewClient(t)
-	s := StartSSHD(t, SSHDOptions{User: u, Keys: []string{c.PubKey()}, Extra: sshdExtra})
+	s := StartSSHD(t, SSHDOptions{Users: []OSUser{u}, Keys: []string{c.PubKey()}, Extra: sshdExtra})
 	if len(aliases) == 0 {
 		aliases = []string{"web1"}
 	}
-	cfg := s.SSHConfig(t, c.Home, c.Key, "", aliases...)
+	cfg := s.SSHConfig(t, c.Home, c.Key, u.Name, "", aliases...)
 	c.Env = append(c.Env, "TETHER_SSH_CONFIG="+cfg)
 	t.Cleanup(func() { StopSSHMasters(filepath.Join(c.Home, ".cache", "tether", "ssh")) })
 	return &sshWorld{t: t, user: u, sshd: s, client: c, config: cfg}
@@ -124,3 +124,52 @@ func TestSSHFirstContact(t *testing.T) {
 }
 
 func readLog(p string) string { b, _ := os.ReadFile(p); return string(b) }
+
+// TestSSHFanoutBastion: three ssh:// targets reached only through a
+// bastion (a second private sshd, ProxyJump) and one direct agent, in one
+// fan-out with --throttle 2: every line tagged with its target as written,
+// the exit status the largest. First contact on the three runs at once.
+func TestSSHFanoutBastion(t *testing.T) {
+	var users []OSUser
+	for _, n := range []string{"tt-ssh", "tt-ssh2", "tt-ssh3"} {
+		u := EnsureUser(t, n)
+		wipeTether(t, u)
+		users = append(users, u)
+	}
+	c := NewClient(t)
+	web := StartSSHD(t, SSHDOptions{Users: users, Keys: []string{c.PubKey()}})
+	bastion := StartSSHD(t, SSHDOptions{Users: users[:1], Keys: []string{c.PubKey()}})
+	bastion.SSHConfig(t, c.Home, c.Key, users[0].Name, "", "bastion")
+	var cfg string
+	for i, u := range users {
+		cfg = web.SSHConfig(t, c.Home, c.Key, u.Name, "  ProxyJump bastion", "web"+string(rune('1'+i)))
+	}
+	c.Env = append(c.Env, "TETHER_SSH_CONFIG="+cfg)
+	t.Cleanup(func() { StopSSHMasters(filepath.Join(c.Home, ".cache", "tether", "ssh")) })
+	a := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}})
+
+	targets := "ssh://web1,ssh://web2,ssh://web3," + a.Host()
+	out := c.MustRun("new", "--throttle", "2", "--name", "f", targets)
+	for _, want := range []string{"ssh://web1/f", "ssh://web2/f", "ssh://web3/f", a.Host() + "/f"} {
+		if !strings.Contains(out, want+"\n") {
+			t.Fatalf("new printed %q, missing %s", out, want)
+		}
+	}
+	if n := bastion.Logins(); n < 3 {
+		t.Errorf("bastion logged %d logins, want one per web alias (ProxyJump)", n)
+	}
+	sessions := "ssh://web1/f,ssh://web2/f,ssh://web3/f," + a.Host() + "/f"
+	c.MustRun("invoke", "--throttle", "2", sessions, `n=$(id -un)`)
+	r := c.Run("invoke", "--throttle", "2", sessions, `echo "me $n"; case $n in tt-ssh2) exit 3;; tt-ssh3) exit 1;; esac`)
+	if r.Code != 3 {
+		t.Fatalf("exit %d, want 3 (the largest)\n%s\n%s", r.Code, r.Stdout, r.Stderr)
+	}
+	for i, u := range users {
+		if want := "ssh://web" + string(rune('1'+i)) + "/f: me " + u.Name + "\n"; !strings.Contains(r.Stdout, want) {
+			t.Errorf("missing %q in\n%s", want, r.Stdout)
+		}
+	}
+	if want := a.Host() + "/f: me " + c.User + "\n"; !strings.Contains(r.Stdout, want) {
+		t.Errorf("missing %q in\n%s", want, r.Stdout)
+	}
+}

@@ -14,12 +14,12 @@ import (
 
 // SSHD is a private OpenSSH sshd on 127.0.0.1 (as bench/sshd.go): its own
 // port, host key, config, AuthorizedKeysFile and log; never the machine's
-// sshd or anyone's ~/.ssh. It logs in one test user.
+// sshd or anyone's ~/.ssh. It logs in its test users.
 type SSHD struct {
 	t       testing.TB
 	Dir     string
 	Port    int
-	User    OSUser
+	Users   []OSUser
 	HostPub string // the host key line, for known_hosts
 	Log     string // sshd's log (LogLevel VERBOSE: one "Accepted publickey" per login)
 	cfg     string
@@ -28,7 +28,7 @@ type SSHD struct {
 
 // SSHDOptions configure StartSSHD.
 type SSHDOptions struct {
-	User     OSUser
+	Users    []OSUser
 	Keys     []string // public key files allowed to log in
 	Extra    string   // more sshd_config lines (Banner, …)
 	HostKey  string   // reuse this host key file (a restart); empty: a new one
@@ -47,14 +47,18 @@ func StartSSHD(t testing.TB, o SSHDOptions) *SSHD {
 	}
 	// useradd leaves the account locked ("!"), which sshd refuses even
 	// for keys; "*" is no password, not locked.
-	if out, err := exec.Command("usermod", "-p", "*", o.User.Name).CombinedOutput(); err != nil {
-		t.Fatalf("usermod -p '*' %s: %v: %s", o.User.Name, err, out)
+	var names []string
+	for _, u := range o.Users {
+		if out, err := exec.Command("usermod", "-p", "*", u.Name).CombinedOutput(); err != nil {
+			t.Fatalf("usermod -p '*' %s: %v: %s", u.Name, err, out)
+		}
+		names = append(names, u.Name)
 	}
 	dir := o.DirReuse
 	if dir == "" {
 		dir = ShortTempDir(t)
 	}
-	s := &SSHD{t: t, Dir: dir, User: o.User, Log: filepath.Join(dir, "sshd.log")}
+	s := &SSHD{t: t, Dir: dir, Users: o.Users, Log: filepath.Join(dir, "sshd.log")}
 	hk := o.HostKey
 	if hk == "" {
 		hk = filepath.Join(dir, "host_ed25519_key")
@@ -104,7 +108,7 @@ PrintLastLog no
 UseDNS no
 LogLevel VERBOSE
 %s
-`, s.Port, hk, ak, filepath.Join(dir, "sshd.pid"), o.User.Name, o.Extra)
+`, s.Port, hk, ak, filepath.Join(dir, "sshd.pid"), strings.Join(names, " "), o.Extra)
 	if err := os.WriteFile(s.cfg, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -158,10 +162,10 @@ func (s *SSHD) KnownHostsLine() string {
 }
 
 // SSHConfig writes an ssh_config for the client: one Host block per alias
-// (alias → 127.0.0.1, this sshd's port, the test user, the key), with a
+// (alias → 127.0.0.1, this sshd's port, user, the key), with a
 // known_hosts file holding this sshd's key; extra lines go in each block.
 // It returns the config's path.
-func (s *SSHD) SSHConfig(t testing.TB, dir, key string, extra string, aliases ...string) string {
+func (s *SSHD) SSHConfig(t testing.TB, dir, key, user, extra string, aliases ...string) string {
 	t.Helper()
 	kh := filepath.Join(dir, "known_hosts")
 	f, err := os.OpenFile(kh, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
@@ -186,7 +190,7 @@ func (s *SSHD) SSHConfig(t testing.TB, dir, key string, extra string, aliases ..
   StrictHostKeyChecking yes
   LogLevel ERROR
 %s
-`, a, s.Port, s.User.Name, key, kh, extra)
+`, a, s.Port, user, key, kh, extra)
 	}
 	if err := os.WriteFile(p, []byte(b.String()), 0o644); err != nil {
 		t.Fatal(err)
