@@ -1,13 +1,17 @@
 package e2e
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // sshWorld is a private sshd logging in a test user that has no tether,
@@ -171,5 +175,109 @@ func TestSSHFanoutBastion(t *testing.T) {
 	}
 	if want := a.Host() + "/f: me " + c.User + "\n"; !strings.Contains(r.Stdout, want) {
 		t.Errorf("missing %q in\n%s", want, r.Stdout)
+	}
+}
+
+// TestSSHAnotherClient: from another client HOME with the same ssh config
+// and key, list ssh://web1 shows the session; connect and receive deliver
+// what it printed while away, exactly once.
+func TestSSHAnotherClient(t *testing.T) {
+	w := newSSHWorld(t, "")
+	c := w.client
+	c.MustRun("new", "--name", "job", "ssh://web1")
+	if out := c.MustRun("invoke", "--disconnected", "ssh://web1/job", `for i in $(seq 1 30); do echo $i; sleep 0.02; done`); out != "ssh://web1/job\n" {
+		t.Fatalf("--disconnected printed %q", out)
+	}
+	b := c.WithKey()
+	b.Env = c.Env
+	t.Cleanup(func() { StopSSHMasters(filepath.Join(b.Home, ".cache", "tether", "ssh")) })
+	list := b.MustRun("list", "ssh://web1")
+	if !strings.Contains(list, "ssh://web1/job") || !strings.Contains(list, "Disconnected") {
+		t.Fatalf("list from another client:\n%s", list)
+	}
+	b.MustRun("connect", "ssh://web1/job")
+	if r := b.Run("receive", "ssh://web1/job"); r.Code != 0 || r.Stdout != seq(30) {
+		t.Fatalf("receive: exit %d stdout %q stderr %q", r.Code, r.Stdout, r.Stderr)
+	}
+	if r := b.Run("receive", "ssh://web1/job"); r.Code != 0 || r.Stdout != "" {
+		t.Fatalf("second receive delivered again: %q %s", r.Stdout, r.Stderr)
+	}
+	if !strings.Contains(b.MustRun("list"), "ssh://web1/job") {
+		t.Fatal("connect did not add ssh://web1/job to the registry as written")
+	}
+}
+
+// childrenNamed are the pids of pid's children whose command is name.
+func childrenNamed(pid int, name string) []int {
+	var out []int
+	dirs, _ := filepath.Glob("/proc/[0-9]*/stat")
+	for _, d := range dirs {
+		b, err := os.ReadFile(d)
+		if err != nil {
+			continue
+		}
+		s := string(b)
+		i, j := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+		if i < 0 || j < i {
+			continue
+		}
+		f := strings.Fields(s[j+1:])
+		if s[i+1:j] != name || len(f) < 2 {
+			continue
+		}
+		var p, pp int
+		fmt.Sscan(f[1], &pp)
+		fmt.Sscan(strings.TrimSpace(s[:i]), &p)
+		if pp == pid {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// TestSSHClientKilledResumes: the ssh process under a running invoke is
+// killed again and again; the client runs ssh again each time and the
+// output arrives whole, exactly once.
+func TestSSHClientKilledResumes(t *testing.T) {
+	w := newSSHWorld(t, "")
+	c := w.client
+	c.MustRun("new", "--name", "s", "ssh://web1")
+	const n = 3000
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := c.Command(ctx, "invoke", "ssh://web1/s", fmt.Sprintf(`for i in $(seq 1 %d); do echo $i; case $i in *00) sleep 0.2;; esac; done`, n))
+	var out, errb SyncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	kills := 0
+	for kills < 5 {
+		var pids []int
+		WaitFor(t, 30*time.Second, "the invoke's ssh process", func() bool {
+			pids = childrenNamed(cmd.Process.Pid, "ssh")
+			return len(pids) > 0 || strings.Count(out.String(), "\n") >= n
+		})
+		if len(pids) == 0 {
+			break
+		}
+		before := strings.Count(out.String(), "\n")
+		WaitFor(t, 30*time.Second, "more output", func() bool { return strings.Count(out.String(), "\n") > before+150 || strings.Count(out.String(), "\n") >= n })
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		kills++
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("invoke: %v\n%s", err, errb.String())
+	}
+	if kills < 3 {
+		t.Fatalf("only %d kills landed before the command ended; make it longer", kills)
+	}
+	if got := out.String(); got != seq(n) {
+		t.Fatalf("after %d kills the output is not 1..%d exactly once:\n%s\nstderr: %s", kills, n, got, errb.String())
+	}
+	if !strings.Contains(errb.String(), "reconnected") {
+		t.Errorf("stderr does not say it reconnected: %s", errb.String())
 	}
 }
