@@ -262,7 +262,9 @@ func TestSSHClientKilledResumes(t *testing.T) {
 			break
 		}
 		before := strings.Count(out.String(), "\n")
-		WaitFor(t, 30*time.Second, "more output", func() bool { return strings.Count(out.String(), "\n") > before+150 || strings.Count(out.String(), "\n") >= n })
+		WaitFor(t, 30*time.Second, "more output", func() bool {
+			return strings.Count(out.String(), "\n") > before+150 || strings.Count(out.String(), "\n") >= n
+		})
 		for _, p := range pids {
 			syscall.Kill(p, syscall.SIGKILL)
 		}
