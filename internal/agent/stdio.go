@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"io"
 	"net"
 	"os"
 	"time"
@@ -9,6 +10,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/config"
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // ServeStdio serves one client over c, the stdin and stdout of
@@ -36,6 +38,11 @@ func (a *Agent) ServeStdio(ctx context.Context, c net.Conn) error {
 	cfg.NoClientAuth = true
 	cfg.NoClientAuthCallback = func(ssh.ConnMetadata) (*ssh.Permissions, error) {
 		return &ssh.Permissions{Extensions: map[string]string{"user": a.self.Username, "admin": "1"}}, nil
+	}
+	// What a login profile printed before us may end without a newline:
+	// the client skips everything up to this line (wire.StdioReady).
+	if _, err := io.WriteString(c, "\n"+wire.StdioReady+"\n"); err != nil {
+		return err
 	}
 	c.SetDeadline(time.Now().Add(a.opts.HandshakeTimeout))
 	sc, chans, reqs, err := ssh.NewServerConn(c, &cfg)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tether-sh/tether/internal/bootstrap"
 	"github.com/tether-sh/tether/internal/sshtransport"
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // sshScheme starts an address reached through the user's OpenSSH.
@@ -182,7 +184,9 @@ func (d *Dialer) sshHandshake(ctx context.Context, o *SSHOptions, h sshtransport
 	done := make(chan result, 1)
 	go func() {
 		var r result
-		r.sc, r.chans, r.reqs, r.err = ssh.NewClientConn(nc, h.String(), cfg)
+		if r.err = skipToReady(nc); r.err == nil {
+			r.sc, r.chans, r.reqs, r.err = ssh.NewClientConn(nc, h.String(), cfg)
+		}
 		done <- r
 	}()
 	// With a terminal ssh may be asking for a password: no deadline but
@@ -222,6 +226,34 @@ func (d *Dialer) sshHandshake(ctx context.Context, o *SSHOptions, h sshtransport
 		return nil, &sshtransport.Error{Host: h, Kind: sshtransport.Connect, Code: 255,
 			Line: fmt.Sprintf("ssh to %s: no answer within %s", h, 3*d.timeout()+10*time.Second)}
 	}
+}
+
+// maxJunk bounds what a login may print before the stdio agent speaks.
+const maxJunk = 1 << 20
+
+// skipToReady reads up to the stdio agent's ready line, one byte at a
+// time (what follows belongs to the SSH layer).
+func skipToReady(r io.Reader) error {
+	want := []byte("\n" + wire.StdioReady + "\n")
+	var b [1]byte
+	matched := 0
+	for n := 0; n < maxJunk; n++ {
+		if _, err := io.ReadFull(r, b[:]); err != nil {
+			return err
+		}
+		switch {
+		case b[0] == want[matched]:
+			matched++
+			if matched == len(want) {
+				return nil
+			}
+		case b[0] == want[0]:
+			matched = 1
+		default:
+			matched = 0
+		}
+	}
+	return fmt.Errorf("no answer from the remote tether in the first %d bytes the login printed", maxJunk)
 }
 
 func lastLine(s string) string {

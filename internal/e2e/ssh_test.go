@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -281,5 +282,140 @@ func TestSSHClientKilledResumes(t *testing.T) {
 	}
 	if !strings.Contains(errb.String(), "reconnected") {
 		t.Errorf("stderr does not say it reconnected: %s", errb.String())
+	}
+}
+
+func appendFile(t *testing.T, p, text string) {
+	t.Helper()
+	f, err := os.OpenFile(p, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.WriteString(text); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// oneLineError checks a command failed before running anything: exit 255
+// and one line on stderr, naming the target, containing want.
+func oneLineError(t *testing.T, r Result, target, want string) {
+	t.Helper()
+	lines := strings.Split(strings.TrimRight(r.Stderr, "\n"), "\n")
+	if r.Code != 255 || len(lines) != 1 || !strings.Contains(lines[0], target) || !strings.Contains(lines[0], want) {
+		t.Fatalf("want exit 255 and one line naming %s with %q; got exit %d, stderr:\n%s", target, want, r.Code, r.Stderr)
+	}
+}
+
+// TestSSHBadInput: what goes wrong on the way to a host is one clear line
+// naming the target, exit 255, never a hang (BatchMode: no terminal here).
+func TestSSHBadInput(t *testing.T) {
+	w := newSSHWorld(t, "")
+	c := w.client
+	other := filepath.Join(c.Home, "other_key")
+	Keygen(t, other)
+	otherHost := filepath.Join(c.Home, "other_host_key")
+	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", otherHost).CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen: %v %s", err, out)
+	}
+	hostPub, _ := os.ReadFile(otherHost + ".pub")
+	changedKH := filepath.Join(c.Home, "changed_known_hosts")
+	appendFile(t, changedKH, fmt.Sprintf("[127.0.0.1]:%d %s", w.sshd.Port, hostPub))
+	emptyKH := filepath.Join(c.Home, "empty_known_hosts")
+	appendFile(t, emptyKH, "")
+	closed := freePort(t)
+	appendFile(t, w.config, fmt.Sprintf(`Host down
+  HostName 127.0.0.1
+  Port %d
+  LogLevel ERROR
+Host badkey
+  HostName 127.0.0.1
+  Port %d
+  User %s
+  IdentityFile %s
+  IdentitiesOnly yes
+  UserKnownHostsFile %s
+  LogLevel ERROR
+Host changed
+  HostName 127.0.0.1
+  Port %d
+  User %s
+  IdentityFile %s
+  UserKnownHostsFile %s
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+Host unknownkey
+  HostName 127.0.0.1
+  Port %d
+  User %s
+  IdentityFile %s
+  UserKnownHostsFile %s
+  StrictHostKeyChecking yes
+  LogLevel ERROR
+`, closed, w.sshd.Port, w.user.Name, other, filepath.Join(c.Home, "known_hosts"),
+		w.sshd.Port, w.user.Name, c.Key, changedKH,
+		w.sshd.Port, w.user.Name, c.Key, emptyKH))
+	t.Run("unreachable", func(t *testing.T) {
+		oneLineError(t, c.Run("invoke", "ssh://down", "true"), "ssh://down", "Connection refused")
+	})
+	t.Run("refused key", func(t *testing.T) {
+		oneLineError(t, c.Run("new", "ssh://badkey"), "ssh://badkey", "Permission denied")
+	})
+	t.Run("changed host key", func(t *testing.T) {
+		oneLineError(t, c.Run("list", "ssh://changed"), "ssh://changed", "host key of changed has changed")
+	})
+	t.Run("unknown host key", func(t *testing.T) {
+		oneLineError(t, c.Run("invoke", "ssh://unknownkey", "true"), "ssh://unknownkey", "host key verification failed")
+	})
+	t.Run("bad address", func(t *testing.T) {
+		r := c.Run("invoke", "ssh://-oProxyCommand=x", "true")
+		if r.Code != 255 || !strings.Contains(r.Stderr, "cannot start with '-'") {
+			t.Fatalf("exit %d %s", r.Code, r.Stderr)
+		}
+	})
+	if w.sshd.Logins() != 0 {
+		t.Errorf("sshd logged %d logins; none of these should have logged in", w.sshd.Logins())
+	}
+}
+
+// TestSSHUnknownArch: a host whose uname says sparc64 gets a clear error
+// and nothing uploaded.
+func TestSSHUnknownArch(t *testing.T) {
+	bin := ShortTempDir(t)
+	appendFile(t, filepath.Join(bin, "uname"), "#!/bin/sh\ncase $1 in -m) echo sparc64;; *) echo Linux;; esac\n")
+	os.Chmod(filepath.Join(bin, "uname"), 0o755)
+	w := newSSHWorld(t, "SetEnv PATH="+bin+":/usr/local/bin:/usr/bin:/bin")
+	r := w.client.Run("new", "ssh://web1")
+	oneLineError(t, r, "ssh://web1", `unknown architecture "Linux"/"sparc64"`)
+	if left, _ := filepath.Glob(filepath.Join(w.user.Home, ".local", "share", "tether", "bin", "*")); len(left) > 0 {
+		t.Errorf("something was uploaded: %v", left)
+	}
+}
+
+// TestSSHNoisyLogin: a login banner and a profile printing junk on stdout
+// and stderr (bash reads ~/.bashrc for `ssh host cmd`) break nothing.
+func TestSSHNoisyLogin(t *testing.T) {
+	u := EnsureUser(t, "tt-ssh4")
+	if out, err := exec.Command("usermod", "-s", "/bin/bash", u.Name).CombinedOutput(); err != nil {
+		t.Fatalf("usermod -s: %v %s", err, out)
+	}
+	wipeTether(t, u)
+	rc := filepath.Join(u.Home, ".bashrc")
+	os.WriteFile(rc, []byte("echo 'junk from bashrc: key=value tether-'\necho 'more junk' >&2\nprintf 'no newline'\n"), 0o644)
+	t.Cleanup(func() { os.Remove(rc) })
+	c := NewClient(t)
+	dir := ShortTempDir(t)
+	banner := filepath.Join(dir, "banner")
+	appendFile(t, banner, "*** Authorized use only. SSH-2.0-not-a-version ***\n")
+	s := StartSSHD(t, SSHDOptions{Users: []OSUser{u}, Keys: []string{c.PubKey()}, Extra: "Banner " + banner})
+	cfg := s.SSHConfig(t, c.Home, c.Key, u.Name, "", "web1")
+	c.Env = append(c.Env, "TETHER_SSH_CONFIG="+cfg)
+	t.Cleanup(func() { StopSSHMasters(filepath.Join(c.Home, ".cache", "tether", "ssh")) })
+	if got := c.MustRun("new", "--name", "s", "ssh://web1"); got != "ssh://web1/s\n" {
+		t.Fatalf("new printed %q", got)
+	}
+	c.MustRun("invoke", "ssh://web1/s", "v=ok")
+	if got := c.MustRun("invoke", "ssh://web1/s", "echo $v"); got != "ok\n" {
+		t.Fatalf("invoke printed %q", got)
 	}
 }
