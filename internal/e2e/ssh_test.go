@@ -419,3 +419,34 @@ func TestSSHNoisyLogin(t *testing.T) {
 		t.Fatalf("invoke printed %q", got)
 	}
 }
+
+// TestSSHNoexecDir: binaries going to a file system mounted noexec (a
+// tmpfs here, as a noexec home would be) give a clear error that says
+// what to configure; TETHER_REMOTE_DIR elsewhere then works.
+func TestSSHNoexecDir(t *testing.T) {
+	w := newSSHWorld(t, "")
+	dir := filepath.Join(ShortTempDir(t), "noexec")
+	os.MkdirAll(dir, 0o755)
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "noexec,size=64m", "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs (%v %s)", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", dir).Run() })
+	os.Chown(dir, w.user.UID, w.user.GID)
+	c := w.client
+	base := c.Env
+	c.Env = append(base, "TETHER_REMOTE_DIR="+dir)
+	oneLineError(t, c.Run("new", "ssh://web1"), "ssh://web1", "TETHER_REMOTE_DIR")
+	if left, _ := filepath.Glob(filepath.Join(dir, "*", "*")); len(left) > 0 {
+		t.Errorf("left on the host: %v", left)
+	}
+	ok := filepath.Join(ShortTempDir(t), "bin")
+	os.MkdirAll(ok, 0o755)
+	os.Chown(ok, w.user.UID, w.user.GID)
+	c.Env = append(base, "TETHER_REMOTE_DIR="+ok)
+	if got := c.MustRun("invoke", "ssh://web1", "echo fine"); got != "fine\n" {
+		t.Fatalf("with TETHER_REMOTE_DIR on an exec file system: %q", got)
+	}
+	if bins, _ := filepath.Glob(filepath.Join(ok, "*", "tether")); len(bins) != 1 {
+		t.Fatalf("binaries in %s: %v", ok, bins)
+	}
+}
