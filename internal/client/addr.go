@@ -25,15 +25,20 @@ type Target struct {
 	SSH bool
 }
 
-// ParseTarget parses one address.
+// ParseTarget parses one address: ssh://… (or any address when bare hosts
+// mean ssh://, SetBareHostsSSH) is reached through OpenSSH.
 func ParseTarget(s string) (Target, error) {
+	if rest, ok := strings.CutPrefix(s, sshScheme); ok || (bareSSH.Load() && s != "") {
+		return parseSSHTarget(s, rest)
+	}
+	return parseTarget(s)
+}
+
+func parseTarget(s string) (Target, error) {
 	var t Target
 	orig := s
 	if s == "" {
 		return t, fmt.Errorf("empty address: use [USER@]HOST[:PORT][/NAME]")
-	}
-	if rest, ok := strings.CutPrefix(s, sshScheme); ok {
-		return parseSSHTarget(orig, rest)
 	}
 	if i := strings.IndexByte(s, '/'); i >= 0 {
 		t.Session = s[i+1:]

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -21,10 +22,23 @@ import (
 // sshScheme starts an address reached through the user's OpenSSH.
 const sshScheme = "ssh://"
 
+// bareSSH: addresses without ssh:// mean ssh:// too (SetBareHostsSSH).
+var bareSSH atomic.Bool
+
+// SetBareHostsSSH makes addresses written without a scheme mean ssh://
+// (client setting transport = "ssh", TETHER_TRANSPORT=ssh). They then
+// print, and are remembered, with ssh://, so they keep their transport.
+// It is process-wide: the command line sets it once, before parsing.
+func SetBareHostsSSH(on bool) { bareSSH.Store(on) }
+
 // parseSSHTarget parses what follows ssh://: [USER@]HOST[:PORT][/NAME],
-// PORT being sshd's; without one, ssh_config's Port (or 22) applies.
+// PORT being sshd's; without one, ssh_config's Port (or 22) applies. rest
+// is empty when orig has no scheme (bare hosts meaning ssh://).
 func parseSSHTarget(orig, rest string) (Target, error) {
-	t, err := ParseTarget(rest)
+	if !strings.HasPrefix(orig, sshScheme) {
+		rest = orig
+	}
+	t, err := parseTarget(rest)
 	if err != nil {
 		return t, fmt.Errorf("%w (in %q)", err, orig)
 	}

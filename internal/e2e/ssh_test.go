@@ -450,3 +450,35 @@ func TestSSHNoexecDir(t *testing.T) {
 		t.Fatalf("binaries in %s: %v", ok, bins)
 	}
 }
+
+// TestSSHBareHostsTransport: TETHER_TRANSPORT=ssh, or transport = "ssh" in
+// the client config, makes a bare host mean ssh://; addresses print and
+// are remembered with ssh://, so they keep their transport without it.
+func TestSSHBareHostsTransport(t *testing.T) {
+	w := newSSHWorld(t, "")
+	c := w.client
+	base := c.Env
+	c.Env = append(base, "TETHER_TRANSPORT=ssh")
+	if got := c.MustRun("new", "--name", "s", "web1"); got != "ssh://web1/s\n" {
+		t.Fatalf("new web1 with TETHER_TRANSPORT=ssh printed %q", got)
+	}
+	c.MustRun("invoke", "web1/s", "v=1")
+	c.Env = base
+	if got := c.MustRun("invoke", "ssh://web1/s", "echo $v"); got != "1\n" {
+		t.Fatalf("state: %q", got)
+	}
+	if !strings.Contains(c.MustRun("list"), "ssh://web1/s") {
+		t.Fatal("the registry does not remember ssh://web1/s")
+	}
+	cfgDir := filepath.Join(c.Home, ".config", "tether")
+	os.MkdirAll(cfgDir, 0o700)
+	appendFile(t, filepath.Join(cfgDir, "config.toml"), "transport = \"ssh\"\n")
+	if got := c.MustRun("invoke", "web1/s", "echo $v"); got != "1\n" {
+		t.Fatalf("with transport = \"ssh\" in config.toml: %q", got)
+	}
+	c.Env = append(base, "TETHER_TRANSPORT=carrier-pigeon")
+	r := c.Run("list")
+	if r.Code != 255 || !strings.Contains(r.Stderr, `TETHER_TRANSPORT = "carrier-pigeon": use "ssh"`) {
+		t.Fatalf("bad TETHER_TRANSPORT: exit %d %s", r.Code, r.Stderr)
+	}
+}
