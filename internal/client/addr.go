@@ -138,7 +138,7 @@ func (t Target) HostString() string {
 	} else {
 		b.WriteString(t.Host)
 	}
-	if t.Port != DefaultPort && !(t.SSH && t.Port == 0) {
+	if t.SSH && t.Port != 0 || !t.SSH && t.Port != DefaultPort {
 		b.WriteString(":" + strconv.Itoa(t.Port))
 	}
 	return b.String()
