@@ -43,6 +43,10 @@ func Main(args []string) int {
 func Run(ctx context.Context, env *Env, args []string) int {
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM)
 	defer stop()
+	if err := applyTransport(env, args); err != nil {
+		fmt.Fprintf(env.Stderr, "tether: %v\n", err)
+		return 255
+	}
 	root := newRoot(env)
 	root.SetArgs(args)
 	if c, _, err := root.Find(args); err == nil && c != root {

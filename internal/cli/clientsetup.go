@@ -66,6 +66,7 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 		DefaultUser: g.login(env),
 		Timeout:     timeout,
 		Client:      clientIdentity(dir),
+		SSH:         client.SSHOptionsFromEnv(env.Getenv, home, Version),
 	}
 	s := &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}}
 	if persist <= 0 {

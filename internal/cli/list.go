@@ -128,7 +128,7 @@ once and forgotten.`,
 					found := map[string]bool{}
 					for _, si := range resp.Sessions {
 						t := h.WithUser(s.dialer.DefaultUser).WithSession(si.Name)
-						if si.User != "" && si.User != t.User {
+						if si.User != "" && si.User != t.User && !t.SSH { // ssh://: the login is ssh_config's
 							t.User = si.User
 						}
 						full := t.String()

@@ -17,7 +17,7 @@ import (
 func serveCmd(env *Env) *cobra.Command {
 	var o agent.Options
 	var logLevel string
-	var stopIt bool
+	var stopIt, stdio bool
 	cmd := &cobra.Command{
 		Use:   "serve [flags]",
 		Short: "Run the host agent (sessions live on after it stops)",
@@ -30,7 +30,12 @@ As root it serves every local user, each session running as its user; as a
 normal user it serves only that user.
 
 serve --stop stops the agent that runs with the same state directory (its
-pid is in STATE/agent.pid) and waits until it is gone; sessions keep running.`,
+pid is in STATE/agent.pid) and waits until it is gone; sessions keep running.
+
+serve --stdio serves one client over stdin and stdout, as the user who ran
+it: what a client reaching ssh://HOST runs there through the user's own
+OpenSSH (which did the authentication). Its sessions live under the user's
+state directory and outlive it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.StateDir == "" {
@@ -43,6 +48,11 @@ pid is in STATE/agent.pid) and waits until it is gone; sessions keep running.`,
 			if err := level.UnmarshalText([]byte(logLevel)); err != nil {
 				return fmt.Errorf("bad --log-level %q: use debug, info, warn or error", logLevel)
 			}
+			if stdio && !cmd.Flags().Changed("log-level") {
+				// ssh passes stderr to the client, which shows it
+				// only when something failed.
+				level = slog.LevelWarn
+			}
 			o.Logger = slog.New(slog.NewTextHandler(env.Stderr, &slog.HandlerOptions{Level: level}))
 			if len(o.Modules) == 0 {
 				o.Modules = defaultModuleDirs(env)
@@ -50,6 +60,11 @@ pid is in STATE/agent.pid) and waits until it is gone; sessions keep running.`,
 			a, err := agent.New(o)
 			if err != nil {
 				return err
+			}
+			if stdio {
+				// One client, the one ssh connected: no listener and no
+				// pid file (several run at once, one per connection).
+				return a.ServeStdio(cmd.Context(), agent.StdioConn())
 			}
 			release, err := holdPidFile(o.StateDir)
 			if err != nil {
@@ -88,6 +103,7 @@ pid is in STATE/agent.pid) and waits until it is gone; sessions keep running.`,
 	f.StringArrayVar(&o.Modules, "modules", nil, "command module directory (repeatable)")
 	f.StringVar(&o.AddrFile, "addr-file", "", "write the listening address to this file once listening")
 	f.StringVar(&logLevel, "log-level", "info", "debug, info, warn or error")
+	f.BoolVar(&stdio, "stdio", false, "serve one client over stdin/stdout (what ssh:// targets run on the host through the user's OpenSSH)")
 	f.BoolVar(&stopIt, "stop", false, "stop the agent running with this state directory (see STATE/agent.pid), and wait until it is gone")
 	return cmd
 }

@@ -148,7 +148,7 @@ func removeAll(cmd *cobra.Command, env *Env, g *globals, targets []client.Target
 			if si.State == wire.StateClosed {
 				continue
 			}
-			if owner != "" && si.User != owner || owner == "" && si.User != "" && si.User != h.WithUser(s.dialer.DefaultUser).User {
+			if owner != "" && si.User != owner || owner == "" && si.User != "" && si.User != h.WithUser(s.dialer.DefaultUser).User && !h.SSH {
 				continue
 			}
 			names = append(names, si.Name)

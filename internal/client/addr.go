@@ -20,10 +20,21 @@ type Target struct {
 	Host    string
 	Port    int
 	Session string // empty: a bare host (temporary session)
+	// SSH: written ssh://…, reached through the user's OpenSSH
+	// (sshdial.go); Port 0 is then ssh's own (ssh_config's).
+	SSH bool
 }
 
-// ParseTarget parses one address.
+// ParseTarget parses one address: ssh://… (or any address when bare hosts
+// mean ssh://, SetBareHostsSSH) is reached through OpenSSH.
 func ParseTarget(s string) (Target, error) {
+	if rest, ok := strings.CutPrefix(s, sshScheme); ok || (bareSSH.Load() && s != "") {
+		return parseSSHTarget(s, rest)
+	}
+	return parseTarget(s)
+}
+
+func parseTarget(s string) (Target, error) {
 	var t Target
 	orig := s
 	if s == "" {
@@ -115,6 +126,9 @@ func (t Target) HostPort() string { return net.JoinHostPort(t.Host, strconv.Itoa
 // HostString is [USER@]HOST[:PORT], the port only when not the default.
 func (t Target) HostString() string {
 	var b strings.Builder
+	if t.SSH {
+		b.WriteString(sshScheme)
+	}
 	if t.User != "" {
 		b.WriteString(t.User)
 		b.WriteByte('@')
@@ -124,7 +138,7 @@ func (t Target) HostString() string {
 	} else {
 		b.WriteString(t.Host)
 	}
-	if t.Port != DefaultPort {
+	if t.SSH && t.Port != 0 || !t.SSH && t.Port != DefaultPort {
 		b.WriteString(":" + strconv.Itoa(t.Port))
 	}
 	return b.String()
@@ -140,7 +154,7 @@ func (t Target) String() string {
 
 // WithUser fills in the login name when the address has none.
 func (t Target) WithUser(user string) Target {
-	if t.User == "" {
+	if t.User == "" && !t.SSH { // ssh:// leaves the login to ssh_config
 		t.User = user
 	}
 	return t

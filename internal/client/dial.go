@@ -51,6 +51,9 @@ type Dialer struct {
 	// Mux, if set, takes channels from a master process when one runs for
 	// the host (muxdial.go).
 	Mux *MuxOptions
+	// SSH says how ssh:// targets are reached (sshdial.go); nil: from
+	// the environment.
+	SSH *SSHOptions
 	// Clock paces reconnect backoff and the ack loop (nil: the real
 	// clock); tests pass a clock.Fake so that backoff costs no real time.
 	Clock clock.Clock
@@ -131,6 +134,9 @@ func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
 
 // Dial connects and authenticates to t's agent.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
+	if t.SSH {
+		return d.dialSSH(ctx, t)
+	}
 	shown := t.WithSession("")
 	t = t.WithUser(d.DefaultUser)
 	startMaster := false

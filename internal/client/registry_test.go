@@ -132,3 +132,33 @@ func TestRegistryUnchangedIsNotRewritten(t *testing.T) {
 		t.Fatalf("after remove: %v", got)
 	}
 }
+
+func TestParseSSHTarget(t *testing.T) {
+	for _, c := range []struct {
+		in, host, user string
+		port           int
+		sess           string
+	}{
+		{"ssh://web1", "web1", "", 0, ""},
+		{"ssh://bob@web1:2222/s", "web1", "bob", 2222, "s"},
+		{"ssh://web1:4422/x", "web1", "", 4422, "x"},
+		{"ssh://[::1]/s", "::1", "", 0, "s"},
+	} {
+		tg, err := ParseTarget(c.in)
+		if err != nil || !tg.SSH || tg.Host != c.host || tg.User != c.user || tg.Port != c.port || tg.Session != c.sess {
+			t.Errorf("ParseTarget(%q) = %+v, %v", c.in, tg, err)
+			continue
+		}
+		if tg.String() != c.in || tg.WithUser("me").String() != c.in {
+			t.Errorf("%q prints as %q / %q", c.in, tg.String(), tg.WithUser("me").String())
+		}
+	}
+	if _, err := ParseTarget("ssh://-oProxyCommand=x"); err == nil {
+		t.Error("ssh://-o… accepted")
+	}
+	SetBareHostsSSH(true)
+	defer SetBareHostsSSH(false)
+	if tg, err := ParseTarget("web1/s"); err != nil || tg.String() != "ssh://web1/s" {
+		t.Errorf("bare host with ssh transport: %v %v", tg, err)
+	}
+}
