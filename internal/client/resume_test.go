@@ -157,7 +157,9 @@ func TestRunResumesAtEveryRecordBoundary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	wc, ch, err := c.Open(wire.Request{Op: opNew, Session: "work", Client: d.Client})
+	// The builtin shell: its stdout and stderr keep their interleaving
+	// (one record each), which bash's separate pipes do not.
+	wc, ch, err := c.Open(wire.Request{Op: opNew, Session: "work", Shell: "builtin", Client: d.Client})
 	if err != nil {
 		t.Fatal(err)
 	}
