@@ -671,20 +671,36 @@ func (b *bench) figFanout(r *results, cfg config, sshd *sshdProc) error {
 		y.Extra = map[string]any{"per_session_percent": cpu / float64(len(all)), "load_average": loadavg()}
 
 		targets := strings.Join(all[:n], ",")
+		var agentPIDs []int
+		for _, a := range agents {
+			agentPIDs = append(agentPIDs, a.pid())
+		}
 		for _, th := range cfg.throttles {
 			reps := cfg.fanReps
 			if n >= 1000 {
 				reps = min(reps, 2)
 			}
+			// CPU per target by process kind: wall time on a shared machine
+			// is noisy, CPU time is what a regression shows up in (from
+			// /proc/PID/stat, which counts threads that have exited).
+			var cpuClient, cpuAgents, cpuHosts time.Duration
+			runs := 0
 			ds, nerr := repeat(r, fmt.Sprintf("tether invoke N=%d throttle %d", n, th), reps, func() (time.Duration, error) {
 				ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
 				defer cancel()
 				cmd := b.tetherCmd(ctx, "invoke", "--throttle", fmt.Sprint(th), targets, "true")
 				var errb bytes.Buffer
 				cmd.Stdin, cmd.Stdout, cmd.Stderr = devNull, devNull, &errb
+				a0, h0 := procsCPU(agentPIDs), procsCPU(pids)
 				t0 := time.Now()
 				err := cmd.Run()
 				el := time.Since(t0)
+				cpuAgents += procsCPU(agentPIDs) - a0
+				cpuHosts += procsCPU(pids) - h0
+				if cmd.ProcessState != nil {
+					cpuClient += cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+				}
+				runs++
 				if err != nil {
 					lines := strings.Split(strings.TrimSpace(errb.String()), "\n")
 					return el, fmt.Errorf("%v; %d stderr lines, first: %s", err, len(lines), lines[0])
@@ -693,6 +709,15 @@ func (b *bench) figFanout(r *results, cfg config, sshd *sshdProc) error {
 			})
 			x := record(fmt.Sprintf("tether invoke --throttle %d, N=%d", th, n), fmt.Sprintf("tether --throttle %d", th), n, ds, nerr)
 			r.ratio(x, fmt.Sprintf("xargs -P %d ssh, N=%d", cfg.xargsPar, n))
+			if runs > 0 {
+				per := func(d time.Duration) float64 { return float64(d.Microseconds()) / float64(runs*n) }
+				for _, c := range []struct {
+					who string
+					d   time.Duration
+				}{{"client (the CLI)", cpuClient}, {"agents", cpuAgents}, {"session hosts", cpuHosts}} {
+					r.add(newRow(fig, fmt.Sprintf("  CPU per target, --throttle %d, N=%d: %s", th, n, c.who), "us", []float64{per(c.d)}))
+				}
+			}
 		}
 		if n == cfg.fanNs[len(cfg.fanNs)-1] {
 			b.fanoutFold(r, fig, n, targets, cfg)
