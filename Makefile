@@ -22,8 +22,10 @@ test:
 fuzz:
 	./scripts/fuzz.sh $${FUZZTIME:-30s}
 
+# Every figure twice: bash sessions (the default shell) and builtin ones.
 bench: build
-	$(GO) run ./bench -tether $(BIN)
+	$(GO) run ./bench -tether $(BIN) -shell bash
+	$(GO) run ./bench -tether $(BIN) -shell builtin -out bench/results-builtin.json -svg bench/fanout-builtin.svg
 
 # 1,000 random network cuts during 20 MB transfers each way, every byte checked.
 soak:

@@ -39,6 +39,9 @@ type bench struct {
 	agents  []*agentProc
 	cleanup []func()
 	mu      sync.Mutex
+	// shell, if set, is every agent's DefaultShell (a policy file), so
+	// that the figures are of bash or of builtin sessions.
+	shell string
 }
 
 func newBench(bin string) (*bench, error) {
@@ -130,6 +133,11 @@ func (b *bench) startAgent(name string, maxShells int) (*agentProc, error) {
 	pub, _ := os.ReadFile(b.key + ".pub")
 	if err := os.WriteFile(ak, pub, 0o600); err != nil {
 		return nil, err
+	}
+	if b.shell != "" {
+		if err := os.WriteFile(filepath.Join(d, "policy.toml"), []byte("DefaultShell = \""+b.shell+"\"\n"), 0o644); err != nil {
+			return nil, err
+		}
 	}
 	a := &agentProc{state: filepath.Join(d, "st"), log: filepath.Join(d, "agent.log"), done: make(chan struct{})}
 	addrFile := filepath.Join(d, "addr")

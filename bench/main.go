@@ -38,7 +38,12 @@ func main() {
 	svg := flag.String("svg", "", "fan-out plot (default bench/fanout.svg; bench/fanout-quick.svg with -quick)")
 	noSSH := flag.Bool("no-ssh", false, "skip OpenSSH (no private sshd)")
 	profile := flag.String("profile", "", "instead of the figures, profile tether's slow paths into this directory (see profile.go)")
+	shell := flag.String("shell", "", "the sessions' shell, bash or builtin (each agent's DefaultShell; default: the build's default)")
 	flag.Parse()
+	if *shell != "" && *shell != "bash" && *shell != "builtin" {
+		fmt.Fprintf(os.Stderr, "bench: bad -shell %q: use bash or builtin\n", *shell)
+		os.Exit(2)
+	}
 
 	cfg := fullConfig()
 	if *quick {
@@ -82,6 +87,9 @@ func main() {
 		fatal(err)
 	}
 	b, err := newBench(path)
+	if b != nil {
+		b.shell = *shell
+	}
 	if err != nil {
 		fatal(err)
 	}
