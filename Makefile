@@ -24,8 +24,8 @@ fuzz:
 
 # Every figure twice: bash sessions (the default shell) and builtin ones.
 bench: build
-	$(GO) run ./bench -tether $(BIN) -shell bash
-	$(GO) run ./bench -tether $(BIN) -shell builtin -out bench/results-builtin.json -svg bench/fanout-builtin.svg
+	$(GO) run ./bench -tether $(BIN) -shell bash | tee bench/results.md
+	$(GO) run ./bench -tether $(BIN) -shell builtin -out bench/results-builtin.json -svg bench/fanout-builtin.svg | tee bench/results-builtin.md
 
 # 1,000 random network cuts during 20 MB transfers each way, every byte checked.
 soak:

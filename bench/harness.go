@@ -284,7 +284,7 @@ func (b *bench) newSessions(a *agentProc, n int) ([]string, error) {
 	defer c.Close()
 	var out []string
 	for i := 0; i < n; i++ {
-		resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
+		resp, err := c.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client, NoProfile: b.shell == "bash"})
 		if err != nil {
 			return out, fmt.Errorf("session %d on %s: %w", i+1, a.addr, err)
 		}

@@ -122,7 +122,12 @@ func main() {
 	r.Machine = machine(sshd)
 	fmt.Fprintf(os.Stderr, "bench: %v\n", r.Machine)
 	r.note("ssh logs in as %q (/bin/bash, empty home): root's ~/.bashrc here runs pyenv init and Debian's bash reads ~/.bashrc for `ssh host cmd`, which would add ~480 ms to every ssh figure", sshUser)
-	r.note("tether agents and sessions run as %s; a tether session runs commands in its own mvdan/sh runspace, so no shell start-up files are involved", b.user)
+	switch b.shell {
+	case "builtin":
+		r.note("tether agents and sessions run as %s; sessions are the builtin shell (mvdan/sh inside the session host), which reads no start-up files", b.user)
+	default:
+		r.note("tether agents and sessions run as %s; sessions are the host's bash, opened with --no-profile (an empty profile); a temporary session (invoke H) reads %s's login profile, which here runs pyenv init (~0.5 s)", b.user, b.user)
+	}
 
 	type figure struct {
 		name string
