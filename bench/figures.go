@@ -373,7 +373,7 @@ func (b *bench) figCreate(r *results, cfg config, sshd *sshdProc) error {
 	}
 	ds, errs = repeat(r, "Call new", cfg.createN, func() (time.Duration, error) {
 		start := time.Now()
-		resp, err := conn.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client})
+		resp, err := conn.Call(ctx, wire.Request{Op: wire.OpNew, Client: b.client, NoProfile: b.shell == "bash"})
 		if err == nil {
 			made = append(made, a.addr+"/"+resp.Session.Name)
 		}

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/sshauth"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -38,6 +39,8 @@ func (b *bench) figIdleUser(r *results, cfg config) error {
 		n = 20
 	}
 	d := b.dialer()
+	// Its own known_hosts: an earlier figure's agent may have had this port.
+	d.KnownHosts = &sshauth.KnownHosts{Path: filepath.Join(b.dir, "idleuser_known_hosts"), DefaultPort: client.DefaultPort}
 	d.DefaultUser = login
 	ctx := context.Background()
 	c, err := d.Dial(ctx, mustTarget(a.addr))
@@ -153,6 +156,8 @@ func (b *bench) startUserAgent() (*agentProc, string, error) {
 	// Raise MaxShellsPerUser as the agent's own user would (an admin in
 	// user mode is the user).
 	d := b.dialer()
+	// Its own known_hosts: an earlier figure's agent may have had this port.
+	d.KnownHosts = &sshauth.KnownHosts{Path: filepath.Join(b.dir, "idleuser_known_hosts"), DefaultPort: client.DefaultPort}
 	d.DefaultUser = u.Username
 	c, err := d.Dial(context.Background(), mustTarget(a.addr))
 	if err != nil {
