@@ -58,6 +58,8 @@ type monitor struct {
 	started bool
 	closed  bool
 	asleep  bool // waiting for a poke, no timer
+	shell   int  // the session's shell (SetShell): alone, it does not keep the scans going
+	running bool // a command of the shell runs (Wake … endCommand): scan on
 	scans   int  // /proc scans by the monitor's loop
 	last    usage
 }
@@ -139,7 +141,11 @@ func (m *monitor) addHost(int) error { return nil }
 
 func (m *monitor) prepareStart(*exec.Cmd) error { return nil }
 
-func (m *monitor) endCommand() {}
+func (m *monitor) endCommand() {
+	m.mu.Lock()
+	m.running = false
+	m.mu.Unlock()
+}
 
 // members lists the session's live processes. m.mu is held.
 func (m *monitor) members() ([]proc, error) {
@@ -249,7 +255,13 @@ func (m *monitor) enforce() (live, changed bool) {
 	}
 	changed = u.n != m.last.n || u.rss > m.last.rss+1<<20 || u.rss < m.last.rss-1<<20
 	m.last = u
-	live = len(ps) > 0
+	live = m.running
+	for _, p := range ps {
+		if p.pid != m.shell {
+			live = true
+			break
+		}
+	}
 	if max := m.sp.MaxProcesses; max > 0 && len(ps) > max {
 		sort.Slice(ps, func(i, j int) bool { // newest first
 			if ps[i].start != ps[j].start {

@@ -314,6 +314,32 @@ func (g *Group) Add(pid int) error {
 	return err
 }
 
+// SetShell says pid (added with Add) is the session's long-lived shell
+// (bash): under the rlimit fallback's monitor it counts toward the limits
+// but does not keep the monitor scanning, so an idle bash session costs no
+// CPU; Wake at each command's start resumes the scans. With cgroups the
+// kernel counts everything: nothing to do.
+func (g *Group) SetShell(pid int) {
+	if m, ok := g.b.(*monitor); ok {
+		m.mu.Lock()
+		m.shell = pid
+		m.mu.Unlock()
+	}
+}
+
+// Wake tells the monitor a command starts (SetShell); a no-op with cgroups.
+func (g *Group) Wake() {
+	if m, ok := g.b.(*monitor); ok {
+		m.mu.Lock()
+		m.running = true // until EndCommand: bash may not have forked yet
+		m.mu.Unlock()
+		select {
+		case m.poke <- struct{}{}:
+		default:
+		}
+	}
+}
+
 // AddHost places the session host process pid in the group's host part,
 // inside the session's bound but outside the commands' limits (the agent
 // calls it right after starting the session host). Rlimit: nothing.

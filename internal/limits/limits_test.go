@@ -864,3 +864,39 @@ func TestRlimitMemoryNamedLimit(t *testing.T) {
 		t.Errorf("200 MB under 64 MB: %v, stderr %q; Explain %q, want the MaxMemoryPerShellMB line", err, sh.stderr.String(), lines)
 	}
 }
+
+// TestRlimitIdleShellNoScans: a session's long-lived shell (SetShell, a
+// bash that lives as long as the session) does not keep the fallback's
+// monitor scanning once its command ended; Wake at the next command does,
+// until EndCommand, and a process the shell runs keeps it going. (100 idle
+// bash sessions scanned /proc every 500 ms: 146 % of a core.)
+func TestRlimitIdleShellNoScans(t *testing.T) {
+	needRlimit(t)
+	g := newGroup(t, Rlimit, Spec{MaxProcesses: 10, MaxMemoryBytes: 64 << 20})
+	m := g.b.(*monitor)
+	shell := startGated(t, "exec sleep 300") // stands for the session's bash (one process)
+	if err := g.Add(shell.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	g.SetShell(shell.cmd.Process.Pid)
+	shell.release(t)
+	tstest.WaitFor(t, 20*time.Second, "the monitor to sleep with only the shell alive", func() bool {
+		_, asleep := m.state()
+		return asleep
+	})
+	n0, _ := m.state()
+	time.Sleep(4 * MonitorSlow)
+	if n, asleep := m.state(); n != n0 || !asleep {
+		t.Fatalf("idle shell: %d scans became %d (asleep %v); want none", n0, n, asleep)
+	}
+	g.Wake()
+	tstest.WaitFor(t, 20*time.Second, "scans while a command runs", func() bool {
+		n, _ := m.state()
+		return n > n0+2 // several: Wake keeps it scanning until EndCommand
+	})
+	g.EndCommand()
+	tstest.WaitFor(t, 20*time.Second, "the monitor to sleep after the command", func() bool {
+		_, asleep := m.state()
+		return asleep
+	})
+}

@@ -33,10 +33,22 @@ func (h *Host) newBash() (runspace.Shell, error) {
 		Bash:        path,
 		NoProfile:   h.opts.NoProfile,
 		BeforeStart: h.limitsHook,
-		AfterStart:  h.afterStart,
+		AfterStart:  h.afterStartShell,
 		LateOutput:  h.lateOutput,
 		Log:         h.log,
 	})
+}
+
+// afterStartShell puts bash under the session's limits, as the shell: the
+// rlimit fallback's monitor does not scan for an idle bash alone.
+func (h *Host) afterStartShell(pid int) error {
+	if err := h.afterStart(pid); err != nil {
+		return err
+	}
+	if h.group != nil {
+		h.group.SetShell(pid)
+	}
+	return nil
 }
 
 // lateOutput journals what a background job writes after its command

@@ -113,8 +113,12 @@ func (h *Host) runCommand(c *command, script string) {
 		stopWatch = h.watchMemory()
 	} else {
 		// bash forks the command's processes itself: the counters are
-		// the command's from its start.
+		// the command's from its start, and the fallback's monitor scans
+		// from now (an idle bash alone does not keep it scanning).
 		h.takeCounters()
+		if h.group != nil {
+			h.group.Wake()
+		}
 	}
 	h.writeNotices(errw)
 	code, err := h.rs.Run(ctx, script, streams)
