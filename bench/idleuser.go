@@ -124,7 +124,15 @@ func (b *bench) startUserAgent() (*agentProc, string, error) {
 	if err := os.WriteFile(ak, pub, 0o600); err != nil {
 		return nil, "", err
 	}
-	for _, p := range []string{dir, bin, ak} {
+	owned := []string{dir, bin, ak}
+	if b.shell != "" {
+		pol := filepath.Join(dir, "policy.toml")
+		if err := os.WriteFile(pol, []byte("DefaultShell = \""+b.shell+"\"\n"), 0o644); err != nil {
+			return nil, "", err
+		}
+		owned = append(owned, pol)
+	}
+	for _, p := range owned {
 		if err := os.Chown(p, uid, gid); err != nil {
 			return nil, "", err
 		}
