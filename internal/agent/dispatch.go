@@ -294,6 +294,16 @@ func (a *Agent) opRemove(id identity, req *wire.Request) wire.Response {
 	by := fmt.Sprintf("%s from %s", id.user, orUnknown(req.Client.Host))
 	resp, err := a.call(ref, id, wire.Request{Op: wire.OpClose, Client: wire.Client{ID: req.Client.ID, Host: by}, Reason: "removed with tether remove"})
 	if err != nil {
+		// The host may end before its answer is read (its close is
+		// done by then): the session is removed if the host is gone.
+		select {
+		case <-ref.gone:
+			a.log.Warn("session host ended without answering close; it is gone", "user", user, "session", ref.name, "err", err)
+			resp, err = wire.Response{OK: true}, nil
+		case <-time.After(2 * time.Second):
+		}
+	}
+	if err != nil {
 		return wire.Refuse(err)
 	}
 	// The host has closed; answer once the agent has removed its directory

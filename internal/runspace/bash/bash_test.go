@@ -192,6 +192,13 @@ func TestBackgroundJobSurvivesInterrupt(t *testing.T) {
 	s := newShell(t, Options{NoProfile: true})
 	r := run(t, s, "sleep 100 & p=$!; echo $p", "")
 	pid := strings.TrimSpace(r.out)
+	// Until the job has exec'd sleep, it is a fork of bash with bash's own
+	// SIGINT handler (it sets SIGINT ignored just before the exec): a
+	// Ctrl-C then would end it, in bash as here.
+	tstest.WaitFor(t, 10*time.Second, "the job to run sleep", func() bool {
+		b, _ := os.ReadFile("/proc/" + pid + "/comm")
+		return string(b) == "sleep\n"
+	})
 	interruptAfter(t, s, "echo go; sleep 100", "go")
 	if r := run(t, s, "jobs; kill -0 $p && echo live; kill %1; wait $p; echo $?", ""); !strings.Contains(r.out, "Running") || !strings.Contains(r.out, "live") || !strings.HasSuffix(r.out, "143\n") {
 		t.Fatalf("pid %s after interrupt: %+v", pid, r)
