@@ -99,7 +99,10 @@ func (h *Host) watchMemory() (stop func() bool) {
 			// The runtime's memory limit (set to the same) collects and
 			// returns garbage to keep this figure below it: over it means
 			// live memory, no need for a (slow) forced collection.
-			if hostMemory() <= limit {
+			// Output the client has not acknowledged yet is held in
+			// memory by the journal: it is the client's lag, not the
+			// command's growth (a `cat` of 50 MB to a slow client).
+			if hostMemory() <= limit+uint64(max(h.j.Unacked(), 0)) {
 				continue
 			}
 			fired = true

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Inventory is an Ansible inventory reduced to what Tether needs: each
@@ -351,12 +352,14 @@ func hostTarget(name string, vars map[string]string) (string, error) {
 	port := first("tether_port", "ansible_port", "ansible_ssh_port")
 	addr = strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
 	if addr == "" || strings.ContainsFunc(addr, func(r rune) bool {
-		return r <= ' ' || r == 0x7f || strings.ContainsRune("[]@/,!&#\"'\\", r)
+		// Unicode spaces too: an expression trims them (U+2009, found by
+		// FuzzInventory), so such a host could never be named.
+		return r <= ' ' || r == 0x7f || unicode.IsSpace(r) || !unicode.IsPrint(r) || strings.ContainsRune("[]@/,!&#\"'\\", r)
 	}) {
 		return "", fmt.Errorf("host %q: address %q is not a host name or IP address", name, addr)
 	}
 	if user != "" && strings.ContainsFunc(user, func(r rune) bool {
-		return r <= ' ' || r == 0x7f || strings.ContainsRune("[]@/,!&:#\"'\\", r)
+		return r <= ' ' || r == 0x7f || unicode.IsSpace(r) || !unicode.IsPrint(r) || strings.ContainsRune("[]@/,!&:#\"'\\", r)
 	}) {
 		return "", fmt.Errorf("host %q: user %q contains a character that cannot be in a login name", name, user)
 	}
