@@ -81,12 +81,23 @@ func (m *monitor) state() (scans int, asleep bool) {
 	return m.scans, m.asleep
 }
 
+// rlimitAS sets the soft RLIMIT_AS of pid, the hard one left as it is, so
+// that a raised MaxMemoryPerShellMB can raise it again without privilege: a
+// bash session's bash lives on, and every command it starts inherits its
+// limit. (The monitor is the bound; this is only its backstop.)
 func rlimitAS(pid int, limit int64) error {
 	v := uint64(unix.RLIM_INFINITY)
 	if limit > 0 {
 		v = uint64(limit)
 	}
-	return unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: v, Max: v}, nil)
+	var cur unix.Rlimit
+	if err := unix.Prlimit(pid, unix.RLIMIT_AS, nil, &cur); err != nil {
+		return err
+	}
+	if v > cur.Max {
+		v = cur.Max
+	}
+	return unix.Prlimit(pid, unix.RLIMIT_AS, &unix.Rlimit{Cur: v, Max: cur.Max}, nil)
 }
 
 func (m *monitor) add(pid int) error {
