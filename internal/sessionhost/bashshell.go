@@ -15,7 +15,7 @@ import (
 
 // newBash starts the session's bash: as the session host's user (the
 // session host already runs as the user), born in the commands' cgroup
-// (startHook), its FIFOs and state snapshots in the session directory's
+// (limitsHook), its FIFOs and state snapshots in the session directory's
 // bash/ (0700).
 func (h *Host) newBash() (runspace.Shell, error) {
 	path := config.HostBash()
