@@ -462,6 +462,9 @@ func TestImportHostileHost(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
+			// Every hostile host has a key of its own, and a port an
+			// earlier case's host may have had: no known host to clash with.
+			os.Remove(filepath.Join(c.Home, ".config", "tether", "known_hosts"))
 			addr := hostileHost(t, []wire.ModuleInfo{tc.mod}, "help $("+inj+")\n")
 			bin := filepath.Join(ShortTempDir(t), "bin")
 			r := c.Run("import", "--dir", bin, addr, "netadmin")
