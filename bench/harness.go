@@ -44,6 +44,16 @@ type bench struct {
 	shell string
 }
 
+// writeShellPolicy writes dir/policy.toml setting the run's DefaultShell
+// (b.shell); it returns the file's path, or "" when no shell is asked for.
+func (b *bench) writeShellPolicy(dir string) (string, error) {
+	if b.shell == "" {
+		return "", nil
+	}
+	p := filepath.Join(dir, "policy.toml")
+	return p, os.WriteFile(p, []byte("DefaultShell = \""+b.shell+"\"\n"), 0o644)
+}
+
 func newBench(bin string) (*bench, error) {
 	home, err := os.UserHomeDir()
 	if err != nil || home == "" || home == "/" {
@@ -134,10 +144,8 @@ func (b *bench) startAgent(name string, maxShells int) (*agentProc, error) {
 	if err := os.WriteFile(ak, pub, 0o600); err != nil {
 		return nil, err
 	}
-	if b.shell != "" {
-		if err := os.WriteFile(filepath.Join(d, "policy.toml"), []byte("DefaultShell = \""+b.shell+"\"\n"), 0o644); err != nil {
-			return nil, err
-		}
+	if _, err := b.writeShellPolicy(d); err != nil {
+		return nil, err
 	}
 	a := &agentProc{state: filepath.Join(d, "st"), log: filepath.Join(d, "agent.log"), done: make(chan struct{})}
 	addrFile := filepath.Join(d, "addr")

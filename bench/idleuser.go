@@ -125,11 +125,11 @@ func (b *bench) startUserAgent() (*agentProc, string, error) {
 		return nil, "", err
 	}
 	owned := []string{dir, bin, ak}
-	if b.shell != "" {
-		pol := filepath.Join(dir, "policy.toml")
-		if err := os.WriteFile(pol, []byte("DefaultShell = \""+b.shell+"\"\n"), 0o644); err != nil {
-			return nil, "", err
-		}
+	pol, err := b.writeShellPolicy(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	if pol != "" {
 		owned = append(owned, pol)
 	}
 	for _, p := range owned {

@@ -17,11 +17,16 @@ import (
 // Bash sessions (issue #14) against real agents. Each test opens its
 // sessions with --shell bash, so it runs in both passes of make test.
 
-func bashSetup(t *testing.T) (*Agent, *Client, string) {
+func needBash(t *testing.T) {
 	t.Helper()
 	if _, err := exec.LookPath("bash"); err != nil {
 		t.Skip("no bash on this machine")
 	}
+}
+
+func bashSetup(t *testing.T) (*Agent, *Client, string) {
+	t.Helper()
+	needBash(t)
 	a, c := setup(t)
 	addr := strings.TrimSpace(c.MustRun("new", "--shell", "bash", "--no-profile", a.Host()))
 	return a, c, addr
@@ -167,9 +172,7 @@ func TestBashKilledIsRestartedWithItsState(t *testing.T) {
 }
 
 func TestShellChoice(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash on this machine")
-	}
+	needBash(t)
 	a, c := setup(t)
 	if l := c.MustRun("config", "list", a.Host()); !strings.Contains(l, "DefaultShell") {
 		t.Fatalf("config list lacks DefaultShell:\n%s", l)
@@ -231,9 +234,7 @@ func TestShellChoice(t *testing.T) {
 // the user's login profile; its errors are said once; --no-profile skips
 // it; a profile that hangs is cut off and the session still opens.
 func TestBashLoginProfile(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash on this machine")
-	}
+	needBash(t)
 	u := EnsureUser(t, "tt-prof")
 	c := NewClient(t)
 	c.User = u.Name
