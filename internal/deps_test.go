@@ -20,11 +20,12 @@ const module = "github.com/tether-sh/tether/internal/"
 var serverOnly = []string{"agent", "sessionhost", "runspace", "journal", "limits"}
 
 // cliServerFiles are the files of internal/cli that serve: `tether serve`
-// and `tether session-host` link the agent and the session host. Every
+// and `tether session-host` link the agent and the session host, `tether
+// sftp-server` the SFTP server the agent starts for a user. Every
 // other file of the package is client code; cliWiring (the root command)
 // may name the server commands to add them.
 var (
-	cliServerFiles = map[string]bool{"serve.go": true, "servestop.go": true, "sessionhost_cmd.go": true}
+	cliServerFiles = map[string]bool{"serve.go": true, "servestop.go": true, "sessionhost_cmd.go": true, "sftpserver_cmd.go": true}
 	cliWiring      = map[string]bool{"cli.go": true}
 )
 

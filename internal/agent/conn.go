@@ -207,8 +207,8 @@ func (a *Agent) serveConn(ctx context.Context, c net.Conn) {
 	var waiting atomic.Int32
 	full := fmt.Sprintf("MaxSessionsPerConnection (%d) reached on this connection to %%HOST%%; wait for a command to end, or use another connection", maxSessions)
 	for nc := range chans {
-		if nc.ChannelType() != ChannelType {
-			nc.Reject(ssh.UnknownChannelType, "tether agents only speak "+ChannelType+"; use the tether client")
+		if t := nc.ChannelType(); t != ChannelType && t != SessionChannelType {
+			refuseChannel(nc) // sshsession.go
 			continue
 		}
 		if slots == nil {
@@ -269,6 +269,10 @@ func (a *Agent) refuseConn(sc *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs
 // agent is done with it and the client's close has arrived (the client
 // counts its slot free when it has the agent's close).
 func (a *Agent) acceptChannel(ctx context.Context, nc ssh.NewChannel, id identity, release func()) {
+	if nc.ChannelType() == SessionChannelType {
+		a.acceptSession(ctx, nc, id, release) // stock ssh clients: sshsession.go
+		return
+	}
 	ch, creqs, err := nc.Accept()
 	if err != nil {
 		release()

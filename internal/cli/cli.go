@@ -101,6 +101,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	root.AddCommand(
 		serveCmd(env),
 		sessionHostCmd(env),
+		sftpServerCmd(),
 		newCmd(env, g),
 		invokeCmd(env, g),
 		enterCmd(env, g),
