@@ -180,8 +180,19 @@ func (s *sshSession) requests(ctx context.Context, reqs <-chan *ssh.Request, fin
 				}()
 			}
 		case "x11-req", "auth-agent-req@openssh.com":
-			// Refused: see refuseChannel. The client says so itself.
+			// Refused: see refuseChannel. OpenSSH asks for X11 with a
+			// reply and says so itself; agent forwarding it asks for
+			// without one, so the refusal goes to the client's stderr.
 			s.log.Info("request refused", "request", r.Type)
+			if !r.WantReply {
+				s.mu.Lock()
+				nl := "\n"
+				if s.tty != nil {
+					nl = "\r\n"
+				}
+				s.mu.Unlock()
+				fmt.Fprintf(s.ch.Stderr(), "tether: %s refused: this agent does not forward ssh agents, X11 or ports%s", r.Type, nl)
+			}
 		}
 		if r.WantReply {
 			r.Reply(ok, nil)
