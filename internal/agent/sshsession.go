@@ -35,6 +35,11 @@ const EnvSession = "TETHER_SESSION"
 // never comes back to resume, so at once.
 const sshTempGrace = time.Millisecond
 
+// eofGrace is how long an EOF on a named session's channel waits to see
+// whether the channel is closing (the connection broke) rather than
+// half-closed by the client (docs/ARCHITECTURE.md).
+const eofGrace = 200 * time.Millisecond
+
 // refuseChannel rejects channel types other than Tether's and session:
 // port forwarding (direct-tcpip, forwarded-tcpip, direct-streamlocal) and
 // X11 would make the agent a network relay for the user, which Tether does
@@ -345,7 +350,7 @@ func (s *sshSession) follow(ctx context.Context, ref *sessionRef, req wire.Reque
 		s.log.Debug("ssh command started", "session", resp.Session.Name, "temporary", resp.Session.Temporary)
 	}
 	f := &hostStream{s: s, hc: hc, cmd: resp.Cmd, until: resp.Until, last: resp.StartSeq,
-		stdin: resp.Cmd != 0, stop: make(chan struct{})}
+		stdin: resp.Cmd != 0, persistent: !ref.meta.Temporary, stop: make(chan struct{})}
 	f.cond = sync.NewCond(&f.mu)
 	if receive && resp.Cmd == 0 && resp.Until <= resp.StartSeq {
 		return 0, false, nil // nothing running, nothing pending
@@ -394,6 +399,9 @@ type hostStream struct {
 	cmd   uint32 // the command followed; 0: a receive while nothing runs
 	until uint64 // receive while nothing runs: the last record pending
 	stdin bool
+	// persistent: a named session, which outlives the client (an EOF
+	// is passed on only once it is sure to be the client's).
+	persistent bool
 
 	mu       sync.Mutex
 	last     uint64 // the last record delivered
@@ -554,6 +562,18 @@ func (f *hostStream) pumpStdin() {
 			}
 			sent += uint64(len(data))
 			continue
+		}
+		if f.persistent {
+			// A channel closed by a connection that broke reads as EOF
+			// too, a moment before the channel is gone: the shell of a
+			// named session must not get an EOF its client never sent.
+			select {
+			case <-f.s.gone:
+				return
+			case <-f.stop:
+				return
+			case <-time.After(eofGrace):
+			}
 		}
 		f.hc.WriteU64(wire.TStdinEOF, sent, nil)
 		return

@@ -228,13 +228,25 @@ func (s *stockSSH) sshInTmux(t *testing.T, cols, rows int, args ...string) *tmux
 	return tt
 }
 
+// waitPrompt waits for the shell's prompt ($ or #) at the end of the
+// screen: what is typed before the shell reads the terminal would be echoed
+// by the terminal before the prompt, and its output would share its line.
+func waitPrompt(tt *tmuxTerm) {
+	tt.t.Helper()
+	tt.waitFor("the shell's prompt", func(sc string) bool {
+		return strings.HasSuffix(sc, "$") || strings.HasSuffix(sc, "#")
+	})
+}
+
 // TestStockSSHShellPTY: `ssh -t host` is an interactive shell on a
 // pseudo-terminal of the client's size, TERM and window changes passed on.
 func TestStockSSHShellPTY(t *testing.T) {
 	_, s, _, ua := stockWorld(t)
 	tt := s.sshInTmux(t, 100, 30, s.sshArgs([]string{"-tt"})...)
+	waitPrompt(tt)
 	tt.typeLine("echo READY-$((6*7))")
 	tt.waitLine("READY-42")
+	waitPrompt(tt)
 	tt.typeLine("stty size; id -un; tty; echo TERM=$TERM")
 	tt.waitLine("30 100")
 	tt.waitLine(ua.Name)
@@ -243,14 +255,17 @@ func TestStockSSHShellPTY(t *testing.T) {
 		t.Fatalf("TERM is empty in the shell")
 	}
 	tt.tmux("resize-window", "-x", "120", "-y", "40")
+	waitPrompt(tt)
 	tt.typeLine("clear; stty size")
 	tt.waitLine("40 120")
 	// Ctrl-C reaches the program on the terminal, not the shell.
 	tt.typeLine("sleep 600")
 	WaitFor(t, 30*time.Second, "the sleep", func() bool { return pgrepUser(ua.Name, "^sleep 600") })
 	tt.keys("C-c")
+	waitPrompt(tt)
 	tt.typeLine("echo AFTER-SLEEP-$?")
 	tt.waitLine("AFTER-SLEEP-130")
+	waitPrompt(tt)
 	tt.typeLine("exit 4")
 	tt.waitLine("TETHER-EXIT=4")
 }
@@ -261,6 +276,7 @@ func TestStockSSHShellPTY(t *testing.T) {
 func TestStockSSHAttachNamedSession(t *testing.T) {
 	a, s, c, _ := stockWorld(t)
 	tt := s.sshInTmux(t, 100, 30, s.sshArgs([]string{"-tt"}, "attach", "work")...)
+	waitPrompt(tt)
 	tt.typeLine("cd /tmp; KEPT=kept-42; echo IN-$KEPT")
 	tt.waitLine("IN-kept-42")
 	// The client goes away (its terminal closes): the session stays,
@@ -272,7 +288,8 @@ func TestStockSSHAttachNamedSession(t *testing.T) {
 	})
 
 	tt2 := s.sshInTmux(t, 100, 30, s.sshArgs([]string{"-tt"}, "attach", "work")...)
-	tt2.typeLine("echo BACK-$KEPT-$(pwd)")
+	tt2.typeLine("echo BACK-$KEPT-$(pwd)") // typed at once: the shell's prompt came before the reattach
+
 	tt2.waitLine("BACK-kept-42-/tmp")
 	tt2.typeLine("exit")
 	tt2.waitLine("TETHER-EXIT=0")
@@ -439,7 +456,8 @@ func TestStockSSHFileTools(t *testing.T) {
 		if r := s.run(nil, "rsync", "-a", "-e", e, remote+"rsync-tree/", back+"/"); r.Code != 0 {
 			t.Fatalf("rsync -a pull: exit %d %s", r.Code, r.Stderr)
 		}
-		checkTree(t, "rsync pull", back, want, 0)
+		// rsync -a run by root keeps the owner: hers, as the host has it.
+		checkTree(t, "rsync pull", back, want, ua.UID)
 	})
 }
 
@@ -561,8 +579,10 @@ func TestStockSSHAnsible(t *testing.T) {
 	_, s, _, ua := stockWorld(t)
 	dir := ShortTempDir(t)
 	inv := filepath.Join(dir, "inventory.ini")
-	common := strings.Join(quoteAll([]string{"-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile=" + s.kh,
-		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"}), " ")
+	// The paths are the test's, without spaces: the INI value needs no
+	// inner quoting.
+	common := strings.Join([]string{"-F", "/dev/null", "-o", "IdentitiesOnly=yes", "-o", "UserKnownHostsFile=" + s.kh,
+		"-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes"}, " ")
 	os.WriteFile(inv, []byte(fmt.Sprintf("[agents]\ntarget ansible_host=127.0.0.1 ansible_port=%s ansible_user=%s ansible_ssh_private_key_file=%s ansible_python_interpreter=/usr/bin/python3 ansible_ssh_common_args=\"%s\"\n",
 		s.a.Port(), ua.Name, s.key, common)), 0o644)
 	cfg := filepath.Join(dir, "ansible.cfg")
