@@ -371,22 +371,29 @@ func TestStockSSHFileTools(t *testing.T) {
 	want := stockTree(t, src)
 	port := s.a.Port()
 	remote := s.login + "@127.0.0.1:"
+	// Her home outlives the test: names of this run's own, removed after.
+	run := "stockssh-" + randHex(4)
+	t.Cleanup(func() {
+		for _, d := range []string{"scp", "sftp", "rsync"} {
+			os.RemoveAll(filepath.Join(ua.Home, run+"-"+d))
+		}
+	})
 
 	t.Run("scp", func(t *testing.T) {
 		if _, err := exec.LookPath("scp"); err != nil {
 			t.Skip("no scp")
 		}
-		r := s.run(nil, "scp", append(s.opts(), "-P", port, "-r", "-p", src, remote+"scp-tree")...)
+		r := s.run(nil, "scp", append(s.opts(), "-P", port, "-r", "-p", src, remote+run+"-scp")...)
 		if r.Code != 0 {
 			t.Fatalf("scp -r: exit %d %s", r.Code, r.Stderr)
 		}
-		dst := filepath.Join(ua.Home, "scp-tree")
+		dst := filepath.Join(ua.Home, run+"-scp")
 		checkTree(t, "scp", dst, want, ua.UID)
 		if fi, err := os.Stat(filepath.Join(dst, "x.sh")); err != nil || fi.Mode().Perm() != 0o755 {
 			t.Errorf("scp -p: x.sh mode %v, %v; want 0755", fi.Mode(), err)
 		}
 		back := filepath.Join(ShortTempDir(t), "back.bin")
-		if r := s.run(nil, "scp", append(s.opts(), "-P", port, remote+"scp-tree/sub/b.bin", back)...); r.Code != 0 {
+		if r := s.run(nil, "scp", append(s.opts(), "-P", port, remote+run+"-scp/sub/b.bin", back)...); r.Code != 0 {
 			t.Fatalf("scp from the host: exit %d %s", r.Code, r.Stderr)
 		}
 		if got, _ := os.ReadFile(back); !bytes.Equal(got, want["sub/b.bin"]) {
@@ -407,13 +414,14 @@ func TestStockSSHFileTools(t *testing.T) {
 			t.Skip("no sftp")
 		}
 		local := ShortTempDir(t)
-		batch := fmt.Sprintf("mkdir sftp-tree\nput -r %s/sub sftp-tree/\nput %s/a.txt sftp-tree/a.txt\nls -l sftp-tree\nget sftp-tree/sub/b.bin %s/got.bin\n-put %s/a.txt /etc/stockssh-sftp.txt\n",
-			src, src, local, src)
+		d := run + "-sftp"
+		batch := fmt.Sprintf("mkdir %s\nput -r %s/sub %s/\nput %s/a.txt %s/a.txt\nls -l %s\nget %s/sub/b.bin %s/got.bin\n-put %s/a.txt /etc/stockssh-sftp.txt\n",
+			d, src, d, src, d, d, d, local, src)
 		r := s.run([]byte(batch), "sftp", append(s.opts(), "-P", port, "-b", "-", s.login+"@127.0.0.1")...)
 		if r.Code != 0 {
 			t.Fatalf("sftp batch: exit %d\n%s\n%s", r.Code, r.Stdout, r.Stderr)
 		}
-		checkTree(t, "sftp", filepath.Join(ua.Home, "sftp-tree"), map[string][]byte{"a.txt": want["a.txt"], "sub/b.bin": want["sub/b.bin"], "sub/deep/c.txt": want["sub/deep/c.txt"]}, ua.UID)
+		checkTree(t, "sftp", filepath.Join(ua.Home, run+"-sftp"), map[string][]byte{"a.txt": want["a.txt"], "sub/b.bin": want["sub/b.bin"], "sub/deep/c.txt": want["sub/deep/c.txt"]}, ua.UID)
 		if got, _ := os.ReadFile(filepath.Join(local, "got.bin")); !bytes.Equal(got, want["sub/b.bin"]) {
 			t.Fatalf("sftp get: %d bytes, not equal", len(got))
 		}
@@ -431,11 +439,11 @@ func TestStockSSHFileTools(t *testing.T) {
 			t.Skip("no rsync (.ci/run installs it)")
 		}
 		e := "ssh " + strings.Join(quoteAll(append(s.opts(), "-p", port)), " ")
-		r := s.run(nil, "rsync", "-a", "-e", e, src+"/", remote+"rsync-tree/")
+		r := s.run(nil, "rsync", "-a", "-e", e, src+"/", remote+run+"-rsync/")
 		if r.Code != 0 {
 			t.Fatalf("rsync -a push: exit %d %s", r.Code, r.Stderr)
 		}
-		dst := filepath.Join(ua.Home, "rsync-tree")
+		dst := filepath.Join(ua.Home, run+"-rsync")
 		checkTree(t, "rsync", dst, want, ua.UID)
 		if l, err := os.Readlink(filepath.Join(dst, "link")); err != nil || l != "a.txt" {
 			t.Errorf("rsync -a: link is %q, %v; want a symlink to a.txt", l, err)
@@ -449,11 +457,11 @@ func TestStockSSHFileTools(t *testing.T) {
 			}
 		}
 		// A second run sends nothing new; a pull brings it all back.
-		if r := s.run(nil, "rsync", "-a", "--stats", "-e", e, src+"/", remote+"rsync-tree/"); r.Code != 0 || !strings.Contains(r.Stdout, "Number of regular files transferred: 0") {
+		if r := s.run(nil, "rsync", "-a", "--stats", "-e", e, src+"/", remote+run+"-rsync/"); r.Code != 0 || !strings.Contains(r.Stdout, "Number of regular files transferred: 0") {
 			t.Errorf("rsync -a again: exit %d, want nothing transferred:\n%s%s", r.Code, r.Stdout, r.Stderr)
 		}
 		back := filepath.Join(ShortTempDir(t), "back")
-		if r := s.run(nil, "rsync", "-a", "-e", e, remote+"rsync-tree/", back+"/"); r.Code != 0 {
+		if r := s.run(nil, "rsync", "-a", "-e", e, remote+run+"-rsync/", back+"/"); r.Code != 0 {
 			t.Fatalf("rsync -a pull: exit %d %s", r.Code, r.Stderr)
 		}
 		// rsync -a run by root keeps the owner: hers, as the host has it.
@@ -611,7 +619,8 @@ func TestStockSSHAnsible(t *testing.T) {
 			if out := ansible("-m", "command", "-a", "id -un"); !strings.Contains(out, "CHANGED | rc=0 >>\n"+ua.Name) {
 				t.Fatalf("ansible -m command -a 'id -un':\n%s", out)
 			}
-			dest := filepath.Join(ua.Home, "ansible-"+pipelining+".txt")
+			dest := filepath.Join(ua.Home, "stockssh-ansible-"+randHex(4)+".txt")
+			t.Cleanup(func() { os.Remove(dest) })
 			if out := ansible("-m", "copy", "-a", "src="+src+" dest="+dest+" mode=0640"); !strings.Contains(out, "CHANGED") {
 				t.Fatalf("ansible -m copy:\n%s", out)
 			}
