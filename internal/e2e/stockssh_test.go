@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io/fs"
 	"net"
@@ -25,12 +26,13 @@ import (
 // pointed at an agent: a private known_hosts with the agent's host key, the
 // test key, no ~/.ssh and no config file.
 type stockSSH struct {
-	t     *testing.T
-	a     *Agent
-	login string
-	key   string
-	kh    string
-	home  string // HOME of the clients: nothing of root's
+	t       *testing.T
+	a       *Agent
+	login   string
+	key     string
+	kh      string
+	home    string // HOME of the clients: nothing of root's
+	hostKey ssh.PublicKey
 }
 
 func newStockSSH(t *testing.T, a *Agent, c *Client, login string) *stockSSH {
@@ -52,7 +54,7 @@ func newStockSSH(t *testing.T, a *Agent, c *Client, login string) *stockSSH {
 	if err := os.WriteFile(kh, []byte(line+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &stockSSH{t: t, a: a, login: login, key: c.Key, kh: kh, home: home}
+	return &stockSSH{t: t, a: a, login: login, key: c.Key, kh: kh, home: home, hostKey: signer.PublicKey()}
 }
 
 // opts are the options every tool gets, as -o pairs (ssh, scp, sftp, and
@@ -633,5 +635,106 @@ func TestStockSSHAnsible(t *testing.T) {
 				t.Fatalf("ansible -m shell:\n%s", out)
 			}
 		})
+	}
+}
+
+// dial is a golang.org/x/crypto/ssh client on the agent, for what the
+// OpenSSH client cannot be told to do from a script (signal requests, many
+// session channels on one connection).
+func (s *stockSSH) dial(t *testing.T) *ssh.Client {
+	t.Helper()
+	b, err := os.ReadFile(s.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, err := ssh.ParsePrivateKey(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := ssh.Dial("tcp", s.a.Addr, &ssh.ClientConfig{User: s.login, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(s.hostKey), Timeout: 20 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestStockSSHSignalsAndChannelCap: a signal request stops the command, and
+// session channels count against MaxSessionsPerConnection.
+func TestStockSSHSignalsAndChannelCap(t *testing.T) {
+	_, s, _, ua := stockWorld(t, func(o *AgentOptions) {
+		dir := ShortTempDir(t)
+		o.State = filepath.Join(dir, "st")
+		cfg := "MaxSessionsPerConnection = 2\n"
+		if sh := Shell(); sh != "" {
+			cfg += "DefaultShell = \"" + sh + "\"\n"
+		}
+		if err := os.WriteFile(filepath.Join(dir, "config.toml"), []byte(cfg), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c := s.dial(t)
+	marker := "tether-stockssh-signal-" + randHex(4)
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out SyncBuffer
+	sess.Stdout = &out
+	if err := sess.Start("echo started; sh -c 'sleep 600; :' " + marker); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 30*time.Second, "the command", func() bool { return strings.Contains(out.String(), "started") && pgrepUser(ua.Name, marker) })
+
+	// A second channel fits; a third is over the cap of 2.
+	second, err := c.NewSession()
+	if err != nil {
+		t.Fatalf("second session channel under MaxSessionsPerConnection=2: %v", err)
+	}
+	if _, err := c.NewSession(); err == nil || !strings.Contains(err.Error(), "MaxSessionsPerConnection (2)") {
+		t.Fatalf("third session channel: %v; want the MaxSessionsPerConnection refusal", err)
+	}
+	second.Close()
+
+	if err := sess.Signal(ssh.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- sess.Wait() }()
+	select {
+	case err := <-done:
+		var ee *ssh.ExitError
+		if !errors.As(err, &ee) || ee.ExitStatus() == 0 {
+			t.Fatalf("after SIGTERM: %v; want a non-zero exit status", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the command did not end after SIGTERM")
+	}
+	WaitFor(t, 30*time.Second, "the signalled command gone", func() bool { return !pgrepUser(ua.Name, marker) })
+}
+
+// TestStockSSHUserModeSFTP: an agent run by the user herself serves sftp
+// and exec the same way (the same child, without a change of user).
+func TestStockSSHUserModeSFTP(t *testing.T) {
+	ua := EnsureUser(t, "tt-alice")
+	c := NewClient(t)
+	c.User = ua.Name
+	a := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}, Credential: ua.Credential()})
+	s := newStockSSH(t, a, c, ua.Name)
+	if got := s.mustSSH("id -un"); got != ua.Name+"\n" {
+		t.Fatalf("id -un via a user-mode agent = %q", got)
+	}
+	name := "stockssh-usermode-" + randHex(4) + ".txt"
+	t.Cleanup(func() { os.Remove(filepath.Join(ua.Home, name)) })
+	local := filepath.Join(ShortTempDir(t), "f.txt")
+	os.WriteFile(local, []byte("user mode\n"), 0o644)
+	r := s.run([]byte("put "+local+" "+name+"\n"), "sftp", append(s.opts(), "-P", a.Port(), "-b", "-", ua.Name+"@127.0.0.1")...)
+	if r.Code != 0 {
+		t.Fatalf("sftp put via a user-mode agent: exit %d %s", r.Code, r.Stderr)
+	}
+	fi, err := os.Stat(filepath.Join(ua.Home, name))
+	if b, _ := os.ReadFile(filepath.Join(ua.Home, name)); err != nil || string(b) != "user mode\n" || int(fi.Sys().(*syscall.Stat_t).Uid) != ua.UID {
+		t.Fatalf("the file put via a user-mode agent: %v %q", err, b)
 	}
 }
