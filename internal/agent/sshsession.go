@@ -241,8 +241,14 @@ func (s *sshSession) serve(ctx context.Context, kind, arg string) {
 	} else {
 		code, err = s.run(ctx, kind, arg)
 	}
+	select {
+	case <-s.gone:
+		s.log.Debug("ssh "+kind+": the client went away", "err", err)
+		return
+	default:
+	}
 	if err != nil {
-		s.log.Info("ssh "+kind+" refused", "err", err)
+		s.log.Info("ssh "+kind+" failed", "err", err)
 		fmt.Fprintf(s.ch.Stderr(), "tether: %s\n", strings.ReplaceAll(err.Error(), "%HOST%", "this host"))
 		code = 255
 	}
