@@ -738,3 +738,35 @@ func TestStockSSHUserModeSFTP(t *testing.T) {
 		t.Fatalf("the file put via a user-mode agent: %v %q", err, b)
 	}
 }
+
+// TestStockSSHIdleChannelClosed: a session channel that asks for nothing is
+// closed after FirstRequestTimeout (10 s), as an idle Tether channel is: idle
+// channels would cost the agent for nothing.
+func TestStockSSHIdleChannelClosed(t *testing.T) {
+	_, s, _, _ := stockWorld(t)
+	c := s.dial(t)
+	ch, reqs, err := c.OpenChannel("session", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	closed := make(chan struct{})
+	go func() {
+		var b [1]byte
+		ch.Read(b[:]) // ends when the agent closes the channel
+		close(closed)
+	}()
+	select {
+	case <-closed:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("an idle session channel is still open after 60 s")
+	}
+	// The connection still serves.
+	sess, err := c.NewSession()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := sess.Output("echo still"); err != nil || string(out) != "still\n" {
+		t.Fatalf("after the idle channel: %q, %v", out, err)
+	}
+}
