@@ -46,6 +46,18 @@ func (g *globals) startMaster(t client.Target, persist time.Duration) {
 	if g.knownHosts != "" {
 		args = append(args, "--known-hosts", absPath(g.knownHosts))
 	}
+	if g.ssh.Port != 0 {
+		args = append(args, "-p", fmt.Sprint(g.ssh.Port))
+	}
+	if g.ssh.Jump != "" {
+		args = append(args, "-J", g.ssh.Jump)
+	}
+	if g.ssh.ConfigFile != "" {
+		args = append(args, "-F", absPath(g.ssh.ConfigFile))
+	}
+	for _, o := range g.ssh.Options {
+		args = append(args, "--ssh-option", o)
+	}
 	args = append(args, t.WithSession("").String())
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = "/"

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +24,7 @@ type Conn struct {
 	exited chan struct{}
 	code   int
 	once   sync.Once
+	remote string // RemoteAddr: the forward's HOST:PORT, or the destination
 }
 
 // Start runs command on h through ssh and returns its stdio.
@@ -30,6 +32,27 @@ func (o *Options) Start(h Host, command string) (*Conn, error) {
 	if err := CheckHost(h); err != nil {
 		return nil, err
 	}
+	return o.start(h, o.Args(h, command))
+}
+
+// StartForward connects through h to addr (HOST:PORT, as seen from h)
+// with `ssh -W`, and returns the forwarded stream: how a Tether agent
+// behind a bastion is reached (ProxyJump, -J).
+func (o *Options) StartForward(h Host, addr string) (*Conn, error) {
+	if err := CheckHost(h); err != nil {
+		return nil, err
+	}
+	if addr == "" || strings.HasPrefix(addr, "-") {
+		return nil, fmt.Errorf("ssh: bad forward address %q", addr)
+	}
+	c, err := o.start(h, o.ForwardArgs(h, addr))
+	if c != nil {
+		c.remote = addr
+	}
+	return c, err
+}
+
+func (o *Options) start(h Host, args []string) (*Conn, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("ssh: pipe: %w", err)
@@ -48,7 +71,7 @@ func (o *Options) Start(h Host, command string) (*Conn, error) {
 		outW.Close()
 		return nil, fmt.Errorf("ssh: pipe: %w", err)
 	}
-	cmd := exec.Command(o.program(), o.Args(h, command)...)
+	cmd := exec.Command(o.program(), args...)
 	cmd.Env = o.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	// Its own process group: a Ctrl-C meant for the command the client
@@ -64,7 +87,7 @@ func (o *Options) Start(h Host, command string) (*Conn, error) {
 		errR.Close()
 		return nil, fmt.Errorf("%w %s: %v", ErrNoSSH, o.program(), err)
 	}
-	c := &Conn{host: h, cmd: cmd, r: outR, w: inW, stderr: &tail{max: 16 << 10}, exited: make(chan struct{})}
+	c := &Conn{host: h, cmd: cmd, r: outR, w: inW, stderr: &tail{max: 16 << 10}, exited: make(chan struct{}), remote: h.String()}
 	stderrDone := make(chan struct{})
 	go func() {
 		// A master that ssh leaves behind holds no copy of this pipe
@@ -157,8 +180,9 @@ func (a addr) String() string  { return string(a) }
 // LocalAddr is a placeholder: the connection is a process's pipes.
 func (c *Conn) LocalAddr() net.Addr { return addr("local") }
 
-// RemoteAddr is the destination as written.
-func (c *Conn) RemoteAddr() net.Addr { return addr(c.host.String()) }
+// RemoteAddr is the destination as written, or for a forward (-W) the
+// HOST:PORT it reaches (what a host key check looks up).
+func (c *Conn) RemoteAddr() net.Addr { return addr(c.remote) }
 
 // SetDeadline sets both pipes' deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
