@@ -154,7 +154,12 @@ ControlMaster/ControlPersist. The master exits after DURATION without a
 client, or when its connection breaks (commands then connect directly).
 
   tether mux status HOSTS   says whether a master runs for each host (ssh -O check)
-  tether mux stop HOSTS     stops them (ssh -O exit)`,
+  tether mux stop HOSTS     stops them (ssh -O exit)
+
+For ssh:// hosts the master is ssh's own ControlMaster, which Tether starts
+on its own (a socket in $XDG_RUNTIME_DIR/tether/ssh or ~/.cache/tether/ssh,
+ControlPersist 5 minutes) unless your ssh_config gives the host a
+ControlPath: then ssh uses yours. mux status and stop ask ssh (ssh -O).`,
 	}
 	each := func(stop bool) func(cmd *cobra.Command, args []string) error {
 		return func(cmd *cobra.Command, args []string) error {
@@ -166,10 +171,30 @@ client, or when its connection breaks (commands then connect directly).
 			login := g.login(env)
 			d := &client.Dialer{DefaultUser: login}
 			code := 0
+			var so *client.SSHOptions
 			for _, t := range ts {
-				path := d.MuxSocket(dir, t)
 				var msg string
 				var err error
+				if t.SSH {
+					// ssh's own master (Tether's ControlPath, or the
+					// user's): ssh -O check|exit.
+					if so == nil {
+						so = client.SSHOptionsFromEnv(env.Getenv, homeDir(env), Version)
+						so.Flags = g.ssh
+					}
+					op, what := "check", "master running: "
+					if stop {
+						op, what = "exit", "master stopped: "
+					}
+					if msg, err = so.Master(cmd.Context(), t, op); err == nil {
+						msg = what + msg
+					} else {
+						msg, code = "no master ("+err.Error()+")", 255
+					}
+					fmt.Fprintf(env.Stdout, "%s: %s\n", t, msg)
+					continue
+				}
+				path := d.MuxSocket(dir, t)
 				if stop {
 					err = mux.Stop(path)
 					msg = "master stopped"

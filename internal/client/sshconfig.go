@@ -311,3 +311,15 @@ func parseJumpHost(s string) (sshtransport.Host, error) {
 	}
 	return h, sshtransport.CheckHost(h)
 }
+
+// Master checks (op "check") or stops (op "exit") the ssh master that
+// serves ssh:// target t: Tether's own, or the user's when ssh_config
+// gives the host a ControlPath.
+func (o *SSHOptions) Master(ctx context.Context, t Target, op string) (string, error) {
+	o.applyFlags()
+	h := sshtransport.Host{User: t.User, Host: t.Host, Port: t.Port}
+	if h.Port == 0 {
+		h.Port = o.Flags.Port
+	}
+	return o.Transport.Control(ctx, h, op)
+}
