@@ -70,6 +70,7 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 	}
 	d.SSH.Flags = g.ssh
 	d.SSH.Flags.Login = g.user
+	d.SSH.Transport.Notify = env.Stderr
 	s := &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}}
 	if persist <= 0 {
 		signers, closer, err := g.signers(env, dir, home)

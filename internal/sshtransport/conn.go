@@ -1,6 +1,7 @@
 package sshtransport
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -92,7 +93,11 @@ func (o *Options) start(h Host, args []string) (*Conn, error) {
 	go func() {
 		// A master that ssh leaves behind holds no copy of this pipe
 		// (ControlPersist points its stdio at /dev/null).
-		io.Copy(c.stderr, errR)
+		var w io.Writer = c.stderr
+		if o.Notify != nil {
+			w = io.MultiWriter(c.stderr, &noteWriter{to: o.Notify})
+		}
+		io.Copy(w, errR)
 		errR.Close()
 		close(stderrDone)
 	}()
@@ -195,3 +200,27 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.r.SetReadDeadline(t
 
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }
+
+// noteWriter passes on the complete lines that start with NotePrefix.
+type noteWriter struct {
+	to  io.Writer
+	buf []byte
+}
+
+func (n *noteWriter) Write(p []byte) (int, error) {
+	n.buf = append(n.buf, p...)
+	for {
+		i := bytes.IndexByte(n.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if line := n.buf[:i+1]; bytes.HasPrefix(line, []byte(NotePrefix)) {
+			n.to.Write(line)
+		}
+		n.buf = n.buf[i+1:]
+	}
+	if len(n.buf) > 4096 {
+		n.buf = n.buf[:0] // a line that long is no note
+	}
+	return len(p), nil
+}

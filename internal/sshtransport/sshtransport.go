@@ -44,7 +44,14 @@ type Options struct {
 	ConnectTimeout time.Duration // ssh's ConnectTimeout; default 10s
 	// Env is the environment of ssh (nil: this process's).
 	Env []string
+	// Notify, if set, gets the lines the remote command writes on stderr
+	// that start with NotePrefix (the stdio agent's notes for the user).
+	Notify io.Writer
 }
+
+// NotePrefix starts a remote stderr line meant for the user (the stdio
+// agent's agent.LogoutNote).
+const NotePrefix = "tether: note: "
 
 // Host is an ssh destination as the user wrote it: the user and port are
 // optional, and ssh_config fills in what is missing.
