@@ -43,6 +43,7 @@ func logindConfs() []string {
 	files := []string{"/usr/lib/systemd/logind.conf", "/etc/systemd/logind.conf"}
 	var drop []string
 	for _, d := range []string{"/usr/lib/systemd/logind.conf.d", "/run/systemd/logind.conf.d", "/etc/systemd/logind.conf.d"} {
+		// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 		m, _ := filepath.Glob(filepath.Join(d, "*.conf"))
 		drop = append(drop, m...)
 	}
@@ -55,6 +56,7 @@ func logindConfs() []string {
 func killUserProcesses() bool {
 	on := false
 	for _, p := range logindConfs() {
+		// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 		f, err := os.Open(p)
 		if err != nil {
 			continue
@@ -87,14 +89,17 @@ func decideLogout(self *user.User) logoutPlan {
 		return logoutPlan{}
 	}
 	linger := filepath.Join("/var/lib/systemd/linger", self.Username)
+	// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 	if _, err := os.Stat(linger); err != nil {
 		if lc, err := exec.LookPath("loginctl"); err == nil {
 			exec.Command(lc, "enable-linger", self.Username).Run()
 		}
 	}
+	// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 	_, lerr := os.Stat(linger)
 	run, rerr := exec.LookPath("systemd-run")
 	bus := os.Getenv("XDG_RUNTIME_DIR")
+	// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 	_, berr := os.Stat(filepath.Join(bus, "bus"))
 	if lerr == nil && rerr == nil && bus != "" && berr == nil {
 		return logoutPlan{scope: []string{run, "--user", "--scope", "--quiet", "--collect", "--"}}
@@ -128,6 +133,7 @@ func (a *Agent) wrapHost(cmd *exec.Cmd) {
 		return
 	}
 	mark := filepath.Join(a.opts.StateDir, "logout-noted")
+	// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 	if f, err := os.OpenFile(mark, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600); err == nil {
 		f.Close()
 		os.Stderr.WriteString(LogoutNote + plan.note + "\n")
