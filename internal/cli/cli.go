@@ -122,6 +122,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		muxCmd(env, g),
 		muxMasterCmd(env, g),
 		knownHostsCmd(env, g),
+		hostCmd(env, g),
 	)
 	g.addSSHFlags(root)
 	withUsage(root)
