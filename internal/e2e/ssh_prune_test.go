@@ -70,3 +70,41 @@ func TestSSHHostPrune(t *testing.T) {
 		t.Fatalf("prune of a direct host: exit %d %s", r.Code, r.Stderr)
 	}
 }
+
+// TestSSHReleaseForArch: a host whose uname -m says aarch64 gets the
+// linux/arm64 build from TETHER_RELEASE_DIR (as `make release` names it),
+// not the client's own binary, checked by SHA-256 on the host. The "arm64
+// build" here is a script that runs the test's binary, so the session
+// works on this amd64 machine too.
+func TestSSHReleaseForArch(t *testing.T) {
+	fake := ShortTempDir(t)
+	os.WriteFile(filepath.Join(fake, "uname"), []byte("#!/bin/sh\ncase $1 in -m) echo aarch64;; *) echo Linux;; esac\n"), 0o755)
+	rel := ShortTempDir(t)
+	arm := filepath.Join(rel, "tether-linux-arm64")
+	os.WriteFile(arm, []byte("#!/bin/sh\n# the arm64 build, for this test\nexec "+Binary(t)+" \"$@\"\n"), 0o755)
+	w := newSSHWorld(t, "SetEnv PATH="+fake+":/usr/local/bin:/usr/bin:/bin")
+	c := w.client
+	c.Env = append(c.Env, "TETHER_RELEASE_DIR="+rel)
+	if got := c.MustRun("new", "--name", "s", "ssh://web1"); got != "ssh://web1/s\n" {
+		t.Fatalf("new: %q", got)
+	}
+	bins, _ := filepath.Glob(filepath.Join(w.user.Home, ".local", "share", "tether", "bin", "*", "tether"))
+	if len(bins) != 1 {
+		t.Fatalf("uploaded: %v", bins)
+	}
+	if got, want := fileSum(t, bins[0]), fileSum(t, arm); got != want {
+		t.Fatalf("uploaded SHA-256 %s, want the arm64 build's %s (the client's own is %s)", got, want, fileSum(t, Binary(t)))
+	}
+	if id := filepath.Base(filepath.Dir(bins[0])); !strings.HasSuffix(id, fileSum(t, arm)[:12]) {
+		t.Fatalf("directory %s is not named for the arm64 build's sum", id)
+	}
+	c.MustRun("invoke", "ssh://web1/s", "v=arm")
+	if got := c.MustRun("invoke", "ssh://web1/s", "echo $v"); got != "arm\n" {
+		t.Fatalf("invoke: %q", got)
+	}
+	// Without the build, a clear line says where to put it.
+	os.Remove(arm)
+	wipeTether(t, w.user)
+	c.MustRun("mux", "stop", "ssh://web1")
+	oneLineError(t, c.Run("new", "ssh://web1"), "ssh://web1", "put the linux/arm64 build (make release) at "+arm)
+}
