@@ -114,6 +114,7 @@ func (a *Agent) tombstonePath(user, name string) string {
 
 func (a *Agent) lookup(user, name string) *sessionRef {
 	a.awaitDiscovery()
+	a.rescanMissing(user, name) // stdio agents: sessions another one started (stdiorescan.go)
 	a.mu.Lock()
 	ref := a.sessions[user][name]
 	if ref == nil || !ref.ending {

@@ -182,6 +182,20 @@ ControlPath: then ssh uses yours. mux status and stop ask ssh (ssh -O).`,
 						so = client.SSHOptionsFromEnv(env.Getenv, homeDir(env), Version)
 						so.Flags = g.ssh
 					}
+					// TETHER_CONTROL_PERSIST's master first (it holds a
+					// stdio agent's connection through ssh's), then ssh's.
+					path := d.MuxSocket(dir, t)
+					var tmsg string
+					var terr error
+					if stop {
+						if terr = mux.Stop(path); terr == nil {
+							tmsg = "; tether master stopped"
+						}
+					} else if m, e := mux.Status(path); e == nil {
+						tmsg = "; tether master running: " + m
+					} else {
+						terr = e
+					}
 					op, what := "check", "master running: "
 					if stop {
 						op, what = "exit", "master stopped: "
@@ -189,7 +203,11 @@ ControlPath: then ssh uses yours. mux status and stop ask ssh (ssh -O).`,
 					if msg, err = so.Master(cmd.Context(), t, op); err == nil {
 						msg = what + msg
 					} else {
-						msg, code = "no master ("+err.Error()+")", 255
+						msg = "no master (" + err.Error() + ")"
+					}
+					msg += tmsg
+					if err != nil && terr != nil {
+						code = 255
 					}
 					fmt.Fprintf(env.Stdout, "%s: %s\n", t, msg)
 					continue

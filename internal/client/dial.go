@@ -136,6 +136,20 @@ func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
 // Dial connects and authenticates to t's agent.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if t.SSH {
+		// TETHER_CONTROL_PERSIST's master serves ssh:// hosts too: it
+		// holds one stdio agent's connection, so a later command starts
+		// neither ssh nor a remote process.
+		if d.Mux != nil {
+			c, start := d.dialMux(t, t.WithSession(""))
+			if c != nil {
+				return c, nil
+			}
+			c, err := d.dialSSH(ctx, t)
+			if err == nil && start && d.Mux.Start != nil {
+				d.Mux.Start(t)
+			}
+			return c, err
+		}
 		return d.dialSSH(ctx, t)
 	}
 	shown := t.WithSession("")

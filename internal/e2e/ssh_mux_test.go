@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"os"
 	"path/filepath"
 	"strings"
@@ -71,4 +72,42 @@ func TestSSHUserControlMaster(t *testing.T) {
 		socks, _ := filepath.Glob(filepath.Join(mine, "*"))
 		return len(socks) == 0
 	})
+}
+
+// TestSSHControlPersist: with TETHER_CONTROL_PERSIST, ssh:// hosts get a
+// tether master too: it holds one stdio agent's connection, later
+// commands borrow channels from it (no ssh process of their own, no
+// login), and mux status/stop cover it.
+func TestSSHControlPersist(t *testing.T) {
+	w := newSSHWorld(t, "")
+	c := w.client
+	c.Env = append(c.Env, "TETHER_CONTROL_PERSIST=1m")
+	t.Cleanup(func() { c.Run("mux", "stop", "ssh://web1") })
+	c.MustRun("new", "--name", "s", "ssh://web1")
+	WaitFor(t, 20*time.Second, "the tether master", func() bool {
+		return strings.Contains(c.MustRun("mux", "status", "ssh://web1"), "tether master running")
+	})
+	c.MustRun("invoke", "ssh://web1/s", "v=held")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := c.Command(ctx, "invoke", "ssh://web1/s", "echo $v; sleep 2")
+	var out SyncBuffer
+	cmd.Stdout = &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 20*time.Second, "output", func() bool { return out.String() == "held\n" })
+	if kids := childrenNamed(cmd.Process.Pid, "ssh"); len(kids) != 0 {
+		t.Errorf("an invoke through the tether master runs ssh itself: %v", kids)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.sshd.Logins(); n != 1 {
+		t.Errorf("sshd logged %d logins, want 1", n)
+	}
+	out2 := c.MustRun("mux", "stop", "ssh://web1")
+	if !strings.Contains(out2, "tether master stopped") {
+		t.Fatalf("stop: %q", out2)
+	}
 }
