@@ -64,6 +64,15 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 			run("mux", "stop", "ssh://"+h)
 		}
 	}
+	waitMaster := func(h string) {
+		for i := 0; i < 100; i++ {
+			if out, _ := run("mux", "status", h); strings.Contains(out, "tether master running") {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.problem("figure 9: no tether master for %s", h)
+	}
 	// Sessions of an earlier run (the bench user's state outlives it) go
 	// first, and this run's at the end.
 	cleanup := func() {
@@ -127,6 +136,26 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 		y.Errors = errs
 		r.ratio(y, refCM.Name)
 	}
+	// With TETHER_CONTROL_PERSIST a tether master holds one stdio agent's
+	// connection: a command starts neither ssh nor a remote process.
+	persist := func(args ...string) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			c := tcmd(ctx, args...)
+			c.Env = append(c.Env, "TETHER_CONTROL_PERSIST=5m")
+			return timeRun(c)
+		}
+	}
+	persist("invoke", "ssh://b1/s", "true")()
+	waitMaster("ssh://b1")
+	repeat(r, "warm-up", 3, persist("invoke", "ssh://b1/s", "true"))
+	ds, errs = repeat(r, "tether invoke ssh://H/S true (TETHER_CONTROL_PERSIST)", cfg.cmN, persist("invoke", "ssh://b1/s", "true"))
+	xp := r.add(newRow(fig, "tether invoke ssh://H/S true (TETHER_CONTROL_PERSIST master up)", "ms", durs(ds, "ms")))
+	xp.Errors = errs
+	r.ratio(xp, refCM.Name)
+	goal(r, "`tether invoke ssh://H/S true`, TETHER_CONTROL_PERSIST master up", "≤ 1.5× `ssh H true` with a ControlMaster", xp, refCM, 1.5)
+
 	ds, errs = repeat(r, "ssh true (new connection)", cfg.sshN, sshNew)
 	refNew := r.add(newRow(fig, "ssh H true (new connection), this figure", "ms", durs(ds, "ms")))
 	refNew.Errors = errs
@@ -199,10 +228,20 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	refFan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 direct agents", "ms", durs(ds, "ms")))
 	refFan.Errors = errs
 	ds, errs = repeat(r, "fan-out ssh", reps, timed("invoke", sshList, "true"))
-	fan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (masters up)", "ms", durs(ds, "ms")))
+	fan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (ssh masters up)", "ms", durs(ds, "ms")))
 	fan.Errors = errs
 	r.ratio(fan, refFan.Name)
-	goal(r, "fan-out over 100 sessions on 10 ssh targets", "≤ 2× the same over direct agents", fan, refFan, 2)
+	goal(r, "fan-out over 100 sessions on 10 ssh targets, ssh masters", "≤ 2× the same over direct agents", fan, refFan, 2)
+	persist("invoke", sshList, "true")() // starts a tether master per alias
+	for _, h := range sshHosts {
+		waitMaster(h)
+	}
+	persist("invoke", sshList, "true")()
+	ds, errs = repeat(r, "fan-out ssh persist", reps, persist("invoke", sshList, "true"))
+	fanP := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (TETHER_CONTROL_PERSIST masters up)", "ms", durs(ds, "ms")))
+	fanP.Errors = errs
+	r.ratio(fanP, refFan.Name)
+	goal(r, "fan-out over 100 sessions on 10 ssh targets, TETHER_CONTROL_PERSIST", "≤ 2× the same over direct agents", fanP, refFan, 2)
 
 	sshd.stopMasters()
 	r.note("figure 9: the ssh side logs in as %s on a private sshd; ssh://b1…b10 are aliases (Host *) of that one sshd, so its 100 sessions are one user's on one host, each ssh connection's stdio agent discovering all of them", sshUser)

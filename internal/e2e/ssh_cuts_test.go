@@ -87,8 +87,10 @@ func runCut(t *testing.T, w *sshWorld, what string, cut func(invoke int) int) {
 	step := size / (cutKills + 2)
 	for kills < cutKills {
 		next := int64(kills+1) * step
-		WaitFor(t, time.Minute, fmt.Sprintf("output past %d bytes (cut %d)", next, kills+1), func() bool {
-			return out.count() >= next
+		// Each cut lands on a resumed connection: after the client said it
+		// reconnected from the last one, and past another step of output.
+		WaitFor(t, time.Minute, fmt.Sprintf("output past %d bytes after reconnect %d (cut %d)", next, kills, kills+1), func() bool {
+			return (out.count() >= next && strings.Count(errb.String(), "reconnected") >= kills) || out.count() >= size
 		})
 		if out.count() >= size {
 			break
