@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -150,6 +151,9 @@ func (d *Dialer) resolveDirect(ctx context.Context, t Target) (resolved, error) 
 		prog = "ssh"
 	}
 	noFlags := f.ConfigFile == "" && len(f.Options) == 0 && f.Jump == "" && o.Transport.ConfigFile == ""
+	if len(f.Options) == 0 && f.Jump == "" && !configMayApply(o.Transport.ConfigFile) {
+		return r, nil
+	}
 	if _, err := exec.LookPath(prog); err != nil {
 		if noFlags {
 			return r, nil
@@ -322,4 +326,69 @@ func (o *SSHOptions) Master(ctx context.Context, t Target, op string) (string, e
 		h.Port = o.Flags.Port
 	}
 	return o.Transport.Control(ctx, h, op)
+}
+
+// configKeyword are the ssh_config lines that can change how a Tether
+// agent is reached (and Include/Match, which may hide them).
+var configKeyword = regexp.MustCompile(`(?im)^\s*(hostname|user|identityfile|proxyjump|match|include|canonicalizehostname)\b\s*=?\s*(.*)$`)
+
+// configMayApply reports whether ssh_config could say anything about how
+// a host is reached: asking `ssh -G` costs a process (~5 ms), more than a
+// whole command to an agent, so it is skipped when no config file that
+// ssh reads (file, or ~/.ssh/config of the passwd home and
+// /etc/ssh/ssh_config, with what they Include) has one of those lines.
+// This only looks for the keywords; ssh -G does the parsing.
+func configMayApply(file string) bool {
+	var files []string
+	home := ""
+	if u, err := user.Current(); err == nil {
+		home = u.HomeDir // ssh reads the passwd home's ~/.ssh, not $HOME's
+	}
+	if file != "" {
+		files = []string{file}
+	} else {
+		files = []string{filepath.Join(home, ".ssh", "config"), "/etc/ssh/ssh_config"}
+	}
+	seen := map[string]bool{}
+	var look func(p string, depth int) bool
+	look = func(p string, depth int) bool {
+		if seen[p] || depth > 4 {
+			return false
+		}
+		seen[p] = true
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false
+		}
+		for _, m := range configKeyword.FindAllStringSubmatch(string(b), -1) {
+			if !strings.EqualFold(m[1], "include") {
+				return true
+			}
+			for _, pat := range strings.Fields(m[2]) {
+				pat = strings.Trim(pat, `"`)
+				if strings.HasPrefix(pat, "~/") {
+					pat = filepath.Join(home, pat[2:])
+				} else if !filepath.IsAbs(pat) {
+					base := filepath.Join(home, ".ssh")
+					if strings.HasPrefix(p, "/etc/ssh/") {
+						base = "/etc/ssh"
+					}
+					pat = filepath.Join(base, pat)
+				}
+				inc, _ := filepath.Glob(pat)
+				for _, q := range inc {
+					if look(q, depth+1) {
+						return true
+					}
+				}
+			}
+		}
+		return false
+	}
+	for _, f := range files {
+		if look(f, 0) {
+			return true
+		}
+	}
+	return false
 }

@@ -1,0 +1,33 @@
+package client
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestConfigMayApply: ssh -G is asked only when a config file ssh reads
+// (with its Includes) has a line that can change how a host is reached.
+func TestConfigMayApply(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, text string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	plain := write("plain", "Host *\n    SendEnv LANG LC_*\n    HashKnownHosts yes\n    UserKnownHostsFile /x\n")
+	alias := write("alias", "Host web1\n  HostName 10.0.0.1\n")
+	write("inc.d-user.conf", "Host *\n  User deploy\n")
+	inc := write("inc", "Include "+filepath.Join(dir, "inc.d-*.conf")+"\nHost *\n  ForwardAgent no\n")
+	emptyInc := write("emptyinc", "Include "+filepath.Join(dir, "nothing-*.conf")+"\n")
+	for _, c := range []struct {
+		file string
+		want bool
+	}{{plain, false}, {alias, true}, {inc, true}, {emptyInc, false}, {filepath.Join(dir, "missing"), false}} {
+		if got := configMayApply(c.file); got != c.want {
+			t.Errorf("configMayApply(%s) = %v, want %v", filepath.Base(c.file), got, c.want)
+		}
+	}
+}
