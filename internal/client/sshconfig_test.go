@@ -31,3 +31,22 @@ func TestConfigMayApply(t *testing.T) {
 		}
 	}
 }
+
+func TestParseJumpHost(t *testing.T) {
+	for in, want := range map[string]string{
+		"bastion":                 "bastion",
+		"u@bastion:2222":          "u@bastion:2222",
+		"ssh://u@[::1]:22":        "u@[::1]:22",
+		"tt-nobody@[127.0.0.1]:1": "tt-nobody@127.0.0.1:1",
+	} {
+		h, err := parseJumpHost(in)
+		if err != nil || h.String() != want {
+			t.Errorf("parseJumpHost(%q) = %q, %v; want %q", in, h.String(), err, want)
+		}
+	}
+	for _, bad := range []string{"-oProxyCommand=x", "u@h:port"} {
+		if _, err := parseJumpHost(bad); err == nil {
+			t.Errorf("parseJumpHost(%q) accepted", bad)
+		}
+	}
+}
