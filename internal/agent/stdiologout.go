@@ -102,7 +102,13 @@ func decideLogout(self *user.User) logoutPlan {
 	// rootpath: a stdio agent runs as the one user it serves; system files or that user's own
 	_, berr := os.Stat(filepath.Join(bus, "bus"))
 	if lerr == nil && rerr == nil && bus != "" && berr == nil {
-		return logoutPlan{scope: []string{run, "--user", "--scope", "--quiet", "--collect", "--"}}
+		scope := []string{run, "--user", "--scope", "--quiet", "--collect", "--"}
+		// Checked once: a user manager that does not answer would leave
+		// every session host unstarted.
+		if exec.Command(scope[0], append(scope[1:], "true")...).Run() == nil {
+			return logoutPlan{scope: scope}
+		}
+		berr = os.ErrNotExist
 	}
 	why := "no systemd-run"
 	switch {
@@ -127,6 +133,13 @@ func (a *Agent) wrapHost(cmd *exec.Cmd) {
 		args := append(append([]string{}, plan.scope...), cmd.Args...)
 		args[len(plan.scope)] = cmd.Path
 		cmd.Path, cmd.Args = plan.scope[0], args
+		// systemd-run finds the user's manager through these; the
+		// session host's environment is otherwise the agent's choice.
+		for _, k := range []string{"XDG_RUNTIME_DIR", "DBUS_SESSION_BUS_ADDRESS"} {
+			if v := os.Getenv(k); v != "" {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+		}
 		return
 	}
 	if plan.note == "" {
