@@ -4,7 +4,7 @@ BIN     ?= bin/tether
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/tether-sh/tether/internal/cli.Version=$(VERSION)
 
-.PHONY: build run test test-short fuzz bench soak vet fmt clean
+.PHONY: build run test test-short fuzz bench soak vet fmt clean release
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tether
@@ -31,6 +31,15 @@ bench: build
 soak:
 	TETHER_SOAK_CUTS=$${CUTS:-1000} $(GO) test -count=1 -run TestNetworkCutsExactlyOnce -v -timeout 60m ./internal/e2e
 
+# Static builds for the hosts ssh:// targets bootstrap: a client uploads the
+# one for a host's architecture, found next to itself or in
+# $$TETHER_RELEASE_DIR (see README, "Fleets reached over ssh").
+release:
+	mkdir -p dist
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/tether-linux-amd64 ./cmd/tether
+	CGO_ENABLED=0 GOOS=linux GOARCH=arm64 $(GO) build -trimpath -ldflags "$(LDFLAGS)" -o dist/tether-linux-arm64 ./cmd/tether
+	cd dist && sha256sum tether-linux-amd64 tether-linux-arm64 > SHA256SUMS
+
 vet:
 	$(GO) vet ./...
 
@@ -38,4 +47,4 @@ fmt:
 	gofmt -l -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin
+	rm -rf bin dist

@@ -218,6 +218,7 @@ func (a *Agent) opList(id identity, req *wire.Request) wire.Response {
 	if req.AllUsers && !id.admin {
 		return wire.Refuse(wire.Errorf(wire.CodeDenied, "listing all users' sessions needs admin rights on this host (root or the agent's --admin-group)"))
 	}
+	a.rescanMissing(id.user, "") // stdio agents: sessions another one started (stdiorescan.go)
 	var refs []*sessionRef
 	a.mu.Lock()
 	for user, m := range a.sessions {

@@ -114,6 +114,7 @@ func (a *Agent) tombstonePath(user, name string) string {
 
 func (a *Agent) lookup(user, name string) *sessionRef {
 	a.awaitDiscovery()
+	a.rescanMissing(user, name) // stdio agents: sessions another one started (stdiorescan.go)
 	a.mu.Lock()
 	ref := a.sessions[user][name]
 	if ref == nil || !ref.ending {
@@ -468,6 +469,7 @@ func (a *Agent) startHost(u *user.User, l sessionhost.Launch) (*exec.Cmd, *os.Fi
 	cmd.Dir = u.HomeDir
 	cmd.Env = append(a.sessionEnv(u), sessionhost.RuntimeEnv...) // one P: see sessionhost/idlemem.go
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	a.wrapHost(cmd) // a stdio agent's: outlive logout (stdiologout.go)
 	if a.root && u.Uid != "0" {
 		cred, err := credential(u)
 		if err != nil {

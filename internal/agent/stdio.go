@@ -27,6 +27,7 @@ func (a *Agent) ServeStdio(ctx context.Context, c net.Conn) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	defer c.Close()
+	stdioMode.Store(true)
 	go a.discover(ctx)
 	cancelSub := a.store.Subscribe(func(config.Settings) { a.pushLimits() })
 	defer cancelSub()

@@ -416,3 +416,51 @@ out "ok=$sum"
 	}
 	return nil
 }
+
+// Pruned is what Prune did on a host.
+type Pruned struct {
+	Removed []string // VERSION-SHA directories removed
+	Running []string // kept: a process (a session host) runs from them
+	Kept    []string // kept: this client's own
+}
+
+// Prune removes the VERSION-SHA directories under the binaries' directory
+// on h from which no process of the user runs (their session hosts ended),
+// keeping keep (this client's). Only directories named as Install names
+// them are touched; it runs as the user, in the user's own directory.
+func (o *Options) Prune(ctx context.Context, h sshtransport.Host, keep []string) (*Pruned, error) {
+	if err := CheckDir(o.dir()); err != nil {
+		return nil, err
+	}
+	m := marker()
+	var b strings.Builder
+	fmt.Fprintf(&b, "M=%s\nd=%s\n", m, o.dir())
+	b.WriteString("keep=' ")
+	for _, k := range keep {
+		if CheckDir(k) == nil {
+			b.WriteString(k + " ")
+		}
+	}
+	b.WriteString("'\n")
+	// /proc/PID/exe of the user's processes says which binaries run; a
+	// directory is only removed when none of them is in it.
+	b.WriteString(`case $d in /*) ;; *) d="$HOME/$d" ;; esac
+echo "$M-begin"
+running=$(for p in /proc/[0-9]*; do readlink "$p/exe" 2>/dev/null; done)
+for t in "$d"/*/tether; do
+  [ -e "$t" ] || continue
+  dir=${t%/tether}
+  id=${dir##*/}
+  case $id in *-[0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f][0-9a-f]) ;; *) continue ;; esac
+  case $keep in *" $id "*) echo "kept=$id"; continue ;; esac
+  if printf '%s\n' "$running" | grep -F -q -e "$dir/tether"; then echo "running=$id"; continue; fi
+  if rm -rf -- "$dir"; then echo "removed=$id"; else echo "running=$id"; fi
+done
+echo "$M-end"
+`)
+	kv, err := o.shell(ctx, h, m, b.String())
+	if err != nil {
+		return nil, err
+	}
+	return &Pruned{Removed: kv["removed"], Running: kv["running"], Kept: kv["kept"]}, nil
+}

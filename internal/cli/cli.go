@@ -74,6 +74,7 @@ type globals struct {
 	user           string
 	knownHosts     string
 	connectTimeout string
+	ssh            sshFlags // -p, -J, -F, -o (sshflags.go)
 }
 
 func newRoot(env *Env) *cobra.Command {
@@ -122,7 +123,9 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		muxCmd(env, g),
 		muxMasterCmd(env, g),
 		knownHostsCmd(env, g),
+		hostCmd(env, g),
 	)
+	g.addSSHFlags(root)
 	withUsage(root)
 	addCompletions(root, env, g) // session addresses and setting names
 	hookProxyHelp(root, env)     // `tether help PROXY` fetches an imported command's help from its host

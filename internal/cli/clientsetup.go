@@ -68,6 +68,9 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 		Client:      clientIdentity(dir),
 		SSH:         client.SSHOptionsFromEnv(env.Getenv, home, Version),
 	}
+	d.SSH.Flags = g.ssh
+	d.SSH.Flags.Login = g.user
+	d.SSH.Transport.Notify = env.Stderr
 	s := &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}}
 	if persist <= 0 {
 		signers, closer, err := g.signers(env, dir, home)

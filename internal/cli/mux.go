@@ -46,6 +46,18 @@ func (g *globals) startMaster(t client.Target, persist time.Duration) {
 	if g.knownHosts != "" {
 		args = append(args, "--known-hosts", absPath(g.knownHosts))
 	}
+	if g.ssh.Port != 0 {
+		args = append(args, "-p", fmt.Sprint(g.ssh.Port))
+	}
+	if g.ssh.Jump != "" {
+		args = append(args, "-J", g.ssh.Jump)
+	}
+	if g.ssh.ConfigFile != "" {
+		args = append(args, "-F", absPath(g.ssh.ConfigFile))
+	}
+	for _, o := range g.ssh.Options {
+		args = append(args, "--ssh-option", o)
+	}
 	args = append(args, t.WithSession("").String())
 	cmd := exec.Command(exe, args...)
 	cmd.Dir = "/"
@@ -142,7 +154,12 @@ ControlMaster/ControlPersist. The master exits after DURATION without a
 client, or when its connection breaks (commands then connect directly).
 
   tether mux status HOSTS   says whether a master runs for each host (ssh -O check)
-  tether mux stop HOSTS     stops them (ssh -O exit)`,
+  tether mux stop HOSTS     stops them (ssh -O exit)
+
+For ssh:// hosts the master is ssh's own ControlMaster, which Tether starts
+on its own (a socket in $XDG_RUNTIME_DIR/tether/ssh or ~/.cache/tether/ssh,
+ControlPersist 5 minutes) unless your ssh_config gives the host a
+ControlPath: then ssh uses yours. mux status and stop ask ssh (ssh -O).`,
 	}
 	each := func(stop bool) func(cmd *cobra.Command, args []string) error {
 		return func(cmd *cobra.Command, args []string) error {
@@ -154,10 +171,48 @@ client, or when its connection breaks (commands then connect directly).
 			login := g.login(env)
 			d := &client.Dialer{DefaultUser: login}
 			code := 0
+			var so *client.SSHOptions
 			for _, t := range ts {
-				path := d.MuxSocket(dir, t)
 				var msg string
 				var err error
+				if t.SSH {
+					// ssh's own master (Tether's ControlPath, or the
+					// user's): ssh -O check|exit.
+					if so == nil {
+						so = client.SSHOptionsFromEnv(env.Getenv, homeDir(env), Version)
+						so.Flags = g.ssh
+					}
+					// TETHER_CONTROL_PERSIST's master first (it holds a
+					// stdio agent's connection through ssh's), then ssh's.
+					path := d.MuxSocket(dir, t)
+					var tmsg string
+					var terr error
+					if stop {
+						if terr = mux.Stop(path); terr == nil {
+							tmsg = "; tether master stopped"
+						}
+					} else if m, e := mux.Status(path); e == nil {
+						tmsg = "; tether master running: " + m
+					} else {
+						terr = e
+					}
+					op, what := "check", "master running: "
+					if stop {
+						op, what = "exit", "master stopped: "
+					}
+					if msg, err = so.Master(cmd.Context(), t, op); err == nil {
+						msg = what + msg
+					} else {
+						msg = "no master (" + err.Error() + ")"
+					}
+					msg += tmsg
+					if err != nil && terr != nil {
+						code = 255
+					}
+					fmt.Fprintf(env.Stdout, "%s: %s\n", t, msg)
+					continue
+				}
+				path := d.MuxSocket(dir, t)
 				if stop {
 					err = mux.Stop(path)
 					msg = "master stopped"

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/sshauth"
+	"github.com/tether-sh/tether/internal/sshtransport"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -135,10 +136,34 @@ func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
 // Dial connects and authenticates to t's agent.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if t.SSH {
+		// TETHER_CONTROL_PERSIST's master serves ssh:// hosts too: it
+		// holds one stdio agent's connection, so a later command starts
+		// neither ssh nor a remote process.
+		if d.Mux != nil {
+			c, start := d.dialMux(t, t.WithSession(""))
+			if c != nil {
+				return c, nil
+			}
+			c, err := d.dialSSH(ctx, t)
+			if err == nil && start && d.Mux.Start != nil {
+				d.Mux.Start(t)
+			}
+			return c, err
+		}
 		return d.dialSSH(ctx, t)
 	}
 	shown := t.WithSession("")
+	// ssh_config's HostName, User, IdentityFile and ProxyJump, read by
+	// the user's ssh (sshconfig.go).
+	r, err := d.resolveDirect(ctx, t)
+	if err != nil {
+		return nil, &HostError{t.WithUser(d.DefaultUser), ErrAuth, err}
+	}
+	if t.User == "" {
+		t.User = r.User
+	}
 	t = t.WithUser(d.DefaultUser)
+	addr := r.addr()
 	startMaster := false
 	if d.Mux != nil {
 		var c *Conn
@@ -164,14 +189,23 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if dial == nil {
 		dial = (&net.Dialer{}).DialContext
 	}
-	nc, err := dial(ctx, "tcp", t.HostPort())
-	if err != nil {
-		return nil, &HostError{t, ErrConnect, fmt.Errorf("cannot connect to %s: %w", t.HostPort(), unwrapOp(err))}
+	var nc net.Conn
+	if r.Jump != "" {
+		sc, err := d.dialJump(r.Jump, addr)
+		if err != nil {
+			return nil, &HostError{t, ErrConnect, fmt.Errorf("cannot connect to %s through %s: %w", addr, r.Jump, err)}
+		}
+		nc = sc
+	} else if nc, err = dial(ctx, "tcp", addr); err != nil {
+		return nil, &HostError{t, ErrConnect, fmt.Errorf("cannot connect to %s: %w", addr, unwrapOp(err))}
 	}
 	if dl, ok := ctx.Deadline(); ok {
 		nc.SetDeadline(dl)
 	}
 	var banner strings.Builder
+	if len(r.Identities) > 0 {
+		signers = append(identitySigners(r.Identities, signers), signers...)
+	}
 	cfg := &ssh.ClientConfig{
 		User:            t.User,
 		Auth:            []ssh.AuthMethod{ssh.PublicKeys(signers...)},
@@ -183,12 +217,21 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		ClientVersion: "SSH-2.0-tether",
 		Timeout:       timeout,
 	}
-	if algs := d.KnownHosts.HostKeyAlgorithms(t.HostPort()); len(algs) > 0 {
+	// Host keys are known by the address dialled (ssh_config's HostName),
+	// as ssh knows them.
+	if algs := d.KnownHosts.HostKeyAlgorithms(addr); len(algs) > 0 {
 		cfg.HostKeyAlgorithms = algs
 	}
-	sc, chans, reqs, err := ssh.NewClientConn(nc, t.HostPort(), cfg)
+	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
 	if err != nil {
 		nc.Close()
+		if jc, ok := nc.(*sshtransport.Conn); ok {
+			// ssh -W failed: its own line says why (jump host down,
+			// refused, forwarding denied).
+			if code, exited := jc.Wait(5 * time.Second); exited && code != 0 {
+				return nil, &HostError{t, ErrConnect, fmt.Errorf("cannot connect to %s through %s: %s", addr, r.Jump, jc.Err().Line)}
+			}
+		}
 		var hk *sshauth.HostKeyChangedError
 		switch {
 		case errors.As(err, &hk):
@@ -202,9 +245,9 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 			}
 			return nil, &HostError{t, ErrAuth, errors.New(msg)}
 		case ctx.Err() != nil:
-			return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s timed out after %s", t.HostPort(), timeout)}
+			return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s timed out after %s", addr, timeout)}
 		}
-		return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s: %w", t.HostPort(), err)}
+		return nil, &HostError{t, ErrConnect, fmt.Errorf("ssh handshake with %s: %w", addr, err)}
 	}
 	nc.SetDeadline(time.Time{})
 	c := &Conn{Target: t, shown: shown, ssh: ssh.NewClient(sc, chans, reqs), closed: make(chan struct{})}

@@ -58,10 +58,15 @@ func parseSSHTarget(orig, rest string) (Target, error) {
 type SSHOptions struct {
 	Transport sshtransport.Options
 	Bootstrap bootstrap.Options // its SSH is set to &Transport
+	// Flags are ssh's options from the command line (-p, -J, -F, -o);
+	// set them before the first dial.
+	Flags SSHFlags
 
-	selfOnce sync.Once
-	self     bootstrap.Binary
-	selfErr  error
+	flagsOnce sync.Once
+	cache     resolveCache
+	selfOnce  sync.Once
+	self      bootstrap.Binary
+	selfErr   error
 }
 
 // SSHOptionsFromEnv reads TETHER_SSH (the ssh program), TETHER_SSH_CONFIG
@@ -103,16 +108,16 @@ var errNotInstalled = errors.New("tether is not installed there")
 // no key and checks no host key: OpenSSH did both, and the pipe ends in a
 // process of the user's own.
 func (d *Dialer) dialSSH(ctx context.Context, t Target) (*Conn, error) {
-	o := d.SSH
-	if o == nil {
-		o = defaultSSH()
-	}
+	o := d.sshOptions()
 	o.Bootstrap.SSH = &o.Transport
 	if o.Transport.ConnectTimeout == 0 {
 		o.Transport.ConnectTimeout = d.timeout()
 	}
 	shown := t.WithSession("")
 	h := sshtransport.Host{User: t.User, Host: t.Host, Port: t.Port}
+	if h.Port == 0 {
+		h.Port = o.Flags.Port // -p: sshd's port, as ssh takes it
+	}
 	fail := func(kind error, err error) error {
 		return &HostError{t, kind, fmt.Errorf("%s: %w", shown, err)}
 	}

@@ -40,7 +40,7 @@ func enterInTmux(t *testing.T, c *Client, cols, rows int, args ...string) *tmuxT
 	tt := &tmuxTerm{t: t, sock: "tether-e2e-" + hex.EncodeToString(b)}
 	var cmd strings.Builder
 	cmd.WriteString("env")
-	for _, kv := range []string{"HOME=" + c.Home, "USER=" + c.User, "PATH=" + os.Getenv("PATH"), "SSH_AUTH_SOCK="} {
+	for _, kv := range append([]string{"HOME=" + c.Home, "USER=" + c.User, "PATH=" + os.Getenv("PATH"), "SSH_AUTH_SOCK="}, c.Env...) {
 		cmd.WriteString(" " + shellQuote(kv))
 	}
 	cmd.WriteString(" " + shellQuote(Binary(t)) + " -i " + shellQuote(c.Key) + " enter")

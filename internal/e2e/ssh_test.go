@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -10,9 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 )
 
 // sshWorld is a private sshd logging in a test user that has no tether,
@@ -234,55 +231,6 @@ func childrenNamed(pid int, name string) []int {
 		}
 	}
 	return out
-}
-
-// TestSSHClientKilledResumes: the ssh process under a running invoke is
-// killed again and again; the client runs ssh again each time and the
-// output arrives whole, exactly once.
-func TestSSHClientKilledResumes(t *testing.T) {
-	w := newSSHWorld(t, "")
-	c := w.client
-	c.MustRun("new", "--name", "s", "ssh://web1")
-	const n = 3000
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	cmd := c.Command(ctx, "invoke", "ssh://web1/s", fmt.Sprintf(`for i in $(seq 1 %d); do echo $i; case $i in *00) sleep 0.2;; esac; done`, n))
-	var out, errb SyncBuffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	kills := 0
-	for kills < 5 {
-		var pids []int
-		WaitFor(t, 30*time.Second, "the invoke's ssh process", func() bool {
-			pids = childrenNamed(cmd.Process.Pid, "ssh")
-			return len(pids) > 0 || strings.Count(out.String(), "\n") >= n
-		})
-		if len(pids) == 0 {
-			break
-		}
-		before := strings.Count(out.String(), "\n")
-		WaitFor(t, 30*time.Second, "more output", func() bool {
-			return strings.Count(out.String(), "\n") > before+150 || strings.Count(out.String(), "\n") >= n
-		})
-		for _, p := range pids {
-			syscall.Kill(p, syscall.SIGKILL)
-		}
-		kills++
-	}
-	if err := cmd.Wait(); err != nil {
-		t.Fatalf("invoke: %v\n%s", err, errb.String())
-	}
-	if kills < 3 {
-		t.Fatalf("only %d kills landed before the command ended; make it longer", kills)
-	}
-	if got := out.String(); got != seq(n) {
-		t.Fatalf("after %d kills the output is not 1..%d exactly once:\n%s\nstderr: %s", kills, n, got, errb.String())
-	}
-	if !strings.Contains(errb.String(), "reconnected") {
-		t.Errorf("stderr does not say it reconnected: %s", errb.String())
-	}
 }
 
 func appendFile(t *testing.T, p, text string) {

@@ -1,12 +1,14 @@
 package sshtransport
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -23,6 +25,7 @@ type Conn struct {
 	exited chan struct{}
 	code   int
 	once   sync.Once
+	remote string // RemoteAddr: the forward's HOST:PORT, or the destination
 }
 
 // Start runs command on h through ssh and returns its stdio.
@@ -30,6 +33,27 @@ func (o *Options) Start(h Host, command string) (*Conn, error) {
 	if err := CheckHost(h); err != nil {
 		return nil, err
 	}
+	return o.start(h, o.Args(h, command))
+}
+
+// StartForward connects through h to addr (HOST:PORT, as seen from h)
+// with `ssh -W`, and returns the forwarded stream: how a Tether agent
+// behind a bastion is reached (ProxyJump, -J).
+func (o *Options) StartForward(h Host, addr string) (*Conn, error) {
+	if err := CheckHost(h); err != nil {
+		return nil, err
+	}
+	if addr == "" || strings.HasPrefix(addr, "-") {
+		return nil, fmt.Errorf("ssh: bad forward address %q", addr)
+	}
+	c, err := o.start(h, o.ForwardArgs(h, addr))
+	if c != nil {
+		c.remote = addr
+	}
+	return c, err
+}
+
+func (o *Options) start(h Host, args []string) (*Conn, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
 		return nil, fmt.Errorf("ssh: pipe: %w", err)
@@ -48,7 +72,7 @@ func (o *Options) Start(h Host, command string) (*Conn, error) {
 		outW.Close()
 		return nil, fmt.Errorf("ssh: pipe: %w", err)
 	}
-	cmd := exec.Command(o.program(), o.Args(h, command)...)
+	cmd := exec.Command(o.program(), args...)
 	cmd.Env = o.Env
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = inR, outW, errW
 	// Its own process group: a Ctrl-C meant for the command the client
@@ -64,12 +88,16 @@ func (o *Options) Start(h Host, command string) (*Conn, error) {
 		errR.Close()
 		return nil, fmt.Errorf("%w %s: %v", ErrNoSSH, o.program(), err)
 	}
-	c := &Conn{host: h, cmd: cmd, r: outR, w: inW, stderr: &tail{max: 16 << 10}, exited: make(chan struct{})}
+	c := &Conn{host: h, cmd: cmd, r: outR, w: inW, stderr: &tail{max: 16 << 10}, exited: make(chan struct{}), remote: h.String()}
 	stderrDone := make(chan struct{})
 	go func() {
 		// A master that ssh leaves behind holds no copy of this pipe
 		// (ControlPersist points its stdio at /dev/null).
-		io.Copy(c.stderr, errR)
+		var w io.Writer = c.stderr
+		if o.Notify != nil {
+			w = io.MultiWriter(c.stderr, &noteWriter{to: o.Notify})
+		}
+		io.Copy(w, errR)
 		errR.Close()
 		close(stderrDone)
 	}()
@@ -157,8 +185,9 @@ func (a addr) String() string  { return string(a) }
 // LocalAddr is a placeholder: the connection is a process's pipes.
 func (c *Conn) LocalAddr() net.Addr { return addr("local") }
 
-// RemoteAddr is the destination as written.
-func (c *Conn) RemoteAddr() net.Addr { return addr(c.host.String()) }
+// RemoteAddr is the destination as written, or for a forward (-W) the
+// HOST:PORT it reaches (what a host key check looks up).
+func (c *Conn) RemoteAddr() net.Addr { return addr(c.remote) }
 
 // SetDeadline sets both pipes' deadlines.
 func (c *Conn) SetDeadline(t time.Time) error {
@@ -171,3 +200,27 @@ func (c *Conn) SetReadDeadline(t time.Time) error { return c.r.SetReadDeadline(t
 
 // SetWriteDeadline sets the write deadline.
 func (c *Conn) SetWriteDeadline(t time.Time) error { return c.w.SetWriteDeadline(t) }
+
+// noteWriter passes on the complete lines that start with NotePrefix.
+type noteWriter struct {
+	to  io.Writer
+	buf []byte
+}
+
+func (n *noteWriter) Write(p []byte) (int, error) {
+	n.buf = append(n.buf, p...)
+	for {
+		i := bytes.IndexByte(n.buf, '\n')
+		if i < 0 {
+			break
+		}
+		if line := n.buf[:i+1]; bytes.HasPrefix(line, []byte(NotePrefix)) {
+			n.to.Write(line)
+		}
+		n.buf = n.buf[i+1:]
+	}
+	if len(n.buf) > 4096 {
+		n.buf = n.buf[:0] // a line that long is no note
+	}
+	return len(p), nil
+}

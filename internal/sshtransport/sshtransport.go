@@ -18,6 +18,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -43,7 +44,14 @@ type Options struct {
 	ConnectTimeout time.Duration // ssh's ConnectTimeout; default 10s
 	// Env is the environment of ssh (nil: this process's).
 	Env []string
+	// Notify, if set, gets the lines the remote command writes on stderr
+	// that start with NotePrefix (the stdio agent's notes for the user).
+	Notify io.Writer
 }
+
+// NotePrefix starts a remote stderr line meant for the user (the stdio
+// agent's agent.LogoutNote).
+const NotePrefix = "tether: note: "
 
 // Host is an ssh destination as the user wrote it: the user and port are
 // optional, and ssh_config fills in what is missing.
@@ -137,11 +145,31 @@ func HasTerminal() bool {
 
 // Args is ssh's argv (without the program) to run command on h.
 func (o *Options) Args(h Host, command string) []string {
+	a := o.common(h, true)
+	// -T: no remote terminal (the stream is binary); -e none: no escape
+	// character in it.
+	a = append(a, "-T", "-e", "none", "--", h.Host)
+	if command != "" {
+		a = append(a, command)
+	}
+	return a
+}
+
+// ForwardArgs is ssh's argv to forward stdio to addr through h (-W). It
+// uses no master of Tether's: a -W process that became one would stay
+// behind holding the forward.
+func (o *Options) ForwardArgs(h Host, addr string) []string {
+	a := o.common(h, false)
+	return append(a, "-W", addr, "--", h.Host)
+}
+
+// common are the options before the destination.
+func (o *Options) common(h Host, master bool) []string {
 	var a []string
 	if o.ConfigFile != "" {
 		a = append(a, "-F", o.ConfigFile)
 	}
-	if dir := o.controlDir(); dir != "" {
+	if dir := o.controlDir(); master && dir != "" && !o.UserMaster(h) {
 		persist := o.ControlPersist
 		if persist == 0 {
 			persist = 5 * time.Minute
@@ -164,12 +192,6 @@ func (o *Options) Args(h Host, command string) []string {
 	}
 	if h.Port != 0 {
 		a = append(a, "-p", strconv.Itoa(h.Port))
-	}
-	// -T: no remote terminal (the stream is binary); -e none: no escape
-	// character in it.
-	a = append(a, "-T", "-e", "none", "--", h.Host)
-	if command != "" {
-		a = append(a, command)
 	}
 	return a
 }
@@ -317,4 +339,103 @@ func (t *tail) String() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	return string(t.b)
+}
+
+// userMasters remembers, per process, whether the user's ssh_config gives
+// a host a ControlPath of its own.
+var userMasters sync.Map // key string → bool
+
+// UserMaster reports whether the user's ssh_config sets a ControlPath for
+// h: then Tether adds no master options, and ssh uses (or makes) the
+// user's master. ssh -G answers, asked only when a config file mentions
+// Control or Include, so a plain setup pays no extra ssh run.
+func (o *Options) UserMaster(h Host) bool {
+	key := strings.Join([]string{o.program(), o.ConfigFile, strings.Join(o.Extra, "\x00"), h.User, h.Host, strconv.Itoa(h.Port)}, "\x00")
+	if v, ok := userMasters.Load(key); ok {
+		return v.(bool)
+	}
+	v := o.askUserMaster(h)
+	userMasters.Store(key, v)
+	return v
+}
+
+func (o *Options) askUserMaster(h Host) bool {
+	mentions := func(p string) bool {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return false
+		}
+		l := bytes.ToLower(b)
+		return bytes.Contains(l, []byte("control")) || bytes.Contains(l, []byte("include"))
+	}
+	any := false
+	for _, e := range o.Extra {
+		any = any || strings.Contains(strings.ToLower(e), "control")
+	}
+	if o.ConfigFile != "" {
+		any = any || mentions(o.ConfigFile)
+	} else {
+		home, _ := os.UserHomeDir()
+		any = any || mentions(filepath.Join(home, ".ssh", "config")) || mentions("/etc/ssh/ssh_config")
+	}
+	if !any {
+		return false
+	}
+	var a []string
+	if o.ConfigFile != "" {
+		a = append(a, "-F", o.ConfigFile)
+	}
+	a = append(a, "-G")
+	a = append(a, o.Extra...)
+	if h.User != "" {
+		a = append(a, "-l", h.User)
+	}
+	if h.Port != 0 {
+		a = append(a, "-p", strconv.Itoa(h.Port))
+	}
+	a = append(a, "--", h.Host)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, o.program(), a...)
+	cmd.Env = o.Env
+	out, err := cmd.Output()
+	if err != nil {
+		return false
+	}
+	for _, l := range strings.Split(string(out), "\n") {
+		if v, ok := strings.CutPrefix(l, "controlpath "); ok && v != "none" && v != "" {
+			return true
+		}
+	}
+	return false
+}
+
+// Control sends a master control command (ssh -O check or exit) for h,
+// to Tether's master or the user's own, and returns ssh's answer.
+func (o *Options) Control(ctx context.Context, h Host, op string) (string, error) {
+	if op != "check" && op != "exit" {
+		return "", fmt.Errorf("ssh: unknown control command %q", op)
+	}
+	if err := CheckHost(h); err != nil {
+		return "", err
+	}
+	a := o.common(h, true)
+	if !o.UserMaster(h) && !slices.ContainsFunc(a, func(s string) bool { return strings.HasPrefix(s, "ControlPath=") }) {
+		return "", errors.New("no master: Tether runs none for this host (no safe directory for its socket)")
+	}
+	a = append(a, "-O", op, "--", h.Host)
+	cmd := exec.CommandContext(ctx, o.program(), a...)
+	cmd.Env = o.Env
+	out, err := cmd.CombinedOutput()
+	line := strings.TrimSpace(string(out))
+	if i := strings.LastIndexByte(line, '\n'); i >= 0 {
+		line = strings.TrimSpace(line[i+1:])
+	}
+	if err != nil {
+		if line == "" {
+			line = err.Error()
+		}
+		return "", errors.New(line)
+	}
+	return line, nil
 }

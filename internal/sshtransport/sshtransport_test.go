@@ -45,3 +45,22 @@ func TestArgs(t *testing.T) {
 		t.Fatal("a host starting with '-' was accepted")
 	}
 }
+
+func TestForwardArgs(t *testing.T) {
+	o := &Options{ControlDir: t.TempDir(), Batch: true, Extra: []string{"-J", "a"}}
+	got := o.ForwardArgs(Host{Host: "bastion", Port: 2222}, "10.0.0.5:4422")
+	want := []string{"-o", "BatchMode=yes", "-o", "ConnectTimeout=10", "-J", "a", "-p", "2222", "-W", "10.0.0.5:4422", "--", "bastion"}
+	if !slices.Equal(got, want) {
+		t.Fatalf("ForwardArgs = %q\nwant          %q (no master of Tether's for a forward)", got, want)
+	}
+}
+
+func TestNoteWriter(t *testing.T) {
+	var out strings.Builder
+	n := &noteWriter{to: &out}
+	n.Write([]byte("junk\n" + NotePrefix + "first"))
+	n.Write([]byte(" half\nmore junk\n" + NotePrefix + "second\n" + NotePrefix + "unfinished"))
+	if got, want := out.String(), NotePrefix+"first half\n"+NotePrefix+"second\n"; got != want {
+		t.Fatalf("notes passed on: %q, want %q", got, want)
+	}
+}

@@ -1,0 +1,260 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// figOverSSH is issue 15's performance goals: ssh:// targets (the user's
+// OpenSSH, the stdio agent on the host) against plain ssh in the same run.
+//
+//   - `tether invoke ssh://H/S true` with Tether's master up vs `ssh H true`
+//     through a ControlMaster (≤ 1.5×);
+//   - first contact (probe + upload + start + first command) on a host with
+//     no tether (≤ 2 s);
+//   - second contact (binary there, no master) vs `ssh H true` (≤ 1.2×);
+//   - fan-out of `true` over 100 sessions on 10 ssh targets vs the same over
+//     direct agents (≤ 2×).
+func (b *bench) figOverSSH(r *results, cfg config) error {
+	const fig = "9. ssh:// targets (issue 15)"
+	fmt.Fprintln(os.Stderr, "figure 9: ssh:// targets")
+	sshd, err := b.startSSHD()
+	if err != nil {
+		return err
+	}
+	u, err := user.Lookup(sshUser)
+	if err != nil {
+		return err
+	}
+	// The client's ssh config: Host * → the private sshd (HostKeyAlias,
+	// BatchMode), so ssh://b1 … ssh://b10 are ten aliases of one host.
+	env := []string{"TETHER_SSH_CONFIG=" + sshd.sshConfig}
+	tcmd := func(ctx context.Context, args ...string) *exec.Cmd {
+		c := b.tetherCmd(ctx, args...)
+		c.Env = append(c.Env, env...)
+		return c
+	}
+	run := func(args ...string) (string, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		defer cancel()
+		c := tcmd(ctx, args...)
+		out, err := c.CombinedOutput()
+		if err != nil {
+			return string(out), fmt.Errorf("tether %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+		return string(out), nil
+	}
+	timed := func(args ...string) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			return timeRun(tcmd(ctx, args...))
+		}
+	}
+	hostBin := filepath.Join(u.HomeDir, ".local", "share", "tether")
+	stopMasters := func(hosts ...string) {
+		for _, h := range hosts {
+			run("mux", "stop", "ssh://"+h)
+		}
+	}
+	waitMaster := func(h string) {
+		for i := 0; i < 100; i++ {
+			if out, _ := run("mux", "status", h); strings.Contains(out, "tether master running") {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		r.problem("figure 9: no tether master for %s", h)
+	}
+	// Sessions of an earlier run (the bench user's state outlives it) go
+	// first, and this run's at the end.
+	cleanup := func() {
+		run("remove", "--all", "ssh://b1")
+		stopMasters("b1", "b2", "b3", "b4", "b5", "b6", "b7", "b8", "b9", "b10")
+	}
+	cleanup()
+	b.atExit(cleanup)
+
+	// First contact: nothing on the host, no master. The client's own
+	// SHA-256 is cached in its ~/.cache/tether after the first run, as it
+	// would be for a user.
+	firstN := 2
+	if !cfg.quick {
+		firstN = 5
+	}
+	ds, errs := repeat(r, "first contact", firstN, func() (time.Duration, error) {
+		stopMasters("b1")
+		if err := os.RemoveAll(hostBin); err != nil {
+			return 0, err
+		}
+		return timed("invoke", "ssh://b1", "true")()
+	})
+	first := r.add(newRow(fig, "first contact: tether invoke ssh://H true (probe + upload + start + command)", "ms", durs(ds, "ms")))
+	first.Errors = errs
+	if fi, err := os.Stat(b.bin); err == nil {
+		first.Extra = map[string]any{"binary_MiB": float64(fi.Size()) / (1 << 20)}
+	}
+
+	// One session, then the steady state.
+	if _, err := run("new", "--name", "s", "ssh://b1"); err != nil {
+		return err
+	}
+	masterOpts, err := sshd.startMaster()
+	if err != nil {
+		return err
+	}
+	sshCM := func() (time.Duration, error) { return timeRun(sshd.command(context.Background(), masterOpts, "true")) }
+	sshNew := func() (time.Duration, error) { return timeRun(sshd.command(context.Background(), nil, "true")) }
+	repeat(r, "warm-up", 3, sshCM)
+	ds, errs = repeat(r, "ssh true (ControlMaster)", cfg.cmN, sshCM)
+	refCM := r.add(newRow(fig, "ssh H true (ControlMaster up), this figure", "ms", durs(ds, "ms")))
+	refCM.Errors = errs
+	repeat(r, "warm-up", 3, timed("invoke", "ssh://b1/s", "true"))
+	if out, err := run("mux", "status", "ssh://b1"); err != nil {
+		r.problem("figure 9: no Tether ssh master for ssh://b1 (the master row measures no master): %s", strings.TrimSpace(out))
+	}
+	ds, errs = repeat(r, "tether invoke ssh://H/S true (master up)", cfg.cmN, timed("invoke", "ssh://b1/s", "true"))
+	x := r.add(newRow(fig, "tether invoke ssh://H/S true (Tether's ssh master up)", "ms", durs(ds, "ms")))
+	x.Errors = errs
+	r.ratio(x, refCM.Name)
+	goal(r, "`tether invoke ssh://H/S true`, master up", "≤ 1.5× `ssh H true` with a ControlMaster", x, refCM, 1.5)
+
+	// Where the difference goes: the remote binary's start alone, over
+	// the same ControlMaster.
+	if bins, _ := filepath.Glob(filepath.Join(hostBin, "bin", "*", "tether")); len(bins) == 1 {
+		ds, errs = repeat(r, "ssh tether version", cfg.cmN, func() (time.Duration, error) {
+			return timeRun(sshd.command(context.Background(), masterOpts, bins[0], "version"))
+		})
+		y := r.add(newRow(fig, "  ssh H ~/.local/share/tether/bin/…/tether version (ControlMaster up): the remote binary's start", "ms", durs(ds, "ms")))
+		y.Errors = errs
+		r.ratio(y, refCM.Name)
+	}
+	// With TETHER_CONTROL_PERSIST a tether master holds one stdio agent's
+	// connection: a command starts neither ssh nor a remote process.
+	persist := func(args ...string) func() (time.Duration, error) {
+		return func() (time.Duration, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			defer cancel()
+			c := tcmd(ctx, args...)
+			c.Env = append(c.Env, "TETHER_CONTROL_PERSIST=5m")
+			return timeRun(c)
+		}
+	}
+	persist("invoke", "ssh://b1/s", "true")()
+	waitMaster("ssh://b1")
+	repeat(r, "warm-up", 3, persist("invoke", "ssh://b1/s", "true"))
+	ds, errs = repeat(r, "tether invoke ssh://H/S true (TETHER_CONTROL_PERSIST)", cfg.cmN, persist("invoke", "ssh://b1/s", "true"))
+	xp := r.add(newRow(fig, "tether invoke ssh://H/S true (TETHER_CONTROL_PERSIST master up)", "ms", durs(ds, "ms")))
+	xp.Errors = errs
+	r.ratio(xp, refCM.Name)
+	goal(r, "`tether invoke ssh://H/S true`, TETHER_CONTROL_PERSIST master up", "≤ 1.5× `ssh H true` with a ControlMaster", xp, refCM, 1.5)
+
+	ds, errs = repeat(r, "ssh true (new connection)", cfg.sshN, sshNew)
+	refNew := r.add(newRow(fig, "ssh H true (new connection), this figure", "ms", durs(ds, "ms")))
+	refNew.Errors = errs
+	ds, errs = repeat(r, "second contact", cfg.sshN, func() (time.Duration, error) {
+		stopMasters("b1")
+		return timed("invoke", "ssh://b1/s", "true")()
+	})
+	second := r.add(newRow(fig, "second contact: tether invoke ssh://H/S true (binary there, no master)", "ms", durs(ds, "ms")))
+	second.Errors = errs
+	r.ratio(second, refNew.Name)
+	goal(r, "second contact over ssh (binary present, no master)", "≤ 1.2× `ssh H true`", second, refNew, 1.2)
+	if first.N > 0 {
+		r.Targets = append(r.Targets, target{Name: "first contact over ssh (probe + upload + start + first command)", Goal: "≤ 2 s",
+			Measured: fmt.Sprintf("%.0f ms median", first.Median), Pass: first.Median <= 2000})
+	}
+
+	// Fan-out: 100 sessions on 10 ssh aliases, against 100 sessions on 10
+	// direct agents, masters up on both sides (Tether's ssh masters; the
+	// direct side's connections are made by the fan-out itself).
+	const hosts, per = 10, 10
+	var sshTargets, sshHosts []string
+	for h := 1; h <= hosts; h++ {
+		sshHosts = append(sshHosts, "ssh://b"+strconv.Itoa(h))
+	}
+	// 100 sessions of one user: above the default MaxShellsPerUser (a
+	// user-mode agent's settings are the user's, so the user may raise it).
+	if _, err := run("config", "set", "ssh://b1", "MaxShellsPerUser", "200"); err != nil {
+		return err
+	}
+	// One user on one sshd: names are per host user, so each new gets its
+	// own (generated) name on each alias.
+	for i := 1; i <= per; i++ {
+		out, err := run("new", "--throttle", "10", strings.Join(sshHosts, ","))
+		if err != nil {
+			return err
+		}
+		for _, l := range strings.Fields(out) {
+			if strings.HasPrefix(l, "ssh://") && strings.Contains(strings.TrimPrefix(l, "ssh://"), "/") {
+				sshTargets = append(sshTargets, l)
+			}
+		}
+	}
+	if len(sshTargets) != hosts*per {
+		return fmt.Errorf("made %d ssh sessions, want %d", len(sshTargets), hosts*per)
+	}
+	var direct []string
+	for h := 0; h < hosts; h++ {
+		a, err := b.startAgent("ssh15-"+strconv.Itoa(h), per+5)
+		if err != nil {
+			return err
+		}
+		s, err := b.newSessions(a, per)
+		if err != nil {
+			return err
+		}
+		direct = append(direct, s...)
+	}
+	sshList, directList := strings.Join(sshTargets, ","), strings.Join(direct, ",")
+	reps := max(cfg.fanReps, 3)
+	timed("invoke", sshList, "true")() // masters up, sessions warm
+	// The direct side without the ssh config (its Host * would give the
+	// agents' targets the ssh user, as ssh_config does).
+	timedDirect := func() (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		return timeRun(b.tetherCmd(ctx, "invoke", directList, "true"))
+	}
+	timedDirect()
+	ds, errs = repeat(r, "fan-out direct", reps, timedDirect)
+	refFan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 direct agents", "ms", durs(ds, "ms")))
+	refFan.Errors = errs
+	ds, errs = repeat(r, "fan-out ssh", reps, timed("invoke", sshList, "true"))
+	fan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (ssh masters up)", "ms", durs(ds, "ms")))
+	fan.Errors = errs
+	r.ratio(fan, refFan.Name)
+	goal(r, "fan-out over 100 sessions on 10 ssh targets, ssh masters", "≤ 2× the same over direct agents", fan, refFan, 2)
+	persist("invoke", sshList, "true")() // starts a tether master per alias
+	for _, h := range sshHosts {
+		waitMaster(h)
+	}
+	persist("invoke", sshList, "true")()
+	ds, errs = repeat(r, "fan-out ssh persist", reps, persist("invoke", sshList, "true"))
+	fanP := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (TETHER_CONTROL_PERSIST masters up)", "ms", durs(ds, "ms")))
+	fanP.Errors = errs
+	r.ratio(fanP, refFan.Name)
+	goal(r, "fan-out over 100 sessions on 10 ssh targets, TETHER_CONTROL_PERSIST", "≤ 2× the same over direct agents", fanP, refFan, 2)
+
+	sshd.stopMasters()
+	r.note("figure 9: the ssh side logs in as %s on a private sshd; ssh://b1…b10 are aliases (Host *) of that one sshd, so its 100 sessions are one user's on one host, each ssh connection's stdio agent discovering all of them", sshUser)
+	return nil
+}
+
+// goal records x ≤ limit × ref as a target.
+func goal(r *results, name, text string, x, ref *row, limit float64) {
+	if x == nil || ref == nil || x.N == 0 || ref.N == 0 || ref.Median == 0 {
+		r.Targets = append(r.Targets, target{Name: name, Goal: text, Skipped: true})
+		return
+	}
+	f := x.Median / ref.Median
+	r.Targets = append(r.Targets, target{Name: name, Goal: text, Pass: f <= limit,
+		Measured: fmt.Sprintf("%.1f ms vs %.1f ms = %.2f×", x.Median, ref.Median, f)})
+}
