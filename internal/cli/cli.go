@@ -103,6 +103,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		sessionHostCmd(env),
 		newCmd(env, g),
 		invokeCmd(env, g),
+		cpCmd(env, g),
 		enterCmd(env, g),
 		listCmd(env, g),
 		removeCmd(env, g),
