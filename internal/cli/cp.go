@@ -19,9 +19,10 @@ import (
 	"github.com/tether-sh/tether/internal/fold"
 )
 
-// remoteArg is TARGET:PATH, TARGET a target expression without a colon
-// but for a port ([USER@]HOST[:PORT][/NAME], web[01-20]/deploy, @web).
-var remoteArg = regexp.MustCompile(`^([^:/]+(?::[0-9]+)?(?:/[^:/]+)?):(.*)$`)
+// remoteArg is TARGET:PATH, TARGET a comma-separated list of target
+// expressions with no colon but for a port ([USER@]HOST[:PORT][/NAME],
+// web[01-20]/deploy, @web).
+var remoteArg = regexp.MustCompile(`^((?:[^:/,]+(?::[0-9]+)?(?:/[^:/,]+)?)(?:,[^:/,]+(?::[0-9]+)?(?:/[^:/,]+)?)*):(.*)$`)
 
 // splitRemote splits TARGET:PATH; a path that starts with / or . (or has
 // no colon) is local, as scp has it.

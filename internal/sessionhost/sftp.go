@@ -71,8 +71,11 @@ func (h *Host) opSftp(nc net.Conn, c *wire.Conn, req *wire.Request) {
 		return
 	}
 	// Bytes the client sent after its request may already sit in c's
-	// buffer: read through it, write to the socket itself.
-	if err := sftpserve.Serve(sftpStream{Reader: c.Reader(), nc: nc}, dir); err != nil {
+	// buffer: read through it, write to the socket itself. The client
+	// resolves relative paths against dir itself and sends absolute ones:
+	// pkg/sftp's server, given a working directory, would also make a
+	// relative symlink's target absolute (e0/f -> DIR/e0/f).
+	if err := sftpserve.Serve(sftpStream{Reader: c.Reader(), nc: nc}, ""); err != nil {
 		h.log.Info("tether cp stream ended", "err", err)
 	}
 }
