@@ -134,5 +134,5 @@ func checkName(side fsys, dir, n string) error {
 }
 
 func joinRemote(dir, rel string) string { return path.Join(dir, rel) }
-func cleanRemote(p string) string      { return path.Clean(p) }
+func cleanRemote(p string) string       { return path.Clean(p) }
 func joinLocal(dir, rel string) string  { return filepath.Join(dir, rel) }

@@ -25,14 +25,14 @@ type remote struct {
 	notify  io.Writer
 	push    bool // larger write packets
 
-	mu        sync.Mutex
-	gen       int
-	conn      *client.Conn
-	sc        *sftp.Client
-	dead      chan struct{} // closed when sc has ended
-	session   string        // filled from the first answer (temporary sessions)
-	temporary bool
-	cwd, home string
+	mu         sync.Mutex
+	gen        int
+	conn       *client.Conn
+	sc         *sftp.Client
+	dead       chan struct{} // closed when sc has ended
+	session    string        // filled from the first answer (temporary sessions)
+	temporary  bool
+	cwd, home  string
 	reconnects int
 
 	hmu      sync.Mutex
@@ -111,8 +111,17 @@ func remoteErr(t client.Target, err error) error {
 	if kind == nil {
 		kind = client.ErrDenied
 	}
-	return fmt.Errorf("%w: %s", kind, we.Message)
+	return &refusal{kind: kind, msg: we.Message}
 }
+
+// refusal is the host's no: its message, matching a client sentinel.
+type refusal struct {
+	kind error
+	msg  string
+}
+
+func (e *refusal) Error() string { return e.msg }
+func (e *refusal) Unwrap() error { return e.kind }
 
 // client returns the current SFTP client and its generation.
 func (r *remote) client() (*sftp.Client, int) {

@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path"
+	"strings"
 	"syscall"
 
 	"github.com/pkg/sftp"
@@ -150,7 +151,7 @@ func (j *job) pushFile(e *entry, res *FileResult) error {
 				}
 				continue
 			}
-			return fmt.Errorf("create %s: %w", where(j.dst, tmp), pathless(err))
+			return fmt.Errorf("%s: cannot create it: %w", where(j.dst, e.dst), pathless(err))
 		}
 		if off > 0 && size > off {
 			// Drop what lies past the verified prefix.
@@ -176,7 +177,7 @@ func (j *job) pushFile(e *entry, res *FileResult) error {
 				continue
 			}
 			cleanup()
-			return fmt.Errorf("write %s: %w", where(j.dst, e.dst), pathless(err))
+			return fmt.Errorf("%s: write: %w; nothing was left behind", where(j.dst, e.dst), pathless(err))
 		}
 		if hr.pos != size {
 			cleanup()
@@ -195,7 +196,7 @@ func (j *job) pushFile(e *entry, res *FileResult) error {
 	}
 	if err != nil {
 		cleanup()
-		return fmt.Errorf("check %s: %w", where(j.dst, e.dst), err)
+		return fmt.Errorf("%s: checksum: %w", where(j.dst, e.dst), err)
 	}
 	if got.SHA256 != sum || got.Size != size {
 		cleanup()
@@ -271,7 +272,7 @@ func (j *job) pullFile(e *entry, res *FileResult) error {
 				continue
 			}
 			cleanup()
-			return fmt.Errorf("open %s: %w", where(j.src, e.src), pathless(err))
+			return fmt.Errorf("%s: %w", where(j.src, e.src), pathless(err))
 		}
 		rf.Seek(off, io.SeekStart)
 		hw := &hashingWriter{w: io.NewOffsetWriter(lf, off), h: h, c: cnt, pos: off}
@@ -285,7 +286,7 @@ func (j *job) pullFile(e *entry, res *FileResult) error {
 				continue
 			}
 			cleanup()
-			return fmt.Errorf("read %s: %w", where(j.src, e.src), pathless(err))
+			return fmt.Errorf("%s: read: %w; %s was not changed", where(j.src, e.src), pathless(err), e.dst)
 		}
 		if hw.pos != size {
 			cleanup()
@@ -300,7 +301,7 @@ func (j *job) pullFile(e *entry, res *FileResult) error {
 	}
 	if err != nil {
 		cleanup()
-		return fmt.Errorf("check %s: %w", where(j.src, e.src), err)
+		return fmt.Errorf("%s: checksum: %w", where(j.src, e.src), err)
 	}
 	if got.Size != size || got.SHA256 != sum {
 		cleanup()
@@ -317,12 +318,12 @@ func (j *job) finish(e *entry, tmp string, src fs.FileInfo, cleanup func()) erro
 	mode := j.fileMode(e, src)
 	if err := j.dst.chmod(ctx, tmp, mode); err != nil {
 		cleanup()
-		return fmt.Errorf("chmod %s: %w", where(j.dst, e.dst), pathless(err))
+		return fmt.Errorf("%s: chmod: %w", where(j.dst, e.dst), pathless(err))
 	}
 	if j.o.Preserve {
 		if err := j.dst.chtimes(ctx, tmp, atime(src), src.ModTime()); err != nil {
 			cleanup()
-			return fmt.Errorf("set times of %s: %w", where(j.dst, e.dst), pathless(err))
+			return fmt.Errorf("%s: set times: %w", where(j.dst, e.dst), pathless(err))
 		}
 	}
 	if err := j.dst.rename(ctx, tmp, e.dst); err != nil {
@@ -330,7 +331,7 @@ func (j *job) finish(e *entry, tmp string, src fs.FileInfo, cleanup func()) erro
 		if fi, serr := j.dst.lstat(ctx, e.dst); serr == nil && fi.IsDir() {
 			return fmt.Errorf("%s is a directory; a file cannot replace it", where(j.dst, e.dst))
 		}
-		return fmt.Errorf("rename into %s: %w", where(j.dst, e.dst), pathless(err))
+		return fmt.Errorf("%s: rename into place: %w", where(j.dst, e.dst), pathless(err))
 	}
 	return nil
 }
@@ -369,6 +370,16 @@ func pathless(err error) error {
 			return fs.ErrPermission
 		case sftp.ErrSSHFxNoSuchFile:
 			return fs.ErrNotExist
+		}
+		// "sftp: \"write /p/.x.tether-…: no space left on device\" (SSH_FX_FAILURE)":
+		// the cause is what follows the last ": " of the quoted text.
+		msg := se.Error()
+		if i, j := strings.Index(msg, "\""), strings.LastIndex(msg, "\""); i >= 0 && j > i {
+			q := msg[i+1 : j]
+			if k := strings.LastIndex(q, ": "); k >= 0 {
+				q = q[k+2:]
+			}
+			return errors.New(q)
 		}
 	}
 	return err
