@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create"}
+var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "cp"}
 
 func main() {
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
@@ -141,6 +141,7 @@ func main() {
 		{"memory", func() error { return b.figMemory(r, cfg, sshd) }},
 		{"idleuser", func() error { return b.figIdleUser(r, cfg) }},
 		{"create", func() error { return b.figCreate(r, cfg, sshd) }},
+		{"cp", func() error { return b.figCp(r, cfg, sshd) }},
 	}
 	for _, f := range figs {
 		if !want[f.name] {
