@@ -237,6 +237,11 @@ func (j *job) run(srcs []string, dst string, slash bool) (Stats, error) {
 	if workers <= 0 {
 		workers = 16
 	}
+	if len(j.files) > 2*workers {
+		// pkg/sftp's server does one open, close, chmod or rename at a
+		// time per stream: a tree of small files goes over several.
+		j.r.widen(4)
+	}
 	client.Each(len(j.files), workers, func(i int) { j.copyFile(j.files[i]) })
 	client.Each(len(j.links), workers, func(i int) { j.copyLink(j.links[i]) })
 	// Directories last, deepest first: their modes may forbid writing in

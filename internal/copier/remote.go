@@ -28,8 +28,11 @@ type remote struct {
 	mu         sync.Mutex
 	gen        int
 	conn       *client.Conn
-	sc         *sftp.Client
-	dead       chan struct{} // closed when sc has ended
+	sc         *sftp.Client   // the first stream
+	scs        []*sftp.Client // every stream: pkg/sftp's server does one metadata op at a time per stream
+	next       int
+	streams    int           // how many streams to keep open (≥ 1)
+	dead       chan struct{} // closed when the first stream has ended
 	session    string        // filled from the first answer (temporary sessions)
 	temporary  bool
 	cwd, home  string
@@ -48,7 +51,7 @@ var ErrChanged = errors.New("changed while it was copied")
 var ErrChecksum = errors.New("checksum mismatch")
 
 func newRemote(d *client.Dialer, t client.Target, o *Options, push bool) *remote {
-	return &remote{d: d, target: t, timeout: o.reconnectTimeout(), notify: o.Notify, push: push, session: t.Session}
+	return &remote{d: d, target: t, timeout: o.reconnectTimeout(), notify: o.Notify, push: push, session: t.Session, streams: 1}
 }
 
 // open dials and opens the SFTP stream; the first call of a bare host
@@ -58,21 +61,50 @@ func (r *remote) open(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	wc, ch, err := conn.Open(wire.Request{Op: wire.OpSftp, Session: r.session, Client: r.d.Client, Grace: wire.Duration(max(r.timeout, time.Minute))})
+	dead := make(chan struct{})
+	var once sync.Once
+	sc, resp, err := r.openStream(conn, dead, &once)
 	if err != nil {
 		conn.Close()
-		return remoteErr(r.target, err)
+		return err
 	}
+	scs := []*sftp.Client{sc}
+	if resp.Session != nil {
+		r.session = resp.Session.Name // a temporary session's other streams go to it
+	}
+	for len(scs) < r.streams {
+		more, _, err := r.openStream(conn, dead, &once)
+		if err != nil {
+			break // fewer streams (a channel limit) is only slower
+		}
+		scs = append(scs, more)
+	}
+	r.conn, r.sc, r.scs, r.dead = conn, sc, scs, dead
+	if resp.Session != nil {
+		r.session, r.temporary = resp.Session.Name, resp.Session.Temporary
+	}
+	if r.cwd == "" { // relative paths mean the directory of the first answer
+		r.cwd, r.home = resp.Cwd, resp.Home
+	}
+	r.gen++
+	return nil
+}
+
+// openStream opens one SFTP stream on conn; dead is closed when any
+// stream ends.
+func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.Once) (*sftp.Client, wire.Response, error) {
 	var resp wire.Response
+	wc, ch, err := conn.Open(wire.Request{Op: wire.OpSftp, Session: r.session, Client: r.d.Client, Grace: wire.Duration(max(r.timeout, time.Minute))})
+	if err != nil {
+		return nil, resp, remoteErr(r.target, err)
+	}
 	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil {
 		ch.Close()
-		conn.Close()
-		return fmt.Errorf("%w: %v", client.ErrTransport, err)
+		return nil, resp, fmt.Errorf("%w: %v", client.ErrTransport, err)
 	}
 	if !resp.OK {
 		ch.Close()
-		conn.Close()
-		return remoteErr(r.target, resp.Error)
+		return nil, resp, remoteErr(r.target, resp.Error)
 	}
 	opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true), sftp.MaxConcurrentRequestsPerFile(64)}
 	if r.push {
@@ -83,20 +115,34 @@ func (r *remote) open(ctx context.Context) error {
 	sc, err := sftp.NewClientPipe(wc.Reader(), ch, opts...)
 	if err != nil {
 		ch.Close()
-		conn.Close()
-		return fmt.Errorf("%s: start SFTP: %w", r.target, err)
+		return nil, resp, fmt.Errorf("%s: start SFTP: %w", r.target, err)
 	}
-	dead := make(chan struct{})
-	go func() { sc.Wait(); close(dead) }()
-	r.conn, r.sc, r.dead = conn, sc, dead
-	if resp.Session != nil {
-		r.session, r.temporary = resp.Session.Name, resp.Session.Temporary
+	go func() { sc.Wait(); once.Do(func() { close(dead) }) }()
+	return sc, resp, nil
+}
+
+// widen opens more streams, up to n, for a tree of many files.
+func (r *remote) widen(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.streams = n
+	if r.conn == nil {
+		return
 	}
-	if r.cwd == "" { // relative paths mean the directory of the first answer
-		r.cwd, r.home = resp.Cwd, resp.Home
+	// The streams share the generation's dead channel through the once
+	// of the first; a new once here would close it twice, so extra
+	// streams report their end by closing the first stream's client.
+	for len(r.scs) < n {
+		dead := make(chan struct{})
+		var once sync.Once
+		sc, _, err := r.openStream(r.conn, dead, &once)
+		if err != nil {
+			return
+		}
+		first := r.sc
+		go func() { <-dead; first.Close() }()
+		r.scs = append(r.scs, sc)
 	}
-	r.gen++
-	return nil
 }
 
 func remoteErr(t client.Target, err error) error {
@@ -123,11 +169,16 @@ type refusal struct {
 func (e *refusal) Error() string { return e.msg }
 func (e *refusal) Unwrap() error { return e.kind }
 
-// client returns the current SFTP client and its generation.
+// client returns an SFTP client of the current generation (the streams in
+// turn) and the generation.
 func (r *remote) client() (*sftp.Client, int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.sc, r.gen
+	if len(r.scs) == 0 {
+		return r.sc, r.gen
+	}
+	r.next++
+	return r.scs[r.next%len(r.scs)], r.gen
 }
 
 // lost says whether err means generation gen's transport is gone (so the
@@ -160,7 +211,9 @@ func (r *remote) reconnect(ctx context.Context, gen int, cause error) error {
 		return nil
 	}
 	if r.sc != nil {
-		r.sc.Close()
+		for _, sc := range r.scs {
+			sc.Close()
+		}
 		r.conn.Close()
 	}
 	if r.timeout < 0 {
@@ -291,7 +344,9 @@ func (r *remote) close(ctx context.Context) {
 	if r.sc == nil {
 		return
 	}
-	r.sc.Close()
+	for _, sc := range r.scs {
+		sc.Close()
+	}
 	if r.temporary {
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 		r.conn.Call(ctx, wire.Request{Op: wire.OpRemove, Session: r.session, Client: r.d.Client})
