@@ -521,3 +521,36 @@ func TestCpBadInput(t *testing.T) {
 		}
 	})
 }
+
+// TestCpBareHostAndHome: a bare host copies through a temporary session,
+// which is gone afterwards; ~ is the session user's home; nothing is
+// printed when stderr is not a terminal.
+func TestCpBareHostAndHome(t *testing.T) {
+	c := NewClient(t)
+	login, home, uid, opts := cpUser(t, c)
+	c.User = login
+	a := StartAgent(t, opts)
+	name := fmt.Sprintf("cphome-%d", time.Now().UnixNano())
+	t.Cleanup(func() { os.Remove(filepath.Join(home, name)) })
+	local := t.TempDir()
+	sum := writeRandom(t, filepath.Join(local, "f"), 1<<20)
+	c.MustRun("list", a.Addr) // trust the host key first (a notice on stderr)
+	r := c.Run("cp", filepath.Join(local, "f"), a.Addr+":~/"+name)
+	if r.Code != 0 || r.Stderr != "" || r.Stdout != "" {
+		t.Fatalf("cp to a bare host: exit %d, want 0 and no output\nstdout: %s\nstderr: %s", r.Code, r.Stdout, r.Stderr)
+	}
+	if got := fileSHA(t, filepath.Join(home, name)); got != sum {
+		t.Fatalf("~/%s: sha256 %s, want %s", name, got, sum)
+	}
+	ownedBy(t, filepath.Join(home, name), uid)
+	// A relative path on a bare host is relative to the home, where a new
+	// session starts.
+	back := filepath.Join(local, "back")
+	c.MustRun("cp", a.Addr+":"+name, back)
+	if got := fileSHA(t, back); got != sum {
+		t.Fatalf("pulled from a bare host: sha256 %s, want %s", got, sum)
+	}
+	WaitFor(t, 10*time.Second, "the temporary sessions to be gone", func() bool {
+		return !strings.Contains(c.MustRun("list", a.Addr), "tmp-")
+	})
+}
