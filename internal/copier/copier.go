@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // Options control a copy.
@@ -242,7 +243,10 @@ func (j *job) run(srcs []string, dst string, slash bool) (Stats, error) {
 		// time per stream: a tree of small files goes over several.
 		j.r.widen(4)
 	}
-	client.Each(len(j.files), workers, func(i int) { j.copyFile(j.files[i]) })
+	pend := make([]*pendingFile, len(j.files))
+	client.Each(len(j.files), workers, func(i int) { pend[i] = j.copyFile(j.files[i]) })
+	pend = slices.DeleteFunc(pend, func(p *pendingFile) bool { return p == nil })
+	j.checkBatch(pend, workers)
 	client.Each(len(j.links), workers, func(i int) { j.copyLink(j.links[i]) })
 	// Directories last, deepest first: their modes may forbid writing in
 	// them, and writing in them moved their times.
@@ -324,16 +328,42 @@ func (j *job) walk(e *entry) {
 	}
 }
 
-func (j *job) copyFile(e *entry) {
+// batchMax is the size below which a file's check waits for the batch
+// (one hash request for many files) instead of being asked alone.
+const batchMax = 1 << 20
+
+// copyFile moves one file's bytes into its temp file. A large file is
+// checked and put in place at once; a small one is returned, to be checked
+// with the others in a few hash requests (checkBatch).
+func (j *job) copyFile(e *entry) *pendingFile {
 	res := FileResult{Source: where(j.src, e.src), Dest: where(j.dst, e.dst), Type: "file"}
+	var l *landed
 	var err error
 	if j.push {
-		err = j.pushFile(e, &res)
+		l, err = j.pushFile(e, &res)
 	} else {
-		err = j.pullFile(e, &res)
+		l, err = j.pullFile(e, &res)
 	}
 	if err != nil {
 		j.fail(err, e, "file")
+		return nil
+	}
+	if l.size < batchMax {
+		return &pendingFile{l: l, res: res}
+	}
+	got, err := j.r.hash(j.ctx, l.hashed, l.size)
+	j.done(l, got, err, res)
+	return nil
+}
+
+type pendingFile struct {
+	l   *landed
+	res FileResult
+}
+
+func (j *job) done(l *landed, got wire.HashResult, err error, res FileResult) {
+	if err := j.check(l, got, err, &res); err != nil {
+		j.fail(err, l.e, "file")
 		return
 	}
 	j.mu.Lock()
@@ -342,6 +372,27 @@ func (j *job) copyFile(e *entry) {
 	j.mu.Unlock()
 	if j.o.OnFile != nil {
 		j.o.OnFile(res)
+	}
+}
+
+// checkBatch checks the small files in as few hash requests as the op
+// allows, then puts them in place, workers at once.
+func (j *job) checkBatch(pend []*pendingFile, workers int) {
+	for len(pend) > 0 {
+		chunk := pend[:min(len(pend), wire.MaxHashFiles)]
+		pend = pend[len(chunk):]
+		files := make([]wire.HashFile, len(chunk))
+		for i, p := range chunk {
+			files[i] = wire.HashFile{Path: p.l.hashed, Length: p.l.size}
+		}
+		got, err := j.r.hashBatch(j.ctx, files)
+		client.Each(len(chunk), workers, func(i int) {
+			var g wire.HashResult
+			if err == nil {
+				g = got[i]
+			}
+			j.done(chunk[i].l, g, err, chunk[i].res)
+		})
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"syscall"
 
 	"github.com/pkg/sftp"
+
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // resumeMin is the size from which a first attempt looks for the temp file
@@ -94,19 +96,19 @@ func hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) {
 // pushFile sends local file e.src to the session as e.dst: into a temp
 // file, resumed after a cut from what the temp file verifiably holds, its
 // SHA-256 checked by the session host, then renamed over e.dst.
-func (j *job) pushFile(e *entry, res *FileResult) error {
+func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 	ctx, r := j.ctx, j.r
 	f, err := os.OpenFile(e.src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return fmt.Errorf("open %s: %w", e.src, pathless(err))
+		return nil, fmt.Errorf("open %s: %w", e.src, pathless(err))
 	}
 	defer f.Close()
 	fi0, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("stat %s: %w", e.src, err)
+		return nil, fmt.Errorf("stat %s: %w", e.src, err)
 	}
 	if !fi0.Mode().IsRegular() {
-		return fmt.Errorf("%s is not a regular file (%s)", e.src, fi0.Mode().Type())
+		return nil, fmt.Errorf("%s is not a regular file (%s)", e.src, fi0.Mode().Type())
 	}
 	size := fi0.Size()
 	tmp := tempName(e.dst, e.src, fi0, j.clientID)
@@ -123,7 +125,7 @@ func (j *job) pushFile(e *entry, res *FileResult) error {
 			st, err := sc.Lstat(tmp)
 			if r.lost(gen, err) {
 				if err := r.reconnect(ctx, gen, err); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			}
@@ -147,11 +149,11 @@ func (j *job) pushFile(e *entry, res *FileResult) error {
 		if err != nil {
 			if r.lost(gen, err) {
 				if err := r.reconnect(ctx, gen, err); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			}
-			return fmt.Errorf("%s: cannot create it: %w", where(j.dst, e.dst), pathless(err))
+			return nil, fmt.Errorf("%s: cannot create it: %w", where(j.dst, e.dst), pathless(err))
 		}
 		if off > 0 && size > off {
 			// Drop what lies past the verified prefix.
@@ -172,38 +174,24 @@ func (j *job) pushFile(e *entry, res *FileResult) error {
 			if r.lost(gen, err) {
 				good = pos
 				if err := r.reconnect(ctx, gen, err); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			}
 			cleanup()
-			return fmt.Errorf("%s: write: %w; nothing was left behind", where(j.dst, e.dst), pathless(err))
+			return nil, fmt.Errorf("%s: write: %w; nothing was left behind", where(j.dst, e.dst), pathless(err))
 		}
 		if hr.pos != size {
 			cleanup()
-			return fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, hr.pos, size)
+			return nil, fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, hr.pos, size)
 		}
 		break
 	}
 	if fi1, err := f.Stat(); err != nil || fi1.Size() != size || !fi1.ModTime().Equal(fi0.ModTime()) {
 		cleanup()
-		return fmt.Errorf("%s: %w (its size or modification time moved); the destination was not changed, copy it again", e.src, ErrChanged)
+		return nil, fmt.Errorf("%s: %w (its size or modification time moved); the destination was not changed, copy it again", e.src, ErrChanged)
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	got, err := r.hash(ctx, tmp, size)
-	if err == nil && got.Error != "" {
-		err = errors.New(got.Error)
-	}
-	if err != nil {
-		cleanup()
-		return fmt.Errorf("%s: checksum: %w", where(j.dst, e.dst), err)
-	}
-	if got.SHA256 != sum || got.Size != size {
-		cleanup()
-		return fmt.Errorf("%s: %w: sent sha256 %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, sum, got.SHA256, got.Size)
-	}
-	res.SHA256, res.Bytes = sum, size
-	return j.finish(e, tmp, fi0, cleanup)
+	return &landed{e: e, tmp: tmp, hashed: tmp, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: fi0, cleanup: cleanup}, nil
 }
 
 // verifyPrefix reports whether the first n bytes of the session's tmp are
@@ -231,14 +219,14 @@ func cloneSum(h hash.Hash) []byte { return h.Sum(nil) }
 // pullFile fetches the session's e.src to local e.dst the same way: a temp
 // file hashed while written, resumed after a cut from its verified prefix,
 // checked against the session host's SHA-256 of the source, renamed.
-func (j *job) pullFile(e *entry, res *FileResult) error {
+func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 	ctx, r := j.ctx, j.r
 	size := e.fi.Size()
 	tmp := tempName(e.dst, where(j.src, e.src), e.fi, j.clientID)
 	cleanup := func() { os.Remove(tmp) }
 	lf, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return fmt.Errorf("create %s: %w", tmp, pathless(err))
+		return nil, fmt.Errorf("create %s: %w", tmp, pathless(err))
 	}
 	defer lf.Close()
 	cnt := &counter{fn: j.o.Progress}
@@ -261,18 +249,18 @@ func (j *job) pullFile(e *entry, res *FileResult) error {
 		res.Resumed += off
 		if err := lf.Truncate(off); err != nil {
 			cleanup()
-			return fmt.Errorf("truncate %s: %w", tmp, err)
+			return nil, fmt.Errorf("truncate %s: %w", tmp, err)
 		}
 		rf, err := sc.Open(e.src)
 		if err != nil {
 			if r.lost(gen, err) {
 				if err := r.reconnect(ctx, gen, err); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			}
 			cleanup()
-			return fmt.Errorf("%s: %w", where(j.src, e.src), pathless(err))
+			return nil, fmt.Errorf("%s: %w", where(j.src, e.src), pathless(err))
 		}
 		rf.Seek(off, io.SeekStart)
 		hw := &hashingWriter{w: io.NewOffsetWriter(lf, off), h: h, c: cnt, pos: off}
@@ -281,34 +269,55 @@ func (j *job) pullFile(e *entry, res *FileResult) error {
 		if err != nil {
 			if r.lost(gen, err) {
 				if err := r.reconnect(ctx, gen, err); err != nil {
-					return err
+					return nil, err
 				}
 				continue
 			}
 			cleanup()
-			return fmt.Errorf("%s: read: %w; %s was not changed", where(j.src, e.src), pathless(err), e.dst)
+			return nil, fmt.Errorf("%s: read: %w; %s was not changed", where(j.src, e.src), pathless(err), e.dst)
 		}
 		if hw.pos != size {
 			cleanup()
-			return fmt.Errorf("%s: %w (%d bytes, expected %d); %s was not changed", where(j.src, e.src), ErrChanged, hw.pos, size, e.dst)
+			return nil, fmt.Errorf("%s: %w (%d bytes, expected %d); %s was not changed", where(j.src, e.src), ErrChanged, hw.pos, size, e.dst)
 		}
 		break
 	}
-	sum := hex.EncodeToString(h.Sum(nil))
-	got, err := r.hash(ctx, e.src, size)
+	return &landed{e: e, tmp: tmp, hashed: e.src, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: e.fi, cleanup: cleanup}, nil
+}
+
+// landed is a file whose bytes are in its temp file, to be checked against
+// the session host's SHA-256 (of the temp file after a push, of the source
+// after a pull) and renamed into place.
+type landed struct {
+	e       *entry
+	tmp     string
+	hashed  string // the session's path the host hashes
+	sum     string // SHA-256 of what the client read (push) or wrote (pull)
+	size    int64
+	fi      fs.FileInfo // the source's
+	cleanup func()
+}
+
+// check compares the host's hash with the client's; only equal ones are
+// renamed into place.
+func (j *job) check(l *landed, got wire.HashResult, err error, res *FileResult) error {
+	e := l.e
 	if err == nil && got.Error != "" {
 		err = errors.New(got.Error)
 	}
 	if err != nil {
-		cleanup()
-		return fmt.Errorf("%s: checksum: %w", where(j.src, e.src), err)
+		l.cleanup()
+		return fmt.Errorf("%s: checksum: %w", where(j.dst, e.dst), err)
 	}
-	if got.Size != size || got.SHA256 != sum {
-		cleanup()
-		return fmt.Errorf("%s: %w (now %d bytes, sha256 %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, got.SHA256, sum, e.dst)
+	if got.SHA256 != l.sum || got.Size != l.size {
+		l.cleanup()
+		if j.push {
+			return fmt.Errorf("%s: %w: sent sha256 %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, l.sum, got.SHA256, got.Size)
+		}
+		return fmt.Errorf("%s: %w (now %d bytes, sha256 %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, got.SHA256, l.sum, e.dst)
 	}
-	res.SHA256, res.Bytes = sum, size
-	return j.finish(e, tmp, e.fi, cleanup)
+	res.SHA256, res.Bytes = l.sum, l.size
+	return j.finish(e, l.tmp, l.fi, l.cleanup)
 }
 
 // finish gives the temp file its mode (and times with -p) and renames it
