@@ -89,17 +89,21 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 		}
 		return out
 	}
-	reps := cfg.tputReps
-	ds, errs := repeat(r, "tether cp big", reps, func() (time.Duration, error) {
-		return timeRun(b.tetherCmd(ctx, "cp", big, sess[0]+":"+fresh()+"/"))
-	})
-	tBig := r.add(newRow(fig, "tether cp "+label+" to a session", "MiB/s", mibs(ds)))
-	tBig.Errors = errs
-	ds, errs = repeat(r, "tether cp -r tree", reps, func() (time.Duration, error) {
-		return timeRun(b.tetherCmd(ctx, "cp", "-r", tree, sess[0]+":"+fresh()+"/"))
-	})
-	tTree := r.add(newRow(fig, "tether cp -r 2,000 small files to a session", "files/s", fps(ds)))
-	tTree.Errors = errs
+	// The tools take turns in every repetition, so that load from other
+	// work on the machine falls on all of them alike and the ratios hold.
+	type tool struct {
+		name, unit string
+		run        func() *exec.Cmd
+		rate       func([]time.Duration) []float64
+		ds         []time.Duration
+		errs       int
+	}
+	tools := []*tool{
+		{name: "tether cp " + label + " to a session", unit: "MiB/s", rate: mibs,
+			run: func() *exec.Cmd { return b.tetherCmd(ctx, "cp", big, sess[0]+":"+fresh()+"/") }},
+		{name: "tether cp -r 2,000 small files to a session", unit: "files/s", rate: fps,
+			run: func() *exec.Cmd { return b.tetherCmd(ctx, "cp", "-r", tree, sess[0]+":"+fresh()+"/") }},
+	}
 	if sshd != nil {
 		scp := func(args ...string) *exec.Cmd {
 			base := []string{"-F", "/dev/null", "-o", "UserKnownHostsFile=" + sshd.knownHosts, "-o", "StrictHostKeyChecking=no",
@@ -110,31 +114,39 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 			return cmd
 		}
 		at := sshUser + "@127.0.0.1:"
-		ds, errs = repeat(r, "scp big", reps, func() (time.Duration, error) {
-			return timeRun(scp(big, at+fresh()+"/"))
-		})
-		x := r.add(newRow(fig, "scp "+label+", aes128-gcm@openssh.com", "MiB/s", mibs(ds)))
-		x.Errors = errs
-		r.ratio(tBig, x.Name)
-		ds, errs = repeat(r, "scp -r tree", reps, func() (time.Duration, error) {
-			return timeRun(scp("-r", tree, at+fresh()+"/"))
-		})
-		x = r.add(newRow(fig, "scp -r 2,000 small files, aes128-gcm@openssh.com", "files/s", fps(ds)))
-		x.Errors = errs
-		r.ratio(tTree, x.Name)
+		tools = append(tools,
+			&tool{name: "scp " + label + ", aes128-gcm@openssh.com", unit: "MiB/s", rate: mibs,
+				run: func() *exec.Cmd { return scp(big, at+fresh()+"/") }},
+			&tool{name: "scp -r 2,000 small files, aes128-gcm@openssh.com", unit: "files/s", rate: fps,
+				run: func() *exec.Cmd { return scp("-r", tree, at+fresh()+"/") }})
 		if _, err := exec.LookPath("rsync"); err == nil {
 			sa := sshd.sshArgs("-c", "aes128-gcm@openssh.com")
 			ssh := "ssh " + shellJoin(sa[:len(sa)-1]) // without the host: rsync adds it
-			ds, errs = repeat(r, "rsync -a tree", reps, func() (time.Duration, error) {
-				cmd := exec.CommandContext(ctx, "rsync", "-a", "-e", ssh, tree, "127.0.0.1:"+fresh()+"/")
-				cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + sshd.dir}
-				return timeRun(cmd)
-			})
-			x = r.add(newRow(fig, "rsync -a 2,000 small files over ssh, aes128-gcm (noted)", "files/s", fps(ds)))
-			x.Errors = errs
+			tools = append(tools, &tool{name: "rsync -a 2,000 small files over ssh, aes128-gcm (noted)", unit: "files/s", rate: fps,
+				run: func() *exec.Cmd {
+					cmd := exec.CommandContext(ctx, "rsync", "-a", "-e", ssh, tree, "127.0.0.1:"+fresh()+"/")
+					cmd.Env = []string{"PATH=/usr/local/bin:/usr/bin:/bin", "HOME=" + sshd.dir}
+					return cmd
+				}})
 		} else {
 			r.note("cp: no rsync on this machine; its row is left out")
 		}
+	}
+	for i := 0; i < cfg.tputReps; i++ {
+		for _, t := range tools {
+			ds, errs := repeat(r, t.name, 1, func() (time.Duration, error) { return timeRun(t.run()) })
+			t.ds, t.errs = append(t.ds, ds...), t.errs+errs
+		}
+	}
+	rows := map[string]*row{}
+	for _, t := range tools {
+		x := r.add(newRow(fig, t.name, t.unit, t.rate(t.ds)))
+		x.Errors = t.errs
+		rows[t.name] = x
+	}
+	if sshd != nil {
+		r.ratio(rows[tools[0].name], tools[2].name)
+		r.ratio(rows[tools[1].name], tools[3].name)
 	}
 	a.stop()
 	return nil
