@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 
@@ -36,6 +37,7 @@ type remote struct {
 	session    string        // filled from the first answer (temporary sessions)
 	temporary  bool
 	cwd, home  string
+	created    int // the mode pkg/sftp's server gives a file it creates; -1 unknown
 	reconnects int
 
 	hmu      sync.Mutex
@@ -85,6 +87,10 @@ func (r *remote) open(ctx context.Context) error {
 	}
 	if r.cwd == "" { // relative paths mean the directory of the first answer
 		r.cwd, r.home = resp.Cwd, resp.Home
+		r.created = -1
+		if m, err := strconv.ParseUint(resp.Umask, 8, 32); err == nil && resp.Umask != "" {
+			r.created = int(0o644 &^ m)
+		}
 	}
 	r.gen++
 	return nil

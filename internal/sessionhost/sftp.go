@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -67,7 +68,7 @@ func (h *Host) opSftp(nc net.Conn, c *wire.Conn, req *wire.Request) {
 	if home == "" {
 		home, _ = os.UserHomeDir()
 	}
-	if err := c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cwd: dir, Home: home}); err != nil {
+	if err := c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cwd: dir, Home: home, Umask: umask()}); err != nil {
 		return
 	}
 	// Bytes the client sent after its request may already sit in c's
@@ -78,6 +79,22 @@ func (h *Host) opSftp(nc net.Conn, c *wire.Conn, req *wire.Request) {
 	if err := sftpserve.Serve(sftpStream{Reader: c.Reader(), nc: nc}, ""); err != nil {
 		h.log.Info("tether cp stream ended", "err", err)
 	}
+}
+
+// umask is this process's file mode creation mask, as /proc shows it
+// (reading it with umask(2) would change it for a moment, for every
+// thread); "" when /proc does not say.
+func umask() string {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return ""
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "Umask:"); ok {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
 }
 
 type sftpStream struct {

@@ -135,9 +135,12 @@ type Response struct {
 	Help    string        `json:"help,omitempty"`
 	Text    string        `json:"text,omitempty"`
 
-	// sftp: the session's current directory and its user's home.
-	Cwd  string `json:"cwd,omitempty"`
-	Home string `json:"home,omitempty"`
+	// sftp: the session's current directory and its user's home, and the
+	// umask of the process that serves SFTP (octal, "" unknown): a file
+	// it creates gets 0644 less it.
+	Cwd   string `json:"cwd,omitempty"`
+	Home  string `json:"home,omitempty"`
+	Umask string `json:"umask,omitempty"`
 	// hash: one result per Request.Files, in order.
 	Hashes []HashResult `json:"hashes,omitempty"`
 }
