@@ -1,10 +1,12 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"os/signal"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -112,7 +114,12 @@ JSON object per file ({"target","source","dest","type","bytes","sha256",
 			for i, t := range targets {
 				targets[i] = s.display(t)
 			}
-			return runCp(cmd, env, s, targets, srcs, dstPath, dstRemote, o, tf.throttle, jsonOut)
+			// Ctrl-C stops the copy and removes its temp files; a
+			// second one kills the process at once.
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt)
+			defer stop()
+			go func() { <-ctx.Done(); stop() }()
+			return runCp(ctx, env, s, targets, srcs, dstPath, dstRemote, o, tf.throttle, jsonOut)
 		},
 	}
 	tf.register(cmd)
@@ -142,9 +149,8 @@ type cpTargetRecord struct {
 	DurationMS int64  `json:"duration_ms"`
 }
 
-func runCp(cmd *cobra.Command, env *Env, s *session, targets []client.Target, srcs []string, dst string, push bool,
+func runCp(ctx context.Context, env *Env, s *session, targets []client.Target, srcs []string, dst string, push bool,
 	o copier.Options, throttle int, jsonOut bool) error {
-	ctx := cmd.Context()
 	many := len(targets) > 1
 	var mu sync.Mutex // one line at a time, and the bar
 	enc := json.NewEncoder(env.Stdout)
@@ -228,7 +234,7 @@ func runCp(cmd *cobra.Command, env *Env, s *session, targets []client.Target, sr
 				rec.Error = err.Error()
 			}
 			enc.Encode(rec)
-		} else if err != nil && !told {
+		} else if err != nil && !told && ctx.Err() == nil {
 			// File failures were told as they happened; a target that
 			// failed as a whole is told here.
 			if bar != nil {
@@ -239,6 +245,10 @@ func runCp(cmd *cobra.Command, env *Env, s *session, targets []client.Target, sr
 	})
 	if bar != nil {
 		bar.Finish()
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(env.Stderr, "tether: cp interrupted; the files not yet in place were removed")
+		return exitError{130}
 	}
 	worst := 0
 	for _, r := range results {

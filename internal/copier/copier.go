@@ -154,6 +154,9 @@ func (j *job) fail(err error, e *entry, typ string) {
 		j.first = err
 	}
 	j.mu.Unlock()
+	if j.ctx.Err() != nil && errors.Is(err, j.ctx.Err()) {
+		return // interrupted: one error for the copy, not one per file
+	}
 	if j.o.OnFile != nil {
 		r := FileResult{Type: typ, Err: err}
 		if e != nil {
@@ -336,6 +339,10 @@ const batchMax = 1 << 20
 // checked and put in place at once; a small one is returned, to be checked
 // with the others in a few hash requests (checkBatch).
 func (j *job) copyFile(e *entry) *pendingFile {
+	if err := j.ctx.Err(); err != nil {
+		j.fail(err, e, "file")
+		return nil
+	}
 	res := FileResult{Source: where(j.src, e.src), Dest: where(j.dst, e.dst), Type: "file"}
 	var l *landed
 	var err error
@@ -362,6 +369,11 @@ type pendingFile struct {
 }
 
 func (j *job) done(l *landed, got wire.HashResult, err error, res FileResult) {
+	if cerr := j.ctx.Err(); cerr != nil {
+		l.cleanup()
+		j.fail(cerr, l.e, "file")
+		return
+	}
 	if err := j.check(l, got, err, &res); err != nil {
 		j.fail(err, l.e, "file")
 		return
@@ -379,6 +391,13 @@ func (j *job) done(l *landed, got wire.HashResult, err error, res FileResult) {
 // allows, then puts them in place, workers at once.
 func (j *job) checkBatch(pend []*pendingFile, workers int) {
 	for len(pend) > 0 {
+		if err := j.ctx.Err(); err != nil {
+			for _, p := range pend {
+				p.l.cleanup()
+			}
+			j.fail(err, nil, "")
+			return
+		}
 		chunk := pend[:min(len(pend), wire.MaxHashFiles)]
 		pend = pend[len(chunk):]
 		files := make([]wire.HashFile, len(chunk))

@@ -51,6 +51,7 @@ func (c *counter) set(n int64) {
 
 // hashingReader hashes and counts what is read through it, in order.
 type hashingReader struct {
+	ctx context.Context // an interrupted copy stops at the next read
 	r   io.Reader
 	h   hash.Hash
 	c   *counter
@@ -58,6 +59,9 @@ type hashingReader struct {
 }
 
 func (h *hashingReader) Read(b []byte) (int, error) {
+	if err := h.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := h.r.Read(b)
 	if n > 0 {
 		h.h.Write(b[:n])
@@ -68,6 +72,7 @@ func (h *hashingReader) Read(b []byte) (int, error) {
 }
 
 type hashingWriter struct {
+	ctx context.Context
 	w   io.Writer
 	h   hash.Hash
 	c   *counter
@@ -75,6 +80,9 @@ type hashingWriter struct {
 }
 
 func (h *hashingWriter) Write(b []byte) (int, error) {
+	if err := h.ctx.Err(); err != nil {
+		return 0, err
+	}
 	n, err := h.w.Write(b)
 	if n > 0 {
 		h.h.Write(b[:n])
@@ -168,7 +176,7 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			rf.Truncate(off)
 		}
 		rf.Seek(off, io.SeekStart)
-		hr := &hashingReader{r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
+		hr := &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
 		if size-off > 2*128<<10 {
 			_, err = rf.ReadFromWithConcurrency(hr, 0)
 		} else {
@@ -271,7 +279,7 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 			return nil, fmt.Errorf("%s: %w", where(j.src, e.src), pathless(err))
 		}
 		rf.Seek(off, io.SeekStart)
-		hw := &hashingWriter{w: io.NewOffsetWriter(lf, off), h: h, c: cnt, pos: off}
+		hw := &hashingWriter{ctx: ctx, w: io.NewOffsetWriter(lf, off), h: h, c: cnt, pos: off}
 		_, err = rf.WriteTo(hw)
 		rf.Close()
 		if err != nil {

@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -570,5 +572,58 @@ func TestCpBareHostAndHome(t *testing.T) {
 	}
 	WaitFor(t, 10*time.Second, "the temporary sessions to be gone", func() bool {
 		return !strings.Contains(c.MustRun("list", a.Addr), "tmp-")
+	})
+}
+
+// TestCpInterruptLeavesNothing: Ctrl-C (SIGINT) in the middle of a push
+// and of a pull stops the copy, exits 130 and removes the temp file; the
+// destination never appears.
+func TestCpInterruptLeavesNothing(t *testing.T) {
+	c := NewClient(t)
+	a := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}})
+	remote := t.TempDir()
+	c.MustRun("new", "--name", "int", a.Addr)
+	c.MustRun("invoke", a.Addr+"/int", "cd "+remote)
+	local := t.TempDir()
+	writeRandom(t, filepath.Join(local, "big.bin"), 200<<20)
+	interrupt := func(t *testing.T, tempDir string, args ...string) {
+		t.Helper()
+		cmd := c.Command(context.Background(), args...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		WaitFor(t, time.Minute, "the copy to be under way", func() bool {
+			m, _ := filepath.Glob(filepath.Join(tempDir, ".*.tether-*"))
+			if len(m) == 0 {
+				return false
+			}
+			fi, err := os.Stat(m[0])
+			return err == nil && fi.Size() > 0
+		})
+		cmd.Process.Signal(os.Interrupt)
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 130 {
+			t.Fatalf("interrupted cp: %v, want exit 130\n%s", err, stderr.String())
+		}
+		if m, _ := filepath.Glob(filepath.Join(tempDir, ".*.tether-*")); len(m) > 0 {
+			t.Fatalf("temp files left after Ctrl-C: %v\n%s", m, stderr.String())
+		}
+	}
+	t.Run("push", func(t *testing.T) {
+		interrupt(t, remote, "cp", filepath.Join(local, "big.bin"), a.Addr+"/int:big.bin")
+		if _, err := os.Stat(filepath.Join(remote, "big.bin")); err == nil {
+			t.Fatal("an interrupted push put the file in place")
+		}
+	})
+	t.Run("pull", func(t *testing.T) {
+		os.Rename(filepath.Join(local, "big.bin"), filepath.Join(remote, "big.bin"))
+		back := t.TempDir()
+		interrupt(t, back, "cp", a.Addr+"/int:big.bin", back)
+		if _, err := os.Stat(filepath.Join(back, "big.bin")); err == nil {
+			t.Fatal("an interrupted pull put the file in place")
+		}
 	})
 }
