@@ -627,3 +627,42 @@ func TestCpInterruptLeavesNothing(t *testing.T) {
 		}
 	})
 }
+
+// TestCpRefusesSessionHeldElsewhere: a session another client holds (here:
+// it follows a running command) is Busy for cp, as for invoke; the holder's
+// command goes on untouched. The holder itself may copy meanwhile.
+func TestCpRefusesSessionHeldElsewhere(t *testing.T) {
+	c := NewClient(t)
+	a := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}})
+	sess := a.Addr + "/held"
+	c.MustRun("new", "--name", "held", a.Addr)
+	remote := t.TempDir()
+	c.MustRun("invoke", sess, "cd "+remote)
+	other := c.WithKey()
+	other.MustRun("list", a.Addr)
+	ctx, cancel := context.WithCancel(context.Background())
+	run := other.Command(ctx, "invoke", sess, "echo started; sleep 60")
+	out, _ := run.StdoutPipe()
+	if err := run.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); run.Wait() }()
+	buf := make([]byte, 8)
+	io.ReadFull(out, buf) // "started\n": the other client follows the command
+	local := filepath.Join(t.TempDir(), "f")
+	writeRandom(t, local, 1000)
+	r := c.Run("cp", local, sess+":f")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "Busy") {
+		t.Fatalf("cp into a session another client holds: exit %d, want a Busy refusal\n%s", r.Code, r.Stderr)
+	}
+	if _, err := os.Stat(filepath.Join(remote, "f")); err == nil {
+		t.Fatal("the file was copied into a session held elsewhere")
+	}
+	r = other.Run("cp", local, sess+":f")
+	if r.Code != 0 {
+		t.Fatalf("the holder's own cp: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if st := c.MustRun("list", a.Addr); !strings.Contains(st, "Busy") {
+		t.Errorf("the holder's command should still run (Busy):\n%s", st)
+	}
+}
