@@ -219,6 +219,13 @@ func (j *job) run(srcs []string, dst string, slash bool) (Stats, error) {
 			target = path.Join(dst, b)
 		}
 		e := &entry{src: s, dst: target, fi: fi}
+		if j.push && fi.Mode().IsRegular() {
+			// A named symlink is copied as what it points to (files
+			// inside trees are opened without following links).
+			if real, err := filepath.EvalSymlinks(s); err == nil {
+				e.src = real
+			}
+		}
 		switch {
 		case fi.IsDir() && !j.o.Recursive:
 			j.fail(fmt.Errorf("%s is a directory (use -r to copy it and what it holds)", where(j.src, s)), nil, "")

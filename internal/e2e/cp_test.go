@@ -666,3 +666,41 @@ func TestCpRefusesSessionHeldElsewhere(t *testing.T) {
 		t.Errorf("the holder's command should still run (Busy):\n%s", st)
 	}
 }
+
+// TestCpShapes: cp's and scp's shapes — an empty file, a named symlink
+// (copied as its target), -r to a new name (push and pull), several sources
+// into a directory, and several sources into what is not one (refused).
+func TestCpShapes(t *testing.T) {
+	c := NewClient(t)
+	a := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}})
+	sess := a.Addr + "/shapes"
+	c.MustRun("new", "--name", "shapes", a.Addr)
+	remote := t.TempDir()
+	c.MustRun("invoke", sess, "cd "+remote)
+	local := t.TempDir()
+	os.WriteFile(filepath.Join(local, "empty"), nil, 0o644)
+	sum := writeRandom(t, filepath.Join(local, "real"), 5000)
+	os.Symlink("real", filepath.Join(local, "link"))
+	makeTree(t, filepath.Join(local, "tree"), 30)
+
+	c.MustRun("cp", filepath.Join(local, "empty"), filepath.Join(local, "link"), sess+":.")
+	if fi, err := os.Stat(filepath.Join(remote, "empty")); err != nil || fi.Size() != 0 {
+		t.Errorf("empty file: %v %v", fi, err)
+	}
+	if fi, err := os.Lstat(filepath.Join(remote, "link")); err != nil || !fi.Mode().IsRegular() || fileSHA(t, filepath.Join(remote, "link")) != sum {
+		t.Errorf("a named symlink should arrive as a copy of its target: %v %v", fi, err)
+	}
+	c.MustRun("cp", "-r", filepath.Join(local, "tree"), sess+":renamed")
+	if a, b := treeDigest(t, filepath.Join(local, "tree"), false), treeDigest(t, filepath.Join(remote, "renamed"), false); a != b {
+		t.Errorf("-r to a new name: %s", diffDigest(a, b))
+	}
+	back := filepath.Join(t.TempDir(), "back")
+	c.MustRun("cp", "-r", sess+":renamed", back)
+	if a, b := treeDigest(t, filepath.Join(local, "tree"), false), treeDigest(t, back, false); a != b {
+		t.Errorf("pull -r to a new name: %s", diffDigest(a, b))
+	}
+	r := c.Run("cp", filepath.Join(local, "empty"), filepath.Join(local, "real"), sess+":empty")
+	if r.Code == 0 || !strings.Contains(r.Stderr, "is not a directory") {
+		t.Errorf("several sources onto a file: exit %d\n%s", r.Code, r.Stderr)
+	}
+}
