@@ -242,7 +242,7 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 	cleanup := func() { os.Remove(tmp) }
 	lf, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
 	if err != nil {
-		return nil, fmt.Errorf("create %s: %w", tmp, pathless(err))
+		return nil, fmt.Errorf("%s: cannot create it: %w", e.dst, pathless(err))
 	}
 	defer lf.Close()
 	cnt := &counter{fn: j.o.Progress}
