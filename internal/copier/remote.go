@@ -280,11 +280,11 @@ type hashCall struct {
 	done chan struct{}
 }
 
-// hash asks the session host for the SHA-256 of the first n bytes of p.
+// hash asks the session host for the SHA-256 of n bytes of p from off.
 // Calls made while one is in flight go together in the next request, so
 // a tree of small files costs a few round trips, not one per file.
-func (r *remote) hash(ctx context.Context, p string, n int64) (wire.HashResult, error) {
-	c := &hashCall{f: wire.HashFile{Path: p, Length: n}, done: make(chan struct{})}
+func (r *remote) hash(ctx context.Context, p string, off, n int64) (wire.HashResult, error) {
+	c := &hashCall{f: wire.HashFile{Path: p, Offset: off, Length: n}, done: make(chan struct{})}
 	r.hmu.Lock()
 	r.hpending = append(r.hpending, c)
 	if !r.hrunning {

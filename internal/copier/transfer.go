@@ -54,6 +54,7 @@ type hashingReader struct {
 	ctx context.Context // an interrupted copy stops at the next read
 	r   io.Reader
 	h   hash.Hash
+	seg hash.Hash // the segment's own hash, when not nil
 	c   *counter
 	pos int64
 }
@@ -65,6 +66,9 @@ func (h *hashingReader) Read(b []byte) (int, error) {
 	n, err := h.r.Read(b)
 	if n > 0 {
 		h.h.Write(b[:n])
+		if h.seg != nil {
+			h.seg.Write(b[:n])
+		}
 		h.pos += int64(n)
 		h.c.set(h.pos)
 	}
@@ -126,6 +130,7 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 	good := int64(-1)   // bytes of tmp known written, after a cut
 	var h hash.Hash
 	created := false
+	var checks []<-chan error // segment checks of the last attempt; [0, its start) was checked before it
 	for attempt := 0; ; attempt++ {
 		sc, gen := r.client()
 		off := int64(0)
@@ -176,11 +181,28 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			rf.Truncate(off)
 		}
 		rf.Seek(off, io.SeekStart)
-		hr := &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
-		if size-off > 2*128<<10 {
-			_, err = rf.ReadFromWithConcurrency(hr, 0)
+		var hr *hashingReader
+		checks = checks[:0]
+		if size-off >= 2*segment {
+			// Segment by segment: the session host hashes each one
+			// while the next travels, so no whole-file hash waits at
+			// the end. A segment's writes are all acknowledged when
+			// ReadFromWithConcurrency returns.
+			for seg := off; seg < size && err == nil; seg += segment {
+				n := min(segment, size-seg)
+				hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, seg, n), h: h, seg: sha256.New(), c: cnt, pos: seg}
+				rf.Seek(seg, io.SeekStart)
+				if _, err = rf.ReadFromWithConcurrency(hr, 0); err == nil {
+					checks = append(checks, j.checkSegment(tmp, seg, n, size, hex.EncodeToString(hr.seg.Sum(nil))))
+				}
+			}
 		} else {
-			_, err = rf.ReadFrom(hr)
+			hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
+			if size-off > 2*128<<10 {
+				_, err = rf.ReadFromWithConcurrency(hr, 0)
+			} else {
+				_, err = rf.ReadFrom(hr)
+			}
 		}
 		pos, _ := rf.Seek(0, io.SeekCurrent)
 		if cerr := rf.Close(); err == nil {
@@ -207,7 +229,43 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 		cleanup()
 		return nil, fmt.Errorf("%s: %w (its size or modification time moved); the destination was not changed, copy it again", e.src, ErrChanged)
 	}
-	return &landed{e: e, tmp: tmp, hashed: tmp, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: fi0, created: created, cleanup: cleanup}, nil
+	l := &landed{e: e, tmp: tmp, hashed: tmp, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: fi0, created: created, cleanup: cleanup}
+	if len(checks) > 0 {
+		// [0, prefix) was checked before this attempt, each segment
+		// after it by the host: the whole file is verified.
+		for _, c := range checks {
+			if err := <-c; err != nil {
+				cleanup()
+				return nil, fmt.Errorf("%s: %w", where(j.dst, e.dst), err)
+			}
+		}
+		l.verified = true
+	}
+	return l, nil
+}
+
+// segment is the unit a large push is checked in.
+const segment = 64 << 20
+
+// checkSegment asks the session host, in the background, for the SHA-256
+// of n bytes of tmp from off and compares it with sum. The last segment
+// must also end the file (size bytes).
+func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan error {
+	c := make(chan error, 1)
+	go func() {
+		got, err := j.r.hash(j.ctx, tmp, off, n)
+		switch {
+		case err != nil:
+		case got.Error != "":
+			err = errors.New(got.Error)
+		case off+n == size && got.Size != size:
+			err = fmt.Errorf("%w: the host's copy has %d bytes, not %d; the destination was not changed", ErrChecksum, got.Size, size)
+		case got.SHA256 != sum:
+			err = fmt.Errorf("%w in bytes %d-%d: sent sha256 %s, the host has %s; the destination was not changed", ErrChecksum, off, off+n, sum, got.SHA256)
+		}
+		c <- err
+	}()
+	return c
 }
 
 // verifyPrefix reports whether the first n bytes of the session's tmp are
@@ -221,7 +279,7 @@ func (j *job) verifyPrefix(tmp string, f *os.File, n int64) (bool, hash.Hash) {
 	if err != nil {
 		return false, nil
 	}
-	got, err := j.r.hash(j.ctx, tmp, n)
+	got, err := j.r.hash(j.ctx, tmp, 0, n)
 	if err != nil || got.Error != "" {
 		return false, nil
 	}
@@ -255,7 +313,7 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 		if st, err := lf.Stat(); err == nil && st.Size() > 0 && (attempt > 0 || size >= resumeMin) {
 			n := min(st.Size(), size)
 			if ph, err := hashPrefix(lf, n); err == nil {
-				got, err := r.hash(ctx, e.src, n)
+				got, err := r.hash(ctx, e.src, 0, n)
 				if err == nil && got.Error == "" && got.SHA256 == hex.EncodeToString(ph.Sum(nil)) {
 					off, h = n, ph
 				}
@@ -312,7 +370,10 @@ type landed struct {
 	size    int64
 	fi      fs.FileInfo // the source's
 	created bool        // the temp file is new (exclusive create): it has the server's creation mode
-	cleanup func()
+	// verified: the host already checked every byte (segment by
+	// segment), no whole-file hash is asked for.
+	verified bool
+	cleanup  func()
 }
 
 // check compares the host's hash with the client's; only equal ones are

@@ -120,8 +120,8 @@ func (h *Host) opHash(c *wire.Conn, req *wire.Request) {
 }
 
 func hashFile(f wire.HashFile) wire.HashResult {
-	if !filepath.IsAbs(f.Path) || f.Length < 0 {
-		return wire.HashResult{Error: fmt.Sprintf("hash %q: want an absolute path and a length of 0 or more", f.Path)}
+	if !filepath.IsAbs(f.Path) || f.Length < 0 || f.Offset < 0 {
+		return wire.HashResult{Error: fmt.Sprintf("hash %q: want an absolute path, and an offset and a length of 0 or more", f.Path)}
 	}
 	// O_NONBLOCK: a FIFO put where a file was must not hang the host.
 	fd, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
@@ -137,12 +137,12 @@ func hashFile(f wire.HashFile) wire.HashResult {
 		return wire.HashResult{Error: fmt.Sprintf("%s is not a regular file (%s)", f.Path, fi.Mode().Type())}
 	}
 	sum := sha256.New()
-	n, err := io.Copy(sum, io.LimitReader(fd, f.Length))
+	n, err := io.Copy(sum, io.NewSectionReader(fd, f.Offset, f.Length))
 	if err != nil {
 		return wire.HashResult{Error: fmt.Sprintf("read %s: %v", f.Path, err)}
 	}
 	if n < f.Length {
-		return wire.HashResult{Size: fi.Size(), Error: fmt.Sprintf("%s has %d bytes, fewer than the %d asked for", f.Path, n, f.Length)}
+		return wire.HashResult{Size: fi.Size(), Error: fmt.Sprintf("%s has %d bytes from offset %d, fewer than the %d asked for", f.Path, n, f.Offset, f.Length)}
 	}
 	return wire.HashResult{SHA256: hex.EncodeToString(sum.Sum(nil)), Size: fi.Size()}
 }

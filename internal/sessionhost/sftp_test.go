@@ -23,6 +23,10 @@ func TestHashFile(t *testing.T) {
 	if got := hashFile(wire.HashFile{Path: p, Length: 5}); got.Error != "" || got.SHA256 != hex.EncodeToString(want[:]) || got.Size != 11 {
 		t.Fatalf("prefix of 5: %+v, want %x size 11", got, want)
 	}
+	world := sha256.Sum256([]byte("world"))
+	if got := hashFile(wire.HashFile{Path: p, Offset: 6, Length: 5}); got.Error != "" || got.SHA256 != hex.EncodeToString(world[:]) {
+		t.Fatalf("5 bytes from offset 6: %+v, want %x", got, world)
+	}
 	fifo := filepath.Join(dir, "fifo")
 	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
@@ -33,6 +37,8 @@ func TestHashFile(t *testing.T) {
 	}{
 		{wire.HashFile{Path: "f", Length: 1}, "absolute path"},
 		{wire.HashFile{Path: p, Length: 100}, "fewer than the 100"},
+		{wire.HashFile{Path: p, Offset: 10, Length: 5}, "fewer than the 5"},
+		{wire.HashFile{Path: p, Offset: -1, Length: 5}, "offset"},
 		{wire.HashFile{Path: fifo, Length: 1}, "not a regular file"},
 		{wire.HashFile{Path: dir, Length: 0}, "not a regular file"},
 		{wire.HashFile{Path: filepath.Join(dir, "none"), Length: 0}, "no such file"},

@@ -148,9 +148,10 @@ type Response struct {
 // MaxHashFiles bounds the files of one hash request.
 const MaxHashFiles = 4096
 
-// HashFile asks for the SHA-256 of the first Length bytes of Path.
+// HashFile asks for the SHA-256 of Length bytes of Path from Offset.
 type HashFile struct {
 	Path   string `json:"path"`
+	Offset int64  `json:"offset,omitempty"`
 	Length int64  `json:"length"`
 }
 

@@ -67,8 +67,8 @@ const (
 	// host first opens a temporary session, which its client removes
 	// after the copy (or which closes Grace after the stream ends).
 	OpSftp Op = "sftp"
-	// OpHash hashes files as the session's user: SHA-256 of the first
-	// Length bytes of each of Files (absolute paths), so that tether cp
+	// OpHash hashes files as the session's user: SHA-256 of Length bytes
+	// from Offset of each of Files (absolute paths), so that tether cp
 	// checks what landed and resumes a cut transfer. Reply: Hashes.
 	OpHash Op = "hash"
 )
