@@ -213,18 +213,19 @@ type countingProxy struct {
 	ln    net.Listener
 	to    string
 	cutAt int64
+	pace  int64 // bytes per second from clients, 0: as fast as they come
 	sent  atomic.Int64
 	cuts  atomic.Int64
 	mu    sync.Mutex
 	conns []net.Conn
 }
 
-func newCountingProxy(t *testing.T, to string, cutAt int64) *countingProxy {
+func newCountingProxy(t *testing.T, to string, cutAt, pace int64) *countingProxy {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &countingProxy{ln: ln, to: to, cutAt: cutAt}
+	p := &countingProxy{ln: ln, to: to, cutAt: cutAt, pace: pace}
 	t.Cleanup(func() { ln.Close(); p.cut() })
 	go func() {
 		for {
@@ -249,8 +250,17 @@ func newCountingProxy(t *testing.T, to string, cutAt int64) *countingProxy {
 
 func (p *countingProxy) pipe(dst, src net.Conn, count bool) {
 	buf := make([]byte, 64<<10)
+	start := time.Now()
+	var total int64
 	for {
 		n, err := src.Read(buf)
+		if count && p.pace > 0 && n > 0 {
+			// Pace the upload: a slow link, not a wait for something.
+			total += int64(n)
+			if ahead := time.Duration(float64(total)/float64(p.pace)*float64(time.Second)) - time.Since(start); ahead > 0 {
+				time.Sleep(ahead)
+			}
+		}
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				break
@@ -293,7 +303,7 @@ func TestCpResumesAfterCut(t *testing.T) {
 	const size = 200 << 20
 	sum := writeRandom(t, filepath.Join(local, "big.bin"), size)
 
-	p := newCountingProxy(t, a.Addr, size/2)
+	p := newCountingProxy(t, a.Addr, size/2, 0)
 	// The proxy is another address for the same agent: trust its key too.
 	c.MustRun("list", p.ln.Addr().String())
 	r := c.Run("cp", "--json", filepath.Join(local, "big.bin"), p.ln.Addr().String()+"/cut:big.bin")
@@ -319,7 +329,7 @@ func TestCpResumesAfterCut(t *testing.T) {
 
 	// Pull: count what comes back (the proxy counts client->agent only, so
 	// cut on the requests' side after the same share of the transfer).
-	p2 := newCountingProxy(t, a.Addr, 1<<40)
+	p2 := newCountingProxy(t, a.Addr, 1<<40, 0)
 	c.MustRun("list", p2.ln.Addr().String())
 	back := filepath.Join(t.TempDir(), "back.bin")
 	done := make(chan Result, 1)
@@ -703,4 +713,33 @@ func TestCpShapes(t *testing.T) {
 	if r.Code == 0 || !strings.Contains(r.Stderr, "is not a directory") {
 		t.Errorf("several sources onto a file: exit %d\n%s", r.Code, r.Stderr)
 	}
+}
+
+// TestCpKeepsSessionFromIdling: a session whose idle timeout is shorter
+// than a copy into it is not closed while the copy runs (the copy counts
+// as activity), and closes once it has been idle for its timeout again.
+// (The copy must start within the 2 s after the disconnect.)
+func TestCpKeepsSessionFromIdling(t *testing.T) {
+	c := NewClient(t)
+	a := StartAgent(t, AgentOptions{Keys: []string{c.PubKey()}})
+	remote := t.TempDir()
+	sess := a.Addr + "/idle"
+	c.MustRun("new", "--name", "idle", a.Addr)
+	c.MustRun("invoke", sess, "cd "+remote)
+	local := filepath.Join(t.TempDir(), "f")
+	sum := writeRandom(t, local, 30<<20)
+	p := newCountingProxy(t, a.Addr, 1<<40, 5<<20) // 30 MiB at 5 MiB/s: 6 s, three idle timeouts
+	c.MustRun("list", p.ln.Addr().String())
+	// Disconnected with a 2 s idle timeout: without a copy it closes 2 s on.
+	c.MustRun("disconnect", "--idle-timeout", "2s", sess)
+	r := c.Run("cp", local, p.ln.Addr().String()+"/idle:f")
+	if r.Code != 0 {
+		t.Fatalf("cp into a session with a 2s idle timeout: exit %d\n%s", r.Code, r.Stderr)
+	}
+	if got := fileSHA(t, filepath.Join(remote, "f")); got != sum {
+		t.Fatalf("sha256 %s, want %s", got, sum)
+	}
+	WaitFor(t, 30*time.Second, "the session to close once idle again", func() bool {
+		return !strings.Contains(c.MustRun("list", a.Addr), "idle ")
+	})
 }
