@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "overssh"}
+var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh"}
 
 func main() {
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
@@ -142,6 +142,7 @@ func main() {
 		{"idleuser", func() error { return b.figIdleUser(r, cfg) }},
 		{"create", func() error { return b.figCreate(r, cfg, sshd) }},
 		{"stockssh", func() error { return b.figStockSSH(r, cfg, sshd) }},
+		{"cp", func() error { return b.figCp(r, cfg, sshd) }},
 		{"overssh", func() error { return b.figOverSSH(r, cfg) }},
 	}
 	for _, f := range figs {

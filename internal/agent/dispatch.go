@@ -41,6 +41,15 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 		return a.opConfig(id, req), nil
 	case wire.OpModuleList, wire.OpModuleHelp:
 		return a.opModule(id, req), nil
+	case wire.OpSftp:
+		if req.Session == "" {
+			// A bare host copies through a temporary session, which the
+			// client removes afterwards (wire.OpSftp).
+			return a.relayTemporary(id, req, false)
+		}
+		return a.relaySession(id, req)
+	case wire.OpHash:
+		return a.relaySession(id, req)
 	case wire.OpRun:
 		if req.Module != "" {
 			if err := a.prepareModuleRun(id, req); err != nil {
@@ -48,56 +57,68 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 			}
 		}
 		if req.Session == "" {
-			u, err := lookupUser(id.user)
-			if err != nil {
-				return wire.Refuse(err), nil
-			}
 			// A bare host runs in a temporary session, unless the command
 			// starts disconnected: then the session stays, under a new name.
-			name, temporary := "tmp-"+randomName(), true
-			if req.Detach {
-				name, temporary = randomName(), false
-			}
-			sh, err := a.chooseShell("", false)
-			if err != nil {
-				return wire.Refuse(err), nil
-			}
-			ref, err := a.spawn(u, name, temporary, sh)
-			if err != nil {
-				return wire.Refuse(err), nil
-			}
-			return wire.Response{}, a.relay(ref, id, req)
+			return a.relayTemporary(id, req, req.Detach)
 		}
-		fallthrough
+		return a.relaySession(id, req)
 	case wire.OpAttach, wire.OpReceive, wire.OpConnect, wire.OpDisconnect, wire.OpStatus, wire.OpInterrupt:
-		if req.IdleTimeout != "" {
-			if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
-				return wire.Refuse(err), nil
-			}
-		}
-		ref := a.lookup(id.user, req.Session)
-		if ref == nil {
-			return wire.Refuse(a.notFound(id.user, req.Session)), nil
-		}
-		if ref.broken != "" {
-			return wire.Refuse(wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)), nil
-		}
-		return wire.Response{}, a.relay(ref, id, req)
+		return a.relaySession(id, req)
 	}
 	return wire.Refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q; is the client newer than this agent?", req.Op)), nil
+}
+
+// relayTemporary opens a session for a request to a bare host (temporary,
+// or kept under a new name) and relays the request to it.
+func (a *Agent) relayTemporary(id identity, req *wire.Request, keep bool) (wire.Response, relayFunc) {
+	u, err := lookupUser(id.user)
+	if err != nil {
+		return wire.Refuse(err), nil
+	}
+	name, temporary := "tmp-"+randomName(), true
+	if keep {
+		name, temporary = randomName(), false
+	}
+	sh, err := a.chooseShell("", false)
+	if err != nil {
+		return wire.Refuse(err), nil
+	}
+	ref, err := a.spawn(u, name, temporary, sh)
+	if err != nil {
+		return wire.Refuse(err), nil
+	}
+	return wire.Response{}, a.relay(ref, id, req)
+}
+
+// relaySession relays a request to the named session's host.
+func (a *Agent) relaySession(id identity, req *wire.Request) (wire.Response, relayFunc) {
+	if req.IdleTimeout != "" {
+		if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
+			return wire.Refuse(err), nil
+		}
+	}
+	ref := a.lookup(id.user, req.Session)
+	if ref == nil {
+		return wire.Refuse(a.notFound(id.user, req.Session)), nil
+	}
+	if ref.broken != "" {
+		return wire.Refuse(wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)), nil
+	}
+	return wire.Response{}, a.relay(ref, id, req)
 }
 
 // sessionOps take a session name (run and new may leave it empty: the
 // agent picks one).
 var sessionOps = map[wire.Op]bool{wire.OpNew: true, wire.OpRun: true, wire.OpAttach: true, wire.OpReceive: true,
-	wire.OpConnect: true, wire.OpDisconnect: true, wire.OpStatus: true, wire.OpRemove: true}
+	wire.OpConnect: true, wire.OpDisconnect: true, wire.OpStatus: true, wire.OpRemove: true,
+	wire.OpSftp: true, wire.OpHash: true}
 
 // checkNames validates the session name, and remove's owner, of a request.
 func checkNames(req *wire.Request) error {
 	if !sessionOps[req.Op] {
 		return nil
 	}
-	if req.Session != "" || (req.Op != wire.OpNew && req.Op != wire.OpRun) {
+	if req.Session != "" || (req.Op != wire.OpNew && req.Op != wire.OpRun && req.Op != wire.OpSftp) {
 		if err := ValidName(req.Session); err != nil {
 			return wire.Errorf(wire.CodeBadRequest, "%v", err)
 		}

@@ -105,6 +105,7 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 		sftpServerCmd(),
 		newCmd(env, g),
 		invokeCmd(env, g),
+		cpCmd(env, g),
 		enterCmd(env, g),
 		listCmd(env, g),
 		removeCmd(env, g),

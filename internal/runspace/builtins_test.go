@@ -2,7 +2,6 @@ package runspace
 
 import (
 	"os"
-	"path/filepath"
 	"testing"
 )
 
@@ -146,7 +145,9 @@ func TestDeclareInsideFunctionPrintsOriginal(t *testing.T) {
 	if want := "f() {\n\tdeclare -p HOME\n\ttypeset -F\n}\n"; out != want {
 		t.Errorf("got %q, want %q", out, want)
 	}
-	if _, err := os.Stat(filepath.Join(r.Dir())); err != nil {
+	if dir, _ := r.Dir(); dir == "" {
+		t.Fatal("no dir")
+	} else if _, err := os.Stat(dir); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -253,12 +253,14 @@ func (r *Runspace) Signal(sig syscall.Signal) {
 	}
 }
 
-// Dir returns the current working directory (for a prompt). While a command
-// runs, it reflects the state after the last finished top-level statement.
-func (r *Runspace) Dir() string {
+// Dir returns the current working directory (for a prompt, and tether cp's
+// relative paths). While a command runs, it reflects the state after the
+// last finished top-level statement. It never fails: the interpreter keeps
+// its directory as a string.
+func (r *Runspace) Dir() (string, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.dir
+	return r.dir, nil
 }
 
 // Busy reports whether a command is running.

@@ -93,7 +93,7 @@ func TestStatePersists(t *testing.T) {
 		{script: "unset x; echo ${x-unset}", out: "unset\n"},
 		{script: "greet() { echo redefined; }; greet", out: "redefined\n"},
 	})
-	if got := r.Dir(); got != sub {
+	if got, _ := r.Dir(); got != sub {
 		t.Errorf("Dir() = %q, want %q", got, sub)
 	}
 }

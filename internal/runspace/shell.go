@@ -26,6 +26,9 @@ type Shell interface {
 	// Signal forwards sig to the running command's programs. A no-op when
 	// idle.
 	Signal(sig syscall.Signal)
+	// Dir is the shell's current directory now (after any cd), as an
+	// absolute path: what tether cp resolves relative paths against.
+	Dir() (string, error)
 	// Kind names the shell: "builtin" or "bash".
 	Kind() string
 	// Notices returns, once, what the shell has to tell the user that no

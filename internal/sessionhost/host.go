@@ -114,6 +114,7 @@ type Host struct {
 	trimmedFor   time.Time // the idleSince of the last idle trim (idlemem.go)
 	trimmedAlloc uint64    // heap bytes allocated as of the last trim; timers only
 	graceUntil   time.Time // temporary session waiting for its client
+	copies       int       // tether cp streams open (sftp.go): not idle
 	closing      bool
 	watchers     map[net.Conn]struct{}
 	pipes        map[net.Conn]struct{} // kept connections waiting for their next request
@@ -415,13 +416,13 @@ func (h *Host) expired() (by, reason string) {
 // and no command running, or disconnected (PowerShell's clock runs while
 // disconnected even with a command running).
 func (h *Host) idleClockLocked() (time.Time, bool) {
-	if h.disconnected && h.att == nil {
+	if h.disconnected && h.att == nil && h.copies == 0 {
 		if h.disconnAt.After(h.idleSince) {
 			return h.disconnAt, true
 		}
 		return h.idleSince, true
 	}
-	if h.att == nil && h.running == nil {
+	if h.att == nil && h.running == nil && h.copies == 0 {
 		return h.idleSince, true
 	}
 	return time.Time{}, false

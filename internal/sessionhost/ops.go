@@ -153,6 +153,10 @@ func (h *Host) serveRequest(nc net.Conn, c *wire.Conn, peer wire.Hello, req *wir
 		h.opDisconnect(c, req)
 	case wire.OpInterrupt:
 		h.opInterrupt(c, req)
+	case wire.OpSftp:
+		h.opSftp(nc, c, req)
+	case wire.OpHash:
+		h.opHash(c, req)
 	case wire.OpClose:
 		info := h.Info()
 		by := req.Client.Host

@@ -99,6 +99,9 @@ type Request struct {
 	// list
 	AllUsers bool `json:"all_users,omitempty"`
 
+	// hash: the files to hash and how much of each.
+	Files []HashFile `json:"files,omitempty"`
+
 	// limits pushed by the agent to a session host
 	Limits *Limits `json:"limits,omitempty"`
 }
@@ -131,6 +134,33 @@ type Response struct {
 	Modules []ModuleInfo  `json:"modules,omitempty"`
 	Help    string        `json:"help,omitempty"`
 	Text    string        `json:"text,omitempty"`
+
+	// sftp: the session's current directory and its user's home, and the
+	// umask of the process that serves SFTP (octal, "" unknown): a file
+	// it creates gets 0644 less it.
+	Cwd   string `json:"cwd,omitempty"`
+	Home  string `json:"home,omitempty"`
+	Umask string `json:"umask,omitempty"`
+	// hash: one result per Request.Files, in order.
+	Hashes []HashResult `json:"hashes,omitempty"`
+}
+
+// MaxHashFiles bounds the files of one hash request.
+const MaxHashFiles = 4096
+
+// HashFile asks for the SHA-256 of Length bytes of Path from Offset.
+type HashFile struct {
+	Path   string `json:"path"`
+	Offset int64  `json:"offset,omitempty"`
+	Length int64  `json:"length"`
+}
+
+// HashResult is a HashFile's answer: SHA256 (hex), or Error naming the
+// path and what was wrong.
+type HashResult struct {
+	SHA256 string `json:"sha256,omitempty"`
+	Size   int64  `json:"size"` // the file's size when it was hashed
+	Error  string `json:"error,omitempty"`
 }
 
 // Error codes callers act on.

@@ -61,6 +61,16 @@ const (
 	// (Ctrl-C from another terminal). Reply: Cmd and Text of the
 	// command, or only Text when none runs.
 	OpInterrupt Op = "interrupt"
+	// OpSftp (tether cp) serves SFTP on the rest of the channel, as the
+	// session's user, relative paths against the session's current
+	// directory. Reply: Session, Cwd, Home; then the SFTP stream. A bare
+	// host first opens a temporary session, which its client removes
+	// after the copy (or which closes Grace after the stream ends).
+	OpSftp Op = "sftp"
+	// OpHash hashes files as the session's user: SHA-256 of Length bytes
+	// from Offset of each of Files (absolute paths), so that tether cp
+	// checks what landed and resumes a cut transfer. Reply: Hashes.
+	OpHash Op = "hash"
 )
 
 // Internal operations: only the agent sends them, to a session host, which
@@ -78,6 +88,6 @@ const (
 // Ops lists every operation, in the order above.
 var Ops = []Op{
 	OpNew, OpList, OpRemove, OpConfigList, OpConfigGet, OpConfigSet, OpConfigReset, OpModuleList, OpModuleHelp,
-	OpRun, OpAttach, OpReceive, OpConnect, OpDisconnect, OpStatus, OpInterrupt,
+	OpRun, OpAttach, OpReceive, OpConnect, OpDisconnect, OpStatus, OpInterrupt, OpSftp, OpHash,
 	OpWatch, OpLimits, OpClose,
 }

@@ -1,0 +1,479 @@
+package copier
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"io/fs"
+	"os"
+	"path"
+	"strings"
+	"syscall"
+
+	"github.com/pkg/sftp"
+
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// resumeMin is the size from which a first attempt looks for the temp file
+// of an earlier, cut run to resume; smaller files are simply sent again.
+const resumeMin = 4 << 20
+
+// tempName is where a file is written before it is renamed into place: in
+// the destination's directory (so the rename is atomic), hidden, and the
+// same for the same source and client, so that a later attempt finds it.
+func tempName(dst, src string, fi fs.FileInfo, clientID string) string {
+	h := sha256.Sum256(fmt.Appendf(nil, "%s\x00%s\x00%d\x00%d", clientID, src, fi.Size(), fi.ModTime().UnixNano()))
+	base := path.Base(dst)
+	if len(base) > 200 {
+		base = base[:200]
+	}
+	return path.Join(path.Dir(dst), "."+base+".tether-"+hex.EncodeToString(h[:6]))
+}
+
+// counter reports bytes to the progress callback, and can take back what
+// an attempt cut short reported.
+type counter struct {
+	fn      func(int64)
+	counted int64
+}
+
+func (c *counter) set(n int64) {
+	if c.fn != nil && n != c.counted {
+		c.fn(n - c.counted)
+	}
+	c.counted = n
+}
+
+// hashingReader hashes and counts what is read through it, in order.
+type hashingReader struct {
+	ctx context.Context // an interrupted copy stops at the next read
+	r   io.Reader
+	h   hash.Hash
+	seg hash.Hash // the segment's own hash, when not nil
+	c   *counter
+	pos int64
+}
+
+func (h *hashingReader) Read(b []byte) (int, error) {
+	if err := h.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := h.r.Read(b)
+	if n > 0 {
+		h.h.Write(b[:n])
+		if h.seg != nil {
+			h.seg.Write(b[:n])
+		}
+		h.pos += int64(n)
+		h.c.set(h.pos)
+	}
+	return n, err
+}
+
+type hashingWriter struct {
+	ctx context.Context
+	w   io.Writer
+	h   hash.Hash
+	c   *counter
+	pos int64
+}
+
+func (h *hashingWriter) Write(b []byte) (int, error) {
+	if err := h.ctx.Err(); err != nil {
+		return 0, err
+	}
+	n, err := h.w.Write(b)
+	if n > 0 {
+		h.h.Write(b[:n])
+		h.pos += int64(n)
+		h.c.set(h.pos)
+	}
+	return n, err
+}
+
+// hashPrefix hashes the first n bytes of r into a new hash.
+func hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) {
+	h := sha256.New()
+	if _, err := io.Copy(h, io.NewSectionReader(r, 0, n)); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// pushFile sends local file e.src to the session as e.dst: into a temp
+// file, resumed after a cut from what the temp file verifiably holds, its
+// SHA-256 checked by the session host, then renamed over e.dst.
+func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
+	ctx, r := j.ctx, j.r
+	f, err := os.OpenFile(e.src, os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open %s: %w", e.src, pathless(err))
+	}
+	defer f.Close()
+	fi0, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("stat %s: %w", e.src, err)
+	}
+	if !fi0.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file (%s)", e.src, fi0.Mode().Type())
+	}
+	size := fi0.Size()
+	tmp := tempName(e.dst, e.src, fi0, j.clientID)
+	cleanup := func() { j.dst.remove(context.WithoutCancel(ctx), tmp) }
+	cnt := &counter{fn: j.o.Progress}
+	defer cnt.set(size) // a failed file counts as done for the bar
+	good := int64(-1)   // bytes of tmp known written, after a cut
+	var h hash.Hash
+	created := false
+	var checks []<-chan error // segment checks of the last attempt; [0, its start) was checked before it
+	for attempt := 0; ; attempt++ {
+		sc, gen := r.client()
+		off := int64(0)
+		h = sha256.New()
+		if attempt > 0 || (size >= resumeMin && !e.fresh) {
+			st, err := sc.Lstat(tmp)
+			if r.lost(gen, err) {
+				if err := r.reconnect(ctx, gen, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			if err == nil && st.Mode().IsRegular() {
+				n := min(st.Size(), size)
+				if good >= 0 {
+					n = min(n, good)
+				}
+				if ok, ph := j.verifyPrefix(tmp, f, n); ok {
+					off, h = n, ph
+				}
+			}
+		}
+		cnt.set(off)
+		res.Resumed += off
+		var rf *sftp.File
+		if off == 0 {
+			// Exclusive first: a file this open made has a known mode.
+			rf, err = sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+			created = err == nil
+			if err != nil && !r.lost(gen, err) {
+				rf, err = sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+			}
+		} else {
+			created = false
+			rf, err = sc.OpenFile(tmp, os.O_WRONLY|os.O_CREATE)
+		}
+		if err != nil {
+			if r.lost(gen, err) {
+				if err := r.reconnect(ctx, gen, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			return nil, fmt.Errorf("%s: cannot create it: %w", where(j.dst, e.dst), pathless(err))
+		}
+		if off > 0 && size > off {
+			// Drop what lies past the verified prefix.
+			rf.Truncate(off)
+		}
+		rf.Seek(off, io.SeekStart)
+		var hr *hashingReader
+		checks = checks[:0]
+		if size-off >= 2*segment {
+			// Segment by segment: the session host hashes each one
+			// while the next travels, so no whole-file hash waits at
+			// the end. A segment's writes are all acknowledged when
+			// ReadFromWithConcurrency returns.
+			for seg := off; seg < size && err == nil; seg += segment {
+				n := min(segment, size-seg)
+				hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, seg, n), h: h, seg: sha256.New(), c: cnt, pos: seg}
+				rf.Seek(seg, io.SeekStart)
+				if _, err = rf.ReadFromWithConcurrency(hr, 0); err == nil {
+					checks = append(checks, j.checkSegment(tmp, seg, n, size, hex.EncodeToString(hr.seg.Sum(nil))))
+				}
+			}
+		} else {
+			hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
+			if size-off > 2*128<<10 {
+				_, err = rf.ReadFromWithConcurrency(hr, 0)
+			} else {
+				_, err = rf.ReadFrom(hr)
+			}
+		}
+		pos, _ := rf.Seek(0, io.SeekCurrent)
+		if cerr := rf.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			if r.lost(gen, err) {
+				good = pos
+				if err := r.reconnect(ctx, gen, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			cleanup()
+			return nil, fmt.Errorf("%s: write: %w; nothing was left behind", where(j.dst, e.dst), pathless(err))
+		}
+		if hr.pos != size {
+			cleanup()
+			return nil, fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, hr.pos, size)
+		}
+		break
+	}
+	if fi1, err := f.Stat(); err != nil || fi1.Size() != size || !fi1.ModTime().Equal(fi0.ModTime()) {
+		cleanup()
+		return nil, fmt.Errorf("%s: %w (its size or modification time moved); the destination was not changed, copy it again", e.src, ErrChanged)
+	}
+	l := &landed{e: e, tmp: tmp, hashed: tmp, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: fi0, created: created, cleanup: cleanup}
+	if len(checks) > 0 {
+		// [0, prefix) was checked before this attempt, each segment
+		// after it by the host: the whole file is verified.
+		for _, c := range checks {
+			if err := <-c; err != nil {
+				cleanup()
+				return nil, fmt.Errorf("%s: %w", where(j.dst, e.dst), err)
+			}
+		}
+		l.verified = true
+	}
+	return l, nil
+}
+
+// segment is the unit a large push is checked in.
+const segment = 64 << 20
+
+// checkSegment asks the session host, in the background, for the SHA-256
+// of n bytes of tmp from off and compares it with sum. The last segment
+// must also end the file (size bytes).
+func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan error {
+	c := make(chan error, 1)
+	go func() {
+		got, err := j.r.hash(j.ctx, tmp, off, n)
+		switch {
+		case err != nil:
+		case got.Error != "":
+			err = errors.New(got.Error)
+		case off+n == size && got.Size != size:
+			err = fmt.Errorf("%w: the host's copy has %d bytes, not %d; the destination was not changed", ErrChecksum, got.Size, size)
+		case got.SHA256 != sum:
+			err = fmt.Errorf("%w in bytes %d-%d: sent sha256 %s, the host has %s; the destination was not changed", ErrChecksum, off, off+n, sum, got.SHA256)
+		}
+		c <- err
+	}()
+	return c
+}
+
+// verifyPrefix reports whether the first n bytes of the session's tmp are
+// the first n bytes of local f (SHA-256 on both sides), and returns the
+// running hash of that prefix.
+func (j *job) verifyPrefix(tmp string, f *os.File, n int64) (bool, hash.Hash) {
+	if n <= 0 {
+		return false, nil
+	}
+	ph, err := hashPrefix(f, n)
+	if err != nil {
+		return false, nil
+	}
+	got, err := j.r.hash(j.ctx, tmp, 0, n)
+	if err != nil || got.Error != "" {
+		return false, nil
+	}
+	return got.SHA256 == hex.EncodeToString(cloneSum(ph)), ph
+}
+
+// cloneSum is h's sum so far, leaving h to go on (Sum appends, it does not
+// reset).
+func cloneSum(h hash.Hash) []byte { return h.Sum(nil) }
+
+// pullFile fetches the session's e.src to local e.dst the same way: a temp
+// file hashed while written, resumed after a cut from its verified prefix,
+// checked against the session host's SHA-256 of the source, renamed.
+func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
+	ctx, r := j.ctx, j.r
+	size := e.fi.Size()
+	tmp := tempName(e.dst, where(j.src, e.src), e.fi, j.clientID)
+	cleanup := func() { os.Remove(tmp) }
+	lf, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("%s: cannot create it: %w", e.dst, pathless(err))
+	}
+	defer lf.Close()
+	cnt := &counter{fn: j.o.Progress}
+	defer cnt.set(size)
+	var h hash.Hash
+	for attempt := 0; ; attempt++ {
+		sc, gen := r.client()
+		off := int64(0)
+		h = sha256.New()
+		if st, err := lf.Stat(); err == nil && st.Size() > 0 && (attempt > 0 || size >= resumeMin) {
+			n := min(st.Size(), size)
+			if ph, err := hashPrefix(lf, n); err == nil {
+				got, err := r.hash(ctx, e.src, 0, n)
+				if err == nil && got.Error == "" && got.SHA256 == hex.EncodeToString(ph.Sum(nil)) {
+					off, h = n, ph
+				}
+			}
+		}
+		cnt.set(off)
+		res.Resumed += off
+		if err := lf.Truncate(off); err != nil {
+			cleanup()
+			return nil, fmt.Errorf("truncate %s: %w", tmp, err)
+		}
+		rf, err := sc.Open(e.src)
+		if err != nil {
+			if r.lost(gen, err) {
+				if err := r.reconnect(ctx, gen, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			cleanup()
+			return nil, fmt.Errorf("%s: %w", where(j.src, e.src), pathless(err))
+		}
+		rf.Seek(off, io.SeekStart)
+		hw := &hashingWriter{ctx: ctx, w: io.NewOffsetWriter(lf, off), h: h, c: cnt, pos: off}
+		_, err = rf.WriteTo(hw)
+		rf.Close()
+		if err != nil {
+			if r.lost(gen, err) {
+				if err := r.reconnect(ctx, gen, err); err != nil {
+					return nil, err
+				}
+				continue
+			}
+			cleanup()
+			return nil, fmt.Errorf("%s: read: %w; %s was not changed", where(j.src, e.src), pathless(err), e.dst)
+		}
+		if hw.pos != size {
+			cleanup()
+			return nil, fmt.Errorf("%s: %w (%d bytes, expected %d); %s was not changed", where(j.src, e.src), ErrChanged, hw.pos, size, e.dst)
+		}
+		break
+	}
+	return &landed{e: e, tmp: tmp, hashed: e.src, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: e.fi, cleanup: cleanup}, nil
+}
+
+// landed is a file whose bytes are in its temp file, to be checked against
+// the session host's SHA-256 (of the temp file after a push, of the source
+// after a pull) and renamed into place.
+type landed struct {
+	e       *entry
+	tmp     string
+	hashed  string // the session's path the host hashes
+	sum     string // SHA-256 of what the client read (push) or wrote (pull)
+	size    int64
+	fi      fs.FileInfo // the source's
+	created bool        // the temp file is new (exclusive create): it has the server's creation mode
+	// verified: the host already checked every byte (segment by
+	// segment), no whole-file hash is asked for.
+	verified bool
+	cleanup  func()
+}
+
+// check compares the host's hash with the client's; only equal ones are
+// renamed into place.
+func (j *job) check(l *landed, got wire.HashResult, err error, res *FileResult) error {
+	e := l.e
+	if err == nil && got.Error != "" {
+		err = errors.New(got.Error)
+	}
+	if err != nil {
+		l.cleanup()
+		return fmt.Errorf("%s: checksum: %w", where(j.dst, e.dst), err)
+	}
+	if got.SHA256 != l.sum || got.Size != l.size {
+		l.cleanup()
+		if j.push {
+			return fmt.Errorf("%s: %w: sent sha256 %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, l.sum, got.SHA256, got.Size)
+		}
+		return fmt.Errorf("%s: %w (now %d bytes, sha256 %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, got.SHA256, l.sum, e.dst)
+	}
+	res.SHA256, res.Bytes = l.sum, l.size
+	return j.finish(e, l.tmp, l.fi, l.created, l.cleanup)
+}
+
+// finish gives the temp file its mode (and times with -p) and renames it
+// over the destination.
+// created says the temp file was made by this attempt's exclusive open
+// (so its mode is the server's creation mode).
+func (j *job) finish(e *entry, tmp string, src fs.FileInfo, created bool, cleanup func()) error {
+	ctx := j.ctx
+	mode := j.fileMode(e, src)
+	// A file the session's SFTP server created already has its mode when
+	// that is 0644 less the server's umask: one round trip less per file.
+	if !(created && j.r.created >= 0 && mode == fs.FileMode(j.r.created)) {
+		if err := j.dst.chmod(ctx, tmp, mode); err != nil {
+			cleanup()
+			return fmt.Errorf("%s: chmod: %w", where(j.dst, e.dst), pathless(err))
+		}
+	}
+	if j.o.Preserve {
+		if err := j.dst.chtimes(ctx, tmp, atime(src), src.ModTime()); err != nil {
+			cleanup()
+			return fmt.Errorf("%s: set times: %w", where(j.dst, e.dst), pathless(err))
+		}
+	}
+	if err := j.dst.rename(ctx, tmp, e.dst); err != nil {
+		cleanup()
+		if fi, serr := j.dst.lstat(ctx, e.dst); serr == nil && fi.IsDir() {
+			return fmt.Errorf("%s is a directory; a file cannot replace it", where(j.dst, e.dst))
+		}
+		return fmt.Errorf("%s: rename into place: %w", where(j.dst, e.dst), pathless(err))
+	}
+	return nil
+}
+
+// fileMode is what a copied file's mode becomes: the source's with -p;
+// else an existing destination keeps its own, and a new file gets the
+// source's less group and other write (umask 022), as cp and scp do.
+func (j *job) fileMode(e *entry, src fs.FileInfo) fs.FileMode {
+	const keep = fs.ModePerm | fs.ModeSetuid | fs.ModeSetgid | fs.ModeSticky
+	if j.o.Preserve {
+		return src.Mode() & keep
+	}
+	if !e.fresh {
+		if fi, err := j.dst.lstat(j.ctx, e.dst); err == nil && fi.Mode().IsRegular() {
+			return fi.Mode() & fs.ModePerm
+		}
+	}
+	return src.Mode().Perm() &^ 0o022
+}
+
+// pathless strips the path and operation that *PathError and sftp's
+// status errors repeat, so a message names the path once.
+func pathless(err error) error {
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		return pe.Err
+	}
+	var le *os.LinkError
+	if errors.As(err, &le) {
+		return le.Err
+	}
+	var se *sftp.StatusError
+	if errors.As(err, &se) {
+		switch se.FxCode() {
+		case sftp.ErrSSHFxPermissionDenied:
+			return fs.ErrPermission
+		case sftp.ErrSSHFxNoSuchFile:
+			return fs.ErrNotExist
+		}
+		// "sftp: \"write /p/.x.tether-…: no space left on device\" (SSH_FX_FAILURE)":
+		// the cause is what follows the last ": " of the quoted text.
+		msg := se.Error()
+		if i, j := strings.Index(msg, "\""), strings.LastIndex(msg, "\""); i >= 0 && j > i {
+			q := msg[i+1 : j]
+			if k := strings.LastIndex(q, ": "); k >= 0 {
+				q = q[k+2:]
+			}
+			return errors.New(q)
+		}
+	}
+	return err
+}
