@@ -75,6 +75,8 @@ type Shell struct {
 
 	runMu sync.Mutex // held by Run
 
+	sf *stateFiles // the command file and the snapshots (memfile.go)
+
 	mu      sync.Mutex // guards the fields below
 	p       *proc
 	seq     int
@@ -136,11 +138,16 @@ func New(ctx context.Context, opts Options) (*Shell, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Shell{opts: opts}
+	sf, err := newStateFiles(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shell{opts: opts, sf: sf}
 	s.mu.Lock()
-	err := s.startLocked(ctx)
+	err = s.startLocked(ctx)
 	s.mu.Unlock()
 	if err != nil {
+		sf.close()
 		return nil, err
 	}
 	if !opts.NoProfile {
@@ -242,9 +249,8 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	seq, last := s.seq, s.last
 	s.mu.Unlock()
 
-	cmdFile := s.path("cmd")
-	if err := os.WriteFile(cmdFile, []byte(script), 0o600); err != nil {
-		return 1, fmt.Errorf("bash: write the command file: %w", err)
+	if err := s.sf.write("cmd", []byte(script)); err != nil {
+		return 1, fmt.Errorf("bash: the command file: %w", err)
 	}
 	ios, err := s.openStreams(seq, st)
 	if err != nil {
@@ -320,8 +326,8 @@ func (s *Shell) afterDeathLocked(ctx context.Context, seq int, profile bool) (in
 			status = ps.ExitCode()
 		}
 	}
-	if dump, dseq, dst, ok := readSnapshot(s.path("exit")); ok && dseq == seq {
-		_ = os.Remove(s.path("exit"))
+	if dump, dseq, dst, ok := s.readSnapshot("exit"); ok && dseq == seq {
+		_ = s.sf.write("exit", nil)
 		return dst, s.restartLocked(ctx, dump)
 	}
 	why := "died"
@@ -366,7 +372,7 @@ func (s *Shell) latestSnapshot() ([]byte, int, int, bool) {
 	var best []byte
 	bseq, bst, found := -1, 0, false
 	for _, n := range []string{"snap0", "snap1"} {
-		if d, q, st, ok := readSnapshot(s.path(n)); ok && q > bseq {
+		if d, q, st, ok := s.readSnapshot(n); ok && q > bseq {
 			best, bseq, bst, found = d, q, st, true
 		}
 	}
@@ -375,9 +381,9 @@ func (s *Shell) latestSnapshot() ([]byte, int, int, bool) {
 
 // readSnapshot reads a state file and its trailer "# tether-end SEQ STATUS";
 // a file without the trailer (bash died while writing it) is not ok.
-func readSnapshot(path string) (dump []byte, seq, status int, ok bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+func (s *Shell) readSnapshot(name string) (dump []byte, seq, status int, ok bool) {
+	b, err := s.sf.read(name)
+	if err != nil || len(b) == 0 {
 		return nil, 0, 0, false
 	}
 	b = bytes.TrimRight(b, "\n")
@@ -399,7 +405,7 @@ func readSnapshot(path string) (dump []byte, seq, status int, ok bool) {
 func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 	// The options last (set -e among them would end a restore that fails),
 	// read before the new bash's first snapshot overwrites them.
-	if opts, _, _, ok := readSnapshot(s.path("opts")); ok && dump != nil {
+	if opts, _, _, ok := s.readSnapshot("opts"); ok && dump != nil {
 		dump = append(append([]byte(nil), dump...), opts...)
 	}
 	if err := s.startLocked(ctx); err != nil {
@@ -408,8 +414,8 @@ func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 	if dump == nil {
 		return nil
 	}
-	if err := os.WriteFile(s.path("restore"), restoreScript(dump, s.opts.Env), 0o600); err != nil {
-		return fmt.Errorf("bash: write the restore file: %w", err)
+	if err := s.sf.write("restore", restoreScript(dump, s.opts.Env)); err != nil {
+		return fmt.Errorf("bash: the restore file: %w", err)
 	}
 	s.seq++
 	line := fmt.Sprintf("__tether_s=%d; { . %s; } </dev/null >/dev/null 2>&1 63>&-; __tether_done\n", s.seq, shquote.Bash(s.path("restore")))
@@ -504,16 +510,16 @@ func (s *Shell) Close() error {
 	s.closed = true
 	p := s.p
 	s.mu.Unlock()
-	if p == nil {
-		return nil
+	if p != nil {
+		_ = syscall.Kill(-p.pid, syscall.SIGHUP)
+		select {
+		case <-p.exited:
+		case <-time.After(time.Second):
+		}
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		<-p.exited
 	}
-	_ = syscall.Kill(-p.pid, syscall.SIGHUP)
-	select {
-	case <-p.exited:
-	case <-time.After(time.Second):
-	}
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-	<-p.exited
+	s.sf.close()
 	return nil
 }
 

@@ -285,7 +285,7 @@ func TestSetU(t *testing.T) {
 	}
 }
 
-func BenchmarkTrue(b *testing.B) {
+func BenchmarkRunTrue(b *testing.B) {
 	s := newShell(b, Options{NoProfile: true})
 	var o, e bytes.Buffer
 	for b.Loop() {
@@ -295,7 +295,7 @@ func BenchmarkTrue(b *testing.B) {
 	}
 }
 
-func BenchmarkStart(b *testing.B) {
+func BenchmarkNew(b *testing.B) {
 	needBash(b)
 	for b.Loop() {
 		s, err := New(context.Background(), Options{NoProfile: true, StateDir: b.TempDir()})

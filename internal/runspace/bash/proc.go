@@ -45,8 +45,8 @@ func (p *proc) alive() bool {
 
 // startLocked starts a bash process and runs the init script in it.
 func (s *Shell) startLocked(ctx context.Context) error {
-	if err := os.WriteFile(s.path("init"), fmt.Appendf(nil, initScript, shquote.Bash(s.opts.StateDir)), 0o600); err != nil {
-		return fmt.Errorf("bash: write the init file: %w", err)
+	if err := s.sf.write("init", fmt.Appendf(nil, initScript, shquote.Bash(s.opts.StateDir))); err != nil {
+		return fmt.Errorf("bash: the init file: %w", err)
 	}
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
@@ -58,7 +58,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		ctlW.Close()
 		return fmt.Errorf("bash: %w", err)
 	}
-	cmd := exec.Command(s.opts.Bash, "--noprofile", "--norc", "+o", "history", "-i")
+	cmd := exec.Command(s.opts.Bash, "--noprofile", "--norc", "--noediting", "+o", "history", "-i")
 	cmd.Stdin = ctlR
 	cmd.ExtraFiles = []*os.File{doneW} // fd 3, moved to 63 by the init script
 	cmd.Env = s.opts.Env

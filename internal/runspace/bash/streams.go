@@ -7,7 +7,6 @@ import (
 	"os"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,18 +15,19 @@ import (
 )
 
 // cmdStreams are the paths bash opens for one command and the copiers
-// behind the FIFOs among them.
+// behind the pipes among them.
 type cmdStreams struct {
 	in, out, err string
 	stdin        *inCopier
 	outs         []*outCopier
-	fifos        []string
 }
 
 // openStreams prepares one command's streams. A nil stream is /dev/null;
 // an *os.File naming a terminal (enter's PTY) is opened by bash itself, by
-// path; anything else is a FIFO in the state directory, fresh per command
-// so that a background job's late output never mixes into a later one.
+// path; anything else is a pipe bash opens by its /proc/PID/fd path, fresh
+// per command so that a background job's late output never mixes into a
+// later one. (Not FIFOs: on ext4 a mkfifo and its unlink cost far more
+// than a pipe, and a pipe needs no name in the state directory.)
 func (s *Shell) openStreams(seq int, st runspace.Streams) (*cmdStreams, error) {
 	cs := &cmdStreams{in: "/dev/null", out: "/dev/null", err: "/dev/null"}
 	fail := func(err error) (*cmdStreams, error) {
@@ -57,14 +57,12 @@ func (s *Shell) openStreams(seq int, st runspace.Streams) (*cmdStreams, error) {
 			*dst = p
 			continue
 		}
-		path := s.path(fmt.Sprintf("%c%d", "oe"[i], seq))
-		c, err := newOutCopier(path, w, i+1)
+		c, err := newOutCopier(w, i+1)
 		if err != nil {
 			return fail(err)
 		}
-		*dst = path
+		*dst = c.path
 		cs.outs = append(cs.outs, c)
-		cs.fifos = append(cs.fifos, path)
 	}
 	return cs, nil
 }
@@ -98,17 +96,6 @@ func (cs *cmdStreams) finish(late func(int, []byte)) {
 		}()
 	}
 	wg.Wait()
-	for _, p := range cs.fifos {
-		_ = os.Remove(p)
-	}
-}
-
-func mkfifo(path string) error {
-	_ = os.Remove(path)
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		return fmt.Errorf("bash: mkfifo %s: %w", path, err)
-	}
-	return nil
 }
 
 // inCopier feeds a reader into a pipe that bash opens as the command's
@@ -149,11 +136,13 @@ func (c *inCopier) close() {
 	c.w.Close()
 }
 
-// outCopier copies a FIFO bash writes a command's output to. Its own
-// writer end keeps the reader from seeing EOF before bash opened the FIFO;
-// it is closed when the command ended, so that EOF then means no
-// background job holds the FIFO either.
+// outCopier copies a pipe bash opens by path (opening a pipe's /proc path
+// for writing is a FIFO open: it needs a reader, which r is) and writes a
+// command's output to. Its own writer end keeps the reader from seeing EOF
+// before bash opened the pipe; it is closed when the command ended, so that
+// EOF then means no background job holds the pipe either.
 type outCopier struct {
+	path    string
 	r, hold *os.File
 	w       io.Writer
 	stream  int
@@ -164,20 +153,13 @@ type outCopier struct {
 	once    sync.Once
 }
 
-func newOutCopier(path string, w io.Writer, stream int) (*outCopier, error) {
-	if err := mkfifo(path); err != nil {
-		return nil, err
-	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+func newOutCopier(w io.Writer, stream int) (*outCopier, error) {
+	r, hold, err := os.Pipe()
 	if err != nil {
-		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+		return nil, fmt.Errorf("bash: output pipe: %w", err)
 	}
-	hold, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("bash: open %s: %w", path, err)
-	}
-	c := &outCopier{r: r, hold: hold, w: w, stream: stream, drained: make(chan struct{})}
+	path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), hold.Fd())
+	c := &outCopier{path: path, r: r, hold: hold, w: w, stream: stream, drained: make(chan struct{})}
 	go c.copy()
 	return c, nil
 }
