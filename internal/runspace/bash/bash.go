@@ -77,13 +77,16 @@ type Shell struct {
 
 	sf *stateFiles // the command file and the snapshots (memfile.go)
 
-	mu      sync.Mutex // guards the fields below
-	p       *proc
-	seq     int
-	last    int // status of the last command, $? of the next
-	notices []string
-	cur     *running
-	closed  bool
+	mu   sync.Mutex // guards the fields below
+	p    *proc
+	seq  int
+	last int // status of the last command, $? of the next
+	// The last report that came with a snapshot, and the last command
+	// since whose state has not changed (stateless commands).
+	snapSeq, sameUntil int
+	notices            []string
+	cur                *running
+	closed             bool
 }
 
 var _ runspace.Shell = (*Shell)(nil)
@@ -259,7 +262,7 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
 	// that closing its writer at the client's EOF cannot come first and
 	// leave bash's open waiting for a writer forever.
-	line := commandLine(s.opts.StateDir, seq, last, ios)
+	line := commandLine(s.opts.StateDir, seq, last, ios, script)
 	p.mu.Lock()
 	p.onOpen = func(n int) {
 		if n == seq && ios.stdin != nil {
@@ -273,12 +276,14 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, c.interrupt)
 
-	status, died := 0, false
+	var rep report
+	died := false
 	if _, err := io.WriteString(p.ctl, line); err != nil {
 		died = true
 	} else {
-		status, died = p.waitReport(seq)
+		rep, died = p.waitReport(seq)
 	}
+	status := rep.status
 	stop()
 	c.finish()
 	ios.finish(s.opts.LateOutput)
@@ -294,23 +299,86 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 			return status, err
 		}
 	}
+	if !died {
+		if !rep.kept {
+			s.snapSeq = seq
+		}
+		s.sameUntil = seq
+	}
 	s.last = status
 	return status, nil
 }
 
-// commandLine is the line bash reads for one command: short, since bash
-// reads its input a byte at a time, so the wrapper itself is the variable
-// __tether_w (script.go), run by eval at top level. The streams are given
-// by name within the state directory when they are its FIFOs.
-func commandLine(dir string, seq, last int, ios *cmdStreams) string {
+// commandLine is the line bash reads for one command: short, the wrapper
+// itself is the variable __tether_w (script.go), run by eval at top level.
+// The streams are given by name within the state directory when they are
+// its files.
+func commandLine(dir string, seq, last int, ios *cmdStreams, script string) string {
 	short := func(p string) string {
 		if rel, ok := strings.CutPrefix(p, dir+"/"); ok && !strings.ContainsAny(rel, "/ ") {
 			return rel
 		}
 		return shquote.Bash(p)
 	}
-	return fmt.Sprintf("__tether_a=(%d %d %s %s %s); builtin eval \"$__tether_w\"\n",
-		seq, last, short(ios.in), short(ios.out), short(ios.err))
+	open := 0
+	if ios.stdin != nil {
+		open = 1
+	}
+	name := stateless(script)
+	if name == "" {
+		name = "-"
+	}
+	return fmt.Sprintf("__tether_a=(%d %d %s %s %s %d %s); builtin eval \"$__tether_w\"\n",
+		seq, last, short(ios.in), short(ios.out), short(ios.err), open, name)
+}
+
+// stateless returns the command's name when script is one simple command
+// that cannot change the shell's state if its name is a program (or one of
+// a few builtins that change nothing): plain words only, no expansion but
+// globs, no assignment, redirection, list or pipeline. bash still checks
+// that the name is no function or alias (script.go). "" otherwise. After
+// such a command the last snapshot still holds the state, and taking one
+// (declare -p, declare -f, ...: about half of bash's work for `true`) is
+// skipped.
+func stateless(script string) string {
+	t := strings.TrimSpace(script)
+	if t == "" || strings.ContainsRune(t, '\n') {
+		return ""
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" \t_./:,+=@%*?[]-", r)) {
+			return ""
+		}
+	}
+	name := strings.Fields(t)[0]
+	switch {
+	case name == "[":
+		return name
+	case strings.ContainsAny(name, "=*?[]") || strings.ContainsRune("-%+", rune(name[0])):
+		// An assignment, a glob, an option, a job (%1 is fg).
+		return ""
+	case bashBuiltins[name] && !pureBuiltins[name]:
+		return ""
+	}
+	return name
+}
+
+// bashBuiltins are bash's builtins and reserved words (5.x): a stateless
+// command's name is none of them, but for pureBuiltins.
+var bashBuiltins = map[string]bool{}
+
+// pureBuiltins change no state with any arguments.
+var pureBuiltins = map[string]bool{"true": true, "false": true, ":": true, "echo": true, "test": true, "[": true, "pwd": true}
+
+func init() {
+	for _, n := range strings.Fields(`. : [ alias bg bind break builtin caller cd command compgen complete
+		compopt continue declare dirs disown echo enable eval exec exit export false fc fg getopts hash
+		help history jobs kill let local logout mapfile popd printf pushd pwd read readarray readonly
+		return set shift shopt source suspend test times trap true type typeset ulimit umask unalias
+		unset wait ! [[ ]] case coproc do done elif else esac fi for function if in select then time
+		until while { }`) {
+		bashBuiltins[n] = true
+	}
 }
 
 // afterDeathLocked handles bash's end during command seq: the status the
@@ -344,6 +412,10 @@ func (s *Shell) afterDeathLocked(ctx context.Context, seq int, profile bool) (in
 // last completed command's snapshot, and says so once.
 func (s *Shell) recoverLocked(ctx context.Context, seq int, say bool) error {
 	dump, dseq, _, ok := s.latestSnapshot()
+	if ok && dseq == s.snapSeq {
+		// The commands after it were stateless.
+		dseq = s.sameUntil
+	}
 	if say || seq == 0 {
 		pid := 0
 		if s.p != nil {
@@ -425,6 +497,7 @@ func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 	if _, died := s.p.waitReport(s.seq); died {
 		return errors.New("bash: the restarted bash died while restoring the state")
 	}
+	s.snapSeq, s.sameUntil = s.seq, s.seq
 	return nil
 }
 
@@ -473,7 +546,7 @@ var unrestorable = map[string]bool{
 	"__tether_a": true, "__tether_w": true, "__tether_I": true, "__tether_O": true, "__tether_E": true, "__tether_l": true, "__tether_os": true,
 	"PIPESTATUS": true, "EPOCHREALTIME": true, "EPOCHSECONDS": true, "SRANDOM": true, "RANDOM": true,
 	"SHLVL": true, "PROMPT_COMMAND": true, "__tether_s": true, "__tether_st": true, "__tether_n": true,
-	"__tether_d": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
+	"__tether_d": true, "__tether_o": true, "__tether_p": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
 }
 
 // Interrupt is Ctrl-C; see [runspace.Shell.Interrupt].

@@ -295,6 +295,18 @@ func BenchmarkRunTrue(b *testing.B) {
 	}
 }
 
+// BenchmarkRunAssign is a command that changes the state: bash snapshots
+// it after its report.
+func BenchmarkRunAssign(b *testing.B) {
+	s := newShell(b, Options{NoProfile: true})
+	var o, e bytes.Buffer
+	for b.Loop() {
+		if _, err := s.Run(context.Background(), "x=1", runspace.Streams{Stdout: &o, Stderr: &e}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
 func BenchmarkNew(b *testing.B) {
 	needBash(b)
 	for b.Loop() {

@@ -22,9 +22,8 @@ type stateFiles struct {
 	files map[string]*os.File
 }
 
-// The names bash reads or writes per command; init, restore and the
-// FIFO-free pipes need no name here.
-var stateNames = []string{"cmd", "snap0", "snap1", "opts", "exit", "init", "restore"}
+// The files in the state directory.
+var stateNames = []string{"cmd", "snap0", "snap1", "opts", "exit", "init", "restore", "traps"}
 
 func newStateFiles(dir string) (*stateFiles, error) {
 	sf := &stateFiles{files: map[string]*os.File{}}

@@ -29,7 +29,12 @@ type proc struct {
 	onOpen func(seq int) // "O SEQ": bash opened command seq's streams
 }
 
-type report struct{ seq, status int }
+// report is "D SEQ STATUS [k]": k when bash took no snapshot, the last
+// one still holding the state (a stateless command).
+type report struct {
+	seq, status int
+	kept        bool
+}
 
 func (p *proc) alive() bool {
 	if p == nil {
@@ -100,6 +105,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		<-p.exited
 		return fmt.Errorf("bash: %s did not start: %v", s.opts.Bash, p.state)
 	}
+	s.snapSeq, s.sameUntil = s.seq, s.seq
 	s.last = 0
 	return nil
 }
@@ -118,13 +124,13 @@ func (p *proc) readReports(r *os.File) {
 			}
 			continue
 		}
-		if len(f) != 3 || f[0] != "D" {
+		if (len(f) != 3 && len(f) != 4) || f[0] != "D" {
 			continue
 		}
 		seq, e1 := strconv.Atoi(f[1])
 		st, e2 := strconv.Atoi(f[2])
 		if e1 == nil && e2 == nil {
-			p.reports <- report{seq, st}
+			p.reports <- report{seq, st, len(f) == 4 && f[3] == "k"}
 		}
 	}
 	r.Close()
@@ -135,14 +141,14 @@ func (p *proc) readReports(r *os.File) {
 	close(p.exited)
 }
 
-// waitReport waits for command seq's status; died means bash ended first.
-func (p *proc) waitReport(seq int) (status int, died bool) {
+// waitReport waits for command seq's report; died means bash ended first.
+func (p *proc) waitReport(seq int) (r report, died bool) {
 	for r := range p.reports {
 		if r.seq == seq {
-			return r.status, false
+			return r, false
 		}
 	}
-	return 0, true
+	return report{}, true
 }
 
 // foreground lists the processes of bash's group but bash that are not
