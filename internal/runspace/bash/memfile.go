@@ -20,13 +20,14 @@ import (
 // plain files.
 type stateFiles struct {
 	files map[string]*os.File
+	size  map[string]int // what write last left in each
 }
 
 // The files in the state directory.
 var stateNames = []string{"cmd", "snap0", "snap1", "opts", "exit", "init", "restore", "traps"}
 
 func newStateFiles(dir string) (*stateFiles, error) {
-	sf := &stateFiles{files: map[string]*os.File{}}
+	sf := &stateFiles{files: map[string]*os.File{}, size: map[string]int{}}
 	for _, n := range stateNames {
 		path := filepath.Join(dir, n)
 		_ = os.Remove(path)
@@ -57,15 +58,20 @@ func memfd(name string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), name), nil
 }
 
-// write replaces the content of file name.
+// write replaces the content of file name (written by the Shell only, or
+// emptied: bash writes snapshots, which the Shell only reads). It cuts the
+// file only when the new content is shorter than the last.
 func (sf *stateFiles) write(name string, b []byte) error {
 	f := sf.files[name]
-	if err := f.Truncate(0); err != nil {
-		return fmt.Errorf("bash: write %s: %w", name, err)
-	}
 	if _, err := f.WriteAt(b, 0); err != nil {
 		return fmt.Errorf("bash: write %s: %w", name, err)
 	}
+	if sf.size[name] > len(b) || len(b) == 0 {
+		if err := f.Truncate(int64(len(b))); err != nil {
+			return fmt.Errorf("bash: write %s: %w", name, err)
+		}
+	}
+	sf.size[name] = len(b)
 	return nil
 }
 
