@@ -262,7 +262,7 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
 	// that closing its writer at the client's EOF cannot come first and
 	// leave bash's open waiting for a writer forever.
-	line := commandLine(s.opts.StateDir, seq, last, ios, script)
+	line := commandLine(seq, last, ios, script)
 	p.mu.Lock()
 	p.onOpen = func(n int) {
 		if n == seq && ios.stdin != nil {
@@ -309,27 +309,18 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	return status, nil
 }
 
-// commandLine is the line bash reads for one command: short, the wrapper
-// itself is the variable __tether_w (script.go), run by eval at top level.
-// The streams are given by name within the state directory when they are
-// its files.
-func commandLine(dir string, seq, last int, ios *cmdStreams, script string) string {
-	short := func(p string) string {
-		if rel, ok := strings.CutPrefix(p, dir+"/"); ok && !strings.ContainsAny(rel, "/ ") {
-			return rel
-		}
-		return shquote.Bash(p)
-	}
-	open := 0
-	if ios.stdin != nil {
-		open = 1
-	}
+// commandLine is the line bash reads for one command (script.go).
+func commandLine(seq, last int, ios *cmdStreams, script string) string {
 	name := stateless(script)
 	if name == "" {
 		name = "-"
 	}
-	return fmt.Sprintf("__tether_a=(%d %d %s %s %s %d %s); builtin eval \"$__tether_w\"\n",
-		seq, last, short(ios.in), short(ios.out), short(ios.err), open, name)
+	open := ""
+	if ios.stdin != nil {
+		open = fmt.Sprintf("builtin printf 'O %d\\n' >&63; ", seq)
+	}
+	return fmt.Sprintf("__tether_s=%d __tether_p=%s __tether_O=%s __tether_E=%s; { %s__tether_ret %d && :; { . \"$__tether_d/cmd\"; } 63>&-; } <%s >\"$__tether_O\" 2>\"$__tether_E\"; __tether_done\n",
+		seq, shquote.Bash(name), shquote.Bash(ios.out), shquote.Bash(ios.err), open, last, shquote.Bash(ios.in))
 }
 
 // stateless returns the command's name when script is one simple command
@@ -543,10 +534,10 @@ var unrestorable = map[string]bool{
 	"BASH_COMMAND": true, "BASH_LINENO": true, "BASH_SOURCE": true, "BASH_SUBSHELL": true,
 	"BASH_VERSINFO": true, "BASH_VERSION": true, "BASH_CMDS": true, "EUID": true, "FUNCNAME": true,
 	"GROUPS": true, "HISTCMD": true, "LINENO": true, "PPID": true, "SHELLOPTS": true, "UID": true,
-	"__tether_a": true, "__tether_w": true, "__tether_I": true, "__tether_O": true, "__tether_E": true, "__tether_l": true, "__tether_os": true,
+	"__tether_O": true, "__tether_E": true, "__tether_os": true,
 	"PIPESTATUS": true, "EPOCHREALTIME": true, "EPOCHSECONDS": true, "SRANDOM": true, "RANDOM": true,
 	"SHLVL": true, "PROMPT_COMMAND": true, "__tether_s": true, "__tether_st": true, "__tether_n": true,
-	"__tether_d": true, "__tether_o": true, "__tether_p": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
+	"__tether_d": true, "__tether_p": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
 }
 
 // Interrupt is Ctrl-C; see [runspace.Shell.Interrupt].

@@ -24,7 +24,7 @@ type stateFiles struct {
 }
 
 // The files in the state directory.
-var stateNames = []string{"cmd", "snap0", "snap1", "opts", "exit", "init", "restore", "traps"}
+var stateNames = []string{"cmd", "snap0", "snap1", "opts", "exit", "init", "restore"}
 
 func newStateFiles(dir string) (*stateFiles, error) {
 	sf := &stateFiles{files: map[string]*os.File{}, size: map[string]int{}}

@@ -3,18 +3,16 @@ package bash
 // initScript is the first thing the bash process runs (sourced at top level,
 // so every name it defines is global). %s is the quoted state directory.
 //
-// Protocol, one line per command on bash's stdin (see [Shell.line]):
+// Protocol, one line per command on bash's stdin (see [commandLine]):
 //
-//	__tether_a=(SEQ LAST IN OUT ERR OPEN NAME); builtin eval "$__tether_w"
+//	__tether_s=SEQ __tether_p=NAME __tether_O=OUT __tether_E=ERR; { [builtin printf 'O SEQ\n' >&63;] __tether_ret LAST && :; { . "$__tether_d/cmd"; } 63>&-; } <IN >"$__tether_O" 2>"$__tether_E"; __tether_done
 //
-// where __tether_w is, in effect,
-//
-//	[OPEN: printf "O SEQ" >&63;] __tether_ret LAST; { . CMDFILE; } <IN >OUT 2>ERR 63>&-; __tether_done
-//
+//	  - bash reads its input a buffer at a time (--noediting: readline
+//	    would read it a byte at a time) and parses the line once: no eval.
 //	  - fd 63 is the private done pipe; the group closes it so that nothing the
 //	    command starts (a background job) holds it: EOF on it means bash died.
-//	  - "O SEQ" (only when OPEN is 1: IN is the Shell's stdin pipe) says
-//	    bash opened the streams.
+//	  - "O SEQ" (only when IN is the Shell's stdin pipe) says bash opened
+//	    the streams.
 //	  - __tether_ret restores $? of the previous command.
 //	  - __tether_done, at the end of the line or (after SIGINT aborted the
 //	    line) from PROMPT_COMMAND, writes "D SEQ STATUS" and then snapshots
@@ -22,11 +20,10 @@ package bash
 //	    is set by the line and unset by the first report.
 //	  - NAME is "-", or the name of the one simple command the text is
 //	    when the Shell found that it can change no shell state (see
-//	    [stateless]): then, unless NAME is a function or an alias or a
-//	    DEBUG/ERR/RETURN trap is set (trap -p at top level, into "traps":
-//	    a function does not see them) or another PROMPT_COMMAND may have
-//	    run, the last snapshot still holds the state and none is taken
-//	    ("D SEQ STATUS k").
+//	    [stateless]): then, unless NAME is a function or an alias, a
+//	    DEBUG/ERR/RETURN trap was set (through `trap`: __tether_tr) or
+//	    another PROMPT_COMMAND may have run, the last snapshot still holds
+//	    the state and none is taken ("D SEQ STATUS k").
 //	  - __tether_exit is bash's EXIT trap: `exit`, a `set -e` failure or
 //	    anything else that ends bash snapshots into "exit" first, after running
 //	    the user's own EXIT trap, which `trap` (a function) keeps aside.
@@ -38,17 +35,6 @@ HISTFILE= PS1= PS2= PS0=
 __tether_d=%s
 __tether_n=0
 __tether_ret() { return "$1"; }
-# The wrapper of one command; the line sets __tether_a=(SEQ LAST IN OUT ERR
-# OPEN NAME), each stream a path, or a name in the state directory.
-__tether_prep() {
-	__tether_s=${__tether_a[0]} __tether_l=${__tether_a[1]} __tether_o=${__tether_a[5]} __tether_p=${__tether_a[6]}
-	__tether_I=${__tether_a[2]} __tether_O=${__tether_a[3]} __tether_E=${__tether_a[4]}
-	[[ $__tether_I == /* ]] || __tether_I=$__tether_d/$__tether_I
-	[[ $__tether_O == /* ]] || __tether_O=$__tether_d/$__tether_O
-	[[ $__tether_E == /* ]] || __tether_E=$__tether_d/$__tether_E
-}
-__tether_w='__tether_prep; [[ $__tether_p == - ]] || builtin trap -p DEBUG ERR RETURN >|"$__tether_d/traps"; { (( __tether_o )) && builtin printf "O %%s\n" "$__tether_s" >&63; __tether_ret "$__tether_l" && :; { . "$__tether_d/cmd"; } 63>&-; } <"$__tether_I" >"$__tether_O" 2>"$__tether_E"; __tether_done'
-
 # The options (shopt -p, set +o: most of a snapshot's lines, each a write)
 # go to "opts" only when they changed; a restore reads the snapshot, then
 # opts.
@@ -75,7 +61,7 @@ __tether_done() {
 	[[ -v __tether_s ]] || return 0
 	# A stateless command left the last snapshot true (bash's stdout,
 	# where declare -F prints a name it finds, is /dev/null).
-	if [[ -v __tether_p && $__tether_p != - && ! -s $__tether_d/traps ]] && (( ${#PROMPT_COMMAND[@]} == 1 )) &&
+	if [[ -v __tether_p && $__tether_p != - && ! -v __tether_tr ]] && (( ${#PROMPT_COMMAND[@]} == 1 )) &&
 		[[ ! -v BASH_ALIASES[$__tether_p] ]] && ! builtin declare -F -- "$__tether_p"; then
 		builtin printf 'D %%s %%s k\n' "$__tether_s" "$__tether_st" >&63
 		builtin unset -v __tether_s __tether_p
@@ -131,6 +117,11 @@ trap() {
 	shift
 	for __tether_x; do
 		case ${__tether_x^^} in
+		DEBUG|ERR|RETURN)
+			# They may change the state around any command: from now on
+			# every command snapshots.
+			__tether_tr=1
+			__tether_l+=("$__tether_x");;
 		EXIT|0|SIGEXIT)
 			# A snapshot's trap -p holds our own EXIT trap: not the user's.
 			if [[ $__tether_a == - ]]; then builtin unset -v __tether_uexit
