@@ -252,8 +252,13 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	seq, last := s.seq, s.last
 	s.mu.Unlock()
 
-	if err := s.sf.write("cmd", []byte(script)); err != nil {
-		return 1, fmt.Errorf("bash: the command file: %w", err)
+	// A stateless command is plain words: the line holds it as it is,
+	// without the command file.
+	name := stateless(script)
+	if name == "" {
+		if err := s.sf.write("cmd", []byte(script)); err != nil {
+			return 1, fmt.Errorf("bash: the command file: %w", err)
+		}
 	}
 	ios, err := s.openStreams(seq, st)
 	if err != nil {
@@ -262,7 +267,7 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
 	// that closing its writer at the client's EOF cannot come first and
 	// leave bash's open waiting for a writer forever.
-	line := commandLine(seq, last, ios, script)
+	line := commandLine(seq, last, ios, name, script)
 	p.mu.Lock()
 	p.onOpen = func(n int) {
 		if n == seq && ios.stdin != nil {
@@ -309,18 +314,21 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	return status, nil
 }
 
-// commandLine is the line bash reads for one command (script.go).
-func commandLine(seq, last int, ios *cmdStreams, script string) string {
-	name := stateless(script)
+// commandLine is the line bash reads for one command (script.go): the
+// command file sourced, or for a stateless command (name) its words.
+func commandLine(seq, last int, ios *cmdStreams, name, script string) string {
+	run := `. "$__tether_d/cmd"`
 	if name == "" {
 		name = "-"
+	} else {
+		run = strings.TrimSpace(script)
 	}
 	open := ""
 	if ios.stdin != nil {
 		open = fmt.Sprintf("builtin printf 'O %d\\n' >&63; ", seq)
 	}
-	return fmt.Sprintf("__tether_s=%d __tether_p=%s __tether_O=%s __tether_E=%s; { %s__tether_ret %d && :; { . \"$__tether_d/cmd\"; } 63>&-; } <%s >\"$__tether_O\" 2>\"$__tether_E\"; __tether_done\n",
-		seq, shquote.Bash(name), shquote.Bash(ios.out), shquote.Bash(ios.err), open, last, shquote.Bash(ios.in))
+	return fmt.Sprintf("__tether_s=%d __tether_p=%s __tether_O=%s __tether_E=%s; { %s__tether_ret %d && :; { %s; } 63>&-; } <%s >\"$__tether_O\" 2>\"$__tether_E\"; __tether_done\n",
+		seq, shquote.Bash(name), shquote.Bash(ios.out), shquote.Bash(ios.err), open, last, run, shquote.Bash(ios.in))
 }
 
 // stateless returns the command's name when script is one simple command

@@ -90,8 +90,7 @@ func TestStatelessGuards(t *testing.T) {
 		// (A DEBUG trap outlives the sourced command file only with
 		// functrace.)
 		{"debug trap", "set -T; trap '[[ $BASH_COMMAND == true ]] && x=changed' DEBUG", "true"},
-		// RETURN runs as the command file's source ends.
-		{"return trap", "trap '[[ ${__tether_p-} == true ]] && x=changed' RETURN", "true"},
+		{"err trap", "trap 'x=changed' ERR", "false"},
 		{"prompt command", "PROMPT_COMMAND='x=changed'", "true"},
 	} {
 		t.Run(c.name, func(t *testing.T) {

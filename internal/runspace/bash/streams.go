@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -142,10 +143,11 @@ func (c *inCopier) close() {
 // before bash opened the pipe; it is closed when the command ended, so that
 // EOF then means no background job holds the pipe either.
 type outCopier struct {
-	path    string
-	r, hold *os.File
-	w       io.Writer
-	stream  int
+	path   string
+	r      *os.File
+	hold   int // the write end: a plain fd, never read or written here
+	w      io.Writer
+	stream int
 
 	mu      sync.Mutex
 	late    func(int, []byte)
@@ -154,11 +156,18 @@ type outCopier struct {
 }
 
 func newOutCopier(w io.Writer, stream int) (*outCopier, error) {
-	r, hold, err := os.Pipe()
-	if err != nil {
+	// Only the read end goes to Go's poller.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
 		return nil, fmt.Errorf("bash: output pipe: %w", err)
 	}
-	path := fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), hold.Fd())
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, fmt.Errorf("bash: output pipe: %w", err)
+	}
+	r, hold := os.NewFile(uintptr(p[0]), "|"+strconv.Itoa(stream)), p[1]
+	path := "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(hold)
 	c := &outCopier{path: path, r: r, hold: hold, w: w, stream: stream, drained: make(chan struct{})}
 	go c.copy()
 	return c, nil
@@ -237,7 +246,7 @@ func (c *outCopier) finish(late func(int, []byte)) {
 	c.mu.Lock()
 	c.late = late
 	c.mu.Unlock()
-	c.hold.Close()
+	unix.Close(c.hold)
 	_ = c.r.SetReadDeadline(time.Now())
 	<-c.drained
 }
