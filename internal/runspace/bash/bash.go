@@ -4,7 +4,7 @@
 // coproc, read -t, printf -v, declare -i, ...) works because it is bash.
 //
 // Each command's text is written to a file in Options.StateDir and sourced
-// at top level with the command's own stdin/stdout/stderr (FIFOs the Shell
+// at top level with the command's own stdin/stdout/stderr (pipes the Shell
 // copies, /dev/null, or enter's PTY opened by path); its exit status comes
 // from a private pipe (fd 63), never from EOF. After every command bash
 // snapshots its state with builtins only; when bash ends (`exit N`, a
@@ -37,7 +37,7 @@ import (
 type Options struct {
 	Dir      string   // initial cwd (default $HOME from Env, else /)
 	Env      []string // initial environment (KEY=VALUE), nil = os.Environ()
-	StateDir string   // private dir (0700, the session user's) for command files, FIFOs, state snapshots
+	StateDir string   // private dir (0700, the session user's) for the command file and state snapshots (memfds, see memfile.go)
 	Bash     string   // path of bash; "" = exec.LookPath("bash")
 	// NoProfile skips the login files (/etc/profile, ~/.bash_profile...).
 	NoProfile bool
@@ -264,9 +264,8 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	if err != nil {
 		return 1, err
 	}
-	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
-	// that closing its writer at the client's EOF cannot come first and
-	// leave bash's open waiting for a writer forever.
+	// "O SEQ" (only with a stdin pipe) tells the stdin copier that bash
+	// holds the pipe open, so that it may drop its own read end.
 	line := commandLine(seq, last, ios, name, script)
 	p.mu.Lock()
 	p.onOpen = func(n int) {

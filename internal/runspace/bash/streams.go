@@ -215,7 +215,7 @@ func (c *outCopier) copy() {
 	}
 }
 
-// drainNow reads until the FIFO is empty; eof when no writer is left.
+// drainNow reads until the pipe is empty; eof when no writer is left.
 func (c *outCopier) drainNow(buf []byte) (eof bool) {
 	rc, err := c.r.SyscallConn()
 	if err != nil {
