@@ -322,12 +322,17 @@ func commandLine(seq, last int, ios *cmdStreams, name, script string) string {
 	} else {
 		run = strings.TrimSpace(script)
 	}
+	// $? is 0 as a line starts (the last line ended with __tether_done).
+	ret := ""
+	if last != 0 {
+		ret = fmt.Sprintf("__tether_ret %d && :; ", last)
+	}
 	open := ""
 	if ios.stdin != nil {
 		open = fmt.Sprintf("builtin printf 'O %d\\n' >&63; ", seq)
 	}
-	return fmt.Sprintf("__tether_s=%d __tether_p=%s __tether_O=%s __tether_E=%s; { %s__tether_ret %d && :; { %s; } 63>&-; } <%s >\"$__tether_O\" 2>\"$__tether_E\"; __tether_done\n",
-		seq, shquote.Bash(name), shquote.Bash(ios.out), shquote.Bash(ios.err), open, last, run, shquote.Bash(ios.in))
+	return fmt.Sprintf("__tether_s=%d __tether_p=%s __tether_O=%s __tether_E=%s; { %s%s{ %s; } 63>&-; } <%s >\"$__tether_O\" 2>\"$__tether_E\"; __tether_done\n",
+		seq, shquote.Bash(name), shquote.Bash(ios.out), shquote.Bash(ios.err), open, ret, run, shquote.Bash(ios.in))
 }
 
 // stateless returns the command's name when script is one simple command

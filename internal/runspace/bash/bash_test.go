@@ -74,6 +74,15 @@ func TestBasic(t *testing.T) {
 	if r := run(t, s, "echo $?", ""); r.out != "1\n" {
 		t.Fatalf("$? of the previous command: got %+v", r)
 	}
+	// After a status 0 the line does not set $? (it is 0 as a line starts),
+	// also after a failing stateless command.
+	run(t, s, "false", "")
+	if r := run(t, s, "echo $?", ""); r.out != "1\n" {
+		t.Fatalf("$? after false: got %+v", r)
+	}
+	if r := run(t, s, "echo $?", ""); r.out != "0\n" {
+		t.Fatalf("$? after a status 0: got %+v", r)
+	}
 	if r := run(t, s, "cat; echo done", "abc"); r.out != "abcdone\n" {
 		t.Fatalf("stdin: got %+v", r)
 	}

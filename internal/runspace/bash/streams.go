@@ -88,15 +88,13 @@ func (cs *cmdStreams) finish(late func(int, []byte)) {
 	if cs.stdin != nil {
 		cs.stdin.close()
 	}
-	var wg sync.WaitGroup
+	// Both streams are told first, then both awaited.
 	for _, c := range cs.outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.finish(late)
-		}()
+		c.end(late)
 	}
-	wg.Wait()
+	for _, c := range cs.outs {
+		<-c.drained
+	}
 }
 
 // inCopier feeds a reader into a pipe that bash opens as the command's
@@ -242,11 +240,12 @@ func (c *outCopier) drainNow(buf []byte) (eof bool) {
 	}
 }
 
-func (c *outCopier) finish(late func(int, []byte)) {
+// end: the command ended; what the copier reads once the pipe is empty
+// goes to late. c.drained is closed when what came before is out.
+func (c *outCopier) end(late func(int, []byte)) {
 	c.mu.Lock()
 	c.late = late
 	c.mu.Unlock()
 	unix.Close(c.hold)
 	_ = c.r.SetReadDeadline(time.Now())
-	<-c.drained
 }
