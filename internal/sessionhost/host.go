@@ -20,6 +20,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sync"
 	"time"
 
@@ -129,6 +130,14 @@ type Host struct {
 
 // Run starts the session host and serves until the session is closed.
 func Run(ctx context.Context, opts Options) error {
+	if opts.Shell == runspace.KindBash {
+		// bash does a bash session's work; its host passes bytes on. With
+		// one P its goroutines hand off without waking idle threads: per
+		// command ~35 % less CPU and half the context switches
+		// (BenchmarkRunTrue), a steadier latency, no loss of throughput
+		// measured (bench throughput, 128 MiB).
+		runtime.GOMAXPROCS(1)
+	}
 	h, err := start(opts)
 	if err != nil {
 		if opts.Ready != nil {
