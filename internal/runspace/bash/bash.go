@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -172,8 +171,6 @@ func defaultDir(env []string) string {
 	return "/"
 }
 
-func (s *Shell) path(name string) string { return filepath.Join(s.opts.StateDir, name) }
-
 // runProfile sources the login files as a command whose stdout is dropped
 // and whose stderr becomes a notice.
 func (s *Shell) runProfile(ctx context.Context) {
@@ -266,7 +263,7 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	}
 	// "O SEQ" (only with a stdin pipe) tells the stdin copier that bash
 	// holds the pipe open, so that it may drop its own read end.
-	line := commandLine(seq, last, ios, name, script)
+	line := commandLine(seq, last, ios, name, script, s.sf.path("cmd"))
 	p.mu.Lock()
 	p.onOpen = func(n int) {
 		if n == seq && ios.stdin != nil {
@@ -315,8 +312,8 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 
 // commandLine is the line bash reads for one command (script.go): the
 // command file sourced, or for a stateless command (name) its words.
-func commandLine(seq, last int, ios *cmdStreams, name, script string) string {
-	run := `. "$__tether_d/cmd"`
+func commandLine(seq, last int, ios *cmdStreams, name, script, cmdFile string) string {
+	run := ". " + shquote.Bash(cmdFile)
 	if name == "" {
 		name = "-"
 	} else {
@@ -493,7 +490,7 @@ func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 		return fmt.Errorf("bash: the restore file: %w", err)
 	}
 	s.seq++
-	line := fmt.Sprintf("__tether_s=%d; { . %s; } </dev/null >/dev/null 2>&1 63>&-; __tether_done\n", s.seq, shquote.Bash(s.path("restore")))
+	line := fmt.Sprintf("__tether_s=%d; { . %s; } </dev/null >/dev/null 2>&1 63>&-; __tether_done\n", s.seq, shquote.Bash(s.sf.path("restore")))
 	if _, err := io.WriteString(s.p.ctl, line); err != nil {
 		return fmt.Errorf("bash: restore the state: %w", err)
 	}
@@ -549,7 +546,7 @@ var unrestorable = map[string]bool{
 	"__tether_O": true, "__tether_E": true, "__tether_os": true,
 	"PIPESTATUS": true, "EPOCHREALTIME": true, "EPOCHSECONDS": true, "SRANDOM": true, "RANDOM": true,
 	"SHLVL": true, "PROMPT_COMMAND": true, "__tether_s": true, "__tether_st": true, "__tether_n": true,
-	"__tether_d": true, "__tether_p": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
+	"__tether_F": true, "__tether_p": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
 }
 
 // Interrupt is Ctrl-C; see [runspace.Shell.Interrupt].

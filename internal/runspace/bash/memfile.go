@@ -9,46 +9,46 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// stateFiles are the files the Shell and bash exchange on every command
-// (the command text, the state snapshots). Each is a memfd the Shell holds,
-// named in the state directory by a symlink to its /proc/PID/fd path, which
-// bash opens like any file. On ext4 a truncating rewrite of a file with
-// data costs ~180 µs (journalled orphan handling), and a snapshot and a
-// command file were rewritten per command; a memfd's truncate is a few µs.
-// The memfds belong to the Shell, not to a bash process, so that they
-// outlive a bash killed outright. Where memfd_create fails the names are
-// plain files.
+// stateFiles are the files the Shell and bash exchange (the command text,
+// the state snapshots, the init and restore scripts). Each is a memfd the
+// Shell holds, which bash opens by its /proc/PID/fd path: on ext4 a
+// truncating rewrite of a file with data costs ~180 µs (journalled orphan
+// handling), and the command file and a snapshot were rewritten per
+// command; a memfd's truncate costs a few µs, and no name is made in the
+// state directory (seven symlinks cost 1-7 ms of a session's start on a
+// busy ext4). The memfds belong to the Shell, not to a bash process, so that
+// they outlive a bash killed outright. Where memfd_create fails they are
+// plain files in the state directory.
 type stateFiles struct {
 	files map[string]*os.File
-	size  map[string]int // what write last left in each
+	paths map[string]string // what bash opens
+	size  map[string]int    // what write last left in each
 }
 
-// The files in the state directory.
 var stateNames = []string{"cmd", "snap0", "snap1", "opts", "exit", "init", "restore"}
 
 func newStateFiles(dir string) (*stateFiles, error) {
-	sf := &stateFiles{files: map[string]*os.File{}, size: map[string]int{}}
+	sf := &stateFiles{files: map[string]*os.File{}, paths: map[string]string{}, size: map[string]int{}}
 	for _, n := range stateNames {
-		path := filepath.Join(dir, n)
-		_ = os.Remove(path)
 		f, err := memfd(n)
+		path := ""
 		if err == nil {
-			target := "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(int(f.Fd()))
-			if err = os.Symlink(target, path); err != nil {
-				f.Close()
-			}
-		}
-		if err != nil {
+			path = "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(int(f.Fd()))
+		} else {
+			path = filepath.Join(dir, n)
 			f, err = os.OpenFile(path, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o600)
 		}
 		if err != nil {
 			sf.close()
 			return nil, fmt.Errorf("bash: state file %s: %w", path, err)
 		}
-		sf.files[n] = f
+		sf.files[n], sf.paths[n] = f, path
 	}
 	return sf, nil
 }
+
+// path is the path bash opens file name by.
+func (sf *stateFiles) path(name string) string { return sf.paths[name] }
 
 func memfd(name string) (*os.File, error) {
 	fd, err := unix.MemfdCreate("tether-bash-"+name, unix.MFD_CLOEXEC)

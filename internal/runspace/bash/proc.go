@@ -50,7 +50,8 @@ func (p *proc) alive() bool {
 
 // startLocked starts a bash process and runs the init script in it.
 func (s *Shell) startLocked(ctx context.Context) error {
-	if err := s.sf.write("init", fmt.Appendf(nil, initScript, shquote.Bash(s.opts.StateDir))); err != nil {
+	q := func(n string) string { return shquote.Bash(s.sf.path(n)) }
+	if err := s.sf.write("init", fmt.Appendf(nil, initScript, q("opts"), q("snap0"), q("snap1"), q("exit"))); err != nil {
 		return fmt.Errorf("bash: the init file: %w", err)
 	}
 	ctlR, ctlW, err := os.Pipe()
@@ -93,7 +94,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		}
 	}
 	s.seq++
-	line := fmt.Sprintf(". %s; __tether_s=%d; __tether_done\n", shquote.Bash(s.path("init")), s.seq)
+	line := fmt.Sprintf(". %s; __tether_s=%d; __tether_done\n", shquote.Bash(s.sf.path("init")), s.seq)
 	if _, err := io.WriteString(ctlW, line); err != nil {
 		return fmt.Errorf("bash: send the init line: %w", err)
 	}

@@ -1,11 +1,12 @@
 package bash
 
 // initScript is the first thing the bash process runs (sourced at top level,
-// so every name it defines is global). %s is the quoted state directory.
+// so every name it defines is global). The %s are the quoted paths of the
+// state files opts, snap0, snap1 and exit (memfile.go).
 //
 // Protocol, one line per command on bash's stdin (see [commandLine]):
 //
-//	__tether_s=SEQ __tether_p=NAME __tether_O=OUT __tether_E=ERR; { [builtin printf 'O SEQ\n' >&63;] __tether_ret LAST && :; { . "$__tether_d/cmd"; } 63>&-; } <IN >"$__tether_O" 2>"$__tether_E"; __tether_done
+//	__tether_s=SEQ __tether_p=NAME __tether_O=OUT __tether_E=ERR; { [builtin printf 'O SEQ\n' >&63;] __tether_ret LAST && :; { . CMDFILE; } 63>&-; } <IN >"$__tether_O" 2>"$__tether_E"; __tether_done
 //
 //	  - bash reads its input a buffer at a time (--noediting: readline
 //	    would read it a byte at a time) and parses the line once: no eval.
@@ -32,7 +33,7 @@ package bash
 const initScript = `exec 63>&3 3>&-
 set +H +o history
 HISTFILE= PS1= PS2= PS0=
-__tether_d=%s
+declare -A __tether_F=([opts]=%s [snap0]=%s [snap1]=%s [exit]=%s)
 __tether_n=0
 __tether_ret() { return "$1"; }
 # The options (shopt -p, set +o: most of a snapshot's lines, each a write)
@@ -44,7 +45,7 @@ __tether_snap() {
 			builtin shopt -p
 			builtin set +o
 			builtin printf '# tether-end 0 0\n'
-		} >|"$__tether_d/opts" 2>/dev/null && __tether_os="$BASHOPTS $SHELLOPTS"
+		} >|"${__tether_F[opts]}" 2>/dev/null && __tether_os="$BASHOPTS $SHELLOPTS"
 	fi
 	{
 		builtin declare -p
@@ -54,7 +55,7 @@ __tether_snap() {
 		builtin umask -p
 		builtin printf 'builtin cd -- %%q\n' "$PWD"
 		builtin printf '# tether-end %%s %%s\n' "$1" "$2"
-	} >|"$__tether_d/$3" 2>/dev/null
+	} >|"${__tether_F[$3]}" 2>/dev/null
 }
 __tether_done() {
 	__tether_st=$?
