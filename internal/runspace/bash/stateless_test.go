@@ -2,6 +2,7 @@ package bash
 
 import (
 	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -104,5 +105,28 @@ func TestStatelessGuards(t *testing.T) {
 				t.Fatalf("after %q, %q and kill -9: x is %q, want changed", c.setup, c.cmd, r.out)
 			}
 		})
+	}
+}
+
+// TestNoFilesPerCommand: the command file, the snapshots and the pipes make
+// no names in the state directory (memfds and pipes by /proc path: on ext4
+// names and truncating rewrites cost a journalled metadata operation each).
+func TestNoFilesPerCommand(t *testing.T) {
+	dir := t.TempDir()
+	s := newShell(t, Options{NoProfile: true, StateDir: dir})
+	run(t, s, "x=1; echo out; echo err >&2", "")
+	run(t, s, "cat", "in")
+	run(t, s, "kill -9 $$", "")
+	run(t, s, "echo $x", "")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ents) != 0 {
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Fatalf("state directory holds %v", names)
 	}
 }
