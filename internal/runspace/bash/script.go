@@ -6,7 +6,7 @@ package bash
 //
 // Protocol, one line per command on bash's stdin (see [commandLine]):
 //
-//	__tether_s=SEQ __tether_p=NAME __tether_O=OUT __tether_E=ERR; { [builtin printf 'O SEQ\n' >&63;] __tether_ret LAST && :; { . CMDFILE; } 63>&-; } <IN >"$__tether_O" 2>"$__tether_E"; __tether_done
+//	__tether_s=SEQ __tether_p=NAME __tether_O=OUT __tether_E=ERR; { [builtin printf 'O SEQ\n' >&63;] [__tether_ret LAST && :;] { . CMDFILE; } 63>&-; } <IN >"$__tether_O" 2>"$__tether_E"; __tether_done
 //
 //	  - bash reads its input a buffer at a time (--noediting: readline
 //	    would read it a byte at a time) and parses the line once: no eval.
@@ -14,7 +14,11 @@ package bash
 //	    command starts (a background job) holds it: EOF on it means bash died.
 //	  - "O SEQ" (only when IN is the Shell's stdin pipe) says bash opened
 //	    the streams.
-//	  - __tether_ret restores $? of the previous command.
+//	  - __tether_ret restores $? of the previous command (only when it is
+//	    not 0: $? is 0 as a line starts, the last one ended with
+//	    __tether_done, and PROMPT_COMMAND leaves $? alone).
+//	  - CMDFILE is the command file's /proc/PID/fd path; a stateless
+//	    command (below) is in the line itself instead: { WORDS; }.
 //	  - __tether_done, at the end of the line or (after SIGINT aborted the
 //	    line) from PROMPT_COMMAND, writes "D SEQ STATUS" and then snapshots
 //	    the state into one of two files. __tether_s tells the two apart: it
