@@ -26,6 +26,7 @@ import (
 type cg1 struct {
 	mem, pids string
 	st        *threads
+	ev        *eventFiles
 }
 
 // threads are the session host's OS threads that prepareStart moved into
@@ -49,7 +50,7 @@ func dirs1(name string) (cg1, error) {
 		return cg1{}, errors.New("limits: no cgroup v1 memory and pids hierarchies")
 	}
 	return cg1{mem: filepath.Join(mem, parentName, name), pids: filepath.Join(pids, parentName, name),
-		st: &threads{moved: map[int][]string{}}}, nil
+		st: &threads{moved: map[int][]string{}}, ev: newEventFiles()}, nil
 }
 
 func (c cg1) dirs() []string {
@@ -211,6 +212,10 @@ func readKeyed(path, key string) (int64, bool, error) {
 	if err != nil {
 		return 0, false, err
 	}
+	return parseKeyed(b, key)
+}
+
+func parseKeyed(b []byte, key string) (int64, bool, error) {
 	for _, l := range strings.Split(string(b), "\n") {
 		if k, v, ok := strings.Cut(l, " "); ok && k == key {
 			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
@@ -490,7 +495,7 @@ func (c cg1) spec() (Spec, error) {
 func (c cg1) events() (int, int, error) {
 	var oom int64
 	for _, d := range []string{c.mem, filepath.Join(c.mem, "cmds"), filepath.Join(c.mem, "host")} {
-		n, ok, err := readKeyed(filepath.Join(d, "memory.oom_control"), "oom_kill")
+		n, ok, err := c.ev.readKeyed(filepath.Join(d, "memory.oom_control"), "oom_kill")
 		if err != nil {
 			return 0, 0, err
 		}
@@ -508,7 +513,7 @@ func (c cg1) events() (int, int, error) {
 	}
 	hits := int64(0)
 	for _, d := range []string{c.pids, filepath.Join(c.pids, "cmds")} {
-		n, _, err := readKeyed(filepath.Join(d, "pids.events"), "max")
+		n, _, err := c.ev.readKeyed(filepath.Join(d, "pids.events"), "max")
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return 0, 0, err
 		}
@@ -518,6 +523,7 @@ func (c cg1) events() (int, int, error) {
 }
 
 func (c cg1) destroy() error {
+	c.ev.close()
 	if _, err := os.Stat(c.pids); errors.Is(err, fs.ErrNotExist) {
 		if _, err := os.Stat(c.mem); errors.Is(err, fs.ErrNotExist) {
 			return nil

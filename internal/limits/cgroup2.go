@@ -25,6 +25,7 @@ import (
 type cg2 struct {
 	dir string
 	fd  *cmdsFD
+	ev  *eventFiles
 }
 
 // cmdsFD is the session host's descriptor of dir/cmds, for clone3.
@@ -44,7 +45,7 @@ func dir2(name string) (cg2, string, error) {
 	if mnt == "" {
 		return cg2{}, "", errors.New("limits: no cgroup2 mount")
 	}
-	return cg2{dir: filepath.Join(mnt, parentName, name), fd: &cmdsFD{fd: -1}}, mnt, nil
+	return cg2{dir: filepath.Join(mnt, parentName, name), fd: &cmdsFD{fd: -1}, ev: newEventFiles()}, mnt, nil
 }
 
 // enable2 turns the memory and pids controllers on for dir's children.
@@ -260,13 +261,13 @@ func (c cg2) spec() (Spec, error) {
 // events: memory.events is hierarchical (the group's counts its leaves');
 // pids.events counts where the limit was hit.
 func (c cg2) events() (int, int, error) {
-	oom, _, err := readKeyed(filepath.Join(c.dir, "memory.events"), "oom_kill")
+	oom, _, err := c.ev.readKeyed(filepath.Join(c.dir, "memory.events"), "oom_kill")
 	if err != nil {
 		return 0, 0, err
 	}
 	var hits int64
 	for _, d := range []string{c.dir, c.cmds()} {
-		n, _, err := readKeyed(filepath.Join(d, "pids.events"), "max")
+		n, _, err := c.ev.readKeyed(filepath.Join(d, "pids.events"), "max")
 		if err != nil {
 			return 0, 0, err
 		}
@@ -276,6 +277,7 @@ func (c cg2) events() (int, int, error) {
 }
 
 func (c cg2) destroy() error {
+	c.ev.close()
 	if _, err := os.Stat(c.dir); errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}

@@ -4,7 +4,7 @@
 // coproc, read -t, printf -v, declare -i, ...) works because it is bash.
 //
 // Each command's text is written to a file in Options.StateDir and sourced
-// at top level with the command's own stdin/stdout/stderr (FIFOs the Shell
+// at top level with the command's own stdin/stdout/stderr (pipes the Shell
 // copies, /dev/null, or enter's PTY opened by path); its exit status comes
 // from a private pipe (fd 63), never from EOF. After every command bash
 // snapshots its state with builtins only; when bash ends (`exit N`, a
@@ -22,7 +22,6 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -37,7 +36,7 @@ import (
 type Options struct {
 	Dir      string   // initial cwd (default $HOME from Env, else /)
 	Env      []string // initial environment (KEY=VALUE), nil = os.Environ()
-	StateDir string   // private dir (0700, the session user's) for command files, FIFOs, state snapshots
+	StateDir string   // private dir (0700, the session user's) for the command file and state snapshots (memfds, see memfile.go)
 	Bash     string   // path of bash; "" = exec.LookPath("bash")
 	// NoProfile skips the login files (/etc/profile, ~/.bash_profile...).
 	NoProfile bool
@@ -75,13 +74,18 @@ type Shell struct {
 
 	runMu sync.Mutex // held by Run
 
-	mu      sync.Mutex // guards the fields below
-	p       *proc
-	seq     int
-	last    int // status of the last command, $? of the next
-	notices []string
-	cur     *running
-	closed  bool
+	sf *stateFiles // the command file and the snapshots (memfile.go)
+
+	mu   sync.Mutex // guards the fields below
+	p    *proc
+	seq  int
+	last int // status of the last command, $? of the next
+	// The last report that came with a snapshot, and the last command
+	// since whose state has not changed (stateless commands).
+	snapSeq, sameUntil int
+	notices            []string
+	cur                *running
+	closed             bool
 }
 
 var _ runspace.Shell = (*Shell)(nil)
@@ -136,11 +140,16 @@ func New(ctx context.Context, opts Options) (*Shell, error) {
 	if opts.Log == nil {
 		opts.Log = slog.New(slog.DiscardHandler)
 	}
-	s := &Shell{opts: opts}
+	sf, err := newStateFiles(opts.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shell{opts: opts, sf: sf}
 	s.mu.Lock()
-	err := s.startLocked(ctx)
+	err = s.startLocked(ctx)
 	s.mu.Unlock()
 	if err != nil {
+		sf.close()
 		return nil, err
 	}
 	if !opts.NoProfile {
@@ -161,8 +170,6 @@ func defaultDir(env []string) string {
 	}
 	return "/"
 }
-
-func (s *Shell) path(name string) string { return filepath.Join(s.opts.StateDir, name) }
 
 // runProfile sources the login files as a command whose stdout is dropped
 // and whose stderr becomes a notice.
@@ -242,18 +249,21 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	seq, last := s.seq, s.last
 	s.mu.Unlock()
 
-	cmdFile := s.path("cmd")
-	if err := os.WriteFile(cmdFile, []byte(script), 0o600); err != nil {
-		return 1, fmt.Errorf("bash: write the command file: %w", err)
+	// A stateless command is plain words: the line holds it as it is,
+	// without the command file.
+	name := stateless(script)
+	if name == "" {
+		if err := s.sf.write("cmd", []byte(script)); err != nil {
+			return 1, fmt.Errorf("bash: the command file: %w", err)
+		}
 	}
 	ios, err := s.openStreams(seq, st)
 	if err != nil {
 		return 1, err
 	}
-	// "O SEQ" tells the stdin copier that bash holds the FIFO open, so
-	// that closing its writer at the client's EOF cannot come first and
-	// leave bash's open waiting for a writer forever.
-	line := commandLine(s.opts.StateDir, seq, last, ios)
+	// "O SEQ" (only with a stdin pipe) tells the stdin copier that bash
+	// holds the pipe open, so that it may drop its own read end.
+	line := commandLine(seq, last, ios, name, script, s.sf.path("cmd"))
 	p.mu.Lock()
 	p.onOpen = func(n int) {
 		if n == seq && ios.stdin != nil {
@@ -267,12 +277,14 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, c.interrupt)
 
-	status, died := 0, false
+	var rep report
+	died := false
 	if _, err := io.WriteString(p.ctl, line); err != nil {
 		died = true
 	} else {
-		status, died = p.waitReport(seq)
+		rep, died = p.waitReport(seq)
 	}
+	status := rep.status
 	stop()
 	c.finish()
 	ios.finish(s.opts.LateOutput)
@@ -288,23 +300,85 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 			return status, err
 		}
 	}
+	if !died {
+		if !rep.kept {
+			s.snapSeq = seq
+		}
+		s.sameUntil = seq
+	}
 	s.last = status
 	return status, nil
 }
 
-// commandLine is the line bash reads for one command: short, since bash
-// reads its input a byte at a time, so the wrapper itself is the variable
-// __tether_w (script.go), run by eval at top level. The streams are given
-// by name within the state directory when they are its FIFOs.
-func commandLine(dir string, seq, last int, ios *cmdStreams) string {
-	short := func(p string) string {
-		if rel, ok := strings.CutPrefix(p, dir+"/"); ok && !strings.ContainsAny(rel, "/ ") {
-			return rel
-		}
-		return shquote.Bash(p)
+// commandLine is the line bash reads for one command (script.go): the
+// command file sourced, or for a stateless command (name) its words.
+func commandLine(seq, last int, ios *cmdStreams, name, script, cmdFile string) string {
+	run := ". " + shquote.Bash(cmdFile)
+	if name == "" {
+		name = "-"
+	} else {
+		run = strings.TrimSpace(script)
 	}
-	return fmt.Sprintf("__tether_a=(%d %d %s %s %s); builtin eval \"$__tether_w\"\n",
-		seq, last, short(ios.in), short(ios.out), short(ios.err))
+	// $? is 0 as a line starts (the last line ended with __tether_done).
+	ret := ""
+	if last != 0 {
+		ret = fmt.Sprintf("__tether_ret %d && :; ", last)
+	}
+	open := ""
+	if ios.stdin != nil {
+		open = fmt.Sprintf("builtin printf 'O %d\\n' >&63; ", seq)
+	}
+	return fmt.Sprintf("__tether_s=%d __tether_p=%s __tether_O=%s __tether_E=%s; { %s%s{ %s; } 63>&-; } <%s >\"$__tether_O\" 2>\"$__tether_E\"; __tether_done\n",
+		seq, shquote.Bash(name), shquote.Bash(ios.out), shquote.Bash(ios.err), open, ret, run, shquote.Bash(ios.in))
+}
+
+// stateless returns the command's name when script is one simple command
+// that cannot change the shell's state if its name is a program (or one of
+// a few builtins that change nothing): plain words only, no expansion but
+// globs, no assignment, redirection, list or pipeline. bash still checks
+// that the name is no function or alias (script.go). "" otherwise. After
+// such a command the last snapshot still holds the state, and taking one
+// (declare -p, declare -f, ...: about half of bash's work for `true`) is
+// skipped.
+func stateless(script string) string {
+	t := strings.TrimSpace(script)
+	if t == "" || strings.ContainsRune(t, '\n') {
+		return ""
+	}
+	for _, r := range t {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune(" \t_./:,+=@%*?[]-", r)) {
+			return ""
+		}
+	}
+	name := strings.Fields(t)[0]
+	switch {
+	case name == "[":
+		return name
+	case strings.ContainsAny(name, "=*?[]") || strings.ContainsRune("-%+", rune(name[0])):
+		// An assignment, a glob, an option, a job (%1 is fg).
+		return ""
+	case bashBuiltins[name] && !pureBuiltins[name]:
+		return ""
+	}
+	return name
+}
+
+// bashBuiltins are bash's builtins and reserved words (5.x): a stateless
+// command's name is none of them, but for pureBuiltins.
+var bashBuiltins = map[string]bool{}
+
+// pureBuiltins change no state with any arguments.
+var pureBuiltins = map[string]bool{"true": true, "false": true, ":": true, "echo": true, "test": true, "[": true, "pwd": true}
+
+func init() {
+	for _, n := range strings.Fields(`. : [ alias bg bind break builtin caller cd command compgen complete
+		compopt continue declare dirs disown echo enable eval exec exit export false fc fg getopts hash
+		help history jobs kill let local logout mapfile popd printf pushd pwd read readarray readonly
+		return set shift shopt source suspend test times trap true type typeset ulimit umask unalias
+		unset wait ! [[ ]] case coproc do done elif else esac fi for function if in select then time
+		until while { }`) {
+		bashBuiltins[n] = true
+	}
 }
 
 // afterDeathLocked handles bash's end during command seq: the status the
@@ -320,8 +394,8 @@ func (s *Shell) afterDeathLocked(ctx context.Context, seq int, profile bool) (in
 			status = ps.ExitCode()
 		}
 	}
-	if dump, dseq, dst, ok := readSnapshot(s.path("exit")); ok && dseq == seq {
-		_ = os.Remove(s.path("exit"))
+	if dump, dseq, dst, ok := s.readSnapshot("exit"); ok && dseq == seq {
+		_ = s.sf.write("exit", nil)
 		return dst, s.restartLocked(ctx, dump)
 	}
 	why := "died"
@@ -338,6 +412,10 @@ func (s *Shell) afterDeathLocked(ctx context.Context, seq int, profile bool) (in
 // last completed command's snapshot, and says so once.
 func (s *Shell) recoverLocked(ctx context.Context, seq int, say bool) error {
 	dump, dseq, _, ok := s.latestSnapshot()
+	if ok && dseq == s.snapSeq {
+		// The commands after it were stateless.
+		dseq = s.sameUntil
+	}
 	if say || seq == 0 {
 		pid := 0
 		if s.p != nil {
@@ -366,7 +444,7 @@ func (s *Shell) latestSnapshot() ([]byte, int, int, bool) {
 	var best []byte
 	bseq, bst, found := -1, 0, false
 	for _, n := range []string{"snap0", "snap1"} {
-		if d, q, st, ok := readSnapshot(s.path(n)); ok && q > bseq {
+		if d, q, st, ok := s.readSnapshot(n); ok && q > bseq {
 			best, bseq, bst, found = d, q, st, true
 		}
 	}
@@ -375,9 +453,9 @@ func (s *Shell) latestSnapshot() ([]byte, int, int, bool) {
 
 // readSnapshot reads a state file and its trailer "# tether-end SEQ STATUS";
 // a file without the trailer (bash died while writing it) is not ok.
-func readSnapshot(path string) (dump []byte, seq, status int, ok bool) {
-	b, err := os.ReadFile(path)
-	if err != nil {
+func (s *Shell) readSnapshot(name string) (dump []byte, seq, status int, ok bool) {
+	b, err := s.sf.read(name)
+	if err != nil || len(b) == 0 {
 		return nil, 0, 0, false
 	}
 	b = bytes.TrimRight(b, "\n")
@@ -399,7 +477,7 @@ func readSnapshot(path string) (dump []byte, seq, status int, ok bool) {
 func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 	// The options last (set -e among them would end a restore that fails),
 	// read before the new bash's first snapshot overwrites them.
-	if opts, _, _, ok := readSnapshot(s.path("opts")); ok && dump != nil {
+	if opts, _, _, ok := s.readSnapshot("opts"); ok && dump != nil {
 		dump = append(append([]byte(nil), dump...), opts...)
 	}
 	if err := s.startLocked(ctx); err != nil {
@@ -408,17 +486,18 @@ func (s *Shell) restartLocked(ctx context.Context, dump []byte) error {
 	if dump == nil {
 		return nil
 	}
-	if err := os.WriteFile(s.path("restore"), restoreScript(dump, s.opts.Env), 0o600); err != nil {
-		return fmt.Errorf("bash: write the restore file: %w", err)
+	if err := s.sf.write("restore", restoreScript(dump, s.opts.Env)); err != nil {
+		return fmt.Errorf("bash: the restore file: %w", err)
 	}
 	s.seq++
-	line := fmt.Sprintf("__tether_s=%d; { . %s; } </dev/null >/dev/null 2>&1 63>&-; __tether_done\n", s.seq, shquote.Bash(s.path("restore")))
+	line := fmt.Sprintf("__tether_s=%d; { . %s; } </dev/null >/dev/null 2>&1 63>&-; __tether_done\n", s.seq, shquote.Bash(s.sf.path("restore")))
 	if _, err := io.WriteString(s.p.ctl, line); err != nil {
 		return fmt.Errorf("bash: restore the state: %w", err)
 	}
 	if _, died := s.p.waitReport(s.seq); died {
 		return errors.New("bash: the restarted bash died while restoring the state")
 	}
+	s.snapSeq, s.sameUntil = s.seq, s.seq
 	return nil
 }
 
@@ -464,10 +543,10 @@ var unrestorable = map[string]bool{
 	"BASH_COMMAND": true, "BASH_LINENO": true, "BASH_SOURCE": true, "BASH_SUBSHELL": true,
 	"BASH_VERSINFO": true, "BASH_VERSION": true, "BASH_CMDS": true, "EUID": true, "FUNCNAME": true,
 	"GROUPS": true, "HISTCMD": true, "LINENO": true, "PPID": true, "SHELLOPTS": true, "UID": true,
-	"__tether_a": true, "__tether_w": true, "__tether_I": true, "__tether_O": true, "__tether_E": true, "__tether_l": true, "__tether_os": true,
+	"__tether_O": true, "__tether_E": true, "__tether_os": true,
 	"PIPESTATUS": true, "EPOCHREALTIME": true, "EPOCHSECONDS": true, "SRANDOM": true, "RANDOM": true,
 	"SHLVL": true, "PROMPT_COMMAND": true, "__tether_s": true, "__tether_st": true, "__tether_n": true,
-	"__tether_d": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
+	"__tether_F": true, "__tether_p": true, "_": true, "COMP_WORDBREAKS": true, "DIRSTACK": true, "BASH_EXECUTION_STRING": true,
 }
 
 // Interrupt is Ctrl-C; see [runspace.Shell.Interrupt].
@@ -504,16 +583,16 @@ func (s *Shell) Close() error {
 	s.closed = true
 	p := s.p
 	s.mu.Unlock()
-	if p == nil {
-		return nil
+	if p != nil {
+		_ = syscall.Kill(-p.pid, syscall.SIGHUP)
+		select {
+		case <-p.exited:
+		case <-time.After(time.Second):
+		}
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		<-p.exited
 	}
-	_ = syscall.Kill(-p.pid, syscall.SIGHUP)
-	select {
-	case <-p.exited:
-	case <-time.After(time.Second):
-	}
-	_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-	<-p.exited
+	s.sf.close()
 	return nil
 }
 

@@ -74,6 +74,15 @@ func TestBasic(t *testing.T) {
 	if r := run(t, s, "echo $?", ""); r.out != "1\n" {
 		t.Fatalf("$? of the previous command: got %+v", r)
 	}
+	// After a status 0 the line does not set $? (it is 0 as a line starts),
+	// also after a failing stateless command.
+	run(t, s, "false", "")
+	if r := run(t, s, "echo $?", ""); r.out != "1\n" {
+		t.Fatalf("$? after false: got %+v", r)
+	}
+	if r := run(t, s, "echo $?", ""); r.out != "0\n" {
+		t.Fatalf("$? after a status 0: got %+v", r)
+	}
 	if r := run(t, s, "cat; echo done", "abc"); r.out != "abcdone\n" {
 		t.Fatalf("stdin: got %+v", r)
 	}
@@ -285,7 +294,7 @@ func TestSetU(t *testing.T) {
 	}
 }
 
-func BenchmarkTrue(b *testing.B) {
+func BenchmarkRunTrue(b *testing.B) {
 	s := newShell(b, Options{NoProfile: true})
 	var o, e bytes.Buffer
 	for b.Loop() {
@@ -295,7 +304,19 @@ func BenchmarkTrue(b *testing.B) {
 	}
 }
 
-func BenchmarkStart(b *testing.B) {
+// BenchmarkRunAssign is a command that changes the state: bash snapshots
+// it after its report.
+func BenchmarkRunAssign(b *testing.B) {
+	s := newShell(b, Options{NoProfile: true})
+	var o, e bytes.Buffer
+	for b.Loop() {
+		if _, err := s.Run(context.Background(), "x=1", runspace.Streams{Stdout: &o, Stderr: &e}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkNew(b *testing.B) {
 	needBash(b)
 	for b.Loop() {
 		s, err := New(context.Background(), Options{NoProfile: true, StateDir: b.TempDir()})

@@ -29,7 +29,12 @@ type proc struct {
 	onOpen func(seq int) // "O SEQ": bash opened command seq's streams
 }
 
-type report struct{ seq, status int }
+// report is "D SEQ STATUS [k]": k when bash took no snapshot, the last
+// one still holding the state (a stateless command).
+type report struct {
+	seq, status int
+	kept        bool
+}
 
 func (p *proc) alive() bool {
 	if p == nil {
@@ -45,8 +50,9 @@ func (p *proc) alive() bool {
 
 // startLocked starts a bash process and runs the init script in it.
 func (s *Shell) startLocked(ctx context.Context) error {
-	if err := os.WriteFile(s.path("init"), fmt.Appendf(nil, initScript, shquote.Bash(s.opts.StateDir)), 0o600); err != nil {
-		return fmt.Errorf("bash: write the init file: %w", err)
+	q := func(n string) string { return shquote.Bash(s.sf.path(n)) }
+	if err := s.sf.write("init", fmt.Appendf(nil, initScript, q("opts"), q("snap0"), q("snap1"), q("exit"))); err != nil {
+		return fmt.Errorf("bash: the init file: %w", err)
 	}
 	ctlR, ctlW, err := os.Pipe()
 	if err != nil {
@@ -58,7 +64,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		ctlW.Close()
 		return fmt.Errorf("bash: %w", err)
 	}
-	cmd := exec.Command(s.opts.Bash, "--noprofile", "--norc", "+o", "history", "-i")
+	cmd := exec.Command(s.opts.Bash, "--noprofile", "--norc", "--noediting", "+o", "history", "-i")
 	cmd.Stdin = ctlR
 	cmd.ExtraFiles = []*os.File{doneW} // fd 3, moved to 63 by the init script
 	cmd.Env = s.opts.Env
@@ -88,7 +94,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		}
 	}
 	s.seq++
-	line := fmt.Sprintf(". %s; __tether_s=%d; __tether_done\n", shquote.Bash(s.path("init")), s.seq)
+	line := fmt.Sprintf(". %s; __tether_s=%d; __tether_done\n", shquote.Bash(s.sf.path("init")), s.seq)
 	if _, err := io.WriteString(ctlW, line); err != nil {
 		return fmt.Errorf("bash: send the init line: %w", err)
 	}
@@ -100,6 +106,7 @@ func (s *Shell) startLocked(ctx context.Context) error {
 		<-p.exited
 		return fmt.Errorf("bash: %s did not start: %v", s.opts.Bash, p.state)
 	}
+	s.snapSeq, s.sameUntil = s.seq, s.seq
 	s.last = 0
 	return nil
 }
@@ -118,13 +125,13 @@ func (p *proc) readReports(r *os.File) {
 			}
 			continue
 		}
-		if len(f) != 3 || f[0] != "D" {
+		if (len(f) != 3 && len(f) != 4) || f[0] != "D" {
 			continue
 		}
 		seq, e1 := strconv.Atoi(f[1])
 		st, e2 := strconv.Atoi(f[2])
 		if e1 == nil && e2 == nil {
-			p.reports <- report{seq, st}
+			p.reports <- report{seq, st, len(f) == 4 && f[3] == "k"}
 		}
 	}
 	r.Close()
@@ -135,14 +142,14 @@ func (p *proc) readReports(r *os.File) {
 	close(p.exited)
 }
 
-// waitReport waits for command seq's status; died means bash ended first.
-func (p *proc) waitReport(seq int) (status int, died bool) {
+// waitReport waits for command seq's report; died means bash ended first.
+func (p *proc) waitReport(seq int) (r report, died bool) {
 	for r := range p.reports {
 		if r.seq == seq {
-			return r.status, false
+			return r, false
 		}
 	}
-	return 0, true
+	return report{}, true
 }
 
 // foreground lists the processes of bash's group but bash that are not

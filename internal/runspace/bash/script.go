@@ -1,19 +1,34 @@
 package bash
 
 // initScript is the first thing the bash process runs (sourced at top level,
-// so every name it defines is global). %s is the quoted state directory.
+// so every name it defines is global). The %s are the quoted paths of the
+// state files opts, snap0, snap1 and exit (memfile.go).
 //
-// Protocol, one line per command on bash's stdin (see [Shell.line]):
+// Protocol, one line per command on bash's stdin (see [commandLine]):
 //
-//		__tether_s=SEQ; __tether_ret LAST; { . CMDFILE; } <IN >OUT 2>ERR 63>&-; __tether_done
+//	__tether_s=SEQ __tether_p=NAME __tether_O=OUT __tether_E=ERR; { [builtin printf 'O SEQ\n' >&63;] [__tether_ret LAST && :;] { . CMDFILE; } 63>&-; } <IN >"$__tether_O" 2>"$__tether_E"; __tether_done
 //
+//	  - bash reads its input a buffer at a time (--noediting: readline
+//	    would read it a byte at a time) and parses the line once: no eval.
 //	  - fd 63 is the private done pipe; the group closes it so that nothing the
 //	    command starts (a background job) holds it: EOF on it means bash died.
-//	  - __tether_ret restores $? of the previous command.
+//	  - "O SEQ" (only when IN is the Shell's stdin pipe) says bash opened
+//	    the streams.
+//	  - __tether_ret restores $? of the previous command (only when it is
+//	    not 0: $? is 0 as a line starts, the last one ended with
+//	    __tether_done, and PROMPT_COMMAND leaves $? alone).
+//	  - CMDFILE is the command file's /proc/PID/fd path; a stateless
+//	    command (below) is in the line itself instead: { WORDS; }.
 //	  - __tether_done, at the end of the line or (after SIGINT aborted the
-//	    line) from PROMPT_COMMAND, snapshots the state into one of two files
-//	    and then writes "D SEQ STATUS". __tether_s tells the two apart: it is
-//	    set by the line and unset by the first report.
+//	    line) from PROMPT_COMMAND, writes "D SEQ STATUS" and then snapshots
+//	    the state into one of two files. __tether_s tells the two apart: it
+//	    is set by the line and unset by the first report.
+//	  - NAME is "-", or the name of the one simple command the text is
+//	    when the Shell found that it can change no shell state (see
+//	    [stateless]): then, unless NAME is a function or an alias, a
+//	    DEBUG/ERR/RETURN trap was set (through `trap`: __tether_tr) or
+//	    another PROMPT_COMMAND may have run, the last snapshot still holds
+//	    the state and none is taken ("D SEQ STATUS k").
 //	  - __tether_exit is bash's EXIT trap: `exit`, a `set -e` failure or
 //	    anything else that ends bash snapshots into "exit" first, after running
 //	    the user's own EXIT trap, which `trap` (a function) keeps aside.
@@ -22,20 +37,9 @@ package bash
 const initScript = `exec 63>&3 3>&-
 set +H +o history
 HISTFILE= PS1= PS2= PS0=
-__tether_d=%s
+declare -A __tether_F=([opts]=%s [snap0]=%s [snap1]=%s [exit]=%s)
 __tether_n=0
 __tether_ret() { return "$1"; }
-# The wrapper of one command; the line sets __tether_a=(SEQ LAST IN OUT ERR),
-# each stream a path, or a name in the state directory.
-__tether_prep() {
-	__tether_s=${__tether_a[0]} __tether_l=${__tether_a[1]}
-	__tether_I=${__tether_a[2]} __tether_O=${__tether_a[3]} __tether_E=${__tether_a[4]}
-	[[ $__tether_I == /* ]] || __tether_I=$__tether_d/$__tether_I
-	[[ $__tether_O == /* ]] || __tether_O=$__tether_d/$__tether_O
-	[[ $__tether_E == /* ]] || __tether_E=$__tether_d/$__tether_E
-}
-__tether_w='__tether_prep; { builtin printf "O %%s\n" "$__tether_s" >&63; __tether_ret "$__tether_l" && :; { . "$__tether_d/cmd"; } 63>&-; } <"$__tether_I" >"$__tether_O" 2>"$__tether_E"; __tether_done'
-
 # The options (shopt -p, set +o: most of a snapshot's lines, each a write)
 # go to "opts" only when they changed; a restore reads the snapshot, then
 # opts.
@@ -45,7 +49,7 @@ __tether_snap() {
 			builtin shopt -p
 			builtin set +o
 			builtin printf '# tether-end 0 0\n'
-		} >|"$__tether_d/opts" 2>/dev/null && __tether_os="$BASHOPTS $SHELLOPTS"
+		} >|"${__tether_F[opts]}" 2>/dev/null && __tether_os="$BASHOPTS $SHELLOPTS"
 	fi
 	{
 		builtin declare -p
@@ -55,11 +59,20 @@ __tether_snap() {
 		builtin umask -p
 		builtin printf 'builtin cd -- %%q\n' "$PWD"
 		builtin printf '# tether-end %%s %%s\n' "$1" "$2"
-	} >|"$__tether_d/$3" 2>/dev/null
+	} >|"${__tether_F[$3]}" 2>/dev/null
 }
 __tether_done() {
 	__tether_st=$?
 	[[ -v __tether_s ]] || return 0
+	# A stateless command left the last snapshot true (bash's stdout,
+	# where declare -F prints a name it finds, is /dev/null).
+	if [[ -v __tether_p && $__tether_p != - && ! -v __tether_tr ]] && (( ${#PROMPT_COMMAND[@]} == 1 )) &&
+		[[ ! -v BASH_ALIASES[$__tether_p] ]] && ! builtin declare -F -- "$__tether_p"; then
+		builtin printf 'D %%s %%s k\n' "$__tether_s" "$__tether_st" >&63
+		builtin unset -v __tether_s __tether_p
+		return 0
+	fi
+	builtin unset -v __tether_p
 	# The status first: the snapshot is off the command's latency (bash
 	# reads the next command line after it).
 	builtin printf 'D %%s %%s\n' "$__tether_s" "$__tether_st" >&63
@@ -109,6 +122,11 @@ trap() {
 	shift
 	for __tether_x; do
 		case ${__tether_x^^} in
+		DEBUG|ERR|RETURN)
+			# They may change the state around any command: from now on
+			# every command snapshots.
+			__tether_tr=1
+			__tether_l+=("$__tether_x");;
 		EXIT|0|SIGEXIT)
 			# A snapshot's trap -p holds our own EXIT trap: not the user's.
 			if [[ $__tether_a == - ]]; then builtin unset -v __tether_uexit

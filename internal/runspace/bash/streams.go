@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -16,18 +16,19 @@ import (
 )
 
 // cmdStreams are the paths bash opens for one command and the copiers
-// behind the FIFOs among them.
+// behind the pipes among them.
 type cmdStreams struct {
 	in, out, err string
 	stdin        *inCopier
 	outs         []*outCopier
-	fifos        []string
 }
 
 // openStreams prepares one command's streams. A nil stream is /dev/null;
 // an *os.File naming a terminal (enter's PTY) is opened by bash itself, by
-// path; anything else is a FIFO in the state directory, fresh per command
-// so that a background job's late output never mixes into a later one.
+// path; anything else is a pipe bash opens by its /proc/PID/fd path, fresh
+// per command so that a background job's late output never mixes into a
+// later one. (Not FIFOs: on ext4 a mkfifo and its unlink cost far more
+// than a pipe, and a pipe needs no name in the state directory.)
 func (s *Shell) openStreams(seq int, st runspace.Streams) (*cmdStreams, error) {
 	cs := &cmdStreams{in: "/dev/null", out: "/dev/null", err: "/dev/null"}
 	fail := func(err error) (*cmdStreams, error) {
@@ -57,14 +58,12 @@ func (s *Shell) openStreams(seq int, st runspace.Streams) (*cmdStreams, error) {
 			*dst = p
 			continue
 		}
-		path := s.path(fmt.Sprintf("%c%d", "oe"[i], seq))
-		c, err := newOutCopier(path, w, i+1)
+		c, err := newOutCopier(w, i+1)
 		if err != nil {
 			return fail(err)
 		}
-		*dst = path
+		*dst = c.path
 		cs.outs = append(cs.outs, c)
-		cs.fifos = append(cs.fifos, path)
 	}
 	return cs, nil
 }
@@ -89,26 +88,13 @@ func (cs *cmdStreams) finish(late func(int, []byte)) {
 	if cs.stdin != nil {
 		cs.stdin.close()
 	}
-	var wg sync.WaitGroup
+	// Both streams are told first, then both awaited.
 	for _, c := range cs.outs {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			c.finish(late)
-		}()
+		c.end(late)
 	}
-	wg.Wait()
-	for _, p := range cs.fifos {
-		_ = os.Remove(p)
+	for _, c := range cs.outs {
+		<-c.drained
 	}
-}
-
-func mkfifo(path string) error {
-	_ = os.Remove(path)
-	if err := unix.Mkfifo(path, 0o600); err != nil {
-		return fmt.Errorf("bash: mkfifo %s: %w", path, err)
-	}
-	return nil
 }
 
 // inCopier feeds a reader into a pipe that bash opens as the command's
@@ -149,14 +135,17 @@ func (c *inCopier) close() {
 	c.w.Close()
 }
 
-// outCopier copies a FIFO bash writes a command's output to. Its own
-// writer end keeps the reader from seeing EOF before bash opened the FIFO;
-// it is closed when the command ended, so that EOF then means no
-// background job holds the FIFO either.
+// outCopier copies a pipe bash opens by path (opening a pipe's /proc path
+// for writing is a FIFO open: it needs a reader, which r is) and writes a
+// command's output to. Its own writer end keeps the reader from seeing EOF
+// before bash opened the pipe; it is closed when the command ended, so that
+// EOF then means no background job holds the pipe either.
 type outCopier struct {
-	r, hold *os.File
-	w       io.Writer
-	stream  int
+	path   string
+	r      *os.File
+	hold   int // the write end: a plain fd, never read or written here
+	w      io.Writer
+	stream int
 
 	mu      sync.Mutex
 	late    func(int, []byte)
@@ -164,20 +153,20 @@ type outCopier struct {
 	once    sync.Once
 }
 
-func newOutCopier(path string, w io.Writer, stream int) (*outCopier, error) {
-	if err := mkfifo(path); err != nil {
-		return nil, err
+func newOutCopier(w io.Writer, stream int) (*outCopier, error) {
+	// Only the read end goes to Go's poller.
+	var p [2]int
+	if err := unix.Pipe2(p[:], unix.O_CLOEXEC); err != nil {
+		return nil, fmt.Errorf("bash: output pipe: %w", err)
 	}
-	r, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, fmt.Errorf("bash: open %s: %w", path, err)
+	if err := unix.SetNonblock(p[0], true); err != nil {
+		unix.Close(p[0])
+		unix.Close(p[1])
+		return nil, fmt.Errorf("bash: output pipe: %w", err)
 	}
-	hold, err := os.OpenFile(path, os.O_WRONLY, 0)
-	if err != nil {
-		r.Close()
-		return nil, fmt.Errorf("bash: open %s: %w", path, err)
-	}
-	c := &outCopier{r: r, hold: hold, w: w, stream: stream, drained: make(chan struct{})}
+	r, hold := os.NewFile(uintptr(p[0]), "|"+strconv.Itoa(stream)), p[1]
+	path := "/proc/" + strconv.Itoa(os.Getpid()) + "/fd/" + strconv.Itoa(hold)
+	c := &outCopier{path: path, r: r, hold: hold, w: w, stream: stream, drained: make(chan struct{})}
 	go c.copy()
 	return c, nil
 }
@@ -224,7 +213,7 @@ func (c *outCopier) copy() {
 	}
 }
 
-// drainNow reads until the FIFO is empty; eof when no writer is left.
+// drainNow reads until the pipe is empty; eof when no writer is left.
 func (c *outCopier) drainNow(buf []byte) (eof bool) {
 	rc, err := c.r.SyscallConn()
 	if err != nil {
@@ -251,11 +240,12 @@ func (c *outCopier) drainNow(buf []byte) (eof bool) {
 	}
 }
 
-func (c *outCopier) finish(late func(int, []byte)) {
+// end: the command ended; what the copier reads once the pipe is empty
+// goes to late. c.drained is closed when what came before is out.
+func (c *outCopier) end(late func(int, []byte)) {
 	c.mu.Lock()
 	c.late = late
 	c.mu.Unlock()
-	c.hold.Close()
+	unix.Close(c.hold)
 	_ = c.r.SetReadDeadline(time.Now())
-	<-c.drained
 }
