@@ -377,7 +377,7 @@ func (h *Host) opHold(c *wire.Conn, req *wire.Request) {
 	h.mu.Lock()
 	err := h.checkHeldLocked(req.Client, req.Force)
 	if h.closing {
-		err = wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
+		err = h.closingErrLocked()
 	}
 	if err != nil {
 		h.mu.Unlock()

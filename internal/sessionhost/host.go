@@ -117,6 +117,7 @@ type Host struct {
 	graceUntil   time.Time // temporary session waiting for its client
 	copies       int       // tether cp streams open (sftp.go): not idle
 	closing      bool
+	closingWhy   string // "closed by BY: REASON", once closing
 	watchers     map[net.Conn]struct{}
 	pipes        map[net.Conn]struct{} // kept connections waiting for their next request
 	// countersBefore are the limit counters when the running command
@@ -286,6 +287,12 @@ func (h *Host) serve(ctx context.Context) error {
 	}
 }
 
+// closingErrLocked is the refusal of every request once Close has begun
+// (it may wait seconds for a command to stop): the reason, not a Busy.
+func (h *Host) closingErrLocked() error {
+	return wire.Errorf(wire.CodeClosed, "session %s is closing (%s)", h.opts.Name, h.closingWhy)
+}
+
 // Close ends the session: interrupts a running command, leaves a tombstone,
 // removes the journal and session directory. Safe to call more than once.
 func (h *Host) Close(by, reason string) {
@@ -295,6 +302,7 @@ func (h *Host) Close(by, reason string) {
 		return
 	}
 	h.closing = true
+	h.closingWhy = "closed by " + by + ": " + reason
 	running := h.running
 	att := h.att
 	watchers := h.watchers

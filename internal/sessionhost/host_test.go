@@ -620,3 +620,26 @@ func describeRecords(outs []wire.Output) string {
 	}
 	return b.String()
 }
+
+// Once Close has begun (it may wait seconds for a command to stop), a
+// request is told why the session is closing, not that it is Busy with
+// the command being stopped (found by e2e: after MaxShellRunTime, the next
+// invoke read "busy running sleep 60").
+func TestClosingSessionRefusesWithTheReason(t *testing.T) {
+	th := startHost(t, nil)
+	a, _ := th.blockingRun(laptop)
+	th.h.mu.Lock()
+	th.h.closing, th.h.closingWhy = true, "closed by MaxShellRunTime: open for longer than MaxShellRunTime (1s)"
+	th.h.mu.Unlock()
+	for _, client := range []wire.Client{desk, laptop} {
+		_, resp := th.request(wire.Request{Op: opRun, Client: client, Command: "true"})
+		if resp.OK || resp.Error == nil || resp.Error.Code != wire.CodeClosed || !strings.Contains(resp.Error.Message, "closed by MaxShellRunTime") {
+			t.Fatalf("run from %s while closing: %+v, want %s naming MaxShellRunTime", client.Host, resp.Error, wire.CodeClosed)
+		}
+	}
+	th.h.mu.Lock()
+	th.h.closing = false // let the test's own Close run
+	th.h.mu.Unlock()
+	a.endStdin("x\n")
+	a.untilExit()
+}

@@ -214,7 +214,7 @@ func (h *Host) setLimits(l wire.Limits) {
 func (h *Host) claimLocked(c *wire.Conn, client wire.Client, force, needConnected bool) (*attachment, error) {
 	defer h.poke()
 	if h.closing {
-		return nil, wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
+		return nil, h.closingErrLocked()
 	}
 	if err := h.checkHeldLocked(client, force); err != nil {
 		return nil, err
@@ -275,6 +275,12 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 		h.mu.Unlock()
 		<-r.done
 		h.mu.Lock()
+	}
+	if h.closing {
+		err := h.closingErrLocked()
+		h.mu.Unlock()
+		c.WriteJSON(wire.TResponse, wire.Refuse(err))
+		return
 	}
 	if h.running != nil {
 		// Refuse before claiming: claiming would detach whoever follows
@@ -402,7 +408,7 @@ func (h *Host) opDisconnect(c *wire.Conn, req *wire.Request) {
 	h.mu.Lock()
 	if h.closing {
 		h.mu.Unlock()
-		c.WriteJSON(wire.TResponse, wire.Refuse(wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)))
+		c.WriteJSON(wire.TResponse, wire.Refuse(h.closingErrLocked()))
 		return
 	}
 	if h.att != nil {

@@ -27,7 +27,7 @@ func (h *Host) opSftp(nc net.Conn, c *wire.Conn, req *wire.Request) {
 	h.mu.Lock()
 	err := h.checkHeldLocked(req.Client, false)
 	if h.closing {
-		err = wire.Errorf(wire.CodeClosed, "session %s is closing", h.opts.Name)
+		err = h.closingErrLocked()
 	}
 	if err != nil {
 		h.mu.Unlock()
