@@ -160,7 +160,11 @@ func (m *monitor) endCommand() {
 
 // members lists the session's live processes. m.mu is held.
 func (m *monitor) members() ([]proc, error) {
-	all, err := listProcs()
+	uid := os.Geteuid()
+	if uid == 0 {
+		uid = -1 // root can signal anyone's: all count
+	}
+	all, err := listProcsOf(uid)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +211,18 @@ func (m *monitor) members() ([]proc, error) {
 	return out, nil
 }
 
+// pause waits d, or less if stopped; it reports false when stopped.
+func (m *monitor) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 func (m *monitor) run() {
 	defer close(m.done)
 	interval := MonitorFast
@@ -224,6 +240,12 @@ func (m *monitor) run() {
 			m.mu.Lock()
 			m.asleep = false
 			m.mu.Unlock()
+			// add counted the processes just now: the next scan comes
+			// MonitorFast later (a short command has ended by then, and
+			// a scan reads every process of the host).
+			if !m.pause(MonitorFast) {
+				return
+			}
 			interval = MonitorFast
 			continue
 		}
