@@ -152,7 +152,7 @@ func muxMasterCmd(env *Env, g *globals) *cobra.Command {
 func muxCmd(env *Env, g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mux status|stop HOSTS",
-		Short: "Check or stop the background connections kept by TETHER_CONTROL_PERSIST",
+		Short: "Check or stop the background connections kept for later commands (TETHER_CONTROL_PERSIST, ssh:// hosts)",
 		Long: `With TETHER_CONTROL_PERSIST=DURATION (e.g. 10m) in the environment, the first
 tether command to a host starts a background master process that keeps its
 SSH connection; later tether commands to that host (as the same local user)
@@ -164,10 +164,13 @@ client, or when its connection breaks (commands then connect directly).
   tether mux status HOSTS   says whether a master runs for each host (ssh -O check)
   tether mux stop HOSTS     stops them (ssh -O exit)
 
-For ssh:// hosts the master is ssh's own ControlMaster, which Tether starts
+For ssh:// hosts there are two: ssh's own ControlMaster, which Tether starts
 on its own (a socket in $XDG_RUNTIME_DIR/tether/ssh or ~/.cache/tether/ssh,
 ControlPersist 5 minutes) unless your ssh_config gives the host a
-ControlPath: then ssh uses yours. mux status and stop ask ssh (ssh -O).`,
+ControlPath (then ssh uses yours), and a tether master, started even without
+TETHER_CONTROL_PERSIST (5 minutes; TETHER_CONTROL_PERSIST=0 turns it off),
+holding one tether serve --stdio through ssh. mux status and stop cover both
+(ssh -O for ssh's).`,
 	}
 	each := func(stop bool) func(cmd *cobra.Command, args []string) error {
 		return func(cmd *cobra.Command, args []string) error {

@@ -76,3 +76,43 @@ func TestSSHStdioAgentAttachesOnlyItsSession(t *testing.T) {
 		t.Fatalf("list:\n%s", out)
 	}
 }
+
+// TestSSHDefaultTetherMaster: without TETHER_CONTROL_PERSIST, the first
+// command to an ssh:// host leaves a tether master, and the next command
+// borrows a channel from it: no ssh process of its own, no new login.
+// TETHER_CONTROL_PERSIST=0 starts none.
+func TestSSHDefaultTetherMaster(t *testing.T) {
+	w := newSSHWorld(t, "", "web1", "web2")
+	c := w.client
+	t.Cleanup(func() { c.Run("mux", "stop", "ssh://web1,ssh://web2") })
+	c.MustRun("new", "--name", "s", "ssh://web1")
+	WaitFor(t, 20*time.Second, "the tether master", func() bool {
+		return strings.Contains(c.MustRun("mux", "status", "ssh://web1"), "tether master running")
+	})
+	dir := ShortTempDir(t)
+	os.Chmod(dir, 0o777)
+	started, release := filepath.Join(dir, "started"), filepath.Join(dir, "go")
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := c.Command(ctx, "invoke", "ssh://web1/s", "touch "+started+"; while [ ! -e "+release+" ]; do sleep 0.05; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	WaitFor(t, 30*time.Second, "the command", func() bool { _, err := os.Stat(started); return err == nil })
+	if kids := childrenNamed(cmd.Process.Pid, "ssh"); len(kids) != 0 {
+		t.Errorf("an invoke with the default tether master up runs ssh itself: %v", kids)
+	}
+	os.WriteFile(release, nil, 0o644)
+	if err := cmd.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if n := w.sshd.Logins(); n != 1 {
+		t.Errorf("sshd logged %d logins, want 1 (ssh's master, which the tether master's ssh uses too)", n)
+	}
+
+	c.Env = append(c.Env, "TETHER_CONTROL_PERSIST=0")
+	c.MustRun("invoke", "ssh://web2", "true")
+	if out := c.MustRun("mux", "status", "ssh://web2"); strings.Contains(out, "tether master running") {
+		t.Fatalf("TETHER_CONTROL_PERSIST=0 left a tether master: %q", out)
+	}
+}
