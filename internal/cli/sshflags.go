@@ -27,20 +27,13 @@ func (v sshOptionValue) Set(s string) error {
 // (list -o wide).
 func (g *globals) addSSHFlags(root *cobra.Command) {
 	pf := root.PersistentFlags()
-	const portUsage = "port on the hosts: the agent's (default 4422), or sshd's for ssh:// targets (default ssh_config's)"
+	pf.IntVarP(&g.ssh.Port, "port", "p", 0, "port on the hosts: the agent's (default 4422), or sshd's for ssh:// targets (default ssh_config's)")
 	pf.StringVarP(&g.ssh.Jump, "jump", "J", "", "reach the hosts through these jump hosts (ssh -J; also ssh_config's ProxyJump)")
 	pf.StringVarP(&g.ssh.ConfigFile, "ssh-config", "F", "", "ssh_config file for ssh:// targets and host aliases (ssh -F; default ~/.ssh/config, or $TETHER_SSH_CONFIG)")
 	val := sshOptionValue{&g.ssh.Options}
 	pf.Var(val, "ssh-option", "an ssh_config option, Key=Value, as ssh -o (-o works too, except for list, whose -o is its output), repeatable")
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
-		// -p per command, not persistent: cp's -p is scp's (preserve),
-		// and a persistent -p would clash with it; there --port only.
-		if c.Flags().ShorthandLookup("p") == nil {
-			c.Flags().IntVarP(&g.ssh.Port, "port", "p", 0, portUsage)
-		} else {
-			c.Flags().IntVar(&g.ssh.Port, "port", 0, portUsage)
-		}
 		if c != root && c.Flags().ShorthandLookup("o") == nil && c.LocalFlags().Lookup("option") == nil {
 			f := c.Flags().VarPF(val, "option", "o", "an ssh_config option, Key=Value, as ssh -o (-o works too, except for list, whose -o is its output), repeatable")
 			f.Hidden = true // listed once, as --ssh-option
