@@ -265,6 +265,9 @@ func errExists(name string) error {
 // spawn starts a session host for u: prepare its directory, make its limit
 // group, start the host with its launch message, await its ready line.
 func (a *Agent) spawn(u *user.User, name string, temporary bool, sh shellChoice) (*sessionRef, error) {
+	// A stdio agent knows only the sessions it looked at: the limits
+	// count, and the name check sees, all of them.
+	a.rescanMissing(u.Username, "")
 	release, err := a.admit(u.Username)
 	if err != nil {
 		return nil, err

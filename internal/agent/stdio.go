@@ -28,8 +28,16 @@ func (a *Agent) ServeStdio(ctx context.Context, c net.Conn) error {
 	defer cancel()
 	defer c.Close()
 	stdioMode.Store(true)
-	go a.discover(ctx)
-	cancelSub := a.store.Subscribe(func(config.Settings) { a.pushLimits() })
+	// No start-up discovery: a command names its one session, which
+	// lookup finds by name in the state directory (rescanMissing); list,
+	// new and a settings change look at all of them. Attaching every
+	// session host of the user at each ssh connection cost one watch per
+	// session before the first answer.
+	a.skipDiscovery()
+	cancelSub := a.store.Subscribe(func(config.Settings) {
+		a.rescanMissing(a.self.Username, "") // new limits reach sessions not looked at yet
+		a.pushLimits()
+	})
 	defer cancelSub()
 	go a.store.Watch(ctx)
 

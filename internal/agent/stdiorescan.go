@@ -47,3 +47,13 @@ func (a *Agent) rescanMissing(user, name string) {
 		a.discoverOne(ud, user, n, uid)
 	}
 }
+
+// skipDiscovery marks start-up discovery done without doing it (stdio
+// agents: see ServeStdio).
+func (a *Agent) skipDiscovery() {
+	select {
+	case <-a.discovered:
+	default:
+		close(a.discovered)
+	}
+}

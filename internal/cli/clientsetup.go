@@ -40,17 +40,24 @@ func (s *session) Close() {
 }
 
 func (g *globals) setup(env *Env) (*session, error) {
-	persist, err := controlPersist(env)
+	persist, set, err := controlPersist(env)
 	if err != nil {
 		return nil, err
 	}
-	return g.setupWith(env, persist)
+	if !set {
+		// Unset: ssh:// hosts get a tether master anyway, as ssh's own
+		// ControlPersist, so a command to one starts neither ssh nor a
+		// tether process on the host; direct agents are dialled as before.
+		return g.setupWith(env, sshMasterPersist, true)
+	}
+	return g.setupWith(env, persist, false)
 }
 
 // setupWith is setup with a ControlPersist time: when positive, channels
-// come from a master process (started on first use) and keys are loaded
-// only when a connection has to be made here.
-func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
+// come from a master process (started on first use; for ssh:// targets
+// only with sshOnly) and keys are loaded only when a connection has to be
+// made here.
+func (g *globals) setupWith(env *Env, persist time.Duration, sshOnly bool) (*session, error) {
 	dir := configDir(env)
 	home := homeDir(env)
 	kh := g.knownHosts
@@ -72,14 +79,8 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 	d.SSH.Flags.Login = g.user
 	d.SSH.Transport.Notify = env.Stderr
 	s := &session{env: env, dialer: d, registry: &client.Registry{Path: filepath.Join(dir, "sessions.json")}}
-	if persist <= 0 {
-		signers, closer, err := g.signers(env, dir, home)
-		if err != nil {
-			return nil, err
-		}
-		d.Signers, s.closer = signers, closer
-		return s, nil
-	}
+	// Keys are loaded on the first direct dial: ssh:// targets (ssh has
+	// its own) and borrowed channels need none.
 	var (
 		once    sync.Once
 		signers []ssh.Signer
@@ -97,9 +98,13 @@ func (g *globals) setupWith(env *Env, persist time.Duration) (*session, error) {
 		}
 		return nil
 	})
+	if persist <= 0 {
+		return s, nil
+	}
 	d.Mux = &client.MuxOptions{
-		Dir:   mux.Dir(env.Getenv, home),
-		Start: func(t client.Target) { g.startMaster(t, persist) },
+		Dir:     mux.Dir(env.Getenv, home),
+		SSHOnly: sshOnly,
+		Start:   func(t client.Target) { g.startMaster(t, persist) },
 	}
 	return s, nil
 }

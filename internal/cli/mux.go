@@ -16,20 +16,28 @@ import (
 	"github.com/tether-sh/tether/internal/mux"
 )
 
+// sshMasterPersist is how long the default master of an ssh:// host (no
+// TETHER_CONTROL_PERSIST) waits for a client: the ControlPersist Tether
+// gives ssh's own master.
+const sshMasterPersist = 5 * time.Minute
+
 // controlPersist reads TETHER_CONTROL_PERSIST: how long a master process
 // keeps a host's connection for later tether commands after the last one
-// ended (OpenSSH's ControlPersist). Unset, "", "0", "no": no master.
-func controlPersist(env *Env) (time.Duration, error) {
+// ended (OpenSSH's ControlPersist). "0", "no", "off": no master at all;
+// unset or "": set is false (masters for ssh:// hosts only, see setup).
+func controlPersist(env *Env) (d time.Duration, set bool, err error) {
 	v := strings.TrimSpace(env.Getenv("TETHER_CONTROL_PERSIST"))
 	switch v {
-	case "", "0", "no", "off":
-		return 0, nil
+	case "":
+		return 0, false, nil
+	case "0", "no", "off":
+		return 0, true, nil
 	}
-	d, err := time.ParseDuration(v)
+	d, err = time.ParseDuration(v)
 	if err != nil || d < 0 {
-		return 0, fmt.Errorf("bad TETHER_CONTROL_PERSIST %q: use a Go duration like 10m, or 0 for none", v)
+		return 0, true, fmt.Errorf("bad TETHER_CONTROL_PERSIST %q: use a Go duration like 10m, or 0 for none", v)
 	}
-	return d, nil
+	return d, true, nil
 }
 
 // startMaster starts `tether mux-master` for t in the background, in a
@@ -95,7 +103,7 @@ func muxMasterCmd(env *Env, g *globals) *cobra.Command {
 			if len(ts) != 1 || persist <= 0 {
 				return usageError(cmd, "one host and a positive --persist")
 			}
-			s, err := g.setupWith(env, 0)
+			s, err := g.setupWith(env, 0, false)
 			if err != nil {
 				return err
 			}
@@ -144,7 +152,7 @@ func muxMasterCmd(env *Env, g *globals) *cobra.Command {
 func muxCmd(env *Env, g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "mux status|stop HOSTS",
-		Short: "Check or stop the background connections kept by TETHER_CONTROL_PERSIST",
+		Short: "Check or stop the background connections kept for later commands (TETHER_CONTROL_PERSIST, ssh:// hosts)",
 		Long: `With TETHER_CONTROL_PERSIST=DURATION (e.g. 10m) in the environment, the first
 tether command to a host starts a background master process that keeps its
 SSH connection; later tether commands to that host (as the same local user)
@@ -156,10 +164,13 @@ client, or when its connection breaks (commands then connect directly).
   tether mux status HOSTS   says whether a master runs for each host (ssh -O check)
   tether mux stop HOSTS     stops them (ssh -O exit)
 
-For ssh:// hosts the master is ssh's own ControlMaster, which Tether starts
+For ssh:// hosts there are two: ssh's own ControlMaster, which Tether starts
 on its own (a socket in $XDG_RUNTIME_DIR/tether/ssh or ~/.cache/tether/ssh,
 ControlPersist 5 minutes) unless your ssh_config gives the host a
-ControlPath: then ssh uses yours. mux status and stop ask ssh (ssh -O).`,
+ControlPath (then ssh uses yours), and a tether master, started even without
+TETHER_CONTROL_PERSIST (5 minutes; TETHER_CONTROL_PERSIST=0 turns it off),
+holding one tether serve --stdio through ssh. mux status and stop cover both
+(ssh -O for ssh's).`,
 	}
 	each := func(stop bool) func(cmd *cobra.Command, args []string) error {
 		return func(cmd *cobra.Command, args []string) error {

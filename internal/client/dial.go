@@ -136,7 +136,7 @@ func (e *HostError) Unwrap() []error { return []error{e.Kind, e.Err} }
 // Dial connects and authenticates to t's agent.
 func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if t.SSH {
-		// TETHER_CONTROL_PERSIST's master serves ssh:// hosts too: it
+		// A tether master (by default for ssh:// hosts, see MuxOptions)
 		// holds one stdio agent's connection, so a later command starts
 		// neither ssh nor a remote process.
 		if d.Mux != nil {
@@ -165,7 +165,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	t = t.WithUser(d.DefaultUser)
 	addr := r.addr()
 	startMaster := false
-	if d.Mux != nil {
+	if d.Mux != nil && !d.Mux.SSHOnly {
 		var c *Conn
 		if c, startMaster = d.dialMux(t, shown); c != nil {
 			return c, nil

@@ -19,6 +19,9 @@ type MuxOptions struct {
 	// Start, if set, starts a master for t in the background. Dial calls it
 	// after a direct dial when no master was running for t's host.
 	Start func(t Target)
+	// SSHOnly limits the masters to ssh:// targets (the default for them,
+	// without TETHER_CONTROL_PERSIST): direct agents are dialled directly.
+	SSHOnly bool
 }
 
 func (d *Dialer) timeout() time.Duration {

@@ -67,6 +67,9 @@ func cutWant(t *testing.T) (string, int64) {
 func runCut(t *testing.T, w *sshWorld, what string, cut func(invoke int) int) {
 	t.Helper()
 	c := w.client
+	// The invoke's own ssh process is what is cut: no tether master (the
+	// default for ssh:// hosts) between it and the host.
+	c.Env = append(c.Env, "TETHER_CONTROL_PERSIST=0")
 	c.MustRun("new", "--name", "s", "ssh://web1")
 	want, size := cutWant(t)
 	if size < 20<<20 {

@@ -58,6 +58,7 @@ type monitor struct {
 	started bool
 	closed  bool
 	asleep  bool // waiting for a poke, no timer
+	quiet   bool // the last scan found no process but the shell; none added since
 	shell   int  // the session's shell (SetShell): alone, it does not keep the scans going
 	running bool // a command of the shell runs (Wake … endCommand): scan on
 	scans   int  // /proc scans by the monitor's loop
@@ -113,7 +114,10 @@ func (m *monitor) add(pid int) error {
 	if m.host == 0 {
 		m.host = os.Getpid()
 	}
-	if m.sp.MaxProcesses > 0 {
+	// Quiet, the monitor's last scan saw no process but the shell, and
+	// nothing was added since: no need to count again for a limit of 2 or
+	// more (this scan of /proc, per command, was half of the monitor's).
+	if m.sp.MaxProcesses > 0 && !(m.quiet && m.sp.MaxProcesses > 1) {
 		if members, err := m.members(); err == nil && len(members) >= m.sp.MaxProcesses {
 			m.hits++
 			return &LimitError{Limit: ProcessLimit, Spec: m.sp}
@@ -136,6 +140,7 @@ func (m *monitor) add(pid int) error {
 	}
 	m.roots[pid] = p.start
 	m.pgids[p.pgrp] = struct{}{}
+	m.quiet = false
 	if !m.started {
 		m.started = true
 		m.stop, m.done = make(chan struct{}), make(chan struct{})
@@ -160,7 +165,11 @@ func (m *monitor) endCommand() {
 
 // members lists the session's live processes. m.mu is held.
 func (m *monitor) members() ([]proc, error) {
-	all, err := listProcs()
+	uid := os.Geteuid()
+	if uid == 0 {
+		uid = -1 // root can signal anyone's: all count
+	}
+	all, err := listProcsOf(uid)
 	if err != nil {
 		return nil, err
 	}
@@ -207,6 +216,18 @@ func (m *monitor) members() ([]proc, error) {
 	return out, nil
 }
 
+// pause waits d, or less if stopped; it reports false when stopped.
+func (m *monitor) pause(d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-m.stop:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
 func (m *monitor) run() {
 	defer close(m.done)
 	interval := MonitorFast
@@ -224,6 +245,12 @@ func (m *monitor) run() {
 			m.mu.Lock()
 			m.asleep = false
 			m.mu.Unlock()
+			// add counted the processes just now: the next scan comes
+			// MonitorFast later (a short command has ended by then, and
+			// a scan reads every process of the host).
+			if !m.pause(MonitorFast) {
+				return
+			}
 			interval = MonitorFast
 			continue
 		}
@@ -273,6 +300,7 @@ func (m *monitor) enforce() (live, changed bool) {
 			break
 		}
 	}
+	m.quiet = !live
 	if max := m.sp.MaxProcesses; max > 0 && len(ps) > max {
 		sort.Slice(ps, func(i, j int) bool { // newest first
 			if ps[i].start != ps[j].start {
@@ -315,6 +343,7 @@ func (m *monitor) update(s Spec) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.sp = s
+	m.quiet = false
 	if m.started {
 		select {
 		case m.poke <- struct{}{}:

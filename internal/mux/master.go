@@ -93,8 +93,21 @@ type Master struct {
 	why     string
 	stopper []*net.UnixConn // Stop requests, answered by exiting
 	start   time.Time
-	spare   chan ssh.Channel // one channel opened ahead, so a client does not wait for the agent's round trip
+	spare   chan spareChannel // one channel opened ahead, so a client does not wait for the agent's round trip
 	initOne sync.Once
+	// SpareAge is how long a channel opened ahead is lent; older, it is
+	// closed and a fresh one opened (0: DefaultSpareAge).
+	SpareAge time.Duration
+}
+
+// DefaultSpareAge is well under the agents' FirstRequestTimeout (10 s),
+// after which an agent closes a channel that has asked nothing: a spare
+// that waited longer may be dead when lent.
+const DefaultSpareAge = 5 * time.Second
+
+type spareChannel struct {
+	ch     ssh.Channel
+	opened time.Time
 }
 
 // Serve lends channels until the master is idle for Persist, its SSH
@@ -143,8 +156,8 @@ func (m *Master) Serve(ln *net.UnixListener) string {
 		c.Close()
 	}
 	select {
-	case ch := <-m.spare:
-		ch.Close()
+	case sp := <-m.spare:
+		sp.ch.Close()
 	default:
 	}
 	return m.why
@@ -155,7 +168,10 @@ func (m *Master) init() {
 		m.quit = make(chan struct{})
 		m.conns = map[*net.UnixConn]bool{}
 		m.start = time.Now()
-		m.spare = make(chan ssh.Channel, 1)
+		m.spare = make(chan spareChannel, 1)
+		if m.SpareAge <= 0 {
+			m.SpareAge = DefaultSpareAge
+		}
 	})
 }
 
@@ -179,19 +195,22 @@ func (m *Master) refill() {
 		default:
 		}
 		select {
-		case m.spare <- ch:
+		case m.spare <- spareChannel{ch, time.Now()}:
 		default:
 			ch.Close()
 		}
 	}()
 }
 
-// channel returns the spare channel, or opens one.
+// channel returns the spare channel if it is fresh, or opens one.
 func (m *Master) channel() (ssh.Channel, error) {
 	select {
-	case ch := <-m.spare:
-		m.refill()
-		return ch, nil
+	case sp := <-m.spare:
+		if time.Since(sp.opened) < m.SpareAge {
+			m.refill()
+			return sp.ch, nil
+		}
+		sp.ch.Close() // the agent may have closed it already
 	default:
 	}
 	ch, reqs, err := m.Open()

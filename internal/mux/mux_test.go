@@ -52,7 +52,7 @@ type testMaster struct {
 	over   chan struct{}
 }
 
-func startMaster(t *testing.T, persist time.Duration, refuse bool) *testMaster {
+func startMaster(t *testing.T, persist time.Duration, refuse bool, opts ...func(*Master)) *testMaster {
 	t.Helper()
 	dir := filepath.Join(t.TempDir(), "mux")
 	path := SocketPath(dir, "u@h:1")
@@ -79,6 +79,9 @@ func startMaster(t *testing.T, persist time.Duration, refuse bool) *testMaster {
 			tm.agents <- b
 			return fakeChannel{a}, make(chan *ssh.Request), nil
 		},
+	}
+	for _, o := range opts {
+		o(tm.m)
 	}
 	go func() {
 		tm.ended <- tm.m.Serve(ln)
@@ -239,5 +242,30 @@ func TestStopIdleAndConnectionLoss(t *testing.T) {
 	}
 	if _, err := io.ReadAll(ch); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestStaleSpareIsNotLent: a channel opened ahead that waited longer than
+// SpareAge (an agent closes a channel that asks nothing within its
+// FirstRequestTimeout) is closed, and the client gets a fresh one.
+func TestStaleSpareIsNotLent(t *testing.T) {
+	tm := startMaster(t, time.Minute, false, func(m *Master) { m.SpareAge = time.Nanosecond })
+	stale := <-tm.agents // the spare, stale at once
+	ch, err := Open(tm.path, "t@x", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	stale.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := stale.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the stale spare is still open (read %d bytes)", n)
+	}
+	go ch.Write([]byte("fresh"))
+	// The channel opened for the client comes next (the refill after it).
+	agent := <-tm.agents
+	agent.SetReadDeadline(time.Now().Add(10 * time.Second))
+	b := make([]byte, 5)
+	if _, err := io.ReadFull(agent, b); err != nil || string(b) != "fresh" {
+		t.Fatalf("the fresh channel got %q, %v", b, err)
 	}
 }
