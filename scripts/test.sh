@@ -26,7 +26,10 @@ step "e2e with race-built agents" env TETHER_E2E_RACE=1 $GO test -race -count=1 
   -run 'TestInvokeBare|TestDisconnectedFromAnotherClient|TestBusyAndForce|TestAgentKill9|TestSessionLimits|TestOtherUsers' ./internal/e2e
 # The end-to-end suite runs against bash sessions above (the default);
 # here once more against the builtin interpreter.
-step "e2e with builtin sessions" env TETHER_E2E_SHELL=builtin $GO test -count=1 -timeout 10m ./internal/e2e
+# Skipped here: stories that never depend on the session's shell (they pick
+# bash themselves, or never run a command) and wait on real timeouts.
+step "e2e with builtin sessions" env TETHER_E2E_SHELL=builtin $GO test -count=1 -timeout 10m \
+  -skip '^(TestBashLoginProfile|TestAttackIdleChannels|TestStockSSHIdleChannelClosed)$' ./internal/e2e
 step "fuzz (3 s each)" ./scripts/fuzz.sh 3s
 if [ ${#failed[@]} -gt 0 ]; then
   echo "make test: FAILED: ${failed[*]}"

@@ -6,7 +6,9 @@ import (
 	"encoding/hex"
 	"fmt"
 	"hash"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"syscall"
@@ -47,9 +49,13 @@ const (
 	cutKills    = 20
 )
 
-// cutScript prints seq 1 cutChunks*cutPerChunk in paced chunks.
-var cutScript = fmt.Sprintf(`i=0; while [ $i -lt %d ]; do seq $((i*%d+1)) $((i*%d+%d)); sleep 0.03; i=$((i+1)); done`,
-	cutChunks, cutPerChunk, cutPerChunk, cutPerChunk)
+// cutScript prints seq 1 cutChunks*cutPerChunk in paced chunks, holding
+// the last one back until the file release exists: however slow the cuts
+// are under load, the command cannot end before all of them landed.
+func cutScript(release string) string {
+	return fmt.Sprintf(`i=0; while [ $i -lt %d ]; do if [ $i -eq %d ]; then while [ ! -e %s ]; do sleep 0.05; done; fi; seq $((i*%d+1)) $((i*%d+%d)); sleep 0.03; i=$((i+1)); done`,
+		cutChunks, cutChunks-1, release, cutPerChunk, cutPerChunk, cutPerChunk)
+}
 
 // cutWant is the SHA-256 and size of cutScript's output, made here.
 func cutWant(t *testing.T) (string, int64) {
@@ -77,7 +83,10 @@ func runCut(t *testing.T, w *sshWorld, what string, cut func(invoke int) int) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
 	defer cancel()
-	cmd := c.Command(ctx, "invoke", "ssh://web1/s", cutScript)
+	// In /tmp, which the remote user can read (the test's own dirs are 0700).
+	release := filepath.Join(os.TempDir(), fmt.Sprintf("tether-cut-release-%d-%d", os.Getpid(), time.Now().UnixNano()))
+	t.Cleanup(func() { os.Remove(release) })
+	cmd := c.Command(ctx, "invoke", "ssh://web1/s", cutScript(release))
 	out := &hashWriter{h: sha256.New()}
 	var errb SyncBuffer
 	cmd.Stdout, cmd.Stderr = out, &errb
@@ -107,6 +116,9 @@ func runCut(t *testing.T, w *sshWorld, what string, cut func(invoke int) int) {
 			break
 		}
 		kills++
+	}
+	if err := os.WriteFile(release, nil, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	var err error
 	select {
