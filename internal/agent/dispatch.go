@@ -151,7 +151,10 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 		defer nc.Close()
 		done := make(chan struct{})
 		go func() {
-			io.Copy(nc, c.Reader())
+			// Not io.Copy: the channel's bufio.Reader would relay stdin
+			// 32 KiB at a time, and x/crypto/ssh sends a window adjust
+			// (a packet, a syscall) per Read of the channel.
+			copyOutput(nc, c.Reader())
 			if uc, ok := nc.(*net.UnixConn); ok {
 				uc.CloseWrite()
 			}
@@ -453,7 +456,8 @@ func (a *Agent) pushLimitsTo(ref *sessionRef) {
 // relayBufs lends the large buffers that bulk output is relayed through.
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
 
-// copyOutput relays a session host's output to the client. Bulk output goes
+// copyOutput relays a session host's output to the client (and the
+// client's stdin to the session host). Bulk output goes
 // in large reads (the SSH channel cuts it into packets anyway, and each read
 // of the socket is a syscall), but a large buffer is borrowed only while
 // output flows: a relay waiting on a quiet command, or one of a thousand
