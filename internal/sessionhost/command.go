@@ -17,6 +17,11 @@ import (
 // command has consumed. The host buffers at most this much per command.
 const StdinWindow = 1 << 20
 
+// stdinAckBytes is how much stdin the command may consume before the
+// client is told while more is buffered: a quarter of the window keeps the
+// client sending.
+const stdinAckBytes = StdinWindow / 4
+
 // command is one command running (or run) in the session.
 type command struct {
 	id       uint32
@@ -210,6 +215,7 @@ type stdinPipe struct {
 	closed    bool
 	notify    func(consumed uint64) // tells the attached client, may be nil
 	notifyTok int                   // identifies the attachment that set notify
+	notified  uint64                // consumed as last sent to notify
 }
 
 func newStdinPipe() *stdinPipe {
@@ -284,6 +290,14 @@ func (p *stdinPipe) Read(b []byte) (int, error) {
 	}
 	p.consumed += uint64(n)
 	consumed, notify := p.consumed, p.notify
+	// Acks go when the command has caught up or every stdinAckBytes, not
+	// per Read: the command reads 32 KiB at a time, and each ack is a
+	// frame through host, agent and client (#18).
+	if notify != nil && (len(p.buf) == 0 || consumed-p.notified >= stdinAckBytes) {
+		p.notified = consumed
+	} else {
+		notify = nil
+	}
 	p.mu.Unlock()
 	if notify != nil {
 		notify(consumed)
@@ -315,6 +329,7 @@ func (p *stdinPipe) setNotify(f func(uint64)) (token int, consumed uint64) {
 	defer p.mu.Unlock()
 	p.notify = f
 	p.notifyTok++
+	p.notified = p.consumed
 	return p.notifyTok, p.consumed
 }
 

@@ -74,3 +74,37 @@ func TestStdinPipeExactAndReusesBuffer(t *testing.T) {
 		t.Fatalf("passing %d MiB of stdin allocated %d MiB", n>>20, alloc>>20)
 	}
 }
+
+// The client hears of consumed stdin when the command caught up or every
+// stdinAckBytes, not after every read of the command, and always with
+// the exact offset.
+func TestStdinPipeAcksCoalesced(t *testing.T) {
+	p := newStdinPipe()
+	var acks []uint64
+	p.setNotify(func(c uint64) { acks = append(acks, c) })
+	data := make([]byte, 256<<10)
+	buf := make([]byte, 32<<10)
+	const frames = 16
+	for f := 0; f < frames; f++ {
+		// Two frames buffered, then read in 32 KiB pieces down to empty.
+		if err := p.write(uint64(2*f)*uint64(len(data)), data); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.write(uint64(2*f+1)*uint64(len(data)), data); err != nil {
+			t.Fatal(err)
+		}
+		for k := 0; k < 2*len(data)/len(buf); k++ {
+			if _, err := p.Read(buf); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if last := acks[len(acks)-1]; last != uint64(2*f+2)*uint64(len(data)) {
+			t.Fatalf("after frame pair %d the last ack is %d, want %d (caught up)", f, last, (2*f+2)*len(data))
+		}
+	}
+	// 16 pairs of 256 KiB read 32 KiB at a time: 512 reads, and two acks
+	// per pair (one at 256 KiB, one when caught up).
+	if len(acks) > 2*frames {
+		t.Fatalf("%d acks for %d reads of %d KiB: not coalesced", len(acks), frames*2*len(data)/len(buf), frames*2*len(data)>>10)
+	}
+}
