@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh"}
+var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh", "perf18"}
 
 func main() {
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
@@ -113,7 +113,7 @@ func main() {
 
 	r := &results{Started: time.Now(), Quick: *quick, Command: strings.Join(os.Args, " ")}
 	var sshd *sshdProc
-	if !*noSSH && (want["latency"] || want["throughput"] || want["fanout"] || want["memory"] || want["create"]) {
+	if !*noSSH && (want["latency"] || want["throughput"] || want["fanout"] || want["memory"] || want["create"] || want["perf18"]) {
 		if sshd, err = b.startSSHD(); err != nil {
 			r.problem("OpenSSH comparison skipped: %v", err)
 			sshd = nil
@@ -144,6 +144,7 @@ func main() {
 		{"stockssh", func() error { return b.figStockSSH(r, cfg, sshd) }},
 		{"cp", func() error { return b.figCp(r, cfg, sshd) }},
 		{"overssh", func() error { return b.figOverSSH(r, cfg) }},
+		{"perf18", func() error { return b.figPerf18(r, cfg, sshd) }},
 	}
 	for _, f := range figs {
 		if !want[f.name] {

@@ -4,10 +4,37 @@ package main
 
 import (
 	"os"
+	"runtime/debug"
+	"slices"
 
 	"github.com/tether-sh/tether/internal/cli"
 )
 
+// clientGCPercent is the GOGC of client commands. x/crypto/ssh allocates a
+// buffer per received packet (32 KiB), so a client receiving bulk output
+// allocates as fast as it receives; at the default 100 the collector ran
+// every few MiB and took a quarter of the CLI's CPU for 1 GiB of output
+// (#18). A client's live heap is small, so 4× more headroom costs little.
+// The agent and session hosts (long-lived, thousands of them) keep the
+// default; GOGC in the environment wins.
+const clientGCPercent = 400
+
 func main() {
-	os.Exit(cli.Main(os.Args[1:]))
+	args := os.Args[1:]
+	if _, set := os.LookupEnv("GOGC"); !set && isClient(args) {
+		debug.SetGCPercent(clientGCPercent)
+	}
+	os.Exit(cli.Main(args))
+}
+
+// isClient reports whether args run a client command, not a server one.
+func isClient(args []string) bool { return !slices.ContainsFunc(args, isServerCommand) }
+
+// isServerCommand reports whether arg names a long-lived server subcommand.
+func isServerCommand(arg string) bool {
+	switch arg {
+	case "serve", "session-host", "mux-master", "sftp-server":
+		return true
+	}
+	return false
 }

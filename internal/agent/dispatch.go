@@ -151,13 +151,15 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 		defer nc.Close()
 		done := make(chan struct{})
 		go func() {
-			io.Copy(nc, c.Reader())
+			// Not io.Copy: through the channel's bufio.Reader that
+			// relays stdin in reads of at most its 32 KiB.
+			copyRelay(nc, c.Reader(), stdinBulkRead)
 			if uc, ok := nc.(*net.UnixConn); ok {
 				uc.CloseWrite()
 			}
 			close(done)
 		}()
-		copyOutput(ch, hc.Reader())
+		copyRelay(ch, hc.Reader(), outputBulkRead)
 		ch.CloseWrite()
 		ch.Close()
 		<-done
@@ -451,14 +453,26 @@ func (a *Agent) pushLimitsTo(ref *sessionRef) {
 }
 
 // relayBufs lends the large buffers that bulk output is relayed through.
-var relayBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b }}
+var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufBytes); return &b }}
 
-// copyOutput relays a session host's output to the client. Bulk output goes
-// in large reads (the SSH channel cuts it into packets anyway, and each read
-// of the socket is a syscall), but a large buffer is borrowed only while
-// output flows: a relay waiting on a quiet command, or one of a thousand
-// fan-out targets, holds a small one.
-func copyOutput(dst io.Writer, src io.Reader) {
+const relayBufBytes = 256 << 10
+
+// copyRelay relays a session host's output to the client, or the client's
+// stdin to the session host. Bulk data goes in large reads (the SSH
+// channel cuts it into packets anyway, and each read of the socket is a
+// syscall), but a large buffer is borrowed only while data flows (reads of
+// at least bulk bytes): a relay waiting on a quiet command, or one of a
+// thousand fan-out targets, holds a small one.
+const (
+	// The session host writes output in frames of up to 256 KiB.
+	outputBulkRead = relayBufBytes / 4
+	// A read of the channel returns the packets that arrived, each at
+	// most 32 KiB: one or two of them is bulk. (Falling back to the small
+	// buffer after each packet split every packet into two writes, #18.)
+	stdinBulkRead = 16 << 10
+)
+
+func copyRelay(dst io.Writer, src io.Reader, bulk int) {
 	// src may hold bytes read with the Hello; once it is empty, bufio
 	// reads into a buffer at least as large as its own directly.
 	var small [4 << 10]byte
@@ -483,7 +497,7 @@ func copyOutput(dst io.Writer, src io.Reader) {
 					err = werr
 				}
 			}
-			if err != nil || n < len(*bp)/4 {
+			if err != nil || n < bulk {
 				break // ended, or no longer bulk
 			}
 		}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -93,11 +94,13 @@ type Journal struct {
 	waiting        int          // Waits waiting for records (for tests)
 
 	fsyncs  atomic.Int64 // segment fsyncs (for tests)
+	creates atomic.Int64 // segment files created by Append, not reused (for tests)
 	syncMu  sync.Mutex   // serializes syncNow; guards ackFile writes
 	ackFile *os.File
 	stop    chan struct{}
 	kick    chan struct{} // something changed: the sync loop has work
 	done    chan struct{}
+	spare   spareFile // spare.go
 }
 
 func beUint64(b []byte) uint64 { return binary.BigEndian.Uint64(b) }
@@ -141,11 +144,15 @@ func Open(opts Options) (*Journal, error) {
 		kick:         make(chan struct{}, 1),
 		done:         make(chan struct{}),
 	}
+	os.Remove(filepath.Join(opts.Dir, spareName)) // a spare left by a killed host
 	if err := j.recover(); err != nil {
 		j.closeFiles()
 		return nil, err
 	}
-	j.kick <- struct{}{} // persist what recovery changed
+	select { // persist what recovery changed
+	case j.kick <- struct{}{}:
+	default: // already asked (a spare was parked)
+	}
 	go j.syncLoop()
 	return j, nil
 }
@@ -217,10 +224,14 @@ func (j *Journal) unrefLocked(s *segment, dead []*segment) []*segment {
 	return dead
 }
 
-// finalize closes (and, if removed, deletes) segments no longer referenced.
-func finalize(dead []*segment) {
+// finalize closes (and, if removed, deletes or keeps as the spare)
+// segments no longer referenced.
+func (j *Journal) finalize(dead []*segment) {
 	for _, s := range dead {
 		if s == nil {
+			continue
+		}
+		if s.removed && j.park(s) {
 			continue
 		}
 		s.f.Close()
@@ -273,7 +284,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	defer j.appendMu.Unlock()
 
 	var dead []*segment
-	defer func() { finalize(dead) }()
+	defer func() { j.finalize(dead) }()
 
 	j.mu.Lock()
 	for {
@@ -349,7 +360,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	if roll {
 		// Only Append changes the tail of j.segs and j.next/endPos, and we
 		// hold appendMu, so they are stable while the lock is released.
-		s, err := createSegment(j.dir, seq, base)
+		s, err := j.newSegment(seq, base)
 		if err != nil {
 			return 0, err
 		}
@@ -517,7 +528,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error)
 		dead = j.unrefLocked(c.s, dead)
 	}
 	j.mu.Unlock()
-	finalize(dead)
+	j.finalize(dead)
 	return recs, err
 }
 
@@ -587,7 +598,7 @@ func (j *Journal) Ack(seq uint64) {
 	j.trimTailLocked(0)
 	j.notifyLocked()
 	j.mu.Unlock()
-	finalize(dead)
+	j.finalize(dead)
 }
 
 // Acked returns the acknowledged mark.
@@ -661,6 +672,7 @@ func (j *Journal) Close() error {
 	defer j.appendMu.Unlock()
 	err := j.syncNow()
 	j.closeFiles()
+	j.shutSpare()
 	return err
 }
 
@@ -680,7 +692,7 @@ func (j *Journal) closeFiles() {
 		j.dropTailLocked(len(j.tail))
 	}
 	j.mu.Unlock()
-	finalize(dead)
+	j.finalize(dead)
 	j.syncMu.Lock()
 	if j.ackFile != nil {
 		j.ackFile.Close()

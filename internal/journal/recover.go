@@ -95,7 +95,7 @@ func (j *Journal) recover() error {
 	for len(j.segs) > 0 && j.segs[0].last() <= j.acked {
 		dead = append(dead, j.removeLocked(0))
 	}
-	finalize(dead)
+	j.finalize(dead)
 	if len(j.segs) == 0 {
 		// Keep a (possibly empty) segment file at all times: its name
 		// preserves the numbering even if the ack file is behind.

@@ -93,6 +93,9 @@ func (j *Journal) syncRound(all bool) error {
 	if dirDirty {
 		j.dirDirty = false
 	}
+	if j.ageSpare() {
+		pending = true
+	}
 	if pending {
 		// Look again next round: these become due unless acknowledged.
 		select {
@@ -160,7 +163,7 @@ func (j *Journal) syncRound(all bool) error {
 		j.trimTailLocked(endPos)
 	}
 	j.mu.Unlock()
-	finalize(dead)
+	j.finalize(dead)
 	return errors.Join(errs...)
 }
 

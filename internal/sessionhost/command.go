@@ -17,6 +17,11 @@ import (
 // command has consumed. The host buffers at most this much per command.
 const StdinWindow = 1 << 20
 
+// stdinAckBytes is how much stdin the command may consume before the
+// client is told while more is buffered: a quarter of the window keeps the
+// client sending.
+const stdinAckBytes = StdinWindow / 4
+
 // command is one command running (or run) in the session.
 type command struct {
 	id       uint32
@@ -206,9 +211,11 @@ type stdinPipe struct {
 	received  uint64 // bytes accepted from the client, the next expected offset
 	consumed  uint64 // bytes read by the command
 	eof       bool
+	arr       []byte // buf's array, reused: bytes are moved to its front, not appended to a new one
 	closed    bool
 	notify    func(consumed uint64) // tells the attached client, may be nil
 	notifyTok int                   // identifies the attachment that set notify
+	notified  uint64                // consumed as last sent to notify
 }
 
 func newStdinPipe() *stdinPipe {
@@ -233,11 +240,29 @@ func (p *stdinPipe) write(off uint64, data []byte) error {
 		return fmt.Errorf("stdin: client overran the %d-byte window", StdinWindow)
 	}
 	if !p.closed {
-		p.buf = append(p.buf, data...)
+		p.appendLocked(data)
 	}
 	p.received += uint64(len(data))
 	p.cond.Broadcast()
 	return nil
+}
+
+// appendLocked adds data to buf. buf is cut at the front by Read and grown
+// at the back here; append alone would make a new array (and copy up to
+// StdinWindow) every few frames of bulk stdin, most of the session host's
+// allocations in #18's profile. So the kept bytes move to the front of
+// arr, which grows (to twice what is needed) only when they do not fit.
+func (p *stdinPipe) appendLocked(data []byte) {
+	if cap(p.buf)-len(p.buf) >= len(data) {
+		p.buf = append(p.buf, data...)
+		return
+	}
+	need := len(p.buf) + len(data)
+	if cap(p.arr) < need {
+		p.arr = make([]byte, 0, min(2*need, StdinWindow+2*wire.MaxChunk))
+	}
+	n := copy(p.arr[:cap(p.arr)], p.buf)
+	p.buf = append(p.arr[:n], data...)
 }
 
 func (p *stdinPipe) setEOF(off uint64) {
@@ -261,10 +286,18 @@ func (p *stdinPipe) Read(b []byte) (int, error) {
 	n := copy(b, p.buf)
 	p.buf = p.buf[n:]
 	if len(p.buf) == 0 {
-		p.buf = nil
+		p.buf = p.arr[:0]
 	}
 	p.consumed += uint64(n)
 	consumed, notify := p.consumed, p.notify
+	// Acks go when the command has caught up or every stdinAckBytes, not
+	// per Read: the command reads 32 KiB at a time, and each ack is a
+	// frame through host, agent and client (#18).
+	if notify != nil && (len(p.buf) == 0 || consumed-p.notified >= stdinAckBytes) {
+		p.notified = consumed
+	} else {
+		notify = nil
+	}
 	p.mu.Unlock()
 	if notify != nil {
 		notify(consumed)
@@ -276,7 +309,7 @@ func (p *stdinPipe) Read(b []byte) (int, error) {
 func (p *stdinPipe) closeRead() {
 	p.mu.Lock()
 	p.closed = true
-	p.buf = nil
+	p.buf, p.arr = nil, nil
 	p.cond.Broadcast()
 	notify := p.notify
 	p.consumed = p.received
@@ -296,6 +329,7 @@ func (p *stdinPipe) setNotify(f func(uint64)) (token int, consumed uint64) {
 	defer p.mu.Unlock()
 	p.notify = f
 	p.notifyTok++
+	p.notified = p.consumed
 	return p.notifyTok, p.consumed
 }
 
