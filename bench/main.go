@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh", "perf18"}
+var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh", "perf18", "shellpair"}
 
 func main() {
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
@@ -144,6 +144,7 @@ func main() {
 		{"stockssh", func() error { return b.figStockSSH(r, cfg, sshd) }},
 		{"cp", func() error { return b.figCp(r, cfg, sshd) }},
 		{"overssh", func() error { return b.figOverSSH(r, cfg) }},
+		{"shellpair", func() error { return b.figShellPair(r, cfg) }},
 		{"perf18", func() error { return b.figPerf18(r, cfg, sshd) }},
 	}
 	for _, f := range figs {
