@@ -132,30 +132,24 @@ type agentProc struct {
 	done  chan struct{}
 }
 
-// startAgent starts `tether serve` on loopback with its own state and
-// raises MaxShellsPerUser/MaxConnections with `tether config set`.
-func (b *bench) startAgent(name string, maxShells int) (*agentProc, error) {
-	d := filepath.Join(b.dir, name)
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return nil, err
-	}
-	ak := filepath.Join(d, "authorized_keys")
-	pub, _ := os.ReadFile(b.key + ".pub")
-	if err := os.WriteFile(ak, pub, 0o600); err != nil {
-		return nil, err
-	}
+// spawnAgent starts `tether serve` on a loopback port with its files in d
+// (state, log, address file, the run's shell policy) and keys ak, plus
+// extra serve flags, and waits until it listens.
+func (b *bench) spawnAgent(d, ak string, extra ...string) (*agentProc, error) {
 	if _, err := b.writeShellPolicy(d); err != nil {
 		return nil, err
 	}
 	a := &agentProc{state: filepath.Join(d, "st"), log: filepath.Join(d, "agent.log"), done: make(chan struct{})}
 	addrFile := filepath.Join(d, "addr")
+	os.Remove(addrFile)
 	logf, err := os.Create(a.log)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	a.cmd = exec.Command(b.bin, "serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile,
-		"--state", a.state, "--authorized-keys", ak, "--policy", filepath.Join(d, "policy.toml"), "--log-level", "warn")
+	args := []string{"serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile,
+		"--state", a.state, "--authorized-keys", ak, "--policy", filepath.Join(d, "policy.toml"), "--log-level", "warn"}
+	a.cmd = exec.Command(b.bin, append(args, extra...)...)
 	a.cmd.Stdout, a.cmd.Stderr = logf, logf
 	if err := a.cmd.Start(); err != nil {
 		return nil, err
@@ -179,6 +173,29 @@ func (b *bench) startAgent(name string, maxShells int) (*agentProc, error) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	if _, err := strconv.Atoi(a.addr[strings.LastIndex(a.addr, ":")+1:]); err != nil {
+		return nil, fmt.Errorf("agent address %q", a.addr)
+	}
+	return a, nil
+}
+
+// startAgent starts `tether serve` on loopback with its own state in the
+// bench workspace (name) and extra serve flags, and raises
+// MaxShellsPerUser/MaxConnections with `tether config set` when maxShells > 0.
+func (b *bench) startAgent(name string, maxShells int, extra ...string) (*agentProc, error) {
+	d := filepath.Join(b.dir, name)
+	if err := os.MkdirAll(d, 0o755); err != nil {
+		return nil, err
+	}
+	ak := filepath.Join(d, "authorized_keys")
+	pub, _ := os.ReadFile(b.key + ".pub")
+	if err := os.WriteFile(ak, pub, 0o600); err != nil {
+		return nil, err
+	}
+	a, err := b.spawnAgent(d, ak, extra...)
+	if err != nil {
+		return nil, err
+	}
 	if maxShells > 0 {
 		for _, kv := range [][2]string{{"MaxShellsPerUser", strconv.Itoa(maxShells)}, {"MaxConnections", "2000"}} {
 			if out, err := b.tether(nil, "config", "set", a.addr, kv[0], kv[1]); err != nil {
@@ -187,7 +204,13 @@ func (b *bench) startAgent(name string, maxShells int) (*agentProc, error) {
 		}
 	}
 	if b.client.ID == "" {
-		id, err := os.ReadFile(filepath.Join(b.home, ".config", "tether", "client-id"))
+		// The CLI's identity, made by its first run (config set above, or
+		// this list when no setting was changed).
+		idFile := filepath.Join(b.home, ".config", "tether", "client-id")
+		if _, err := os.Stat(idFile); err != nil {
+			b.tether(nil, "list", a.addr)
+		}
+		id, err := os.ReadFile(idFile)
 		if err == nil {
 			h, _ := os.Hostname()
 			cid := strings.TrimSpace(string(id))

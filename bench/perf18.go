@@ -10,8 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"github.com/tether-sh/tether/internal/wire"
 )
 
 // ---- Figure 11: input throughput and imported proxy commands (#18) ----
@@ -55,7 +53,7 @@ func (b *bench) figPerf18(r *results, cfg config, sshd *sshdProc) error {
 	if err := writeBenchModule(modDir); err != nil {
 		return err
 	}
-	a, err := b.startAgentArgs("perf18", "--modules", modDir)
+	a, err := b.startAgent("perf18", 0, "--modules", modDir)
 	if err != nil {
 		return err
 	}
@@ -139,66 +137,4 @@ func writeBenchModule(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(m, "bin", "true"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
-}
-
-// startAgentArgs is startAgent with extra serve flags (and no config set).
-func (b *bench) startAgentArgs(name string, extra ...string) (*agentProc, error) {
-	d := filepath.Join(b.dir, name)
-	if err := os.MkdirAll(d, 0o755); err != nil {
-		return nil, err
-	}
-	ak := filepath.Join(d, "authorized_keys")
-	pub, _ := os.ReadFile(b.key + ".pub")
-	if err := os.WriteFile(ak, pub, 0o600); err != nil {
-		return nil, err
-	}
-	if _, err := b.writeShellPolicy(d); err != nil {
-		return nil, err
-	}
-	a := &agentProc{state: filepath.Join(d, "st"), log: filepath.Join(d, "agent.log"), done: make(chan struct{})}
-	addrFile := filepath.Join(d, "addr")
-	os.Remove(addrFile)
-	logf, err := os.Create(a.log)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	args := []string{"serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile,
-		"--state", a.state, "--authorized-keys", ak, "--log-level", "warn"}
-	if _, err := os.Stat(filepath.Join(d, "policy.toml")); err == nil {
-		args = append(args, "--policy", filepath.Join(d, "policy.toml"))
-	}
-	a.cmd = exec.Command(b.bin, append(args, extra...)...)
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { a.cmd.Wait(); close(a.done) }()
-	b.agents = append(b.agents, a)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if s, err := os.ReadFile(addrFile); err == nil && strings.HasSuffix(string(s), "\n") {
-			a.addr = strings.TrimSpace(string(s))
-			break
-		}
-		select {
-		case <-a.done:
-			l, _ := os.ReadFile(a.log)
-			return nil, fmt.Errorf("agent exited at start: %s", l)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("agent did not listen within 20s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if b.client.ID == "" { // as startAgent: the CLI's identity, made by its first run
-		b.tether(nil, "list", a.addr)
-		if id, err := os.ReadFile(filepath.Join(b.home, ".config", "tether", "client-id")); err == nil {
-			h, _ := os.Hostname()
-			cid := strings.TrimSpace(string(id))
-			b.client = wire.Client{ID: cid, Host: fmt.Sprintf("%s (client %s)", h, cid[:min(6, len(cid))])}
-		}
-	}
-	return a, nil
 }

@@ -6,7 +6,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 )
@@ -93,43 +92,5 @@ func (b *bench) startSSHAgent() (*agentProc, error) {
 	if err := os.WriteFile(ak, pub, 0o644); err != nil {
 		return nil, err
 	}
-	if _, err := b.writeShellPolicy(d); err != nil {
-		return nil, err
-	}
-	a := &agentProc{state: filepath.Join(d, "st"), log: filepath.Join(d, "agent.log"), done: make(chan struct{})}
-	addrFile := filepath.Join(d, "addr")
-	logf, err := os.Create(a.log)
-	if err != nil {
-		return nil, err
-	}
-	defer logf.Close()
-	a.cmd = exec.Command(b.bin, "serve", "--listen", "127.0.0.1:0", "--addr-file", addrFile,
-		"--state", a.state, "--authorized-keys", ak, "--policy", filepath.Join(d, "policy.toml"), "--log-level", "warn")
-	a.cmd.Stdout, a.cmd.Stderr = logf, logf
-	if err := a.cmd.Start(); err != nil {
-		return nil, err
-	}
-	go func() { a.cmd.Wait(); close(a.done) }()
-	b.agents = append(b.agents, a)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if s, err := os.ReadFile(addrFile); err == nil && strings.HasSuffix(string(s), "\n") {
-			a.addr = strings.TrimSpace(string(s))
-			break
-		}
-		select {
-		case <-a.done:
-			l, _ := os.ReadFile(a.log)
-			return nil, fmt.Errorf("agent exited at start: %s", l)
-		default:
-		}
-		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("agent did not listen within 20s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if _, err := strconv.Atoi(a.addr[strings.LastIndex(a.addr, ":")+1:]); err != nil {
-		return nil, fmt.Errorf("agent address %q", a.addr)
-	}
-	return a, nil
+	return b.spawnAgent(d, ak)
 }
