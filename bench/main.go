@@ -28,7 +28,7 @@ import (
 	"time"
 )
 
-var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh", "perf18", "shellpair"}
+var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh", "perf18", "shellpair", "chancap"}
 
 func main() {
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
@@ -146,6 +146,7 @@ func main() {
 		{"overssh", func() error { return b.figOverSSH(r, cfg) }},
 		{"shellpair", func() error { return b.figShellPair(r, cfg) }},
 		{"perf18", func() error { return b.figPerf18(r, cfg, sshd) }},
+		{"chancap", func() error { return b.figChanCap(r, cfg) }},
 	}
 	for _, f := range figs {
 		if !want[f.name] {
