@@ -128,6 +128,9 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	)
 	g.addSSHFlags(root)
 	withUsage(root)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return usageError(cmd, "%v (%s --help lists its flags)", err, cmd.CommandPath())
+	})
 	addCompletions(root, env, g) // session addresses and setting names
 	hookProxyHelp(root, env)     // `tether help PROXY` fetches an imported command's help from its host
 	return root
@@ -143,6 +146,22 @@ func withUsage(c *cobra.Command) {
 				return usageError(cmd, "%v", err)
 			}
 			return nil
+		}
+	}
+	if c.HasParent() && c.HasSubCommands() && c.Run == nil && c.RunE == nil {
+		// cobra would print the help and exit 0: a script that forgot
+		// the subcommand (or misspelt it) must fail.
+		c.RunE = func(cmd *cobra.Command, args []string) error {
+			var names []string
+			for _, sub := range cmd.Commands() {
+				if sub.IsAvailableCommand() {
+					names = append(names, sub.Name())
+				}
+			}
+			if len(args) > 0 {
+				return usageError(cmd, "unknown subcommand %q for %s; use one of: %s", args[0], cmd.CommandPath(), strings.Join(names, ", "))
+			}
+			return usageError(cmd, "%s needs a subcommand: %s", strings.TrimPrefix(cmd.CommandPath(), cmd.Root().Name()+" "), strings.Join(names, ", "))
 		}
 	}
 	for _, sub := range c.Commands() {

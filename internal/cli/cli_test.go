@@ -46,7 +46,10 @@ var offlineCases = []cliCase{
 	{args: []string{"version", "extra"}, code: 255, noOut: true, err: []string{`unknown command "extra" for "tether version"`, "usage: tether version"}},
 	{args: []string{"--version"}, code: 0, out: []string{"tether version " + Version}},
 	{args: []string{"completion", "bash"}, code: 0, out: []string{"# bash completion V2 for tether", "__start_tether"}},
-	{args: []string{"config"}, code: 0, out: []string{"Usage:\n  tether config [command]", "get ", "set ", "reset "}},
+	{args: []string{"config"}, code: 255, noOut: true, err: []string{"config needs a subcommand: get, list, reset, set", "usage: tether config"}},
+	{args: []string{"config", "frob"}, code: 255, noOut: true, err: []string{`unknown subcommand "frob" for tether config; use one of: get, list, reset, set`}},
+	{args: []string{"mux"}, code: 255, noOut: true, err: []string{"mux needs a subcommand: status, stop"}},
+	{args: []string{"new", "--bogus", "web1"}, code: 255, noOut: true, err: []string{"unknown flag: --bogus (tether new --help lists its flags)", "usage: tether new "}},
 	{args: []string{"known-hosts"}, code: 255, noOut: true, err: []string{"known-hosts needs a subcommand: remove", "usage: tether known-hosts"}},
 
 	// Missing arguments.
