@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// figChanCap measures what issue #11's channel cap costs a fan-out: the
+// figChanCap (figure 12) measures what issue #11's channel cap costs a fan-out: the
 // same `invoke --throttle 256 true` over 1,000 sessions on 4 agents with
 // MaxSessionsPerConnection at its default (10, OpenSSH's MaxSessions: the
 // client opens ~7 connections per agent) and at 1,000 (one connection per
@@ -19,8 +19,8 @@ import (
 // CPU per target is reported beside wall time: a handshake costs CPU, and
 // CPU swings less than wall time on a shared machine.
 func (b *bench) figChanCap(r *results, cfg config) error {
-	const fig = "11. channel cap: fan-out with MaxSessionsPerConnection 10 vs 1000"
-	fmt.Fprintln(os.Stderr, "figure 11: channel cap")
+	const fig = "12. channel cap: fan-out with MaxSessionsPerConnection 10 vs 1000"
+	fmt.Fprintln(os.Stderr, "figure 12: channel cap")
 	n, rounds := 1000, 5
 	if cfg.quick {
 		n, rounds = 100, 2
