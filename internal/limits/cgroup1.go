@@ -35,6 +35,8 @@ type cg1 struct {
 type threads struct {
 	mu    sync.Mutex
 	moved map[int][]string // tid -> the groups it came from (as c.dirs())
+	sp    *spawner         // the thread that starts programs, once started (spawner.go)
+	spErr error            // why it could not start
 }
 
 // unlimited1 is what memory.limit_in_bytes reads when there is no limit

@@ -371,7 +371,10 @@ func (g *Group) Counters() (Counters, error) {
 
 // Destroy kills the group's remaining processes and removes its cgroups
 // (with Rlimit: kills the processes the monitor knows and stops it).
-func (g *Group) Destroy() error { return g.b.destroy() }
+func (g *Group) Destroy() error {
+	g.StopStarting() // this process's starting thread must not hold cmds/
+	return g.b.destroy()
+}
 
 // Mechanism is the group's mechanism.
 func (g *Group) Mechanism() Mechanism { return g.mech }

@@ -135,7 +135,7 @@ func (r *Runspace) runProcess(ctx context.Context, hc interp.HandlerContext, pat
 			if r.opts.BeforeStart != nil {
 				r.opts.BeforeStart(cmd)
 			}
-			err = r.withUmask(cmd.Start)
+			err = r.startProcess(cmd)
 			// A concurrently forked process may briefly hold a write fd
 			// on a freshly written program (go.dev/issue/22315).
 			if !errors.Is(err, syscall.ETXTBSY) || delay > 300*time.Millisecond {
@@ -446,3 +446,13 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 var devNull = sync.OnceValues(func() (*os.File, error) {
 	return os.Open(os.DevNull)
 })
+
+// startProcess starts cmd with the runspace's umask, through Options.Start
+// when there is one.
+func (r *Runspace) startProcess(cmd *exec.Cmd) error {
+	start := func() error { return r.withUmask(cmd.Start) }
+	if r.opts.Start != nil {
+		return r.opts.Start(cmd, start)
+	}
+	return start()
+}

@@ -50,6 +50,12 @@ type Options struct {
 	// move it into a cgroup). An error kills that process and fails the
 	// command with that error on stderr. May be nil.
 	AfterStart func(pid int) error
+	// Start, if set, starts each external command: it is given the
+	// command (after BeforeStart) and a function that starts it, which it
+	// must call, e.g. on an OS thread that is inside the session's
+	// cgroup so that the program is born there. It returns that
+	// function's error. May be nil.
+	Start func(cmd *exec.Cmd, start func() error) error
 	// KillGrace is how long after an interrupt the runspace waits before
 	// sending SIGKILL to the command's process groups (default 2s).
 	KillGrace time.Duration

@@ -332,6 +332,11 @@ func (h *Host) Close(by, reason string) {
 	}
 	// The shell (bash and its jobs) ends with the session.
 	h.rs.Close()
+	if h.group != nil {
+		// No program starts any more: the thread that started them
+		// leaves the commands' group, which the agent empties next.
+		h.group.StopStarting()
+	}
 	close(h.closed)
 	h.ln.Close()
 	for c := range pipes {

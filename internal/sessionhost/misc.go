@@ -70,17 +70,35 @@ func (h *Host) openLimits() error {
 	return nil
 }
 
-// startHook is the runspace's BeforeStart: the pseudo-terminal's part
-// (pty.go), then the limits' (the process is born inside the commands'
-// group, so that nothing it forks at once escapes).
+// startHook is the builtin runspace's BeforeStart: the pseudo-terminal's
+// part (pty.go), then the limit counters before the command's first
+// process (taken before its start, which the process limit may refuse).
 func (h *Host) startHook(cmd *exec.Cmd) {
 	h.beforeStart(cmd)
-	h.limitsHook(cmd)
+	if h.group != nil {
+		h.takeCounters()
+	}
 }
 
-// limitsHook is the limits' part of startHook; alone, it starts the
-// session's bash (which a terminal does not concern: pty.go gives bash's
-// group the terminal).
+// startProcess is the builtin runspace's Start: the program is born inside
+// the commands' group, so that nothing it forks at once escapes
+// (limits.Group.Start: on cgroup v1 it forks on a thread that stays in the
+// group, with no thread move per command).
+func (h *Host) startProcess(cmd *exec.Cmd, start func() error) error {
+	if h.group == nil {
+		return start()
+	}
+	placeErr, err := h.group.Start(cmd, start)
+	if placeErr != nil {
+		// AfterStart's Add still moves it in.
+		h.log.Warn("cannot start the process inside the session's cgroup", "err", placeErr)
+	}
+	return err
+}
+
+// limitsHook starts the session's bash inside the commands' group (once
+// per session: bash forks its commands there itself; a terminal does not
+// concern it: pty.go gives bash's group the terminal).
 func (h *Host) limitsHook(cmd *exec.Cmd) {
 	if h.group != nil {
 		// The counters before the command's first process: taken before

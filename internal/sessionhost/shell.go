@@ -17,9 +17,10 @@ func (h *Host) newShell() (runspace.Shell, error) {
 		Dir:        h.opts.Home,
 		Env:        h.opts.Env,
 		AfterStart: h.afterStart,
-		// Interactive commands' pseudo-terminal (pty.go) and the
-		// session's cgroup (misc.go).
+		// Interactive commands' pseudo-terminal (pty.go), and the
+		// session's cgroup, in which programs are born (misc.go).
 		BeforeStart: h.startHook,
+		Start:       h.startProcess,
 	})
 }
 
