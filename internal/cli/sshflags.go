@@ -42,7 +42,7 @@ func (g *globals) addSSHFlags(root *cobra.Command) {
 			}
 			c.Flags().IntVarP(&g.ssh.Port, "port", short, 0, portUsage)
 		}
-		if c != root && c.Flags().ShorthandLookup("o") == nil && c.LocalFlags().Lookup("option") == nil {
+		if c != root && c.Flags().ShorthandLookup("o") == nil && c.Flags().Lookup("option") == nil {
 			f := c.Flags().VarPF(val, "option", "o", "an ssh_config option, Key=Value, as ssh -o (-o works too, except for list, whose -o is its output), repeatable")
 			f.Hidden = true // listed once, as --ssh-option
 		}

@@ -329,8 +329,12 @@ func (o *SSHOptions) Master(ctx context.Context, t Target, op string) (string, e
 }
 
 // configKeyword are the ssh_config lines that can change how a Tether
-// agent is reached (and Include/Match, which may hide them).
-var configKeyword = regexp.MustCompile(`(?im)^\s*(hostname|user|identityfile|proxyjump|match|include|canonicalizehostname)\b\s*=?\s*(.*)$`)
+// agent is reached (and Include/Match, which may hide them). Compiled on
+// first use: every tether process (session hosts too) would pay for it at
+// start.
+var configKeyword = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`(?im)^\s*(hostname|user|identityfile|proxyjump|match|include|canonicalizehostname)\b\s*=?\s*(.*)$`)
+})
 
 // configMayApply reports whether ssh_config could say anything about how
 // a host is reached: asking `ssh -G` costs a process (~5 ms), more than a
@@ -360,7 +364,7 @@ func configMayApply(file string) bool {
 		if err != nil {
 			return false
 		}
-		for _, m := range configKeyword.FindAllStringSubmatch(string(b), -1) {
+		for _, m := range configKeyword().FindAllStringSubmatch(string(b), -1) {
 			if !strings.EqualFold(m[1], "include") {
 				return true
 			}
