@@ -10,7 +10,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -328,13 +328,37 @@ func (o *SSHOptions) Master(ctx context.Context, t Target, op string) (string, e
 	return o.Transport.Control(ctx, h, op)
 }
 
-// configKeyword are the ssh_config lines that can change how a Tether
-// agent is reached (and Include/Match, which may hide them). Compiled on
-// first use: every tether process (session hosts too) would pay for it at
-// start.
-var configKeyword = sync.OnceValue(func() *regexp.Regexp {
-	return regexp.MustCompile(`(?im)^\s*(hostname|user|identityfile|proxyjump|match|include|canonicalizehostname)\b\s*=?\s*(.*)$`)
-})
+// reachKeywords are the ssh_config keywords that can change how a Tether
+// agent is reached (and Include/Match, which may hide them).
+var reachKeywords = []string{"hostname", "user", "identityfile", "proxyjump", "match", "include", "canonicalizehostname"}
+
+// configKeywordLines returns, for each line of an ssh_config text whose
+// keyword is one of reachKeywords, the keyword (lower case) and its
+// arguments ("Key Value" or "Key=Value", keywords in any case). A plain
+// scan, not a regexp: every CLI start reads /etc/ssh/ssh_config, and
+// compiling the regexp cost more than the rest of the check.
+func configKeywordLines(text string) [][2]string {
+	var out [][2]string
+	for line := range strings.Lines(text) {
+		line = strings.TrimSpace(line)
+		n := 0
+		for n < len(line) && isWordByte(line[n]) {
+			n++
+		}
+		kw := strings.ToLower(line[:n])
+		if n == 0 || !slices.Contains(reachKeywords, kw) {
+			continue
+		}
+		rest := strings.TrimLeft(line[n:], " \t")
+		rest = strings.TrimLeft(strings.TrimPrefix(rest, "="), " \t")
+		out = append(out, [2]string{kw, rest})
+	}
+	return out
+}
+
+func isWordByte(c byte) bool {
+	return c == '_' || '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+}
 
 // configMayApply reports whether ssh_config could say anything about how
 // a host is reached: asking `ssh -G` costs a process (~5 ms), more than a
@@ -364,11 +388,11 @@ func configMayApply(file string) bool {
 		if err != nil {
 			return false
 		}
-		for _, m := range configKeyword().FindAllStringSubmatch(string(b), -1) {
-			if !strings.EqualFold(m[1], "include") {
+		for _, m := range configKeywordLines(string(b)) {
+			if m[0] != "include" {
 				return true
 			}
-			for _, pat := range strings.Fields(m[2]) {
+			for _, pat := range strings.Fields(m[1]) {
 				pat = strings.Trim(pat, `"`)
 				if strings.HasPrefix(pat, "~/") {
 					pat = filepath.Join(home, pat[2:])

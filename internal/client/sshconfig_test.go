@@ -3,6 +3,7 @@ package client
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -28,6 +29,28 @@ func TestConfigMayApply(t *testing.T) {
 	}{{plain, false}, {alias, true}, {inc, true}, {emptyInc, false}, {filepath.Join(dir, "missing"), false}} {
 		if got := configMayApply(c.file); got != c.want {
 			t.Errorf("configMayApply(%s) = %v, want %v", filepath.Base(c.file), got, c.want)
+		}
+	}
+}
+
+func TestConfigKeywordLines(t *testing.T) {
+	for _, c := range []struct {
+		text string
+		want [][2]string
+	}{
+		{"Host *\n  SendEnv LANG\n", nil},
+		{"Host web1\n  HostName 10.0.0.1\n", [][2]string{{"hostname", "10.0.0.1"}}},
+		{"  HOSTNAME=10.0.0.1\r\n", [][2]string{{"hostname", "10.0.0.1"}}},
+		{"User = deploy", [][2]string{{"user", "deploy"}}},
+		{"\tIdentityFile\t~/.ssh/k\n", [][2]string{{"identityfile", "~/.ssh/k"}}},
+		{"Include a.conf \"b c.conf\"\nMatch host x\n", [][2]string{{"include", `a.conf "b c.conf"`}, {"match", "host x"}}},
+		{"ProxyJump\n", [][2]string{{"proxyjump", ""}}},
+		// Not the keyword: a longer word, a comment, a value.
+		{"Username x\nUserKnownHostsFile /x\n# User root\nHost user\n", nil},
+		{"CanonicalizeHostname yes\nCanonicalizeHostnameX no\n", [][2]string{{"canonicalizehostname", "yes"}}},
+	} {
+		if got := configKeywordLines(c.text); !slices.Equal(got, c.want) {
+			t.Errorf("configKeywordLines(%q) = %q, want %q", c.text, got, c.want)
 		}
 	}
 }
