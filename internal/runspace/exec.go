@@ -327,6 +327,9 @@ func (c *copier) copy(w io.Writer) {
 		if err != nil {
 			return
 		}
+		if n == len(buf) && n < BulkPipeBytes {
+			buf = BulkPipe(c.r) // bulk output: see BulkPipe
+		}
 	}
 }
 

@@ -195,6 +195,9 @@ func (c *outCopier) copy() {
 			c.emit(buf[:n], late)
 		}
 		if err == nil {
+			if n == len(buf) && n < runspace.BulkPipeBytes {
+				buf = runspace.BulkPipe(c.r) // bulk output: see BulkPipe
+			}
 			continue
 		}
 		if !late && errors.Is(err, os.ErrDeadlineExceeded) {
