@@ -1,6 +1,7 @@
 package runspace
 
 import (
+	"io"
 	"os"
 
 	"github.com/tether-sh/tether/internal/pipesize"
@@ -20,4 +21,29 @@ const BulkPipeBytes = pipesize.Bulk
 func BulkPipe(r *os.File) []byte {
 	_ = pipesize.Grow(r)
 	return make([]byte, BulkPipeBytes)
+}
+
+// CopyToPipe copies src into the pipe w, as io.Copy does, growing w (see
+// BulkPipe) once a read of src fills the 32 KiB buffer: bulk stdin for a
+// command then goes in pieces of up to a MiB instead of 32 KiB, each a
+// write the command's reads wake up for.
+func CopyToPipe(w *os.File, src io.Reader) error {
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return werr
+			}
+		}
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if n == len(buf) && n < BulkPipeBytes {
+			buf = BulkPipe(w)
+		}
+	}
 }

@@ -398,7 +398,7 @@ func newStdio(s Streams) (*stdio, error) {
 			return nil, err
 		}
 		go func() {
-			io.Copy(pw, in)
+			_ = CopyToPipe(pw, in)
 			pw.Close()
 		}()
 		st.stdin, st.closeStdin = pr, pr

@@ -123,7 +123,7 @@ func newInCopier(src io.Reader) (*inCopier, error) {
 	}
 	c := &inCopier{path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), r.Fd()), r: r, w: w, open: make(chan struct{})}
 	go func() {
-		_, _ = io.Copy(w, src)
+		_ = runspace.CopyToPipe(w, src)
 		// EOF for the command when the client's input ends.
 		w.Close()
 	}()
