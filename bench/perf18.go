@@ -8,8 +8,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"strings"
 	"time"
+
+	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // ---- Figure 11: input throughput and imported proxy commands (#18) ----
@@ -18,7 +23,11 @@ import (
 // by `cat >/dev/null`, through `tether invoke` and through ssh -c
 // aes128-gcm in the same run. Proxy: one call of a command made by `tether
 // import` (a module command that runs `true`), against a fresh `tether
-// invoke H/S true` of the same client, both measured in turns.
+// invoke H/S true` of the same client, both measured in turns. Output
+// through a long-lived Go client against the fresh CLI, in turns: once with
+// this process's own runtime settings, once with the CLI's for a one-target
+// invoke (one P, GOGC 400), so that the library and the runtime settings
+// are told apart.
 
 func (b *bench) figPerf18(r *results, cfg config, sshd *sshdProc) error {
 	const fig = "11. input throughput, imported proxy command"
@@ -76,6 +85,10 @@ func (b *bench) figPerf18(r *results, cfg config, sshd *sshdProc) error {
 		x = r.add(newRow(fig, "ssh -c aes128-gcm host 'cat >/dev/null' < "+label+" of stdin", "MiB/s", rate(ds)))
 		x.Errors = errs
 		r.ratio(in, x.Name)
+	}
+
+	if err := b.goClientVsCLI(r, fig, sess[0], n, cfg.tputReps, rate); err != nil {
+		return err
 	}
 
 	// The proxy: import the module into the bench's client home.
@@ -137,4 +150,66 @@ func writeBenchModule(dir string) error {
 		return err
 	}
 	return os.WriteFile(filepath.Join(m, "bin", "true"), []byte("#!/bin/sh\nexit 0\n"), 0o755)
+}
+
+// goClientVsCLI measures N bytes of output (head -c N) through the fresh
+// CLI and through a long-lived Go client, with this process's runtime
+// settings and with the CLI's (GOMAXPROCS 1, GOGC 400), in turns.
+func (b *bench) goClientVsCLI(r *results, fig, session string, n int64, reps int, rate func([]time.Duration) []float64) error {
+	ctx := context.Background()
+	remote := fmt.Sprintf("head -c %d /dev/zero", n)
+	label := fmt.Sprintf("%d MiB", n>>20)
+	d := b.dialer()
+	t := mustTarget(session)
+	conn, err := d.Dial(ctx, t)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	goRun := func(cliSettings bool) (time.Duration, error) {
+		if cliSettings {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
+			defer debug.SetGCPercent(debug.SetGCPercent(400))
+		}
+		cw := &countWriter{}
+		start := time.Now()
+		_, err := d.Run(ctx, conn, client.RunSpec{Target: t, Request: wire.Request{Command: remote}, Stdout: cw, Stderr: io.Discard})
+		el := time.Since(start)
+		if err == nil && cw.n != n {
+			err = fmt.Errorf("got %d bytes", cw.n)
+		}
+		return el, err
+	}
+	var cliDs, goDs, goCLIDs []time.Duration
+	errs := 0
+	for i := 0; i < reps; i++ {
+		for k, f := range []func() (time.Duration, error){
+			func() (time.Duration, error) { return timeRun(b.tetherCmd(ctx, "invoke", session, remote)) },
+			func() (time.Duration, error) { return goRun(false) },
+			func() (time.Duration, error) { return goRun(true) },
+		} {
+			el, err := f()
+			if err != nil {
+				if errs++; errs <= 3 {
+					r.problem("output in turns: %v", err)
+				}
+				continue
+			}
+			switch k {
+			case 0:
+				cliDs = append(cliDs, el)
+			case 1:
+				goDs = append(goDs, el)
+			default:
+				goCLIDs = append(goCLIDs, el)
+			}
+		}
+	}
+	ref := r.add(newRow(fig, "tether invoke H/S head -c "+label+" >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s", rate(cliDs)))
+	ref.Errors = errs
+	x := r.add(newRow(fig, "  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "MiB/s", rate(goDs)))
+	r.ratio(x, ref.Name)
+	x = r.add(newRow(fig, "  Go client, long-lived conn, the CLI's settings (GOMAXPROCS 1, GOGC 400)", "MiB/s", rate(goCLIDs)))
+	r.ratio(x, ref.Name)
+	return nil
 }

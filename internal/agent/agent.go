@@ -183,6 +183,7 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // Serve is Run on an existing listener.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
+	raiseGCFloor()
 	a.ln = ln
 	go a.discover(ctx) // in the background, with a deadline: see sessions.go
 	cancelSub := a.store.Subscribe(func(config.Settings) { a.pushLimits() })

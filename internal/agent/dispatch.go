@@ -149,6 +149,12 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 			return wire.Errorf(wire.CodeClosed, "%v", err)
 		}
 		defer nc.Close()
+		if uc, ok := nc.(*net.UnixConn); ok {
+			// Stdin goes on while the session host takes what came
+			// before: the client's window (1 MiB) fits, so that the
+			// relay's writes do not wait for each read of the host.
+			_ = uc.SetWriteBuffer(relaySendBytes)
+		}
 		done := make(chan struct{})
 		go func() {
 			// Not io.Copy: through the channel's bufio.Reader that
@@ -456,6 +462,10 @@ func (a *Agent) pushLimitsTo(ref *sessionRef) {
 var relayBufs = sync.Pool{New: func() any { b := make([]byte, relayBufBytes); return &b }}
 
 const relayBufBytes = 256 << 10
+
+// relaySendBytes is the send buffer of the relay's connection to a
+// session host: the client's stdin window.
+const relaySendBytes = 1 << 20
 
 // copyRelay relays a session host's output to the client, or the client's
 // stdin to the session host. Bulk data goes in large reads (the SSH

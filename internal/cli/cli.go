@@ -31,11 +31,14 @@ type Env struct {
 	Stdin          io.Reader
 	Stdout, Stderr io.Writer
 	Getenv         func(string) string
+	// OneStream, when set, tunes the process for a run that moves one
+	// stream (one target): see oneProcessor. Main sets it; tests leave it.
+	OneStream func()
 }
 
 // Main runs the tether command line and returns the process exit status.
 func Main(args []string) int {
-	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv}
+	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, OneStream: oneProcessor}
 	return Run(context.Background(), env, args)
 }
 

@@ -2,8 +2,10 @@ package client
 
 import (
 	"io"
+	"os"
 	"sync"
 
+	"github.com/tether-sh/tether/internal/pipesize"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -44,6 +46,9 @@ func newStdinSender(r io.Reader) *stdinSender {
 }
 
 func (s *stdinSender) read(r io.Reader) {
+	// Once a read finds half a pipe's 64 KiB waiting (the writer is ahead),
+	// the pipe is grown and read up to a MiB at a time (see pipesize).
+	most := 2 * stdinReadBytes
 	for {
 		s.mu.Lock()
 		for len(s.buf) >= stdinWindow {
@@ -65,9 +70,13 @@ func (s *stdinSender) read(r io.Reader) {
 		// Read straight into the free end of buf: ack only cuts buf's
 		// front, so its end, where this read lands, stays put.
 		free := s.buf[len(s.buf):cap(s.buf)]
-		free = free[:min(len(free), 2*stdinReadBytes)]
+		free = free[:min(len(free), most)]
 		s.mu.Unlock()
 		n, err := r.Read(free)
+		if f, ok := r.(*os.File); ok && n >= stdinReadBytes/2 && most < pipesize.Bulk {
+			_ = pipesize.Grow(f) // not a pipe, or the user's allowance spent: as before
+			most = pipesize.Bulk
+		}
 		s.mu.Lock()
 		s.buf = s.buf[:len(s.buf)+n]
 		if err != nil {

@@ -4,9 +4,13 @@ import (
 	"bytes"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
+	"github.com/tether-sh/tether/internal/pipesize"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -102,3 +106,44 @@ func TestStdinSenderExactAndReusesBuffer(t *testing.T) {
 		t.Fatalf("forwarding %d MiB of stdin allocated %d MiB", n>>20, alloc>>20)
 	}
 }
+
+// Stdin from a pipe that carries bulk data: the pipe is grown (pipesize)
+// and every byte still arrives once and in order.
+func TestStdinSenderGrowsBulkPipe(t *testing.T) {
+	const n = 16 << 20
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	go func() {
+		// Writes larger than the pipe, as a program streaming data makes.
+		io.CopyBuffer(struct{ io.Writer }{w}, &bigReader{&patternReader{n: n}}, make([]byte, 256<<10))
+		w.Close()
+	}()
+	s := newStdinSender(r)
+	a, b := net.Pipe()
+	stop := make(chan struct{})
+	done := make(chan error, 1)
+	go func() { done <- s.pump(wire.NewConn(a, 0), stop) }()
+	end, eof := receive(t, wire.NewConn(b, 0), s, 0, n+1)
+	if !eof || end != n {
+		t.Fatalf("stdin ended at %d (eof %v), want %d", end, eof, n)
+	}
+	close(stop)
+	a.Close()
+	b.Close()
+	<-done
+	size, err := unix.FcntlInt(r.Fd(), unix.F_GETPIPE_SZ, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if size < pipesize.Bulk {
+		t.Fatalf("stdin pipe is %d bytes after %d MiB through it; want it grown to %d", size, n>>20, pipesize.Bulk)
+	}
+}
+
+// bigReader fills whole buffers from a patternReader.
+type bigReader struct{ r *patternReader }
+
+func (b *bigReader) Read(p []byte) (int, error) { return io.ReadFull(b.r, p) }

@@ -86,7 +86,12 @@ type Journal struct {
 	syncMark       int64        // endPos at the previous sync round (sync.go)
 	tail           []*tailChunk // recent records in memory (tail.go)
 	tailBytes      int64        // capacity of the tail's chunks
+	borrows        int          // tail reads not yet given back (tail.go)
+	pinned         bool         // a Read returned tail memory: no array is reused
+	retired        []*tailArray // unused arrays waiting for borrows to end
+	free           []*tailArray // arrays for the next chunks
 	fileReads      int          // Reads served from the files (for tests)
+	tailAllocs     int          // tail arrays allocated, not reused (for tests)
 	readPos        int64        // where the last Read ended (pace.go)
 	readAt         time.Time    // when a Read last moved readPos forward
 	paced          int          // Appends waiting for the reader
@@ -381,8 +386,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	// Encode into the tail (tail.go), after its published bytes.
 	c := j.fill
 	if c == nil || int64(cap(c.buf)-len(c.buf)) < need {
-		c = &tailChunk{pos: base, buf: make([]byte, 0, max(tailChunkBytes, need))}
-		j.fill = c
+		c = j.newFill(base, need)
 	}
 	buf := c.buf[len(c.buf):len(c.buf)]
 	if withDrop {
@@ -430,13 +434,28 @@ type readChunk struct {
 // The records' Data may point into the journal's memory: callers must not
 // modify it.
 func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
-	return j.read(after, maxBytes, false)
+	recs, _, err := j.read(after, maxBytes, false, false)
+	return recs, err
+}
+
+// Borrow is Read (ReadRetained if retained) for a caller that is done with
+// the records' Data when it calls done: the journal may then reuse the
+// memory they point into. done must be called exactly once (it may be nil
+// when no records are returned). Read's records instead stay valid for
+// good, which ends that reuse for this journal.
+func (j *Journal) Borrow(after uint64, maxBytes int, retained bool) (recs []Record, done func(), err error) {
+	recs, borrowed, err := j.read(after, maxBytes, retained, true)
+	if borrowed {
+		done = j.giveBack
+	}
+	return recs, done, err
 }
 
 // ReadRetained is Read that also returns acknowledged records still held
 // in a segment (from Retained()): what `tether receive --all` replays.
 func (j *Journal) ReadRetained(after uint64, maxBytes int) ([]Record, error) {
-	return j.read(after, maxBytes, true)
+	recs, _, err := j.read(after, maxBytes, true, false)
+	return recs, err
 }
 
 // Retained returns the seq of the oldest record still held, acknowledged
@@ -456,11 +475,13 @@ func (j *Journal) retainedLocked() uint64 {
 	return j.firstLocked()
 }
 
-func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error) {
+// read reads records; borrowed says that they point into the tail and the
+// caller (borrow) is to give them back.
+func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []Record, borrowed bool, err error) {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
-		return nil, ErrClosed
+		return nil, false, ErrClosed
 	}
 	floor := j.firstLocked()
 	if acked {
@@ -470,7 +491,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error)
 	if start >= j.next {
 		j.readLocked(j.endPos)
 		j.mu.Unlock()
-		return nil, nil
+		return nil, false, nil
 	}
 	var chunks []readChunk
 	var total int64
@@ -503,15 +524,24 @@ func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error)
 		first, last := chunks[0], chunks[len(chunks)-1]
 		j.readLocked(last.s.base + last.end)
 		if mem := j.tailSlicesLocked(first.s.base+first.off, last.s.base+last.end); mem != nil {
+			// Tail memory is not reused while a read of it is out;
+			// a Read's is never given back.
+			if borrow {
+				j.borrows++
+			} else {
+				j.pinned = true
+				j.free, j.retired = nil, nil
+			}
 			j.mu.Unlock()
 			recs := make([]Record, 0, int(seq-start))
 			var err error
 			for _, b := range mem {
 				if recs, err = decodeTrusted(b, recs); err != nil {
-					return recs, fmt.Errorf("journal: tail: %w", err)
+					err = fmt.Errorf("journal: tail: %w", err)
+					break
 				}
 			}
-			return recs, nil
+			return recs, borrow, err
 		}
 	}
 	for _, c := range chunks {
@@ -520,7 +550,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error)
 	j.fileReads++
 	j.mu.Unlock()
 
-	recs, err := readChunks(chunks, int(seq-start))
+	recs, err = readChunks(chunks, int(seq-start))
 
 	var dead []*segment
 	j.mu.Lock()
@@ -529,7 +559,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked bool) ([]Record, error)
 	}
 	j.mu.Unlock()
 	j.finalize(dead)
-	return recs, err
+	return recs, false, err
 }
 
 func readChunks(chunks []readChunk, n int) ([]Record, error) {
@@ -691,6 +721,7 @@ func (j *Journal) closeFiles() {
 	if len(j.tail) > 0 {
 		j.dropTailLocked(len(j.tail))
 	}
+	j.free, j.retired = nil, nil
 	j.mu.Unlock()
 	j.finalize(dead)
 	j.syncMu.Lock()

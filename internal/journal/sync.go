@@ -161,6 +161,7 @@ func (j *Journal) syncRound(all bool) error {
 		// Durable records need not stay in memory: a client that did not
 		// take them within a sync interval reads them from the files.
 		j.trimTailLocked(endPos)
+		j.free = nil // an idle session holds no spare arrays either
 	}
 	j.mu.Unlock()
 	j.finalize(dead)

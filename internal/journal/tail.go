@@ -17,17 +17,87 @@ import "encoding/binary"
 // durable because no client acknowledged them for a sync interval (see
 // sync.go): an idle or disconnected session holds no tail memory.
 
+// The chunks' arrays are reused (#18: allocating, zeroing and faulting in a
+// fresh MiB for every MiB of output was an eighth of the session host's
+// CPU). An array is free again when no chunk in the tail and not the chunk
+// being filled uses it, and no borrowed read (Borrow) is out: readers use
+// the bytes outside the lock, so an array that left the tail while a read
+// was out waits in retired until the last borrow is given back. A Read is
+// never given back, so after one (pinned) the journal allocates as before.
 const (
 	tailChunkBytes = 1 << 20
 	tailMaxBytes   = 8 << 20
+	tailFreeArrays = 2 // arrays kept for reuse
 )
 
 // tailChunk holds records back to back; its first byte is at logical
 // journal position pos.
 type tailChunk struct {
 	pos    int64
-	buf    []byte // published records; guarded by Journal.mu (the bytes themselves are immutable)
-	inTail bool   // guarded by Journal.mu
+	buf    []byte     // published records; guarded by Journal.mu (the bytes themselves are immutable)
+	inTail bool       // guarded by Journal.mu
+	arr    *tailArray // the array buf is in, shared with the chunk that continues it
+}
+
+// tailArray is the memory of one or more consecutive chunks.
+type tailArray struct {
+	b    []byte
+	uses int // chunks in the tail using it, plus one while Append fills it; guarded by Journal.mu
+}
+
+// newFill starts the chunk Append encodes into at position pos, for a
+// record of need bytes, and lets go of the previous one's array.
+func (j *Journal) newFill(pos, need int64) *tailChunk {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.fill != nil {
+		j.unuseLocked(j.fill.arr)
+	}
+	var a *tailArray
+	if n := len(j.free); n > 0 && need <= tailChunkBytes {
+		a = j.free[n-1]
+		j.free[n-1] = nil
+		j.free = j.free[:n-1]
+	} else {
+		a = &tailArray{b: make([]byte, max(tailChunkBytes, need))}
+		j.tailAllocs++
+	}
+	a.uses = 1
+	j.fill = &tailChunk{pos: pos, buf: a.b[:0], arr: a}
+	return j.fill
+}
+
+// unuseLocked drops one use of a; unused, it is reused once no borrow is out.
+func (j *Journal) unuseLocked(a *tailArray) {
+	if a.uses--; a.uses > 0 || len(a.b) != tailChunkBytes || j.pinned {
+		return
+	}
+	if j.borrows > 0 {
+		if len(j.retired) < tailFreeArrays { // more go to the collector
+			j.retired = append(j.retired, a)
+		}
+		return
+	}
+	j.freeLocked(a)
+}
+
+func (j *Journal) freeLocked(a *tailArray) {
+	if len(j.free) < tailFreeArrays && !j.closed {
+		j.free = append(j.free, a)
+	}
+}
+
+// giveBack ends a borrowed read (Borrow's done).
+func (j *Journal) giveBack() {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.borrows--; j.borrows == 0 {
+		for i, a := range j.retired {
+			j.freeLocked(a)
+			j.retired[i] = nil
+		}
+		j.retired = j.retired[:0]
+	}
 }
 
 func (c *tailChunk) end() int64 { return c.pos + int64(len(c.buf)) }
@@ -39,7 +109,8 @@ func (j *Journal) publishLocked(c *tailChunk, n int) {
 		// c's last published byte either way (Append is serialized), so
 		// only the new bytes are worth keeping.
 		if len(c.buf) > 0 {
-			c = &tailChunk{pos: c.end(), buf: c.buf[len(c.buf):len(c.buf)]}
+			// The fill's use of the array passes to the new chunk.
+			c = &tailChunk{pos: c.end(), buf: c.buf[len(c.buf):len(c.buf)], arr: c.arr}
 			j.fill = c
 		}
 		if len(j.tail) > 0 && j.tail[len(j.tail)-1].end() != c.pos {
@@ -48,6 +119,7 @@ func (j *Journal) publishLocked(c *tailChunk, n int) {
 			j.dropTailLocked(len(j.tail))
 		}
 		c.inTail = true
+		c.arr.uses++
 		j.tail = append(j.tail, c)
 		j.tailBytes += int64(cap(c.buf))
 	}
@@ -59,6 +131,7 @@ func (j *Journal) dropTailLocked(n int) {
 	for _, c := range j.tail[:n] {
 		c.inTail = false
 		j.tailBytes -= int64(cap(c.buf))
+		j.unuseLocked(c.arr)
 	}
 	clear(j.tail[:n])
 	j.tail = j.tail[n:]

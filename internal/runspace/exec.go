@@ -327,6 +327,9 @@ func (c *copier) copy(w io.Writer) {
 		if err != nil {
 			return
 		}
+		if n == len(buf) && n < BulkPipeBytes {
+			buf = BulkPipe(c.r) // bulk output: see BulkPipe
+		}
 	}
 }
 
@@ -395,7 +398,7 @@ func newStdio(s Streams) (*stdio, error) {
 			return nil, err
 		}
 		go func() {
-			io.Copy(pw, in)
+			_ = CopyToPipe(pw, in)
 			pw.Close()
 		}()
 		st.stdin, st.closeStdin = pr, pr

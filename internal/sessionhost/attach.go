@@ -170,12 +170,13 @@ func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec,
 	after := spec.after
 	var outs []wire.Output
 	for {
-		read := h.j.Read
-		if spec.retained {
-			read = h.j.ReadRetained
-		}
-		recs, err := read(after, writeBatch)
+		// Borrowed: the journal reuses the records' memory once they are
+		// written and given back.
+		recs, done, err := h.j.Borrow(after, writeBatch, spec.retained)
 		if err != nil {
+			if done != nil {
+				done()
+			}
 			return err
 		}
 		outs = outs[:0]
@@ -191,6 +192,9 @@ func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec,
 		}
 		err = a.conn.WriteOutputs(outs)
 		clear(outs) // do not pin journal memory while waiting
+		if done != nil {
+			done()
+		}
 		if err != nil {
 			return err
 		}

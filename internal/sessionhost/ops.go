@@ -17,6 +17,16 @@ import (
 // authenticated user), one Request, then what the request implies.
 func (h *Host) handle(nc net.Conn) {
 	defer nc.Close()
+	if uc, ok := nc.(*net.UnixConn); ok {
+		// Output goes to the agent in batches of up to a MiB (writeRecords);
+		// with the default send buffer (208 KiB) each batch took several
+		// writes, each waking the agent to read a piece of it: twice the
+		// context switches per MiB in all three processes (#18). The kernel
+		// holds this much only while the agent does not read (a slow
+		// client), next to the journal's 8 MiB tail; it caps the size at
+		// net.core.wmem_max.
+		_ = uc.SetWriteBuffer(sendBufferBytes)
+	}
 	// Clients send small frames (requests, acks, signals) and stdin in
 	// frames large enough to bypass the buffer: 16 KiB, not 64, per request.
 	c := wire.NewConnBuffer(nc, 0, 16<<10)
@@ -434,3 +444,6 @@ func (h *Host) setIdleOverrideLocked(s string) {
 		h.idleOverride = d
 	}
 }
+
+// sendBufferBytes is the send buffer of a connection from the agent.
+const sendBufferBytes = 1 << 20

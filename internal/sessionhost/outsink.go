@@ -51,6 +51,10 @@ const (
 	sinkPause      = 500 * time.Microsecond
 )
 
+// A write of at least sinkDirect bytes with nothing pending is journalled
+// straight from the writer's buffer (writeDirect).
+const sinkDirect = 64 << 10
+
 func newOutputSink(ctx context.Context, j *journal.Journal, cmd uint32) *outputSink {
 	s := &outputSink{ctx: ctx, j: j, cmd: cmd}
 	s.space.L = &s.mu
@@ -65,6 +69,9 @@ func (s *outputSink) writer(kind journal.Kind) *journalWriter {
 
 func (s *outputSink) write(kind journal.Kind, p []byte) (int, error) {
 	s.mu.Lock()
+	if len(p) >= sinkDirect && !s.running && s.err == nil {
+		return s.writeDirect(kind, p) // unlocks
+	}
 	defer s.mu.Unlock()
 	n := 0
 	for len(p) > 0 {
@@ -93,6 +100,40 @@ func (s *outputSink) write(kind journal.Kind, p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// writeDirect journals p from the caller's buffer, with s.mu held and
+// nothing pending (no flusher running), and unlocks. A large write (a
+// grown pipe's read of up to a MiB, see runspace.BulkPipe) coalesces
+// nothing more and the pipe buffers the command's output meanwhile, so
+// copying it into the sink first only cost a copy of every byte (#18).
+// Writes of the other stream meanwhile wait behind it in pending, as they
+// would behind a flusher, and a flusher takes them afterwards.
+func (s *outputSink) writeDirect(kind journal.Kind, p []byte) (int, error) {
+	s.running = true
+	s.mu.Unlock()
+	n := 0
+	var err error
+	for len(p) > 0 && err == nil {
+		k := min(len(p), wire.MaxChunk)
+		if _, err = s.j.Append(s.ctx, kind, s.cmd, p[:k]); err == nil {
+			n += k
+			p = p[k:]
+		}
+	}
+	s.mu.Lock()
+	if err != nil {
+		s.err = err
+		s.space.Broadcast()
+	}
+	if len(s.pending) > 0 {
+		go s.flush() // running passes to it; it also clears pending after an error
+	} else {
+		s.running = false
+		s.idle.Broadcast()
+	}
+	s.mu.Unlock()
+	return n, err
 }
 
 // flush appends pending runs until none are left.

@@ -123,7 +123,7 @@ func newInCopier(src io.Reader) (*inCopier, error) {
 	}
 	c := &inCopier{path: fmt.Sprintf("/proc/%d/fd/%d", os.Getpid(), r.Fd()), r: r, w: w, open: make(chan struct{})}
 	go func() {
-		_, _ = io.Copy(w, src)
+		_ = runspace.CopyToPipe(w, src)
 		// EOF for the command when the client's input ends.
 		w.Close()
 	}()
@@ -195,6 +195,9 @@ func (c *outCopier) copy() {
 			c.emit(buf[:n], late)
 		}
 		if err == nil {
+			if n == len(buf) && n < runspace.BulkPipeBytes {
+				buf = runspace.BulkPipe(c.r) // bulk output: see BulkPipe
+			}
 			continue
 		}
 		if !late && errors.Is(err, os.ErrDeadlineExceeded) {

@@ -1,0 +1,78 @@
+package bash
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tether-sh/tether/internal/runspace"
+	"github.com/tether-sh/tether/internal/tstest"
+)
+
+// gatedWriter counts bytes and the largest Write. Its first Write waits
+// for the file gate1; the Write after the first full 32 KiB one (the read
+// that grows the pipe) waits for gate2.
+type gatedWriter struct {
+	t            *testing.T
+	gate1, gate2 string
+	mu           sync.Mutex
+	n, most, k   int
+	full         bool
+}
+
+func (w *gatedWriter) wait(gate string) {
+	tstest.WaitFor(w.t, 10*time.Second, "the command to get to "+filepath.Base(gate), func() bool {
+		_, err := os.Stat(gate)
+		return err == nil
+	})
+}
+
+func (w *gatedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	w.k++
+	first, afterFull := w.k == 1, w.full
+	w.full = w.full || len(p) == 32<<10
+	w.n += len(p)
+	w.most = max(w.most, len(p))
+	w.mu.Unlock()
+	switch {
+	case first:
+		w.wait(w.gate1)
+	case afterFull:
+		w.wait(w.gate2)
+		w.mu.Lock()
+		w.full = false
+		w.gate2 = ""
+		w.mu.Unlock()
+	}
+	return len(p), nil
+}
+
+// A command that streams output gets a grown pipe and is read in large
+// pieces (runspace.BulkPipe): its output, written while the session host
+// is not reading, comes in reads larger than the kernel's 64 KiB pipe.
+func TestBulkOutputGrowsPipe(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	dir := t.TempDir()
+	w := &gatedWriter{t: t, gate1: filepath.Join(dir, "gate1"), gate2: filepath.Join(dir, "gate2")}
+	// 64 KiB fill the kernel's pipe while the first Write waits, so the
+	// next read is full and grows the pipe; the rest (less than the grown
+	// pipe holds) is written while the Write after that waits.
+	const size = 65536 + 800000
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	script := "head -c 65536 /dev/zero; : > " + w.gate1 + "; head -c 800000 /dev/zero; : > " + w.gate2
+	code, err := s.Run(ctx, script, runspace.Streams{Stdout: w})
+	if err != nil || code != 0 {
+		t.Fatalf("Run: %d, %v", code, err)
+	}
+	if w.n != size {
+		t.Fatalf("%d bytes of output, want %d", w.n, size)
+	}
+	if w.most <= 64<<10 {
+		t.Fatalf("largest read of the output pipe %d bytes; want more than the kernel's 64 KiB pipe", w.most)
+	}
+}

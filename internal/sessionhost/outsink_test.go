@@ -1,0 +1,128 @@
+package sessionhost
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/tether-sh/tether/internal/journal"
+)
+
+func sinkJournal(t *testing.T) *journal.Journal {
+	t.Helper()
+	j, err := journal.Open(journal.Options{Dir: filepath.Join(t.TempDir(), "j"), MaxBytes: 256 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+func sinkRecords(t *testing.T, j *journal.Journal) []journal.Record {
+	t.Helper()
+	var all []journal.Record
+	var after uint64
+	for {
+		recs, err := j.ReadRetained(after, 4<<20)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) == 0 {
+			return all
+		}
+		for _, r := range recs {
+			all = append(all, journal.Record{Seq: r.Seq, Kind: r.Kind, Cmd: r.Cmd, Data: append([]byte(nil), r.Data...)})
+			after = r.Seq
+		}
+	}
+}
+
+func big(i, n int) []byte {
+	b := make([]byte, n)
+	for k := range b {
+		b[k] = byte(i*131 + k*7)
+	}
+	return b
+}
+
+// One writer alternating large stdout writes (journalled straight from its
+// buffer) and small stderr ones (coalesced by the flusher): the journal
+// holds both streams exactly, in the order they were written.
+func TestOutputSinkOrderAcrossStreams(t *testing.T) {
+	j := sinkJournal(t)
+	s := newOutputSink(context.Background(), j, 1)
+	out, errw := s.writer(journal.KindStdout), s.writer(journal.KindStderr)
+	var want bytes.Buffer // stdout bytes then a marker per stderr write, in order
+	for i := 0; i < 40; i++ {
+		n := 64<<10 + i*9000 // from sinkDirect to beyond wire.MaxChunk
+		b := big(i, n)
+		if _, err := out.Write(b); err != nil {
+			t.Fatal(err)
+		}
+		want.Write(b)
+		e := fmt.Sprintf("<e%d>", i)
+		if _, err := errw.Write([]byte(e)); err != nil {
+			t.Fatal(err)
+		}
+		want.WriteString(e)
+	}
+	if err := s.wait(); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for _, r := range sinkRecords(t, j) {
+		if r.Cmd != 1 || (r.Kind != journal.KindStdout && r.Kind != journal.KindStderr) {
+			t.Fatalf("record %d: kind %v cmd %d", r.Seq, r.Kind, r.Cmd)
+		}
+		got.Write(r.Data)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("journal holds %d bytes of output, not the %d written in that order", got.Len(), want.Len())
+	}
+}
+
+// Two writers at once, one of large writes and one of small: each stream
+// is exact.
+func TestOutputSinkConcurrentStreams(t *testing.T) {
+	j := sinkJournal(t)
+	s := newOutputSink(context.Background(), j, 2)
+	var wantOut, wantErr bytes.Buffer
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		w := s.writer(journal.KindStdout)
+		for i := 0; i < 60; i++ {
+			b := big(i, 100<<10+i)
+			w.Write(b)
+			wantOut.Write(b)
+		}
+	}()
+	go func() {
+		defer wg.Done()
+		w := s.writer(journal.KindStderr)
+		for i := 0; i < 3000; i++ {
+			e := fmt.Sprintf("line %d\n", i)
+			w.Write([]byte(e))
+			wantErr.WriteString(e)
+		}
+	}()
+	wg.Wait()
+	if err := s.wait(); err != nil {
+		t.Fatal(err)
+	}
+	var gotOut, gotErr bytes.Buffer
+	for _, r := range sinkRecords(t, j) {
+		if r.Kind == journal.KindStdout {
+			gotOut.Write(r.Data)
+		} else {
+			gotErr.Write(r.Data)
+		}
+	}
+	if !bytes.Equal(gotOut.Bytes(), wantOut.Bytes()) || !bytes.Equal(gotErr.Bytes(), wantErr.Bytes()) {
+		t.Fatalf("stdout %d of %d bytes, stderr %d of %d bytes, or not in order", gotOut.Len(), wantOut.Len(), gotErr.Len(), wantErr.Len())
+	}
+}
