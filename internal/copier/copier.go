@@ -369,7 +369,13 @@ func (j *job) copyFile(e *entry) *pendingFile {
 		j.done(l, wire.HashResult{SHA256: l.sum, Size: l.size}, nil, res)
 		return nil
 	}
-	got, err := j.r.hash(j.ctx, l.hashed, 0, l.size)
+	var got wire.HashResult
+	if l.pre != nil {
+		a := <-l.pre
+		got, err = a.res, a.err
+	} else {
+		got, err = j.r.hash(j.ctx, l.hashed, 0, l.size)
+	}
 	j.done(l, got, err, res)
 	return nil
 }

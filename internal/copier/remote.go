@@ -45,6 +45,10 @@ type remote struct {
 	hrunning bool
 }
 
+// maxPacket bounds the SFTP packet a host may ask for: pkg/sftp's 256 KiB
+// message limit (both ends) less room for the header.
+const maxPacket = 255 << 10
+
 // ErrChanged is a source that changed while it was copied; the destination
 // was left as it was.
 var ErrChanged = errors.New("changed while it was copied")
@@ -113,9 +117,17 @@ func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.On
 		return nil, resp, remoteErr(r.target, resp.Error)
 	}
 	opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true), sftp.MaxConcurrentRequestsPerFile(64)}
-	if r.push {
-		// The server takes writes up to its 256 KiB message limit; it
-		// answers reads with at most 32 KiB, so pulls keep the default.
+	switch {
+	case resp.MaxPacket > 0:
+		// The host's server says what it reads and writes in one packet
+		// (fewer, larger packets: less work per byte in all three
+		// processes). Its 256 KiB message limit caps what it may say.
+		opts = append(opts, sftp.MaxPacketUnchecked(min(resp.MaxPacket, maxPacket)))
+	case r.push:
+		// An older host: its server takes writes up to its 256 KiB
+		// message limit, but answers reads with at most 32 KiB, and
+		// pkg/sftp's concurrent reads would leave a gap after each short
+		// answer, so pulls keep the default.
 		opts = append(opts, sftp.MaxPacketUnchecked(128<<10))
 	}
 	sc, err := sftp.NewClientPipe(wc.Reader(), ch, opts...)
@@ -284,7 +296,12 @@ type hashCall struct {
 // Calls made while one is in flight go together in the next request, so
 // a tree of small files costs a few round trips, not one per file.
 func (r *remote) hash(ctx context.Context, p string, off, n int64) (wire.HashResult, error) {
-	c := &hashCall{f: wire.HashFile{Path: p, Offset: off, Length: n}, done: make(chan struct{})}
+	return r.hashFile(ctx, wire.HashFile{Path: p, Offset: off, Length: n})
+}
+
+// hashFile is hash for any HashFile (a chain's check).
+func (r *remote) hashFile(ctx context.Context, f wire.HashFile) (wire.HashResult, error) {
+	c := &hashCall{f: f, done: make(chan struct{})}
 	r.hmu.Lock()
 	r.hpending = append(r.hpending, c)
 	if !r.hrunning {

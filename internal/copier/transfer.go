@@ -2,6 +2,7 @@ package copier
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -54,7 +55,6 @@ type hashingReader struct {
 	ctx context.Context // an interrupted copy stops at the next read
 	r   io.Reader
 	h   hash.Hash
-	seg hash.Hash // the segment's own hash, when not nil
 	c   *counter
 	pos int64
 }
@@ -66,9 +66,6 @@ func (h *hashingReader) Read(b []byte) (int, error) {
 	n, err := h.r.Read(b)
 	if n > 0 {
 		h.h.Write(b[:n])
-		if h.seg != nil {
-			h.seg.Write(b[:n])
-		}
 		h.pos += int64(n)
 		h.c.set(h.pos)
 	}
@@ -97,9 +94,12 @@ func (h *hashingWriter) Write(b []byte) (int, error) {
 }
 
 // hashPrefix hashes the first n bytes of r into a new hash.
-func hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) {
+func hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) { return hashSection(r, 0, n) }
+
+// hashSection hashes n bytes of r from off into a new hash.
+func hashSection(r io.ReaderAt, off, n int64) (hash.Hash, error) {
 	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(r, 0, n)); err != nil {
+	if _, err := io.Copy(h, io.NewSectionReader(r, off, n)); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -135,6 +135,9 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 		sc, gen := r.client()
 		off := int64(0)
 		h = sha256.New()
+		// The host's running hash of this attempt's tmp: each segment's
+		// check hashes only that segment on both sides.
+		chain := rand.Text()
 		if attempt > 0 || (size >= resumeMin && !e.fresh) {
 			st, err := sc.Lstat(tmp)
 			if r.lost(gen, err) {
@@ -148,7 +151,7 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 				if good >= 0 {
 					n = min(n, good)
 				}
-				if ok, ph := j.verifyPrefix(tmp, f, n); ok {
+				if ok, ph := j.verifyPrefix(tmp, chain, f, n); ok {
 					off, h = n, ph
 				}
 			}
@@ -187,13 +190,15 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			// Segment by segment: the session host hashes each one
 			// while the next travels, so no whole-file hash waits at
 			// the end. A segment's writes are all acknowledged when
-			// ReadFromWithConcurrency returns.
+			// ReadFromWithConcurrency returns. Each check compares the
+			// running SHA-256 of the file so far (one hash per side,
+			// each byte hashed once: the chain).
 			for seg := off; seg < size && err == nil; seg += segment {
 				n := min(segment, size-seg)
-				hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, seg, n), h: h, seg: sha256.New(), c: cnt, pos: seg}
+				hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, seg, n), h: h, c: cnt, pos: seg}
 				rf.Seek(seg, io.SeekStart)
 				if _, err = rf.ReadFromWithConcurrency(hr, 0); err == nil {
-					checks = append(checks, j.checkSegment(tmp, seg, n, size, hex.EncodeToString(hr.seg.Sum(nil))))
+					checks = append(checks, j.checkSegment(f, tmp, chain, seg, n, size, hex.EncodeToString(h.Sum(nil))))
 				}
 			}
 		} else {
@@ -248,12 +253,21 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 const segment = 64 << 20
 
 // checkSegment asks the session host, in the background, for the SHA-256
-// of n bytes of tmp from off and compares it with sum. The last segment
-// must also end the file (size bytes).
-func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan error {
+// of the first off+n bytes of tmp, continuing the chain's running hash,
+// and compares it with sum, the local file's. The last segment must also
+// end the file (size bytes). A host that does not know chains answers
+// with the hash of the segment alone, which is then compared with the
+// local segment's, read again.
+func (j *job) checkSegment(f *os.File, tmp, chain string, off, n, size int64, sum string) <-chan error {
 	c := make(chan error, 1)
 	go func() {
-		got, err := j.r.hash(j.ctx, tmp, off, n)
+		got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Offset: off, Length: n, Chain: chain})
+		if err == nil && got.Error == "" && !got.Prefix {
+			var sh hash.Hash
+			if sh, err = hashSection(f, off, n); err == nil {
+				sum = hex.EncodeToString(sh.Sum(nil))
+			}
+		}
 		switch {
 		case err != nil:
 		case got.Error != "":
@@ -261,7 +275,7 @@ func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan er
 		case off+n == size && got.Size != size:
 			err = fmt.Errorf("%w: the host's copy has %d bytes, not %d; the destination was not changed", ErrChecksum, got.Size, size)
 		case got.SHA256 != sum:
-			err = fmt.Errorf("%w in bytes %d-%d: sent sha256 %s, the host has %s; the destination was not changed", ErrChecksum, off, off+n, sum, got.SHA256)
+			err = fmt.Errorf("%w in bytes 0-%d: sent sha256 %s, the host has %s; the destination was not changed", ErrChecksum, off+n, sum, got.SHA256)
 		}
 		c <- err
 	}()
@@ -270,8 +284,9 @@ func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan er
 
 // verifyPrefix reports whether the first n bytes of the session's tmp are
 // the first n bytes of local f (SHA-256 on both sides), and returns the
-// running hash of that prefix.
-func (j *job) verifyPrefix(tmp string, f *os.File, n int64) (bool, hash.Hash) {
+// running hash of that prefix. The host keeps its own under chain, for
+// the segment checks that follow.
+func (j *job) verifyPrefix(tmp, chain string, f *os.File, n int64) (bool, hash.Hash) {
 	if n <= 0 {
 		return false, nil
 	}
@@ -279,7 +294,7 @@ func (j *job) verifyPrefix(tmp string, f *os.File, n int64) (bool, hash.Hash) {
 	if err != nil {
 		return false, nil
 	}
-	got, err := j.r.hash(j.ctx, tmp, 0, n)
+	got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Length: n, Chain: chain})
 	if err != nil || got.Error != "" {
 		return false, nil
 	}
@@ -305,6 +320,18 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 	defer lf.Close()
 	cnt := &counter{fn: j.o.Progress}
 	defer cnt.set(size)
+	// The host hashes the source while it sends it, not after: the
+	// check's answer is there when the last byte is. A source that
+	// changes in between does not match what arrived, as it would not
+	// after.
+	var pre chan hashAnswer
+	if size >= batchMax {
+		pre = make(chan hashAnswer, 1)
+		go func() {
+			got, err := r.hash(ctx, e.src, 0, size)
+			pre <- hashAnswer{got, err}
+		}()
+	}
 	var h hash.Hash
 	for attempt := 0; ; attempt++ {
 		sc, gen := r.client()
@@ -356,7 +383,13 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 		}
 		break
 	}
-	return &landed{e: e, tmp: tmp, hashed: e.src, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: e.fi, cleanup: cleanup}, nil
+	return &landed{e: e, tmp: tmp, hashed: e.src, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: e.fi, cleanup: cleanup, pre: pre}, nil
+}
+
+// hashAnswer is a hash request's answer, for a channel.
+type hashAnswer struct {
+	res wire.HashResult
+	err error
 }
 
 // landed is a file whose bytes are in its temp file, to be checked against
@@ -373,7 +406,10 @@ type landed struct {
 	// verified: the host already checked every byte (segment by
 	// segment), no whole-file hash is asked for.
 	verified bool
-	cleanup  func()
+	// pre, when not nil, brings the host's hash of the source, asked
+	// for when the pull began.
+	pre     <-chan hashAnswer
+	cleanup func()
 }
 
 // check compares the host's hash with the client's; only equal ones are
