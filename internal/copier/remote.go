@@ -33,6 +33,7 @@ type remote struct {
 	scs        []*sftp.Client // every stream: pkg/sftp's server does one metadata op at a time per stream
 	next       int
 	streams    int           // how many streams to keep open (≥ 1)
+	packet     int           // the data of one SFTP write the host takes
 	dead       chan struct{} // closed when the first stream has ended
 	session    string        // filled from the first answer (temporary sessions)
 	temporary  bool
@@ -117,13 +118,16 @@ func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.On
 		return nil, resp, remoteErr(r.target, resp.Error)
 	}
 	opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true), sftp.MaxConcurrentRequestsPerFile(64)}
+	r.packet = 32 << 10
 	switch {
 	case resp.MaxPacket > 0:
 		// The host's server says what it reads and writes in one packet
 		// (fewer, larger packets: less work per byte in all three
 		// processes). Its 256 KiB message limit caps what it may say.
-		opts = append(opts, sftp.MaxPacketUnchecked(min(resp.MaxPacket, maxPacket)))
+		r.packet = min(resp.MaxPacket, maxPacket)
+		opts = append(opts, sftp.MaxPacketUnchecked(r.packet))
 	case r.push:
+		r.packet = 128 << 10
 		// An older host: its server takes writes up to its 256 KiB
 		// message limit, but answers reads with at most 32 KiB, and
 		// pkg/sftp's concurrent reads would leave a gap after each short
@@ -139,11 +143,12 @@ func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.On
 	return sc, resp, nil
 }
 
-// widen opens more streams, up to n, for a tree of many files.
+// widen opens more streams, up to n, for a tree of many files or a large
+// push.
 func (r *remote) widen(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.streams = n
+	r.streams = max(r.streams, n)
 	if r.conn == nil {
 		return
 	}
@@ -197,6 +202,17 @@ func (r *remote) client() (*sftp.Client, int) {
 	}
 	r.next++
 	return r.scs[r.next%len(r.scs)], r.gen
+}
+
+// all returns every stream of the current generation, its generation and
+// the data of one write.
+func (r *remote) all() ([]*sftp.Client, int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.scs) == 0 {
+		return []*sftp.Client{r.sc}, r.gen, r.packet
+	}
+	return append([]*sftp.Client(nil), r.scs...), r.gen, r.packet
 }
 
 // lost says whether err means generation gen's transport is gone (so the
@@ -301,6 +317,14 @@ func (r *remote) hash(ctx context.Context, p string, off, n int64) (wire.HashRes
 
 // hashFile is hash for any HashFile (a chain's check).
 func (r *remote) hashFile(ctx context.Context, f wire.HashFile) (wire.HashResult, error) {
+	c := r.ask(ctx, f)
+	<-c.done
+	return c.res, c.err
+}
+
+// ask queues f for the next hash request (requests keep the order of
+// the calls) and returns its call, done when answered.
+func (r *remote) ask(ctx context.Context, f wire.HashFile) *hashCall {
 	c := &hashCall{f: f, done: make(chan struct{})}
 	r.hmu.Lock()
 	r.hpending = append(r.hpending, c)
@@ -309,8 +333,7 @@ func (r *remote) hashFile(ctx context.Context, f wire.HashFile) (wire.HashResult
 		go r.hashLoop(ctx)
 	}
 	r.hmu.Unlock()
-	<-c.done
-	return c.res, c.err
+	return c
 }
 
 func (r *remote) hashLoop(ctx context.Context) {

@@ -13,6 +13,8 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/pkg/sftp"
@@ -184,32 +186,20 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			rf.Truncate(off)
 		}
 		rf.Seek(off, io.SeekStart)
-		var hr *hashingReader
 		checks = checks[:0]
+		var read, pos int64
 		if size-off >= 2*segment {
-			// Segment by segment: the session host hashes each one
-			// while the next travels, so no whole-file hash waits at
-			// the end. A segment's writes are all acknowledged when
-			// ReadFromWithConcurrency returns. Each check compares the
-			// running SHA-256 of the file so far (one hash per side,
-			// each byte hashed once: the chain).
-			for seg := off; seg < size && err == nil; seg += segment {
-				n := min(segment, size-seg)
-				hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, seg, n), h: h, c: cnt, pos: seg}
-				rf.Seek(seg, io.SeekStart)
-				if _, err = rf.ReadFromWithConcurrency(hr, 0); err == nil {
-					checks = append(checks, j.checkSegment(f, tmp, chain, seg, n, size, hex.EncodeToString(h.Sum(nil))))
-				}
-			}
+			read, pos, checks, err = j.sendParallel(f, tmp, chain, off, size, h, cnt)
 		} else {
-			hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
+			hr := &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
 			if size-off > 2*128<<10 {
 				_, err = rf.ReadFromWithConcurrency(hr, 0)
 			} else {
 				_, err = rf.ReadFrom(hr)
 			}
+			read = hr.pos
+			pos, _ = rf.Seek(0, io.SeekCurrent)
 		}
-		pos, _ := rf.Seek(0, io.SeekCurrent)
 		if cerr := rf.Close(); err == nil {
 			err = cerr
 		}
@@ -224,9 +214,9 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			cleanup()
 			return nil, fmt.Errorf("%s: write: %w; nothing was left behind", where(j.dst, e.dst), pathless(err))
 		}
-		if hr.pos != size {
+		if read != size {
 			cleanup()
-			return nil, fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, hr.pos, size)
+			return nil, fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, read, size)
 		}
 		break
 	}
@@ -252,16 +242,173 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 // segment is the unit a large push is checked in.
 const segment = 64 << 20
 
+// streamsPerPush SFTP streams (SSH channels) carry a large push, each
+// with writesPerStream writes in flight: x/crypto/ssh gives a channel a
+// 2 MiB window, which drains in a few milliseconds while the agent and
+// the session host wait for a core; one stream alone left the copy
+// waiting for window more than for CPU.
+const (
+	streamsPerPush  = 4
+	writesPerStream = 8
+)
+
+// sendParallel sends bytes [off, size) of f into tmp over every stream of
+// the connection: this goroutine reads f in order, hashing it into h and
+// counting it, and writers on the streams send its pieces at once. When
+// all writes of a segment are acknowledged, the segment is checked (in
+// order: the host's chain). It returns the bytes of f read, the bytes of
+// tmp known written (the whole segments before the first failed write),
+// the checks, and the first error.
+func (j *job) sendParallel(f *os.File, tmp, chain string, off, size int64, h hash.Hash, cnt *counter) (read, good int64, checks []<-chan error, err error) {
+	j.r.widen(streamsPerPush)
+	scs, _, chunk := j.r.all()
+	var files []*sftp.File
+	defer func() {
+		for _, hf := range files {
+			if cerr := hf.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}()
+	for _, sc := range scs {
+		hf, err := sc.OpenFile(tmp, os.O_WRONLY)
+		if err != nil {
+			return off, off, nil, err
+		}
+		files = append(files, hf)
+	}
+	ctx, cancel := context.WithCancel(j.ctx)
+	defer cancel()
+	var emu sync.Mutex
+	fail := func(e error) {
+		emu.Lock()
+		if err == nil {
+			err = e
+		}
+		emu.Unlock()
+		cancel()
+	}
+	nseg := int((size - off + segment - 1) / segment)
+	type segState struct {
+		wg     sync.WaitGroup
+		failed atomic.Bool
+		whole  bool // every piece was read and handed to a writer
+	}
+	segs := make([]segState, nseg)
+	type piece struct {
+		b   []byte
+		off int64
+		seg *segState
+	}
+	nw := len(files) * writesPerStream
+	work := make(chan piece)
+	free := make(chan []byte, nw+2)
+	for range nw + 2 {
+		free <- make([]byte, chunk)
+	}
+	var writers sync.WaitGroup
+	for i := range nw {
+		hf := files[i%len(files)]
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for p := range work {
+				if _, werr := hf.WriteAt(p.b, p.off); werr != nil {
+					p.seg.failed.Store(true)
+					fail(werr)
+				}
+				p.seg.wg.Done()
+				free <- p.b[:cap(p.b)]
+			}
+		}()
+	}
+	pos := off
+	prev := make(chan struct{}) // closed when the previous segment's check is queued
+	close(prev)
+reading:
+	for k := range segs {
+		sg := &segs[k]
+		start := off + int64(k)*segment
+		end := min(start+segment, size)
+		for pos < end {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				break reading
+			}
+			n, rerr := f.ReadAt(b[:min(int64(len(b)), end-pos)], pos)
+			if n > 0 {
+				h.Write(b[:n])
+				sg.wg.Add(1)
+				select {
+				case work <- piece{b[:n], pos, sg}:
+				case <-ctx.Done():
+					sg.wg.Done()
+					break reading
+				}
+				pos += int64(n)
+				cnt.set(pos)
+			}
+			if rerr == io.EOF {
+				break reading // shorter than it was: the caller says so
+			}
+			if rerr != nil {
+				fail(fmt.Errorf("read %s: %w", f.Name(), rerr))
+				break reading
+			}
+		}
+		sg.whole = true
+		sum := hex.EncodeToString(h.Sum(nil))
+		wait, next := prev, make(chan struct{})
+		prev = next
+		res := make(chan error, 1)
+		checks = append(checks, res)
+		go func() {
+			sg.wg.Wait()
+			<-wait
+			// j.ctx, not ctx: ctx ends when sendParallel returns,
+			// which may be before the last segments are checked.
+			if sg.failed.Load() || j.ctx.Err() != nil {
+				close(next)
+				res <- errors.New("not sent")
+				return
+			}
+			c := j.checkSegment(f, tmp, chain, start, end-start, size, sum)
+			close(next)
+			res <- <-c
+		}()
+	}
+	close(work)
+	writers.Wait()
+	if cerr := j.ctx.Err(); cerr != nil {
+		fail(cerr)
+	}
+	good = off
+	for k := range segs {
+		if !segs[k].whole || segs[k].failed.Load() {
+			break
+		}
+		good = min(off+int64(k+1)*segment, size)
+	}
+	emu.Lock()
+	defer emu.Unlock()
+	return pos, good, checks, err
+}
+
 // checkSegment asks the session host, in the background, for the SHA-256
 // of the first off+n bytes of tmp, continuing the chain's running hash,
 // and compares it with sum, the local file's. The last segment must also
 // end the file (size bytes). A host that does not know chains answers
 // with the hash of the segment alone, which is then compared with the
-// local segment's, read again.
+// local segment's, read again. The request is queued before it returns,
+// so checks go to the host in the order they are made.
 func (j *job) checkSegment(f *os.File, tmp, chain string, off, n, size int64, sum string) <-chan error {
 	c := make(chan error, 1)
+	call := j.r.ask(j.ctx, wire.HashFile{Path: tmp, Offset: off, Length: n, Chain: chain})
 	go func() {
-		got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Offset: off, Length: n, Chain: chain})
+		<-call.done
+		got, err := call.res, call.err
 		if err == nil && got.Error == "" && !got.Prefix {
 			var sh hash.Hash
 			if sh, err = hashSection(f, off, n); err == nil {
