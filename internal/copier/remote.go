@@ -13,6 +13,7 @@ import (
 	"github.com/pkg/sftp"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/sftpserve"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -34,6 +35,7 @@ type remote struct {
 	next       int
 	streams    int           // how many streams to keep open (≥ 1)
 	packet     int           // the data of one SFTP write the host takes
+	algo       string        // the checksum: sftpserve.HashXXH128 when the host offers it
 	dead       chan struct{} // closed when the first stream has ended
 	session    string        // filled from the first answer (temporary sessions)
 	temporary  bool
@@ -54,7 +56,7 @@ const maxPacket = 255 << 10
 // was left as it was.
 var ErrChanged = errors.New("changed while it was copied")
 
-// ErrChecksum is a copy whose SHA-256 on the two sides differs.
+// ErrChecksum is a copy whose checksum on the two sides differs.
 var ErrChecksum = errors.New("checksum mismatch")
 
 func newRemote(d *client.Dialer, t client.Target, o *Options, push bool) *remote {
@@ -92,6 +94,9 @@ func (r *remote) open(ctx context.Context) error {
 	}
 	if r.cwd == "" { // relative paths mean the directory of the first answer
 		r.cwd, r.home = resp.Cwd, resp.Home
+		if resp.Hash == sftpserve.HashXXH128 {
+			r.algo = sftpserve.HashXXH128
+		}
 		r.created = -1
 		if m, err := strconv.ParseUint(resp.Umask, 8, 32); err == nil && resp.Umask != "" {
 			r.created = int(0o644 &^ m)
@@ -308,11 +313,11 @@ type hashCall struct {
 	done chan struct{}
 }
 
-// hash asks the session host for the SHA-256 of n bytes of p from off.
+// hash asks the session host for the checksum of n bytes of p from off.
 // Calls made while one is in flight go together in the next request, so
 // a tree of small files costs a few round trips, not one per file.
 func (r *remote) hash(ctx context.Context, p string, off, n int64) (wire.HashResult, error) {
-	return r.hashFile(ctx, wire.HashFile{Path: p, Offset: off, Length: n})
+	return r.hashFile(ctx, wire.HashFile{Path: p, Offset: off, Length: n, Algo: r.algo})
 }
 
 // hashFile is hash for any HashFile (a chain's check).

@@ -19,6 +19,7 @@ import (
 
 	"github.com/pkg/sftp"
 
+	"github.com/tether-sh/tether/internal/sftpserve"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -95,12 +96,33 @@ func (h *hashingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// algo is the copy's checksum (sftpserve.HashSHA256 or HashXXH128): the
+// fast one when the host offers it.
+func (j *job) algo() string {
+	if j.r == nil {
+		return sftpserve.HashSHA256
+	}
+	return j.r.algo
+}
+
+// newHash is a new hash of the copy's checksum.
+func (j *job) newHash() hash.Hash { return sftpserve.NewHash(j.algo()) }
+
+// sumOf is the host's answer in the copy's checksum (older hosts: SHA-256
+// only, in its own field).
+func (j *job) sumOf(got wire.HashResult) string {
+	if j.algo() == sftpserve.HashSHA256 && got.Sum == "" {
+		return got.SHA256
+	}
+	return got.Sum
+}
+
 // hashPrefix hashes the first n bytes of r into a new hash.
-func hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) { return hashSection(r, 0, n) }
+func (j *job) hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) { return j.hashSection(r, 0, n) }
 
 // hashSection hashes n bytes of r from off into a new hash.
-func hashSection(r io.ReaderAt, off, n int64) (hash.Hash, error) {
-	h := sha256.New()
+func (j *job) hashSection(r io.ReaderAt, off, n int64) (hash.Hash, error) {
+	h := j.newHash()
 	if _, err := io.Copy(h, io.NewSectionReader(r, off, n)); err != nil {
 		return nil, err
 	}
@@ -136,7 +158,7 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 	for attempt := 0; ; attempt++ {
 		sc, gen := r.client()
 		off := int64(0)
-		h = sha256.New()
+		h = j.newHash()
 		// The host's running hash of this attempt's tmp: each segment's
 		// check hashes only that segment on both sides.
 		chain := rand.Text()
@@ -405,13 +427,13 @@ reading:
 // so checks go to the host in the order they are made.
 func (j *job) checkSegment(f *os.File, tmp, chain string, off, n, size int64, sum string) <-chan error {
 	c := make(chan error, 1)
-	call := j.r.ask(j.ctx, wire.HashFile{Path: tmp, Offset: off, Length: n, Chain: chain})
+	call := j.r.ask(j.ctx, wire.HashFile{Path: tmp, Offset: off, Length: n, Chain: chain, Algo: j.algo()})
 	go func() {
 		<-call.done
 		got, err := call.res, call.err
 		if err == nil && got.Error == "" && !got.Prefix {
 			var sh hash.Hash
-			if sh, err = hashSection(f, off, n); err == nil {
+			if sh, err = j.hashSection(f, off, n); err == nil {
 				sum = hex.EncodeToString(sh.Sum(nil))
 			}
 		}
@@ -421,8 +443,8 @@ func (j *job) checkSegment(f *os.File, tmp, chain string, off, n, size int64, su
 			err = errors.New(got.Error)
 		case off+n == size && got.Size != size:
 			err = fmt.Errorf("%w: the host's copy has %d bytes, not %d; the destination was not changed", ErrChecksum, got.Size, size)
-		case got.SHA256 != sum:
-			err = fmt.Errorf("%w in bytes 0-%d: sent sha256 %s, the host has %s; the destination was not changed", ErrChecksum, off+n, sum, got.SHA256)
+		case j.sumOf(got) != sum:
+			err = fmt.Errorf("%w in bytes 0-%d: sent %s %s, the host has %s; the destination was not changed", ErrChecksum, off+n, sftpserve.HashName(j.algo()), sum, j.sumOf(got))
 		}
 		c <- err
 	}()
@@ -437,15 +459,15 @@ func (j *job) verifyPrefix(tmp, chain string, f *os.File, n int64) (bool, hash.H
 	if n <= 0 {
 		return false, nil
 	}
-	ph, err := hashPrefix(f, n)
+	ph, err := j.hashPrefix(f, n)
 	if err != nil {
 		return false, nil
 	}
-	got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Length: n, Chain: chain})
+	got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Length: n, Chain: chain, Algo: j.algo()})
 	if err != nil || got.Error != "" {
 		return false, nil
 	}
-	return got.SHA256 == hex.EncodeToString(cloneSum(ph)), ph
+	return j.sumOf(got) == hex.EncodeToString(cloneSum(ph)), ph
 }
 
 // cloneSum is h's sum so far, leaving h to go on (Sum appends, it does not
@@ -483,12 +505,12 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 	for attempt := 0; ; attempt++ {
 		sc, gen := r.client()
 		off := int64(0)
-		h = sha256.New()
+		h = j.newHash()
 		if st, err := lf.Stat(); err == nil && st.Size() > 0 && (attempt > 0 || size >= resumeMin) {
 			n := min(st.Size(), size)
-			if ph, err := hashPrefix(lf, n); err == nil {
+			if ph, err := j.hashPrefix(lf, n); err == nil {
 				got, err := r.hash(ctx, e.src, 0, n)
-				if err == nil && got.Error == "" && got.SHA256 == hex.EncodeToString(ph.Sum(nil)) {
+				if err == nil && got.Error == "" && j.sumOf(got) == hex.EncodeToString(ph.Sum(nil)) {
 					off, h = n, ph
 				}
 			}
@@ -570,14 +592,20 @@ func (j *job) check(l *landed, got wire.HashResult, err error, res *FileResult) 
 		l.cleanup()
 		return fmt.Errorf("%s: checksum: %w", where(j.dst, e.dst), err)
 	}
-	if got.SHA256 != l.sum || got.Size != l.size {
+	name := sftpserve.HashName(j.algo())
+	if j.sumOf(got) != l.sum || got.Size != l.size {
 		l.cleanup()
 		if j.push {
-			return fmt.Errorf("%s: %w: sent sha256 %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, l.sum, got.SHA256, got.Size)
+			return fmt.Errorf("%s: %w: sent %s %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, name, l.sum, j.sumOf(got), got.Size)
 		}
-		return fmt.Errorf("%s: %w (now %d bytes, sha256 %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, got.SHA256, l.sum, e.dst)
+		return fmt.Errorf("%s: %w (now %d bytes, %s %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, name, j.sumOf(got), l.sum, e.dst)
 	}
-	res.SHA256, res.Bytes = l.sum, l.size
+	res.Bytes = l.size
+	if j.algo() == sftpserve.HashSHA256 {
+		res.SHA256 = l.sum
+	} else {
+		res.XXH128 = l.sum
+	}
 	return j.finish(e, l.tmp, l.fi, l.created, l.cleanup)
 }
 

@@ -1,7 +1,6 @@
 package sessionhost
 
 import (
-	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
 	"hash"
@@ -73,7 +72,7 @@ func (h *Host) opSftp(nc net.Conn, c *wire.Conn, req *wire.Request) {
 	if home == "" {
 		home, _ = os.UserHomeDir()
 	}
-	if err := c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cwd: dir, Home: home, Umask: umask(), MaxPacket: sftpserve.MaxPacket}); err != nil {
+	if err := c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cwd: dir, Home: home, Umask: umask(), MaxPacket: sftpserve.MaxPacket, Hash: sftpserve.HashXXH128}); err != nil {
 		return
 	}
 	// Bytes the client sent after its request may already sit in c's
@@ -165,7 +164,7 @@ var chains = struct {
 // an abandoned one (a client gone) is dropped when the map is full.
 const maxChains = 64
 
-type chainKey struct{ chain, path string }
+type chainKey struct{ chain, path, algo string }
 
 type chainState struct {
 	h        hash.Hash
@@ -202,6 +201,9 @@ func hashFile(f wire.HashFile) wire.HashResult {
 	if !filepath.IsAbs(f.Path) || f.Length < 0 || f.Offset < 0 {
 		return wire.HashResult{Error: fmt.Sprintf("hash %q: want an absolute path, and an offset and a length of 0 or more", f.Path)}
 	}
+	if sftpserve.NewHash(f.Algo) == nil {
+		return wire.HashResult{Error: fmt.Sprintf("hash %q: no checksum %q here; this host speaks sha256 and %s", f.Path, f.Algo, sftpserve.HashXXH128)}
+	}
 	// O_NONBLOCK: a FIFO put where a file was must not hang the host.
 	fd, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
@@ -218,7 +220,7 @@ func hashFile(f wire.HashFile) wire.HashResult {
 	if f.Chain != "" {
 		return hashChained(fd, fi, f)
 	}
-	sum := sha256.New()
+	sum := sftpserve.NewHash(f.Algo)
 	n, err := io.Copy(sum, io.NewSectionReader(fd, f.Offset, f.Length))
 	if err != nil {
 		return wire.HashResult{Error: fmt.Sprintf("read %s: %v", f.Path, err)}
@@ -226,7 +228,17 @@ func hashFile(f wire.HashFile) wire.HashResult {
 	if n < f.Length {
 		return wire.HashResult{Size: fi.Size(), Error: fmt.Sprintf("%s has %d bytes from offset %d, fewer than the %d asked for", f.Path, n, f.Offset, f.Length)}
 	}
-	return wire.HashResult{SHA256: hex.EncodeToString(sum.Sum(nil)), Size: fi.Size()}
+	return result(f.Algo, hex.EncodeToString(sum.Sum(nil)), fi.Size(), false)
+}
+
+// result is an answer in sum: as Sum, and as SHA256 too for SHA-256 (what
+// older clients read).
+func result(algo, sum string, size int64, prefix bool) wire.HashResult {
+	r := wire.HashResult{Sum: sum, Size: size, Prefix: prefix}
+	if algo == sftpserve.HashSHA256 {
+		r.SHA256 = sum
+	}
+	return r
 }
 
 // hashChained answers a Chain request: the SHA-256 of the first
@@ -237,10 +249,10 @@ func hashChained(fd *os.File, fi os.FileInfo, f wire.HashFile) wire.HashResult {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
 		dev, ino = uint64(st.Dev), st.Ino
 	}
-	k := chainKey{f.Chain, f.Path}
+	k := chainKey{f.Chain, f.Path, f.Algo}
 	st := takeChain(k, f.Offset, dev, ino)
 	if st == nil {
-		st = &chainState{h: sha256.New(), dev: dev, ino: ino}
+		st = &chainState{h: sftpserve.NewHash(f.Algo), dev: dev, ino: ino}
 	}
 	end := f.Offset + f.Length
 	n, err := io.Copy(st.h, io.NewSectionReader(fd, st.off, end-st.off))
@@ -253,5 +265,5 @@ func hashChained(fd *os.File, fi os.FileInfo, f wire.HashFile) wire.HashResult {
 	st.off = end
 	sum := hex.EncodeToString(st.h.Sum(nil))
 	putChain(k, st)
-	return wire.HashResult{SHA256: sum, Size: fi.Size(), Prefix: true}
+	return result(f.Algo, sum, fi.Size(), true)
 }

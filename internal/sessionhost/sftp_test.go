@@ -9,6 +9,9 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/zeebo/xxh3"
+
+	"github.com/tether-sh/tether/internal/sftpserve"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -99,5 +102,30 @@ func TestHashChain(t *testing.T) {
 	}
 	if got := hashFile(wire.HashFile{Path: p, Offset: 15, Length: 10, Chain: "c3"}); !strings.Contains(got.Error, "fewer than the 25") {
 		t.Fatalf("past the end: %+v, want an error", got)
+	}
+}
+
+// TestHashAlgos: the hash op answers in the checksum asked for — SHA-256
+// by default (in sha256, as older clients read it, and sum), XXH3-128
+// when asked (sum only), chains too — and refuses a name it does not know.
+func TestHashAlgos(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	data := []byte("hello world")
+	os.WriteFile(p, data, 0o644)
+	s := sha256.Sum256(data)
+	if got := hashFile(wire.HashFile{Path: p, Length: 11}); got.SHA256 != hex.EncodeToString(s[:]) || got.Sum != got.SHA256 {
+		t.Fatalf("default: %+v, want sha256 %x in both fields", got, s)
+	}
+	x := xxh3.Hash128(data).Bytes()
+	want := hex.EncodeToString(x[:])
+	if got := hashFile(wire.HashFile{Path: p, Length: 11, Algo: sftpserve.HashXXH128}); got.Sum != want || got.SHA256 != "" {
+		t.Fatalf("xxh128: %+v, want sum %s and no sha256", got, want)
+	}
+	hashFile(wire.HashFile{Path: p, Length: 5, Algo: sftpserve.HashXXH128, Chain: "x"})
+	if got := hashFile(wire.HashFile{Path: p, Offset: 5, Length: 6, Algo: sftpserve.HashXXH128, Chain: "x"}); got.Sum != want || !got.Prefix {
+		t.Fatalf("xxh128 chain: %+v, want the whole file's %s", got, want)
+	}
+	if got := hashFile(wire.HashFile{Path: p, Length: 11, Algo: "md5"}); !strings.Contains(got.Error, `no checksum "md5"`) {
+		t.Fatalf("md5: %+v, want a refusal naming it", got)
 	}
 }

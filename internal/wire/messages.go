@@ -144,6 +144,9 @@ type Response struct {
 	// MaxPacket: the bytes its SFTP server reads or writes in one packet
 	// (0: pkg/sftp's default, reads answered with at most 32 KiB).
 	MaxPacket int `json:"max_packet,omitempty"`
+	// Hash: the checksum its hash op also speaks besides SHA-256
+	// (HashFile.Algo), "" none.
+	Hash string `json:"hash,omitempty"`
 	// hash: one result per Request.Files, in order.
 	Hashes []HashResult `json:"hashes,omitempty"`
 }
@@ -161,13 +164,16 @@ type HashFile struct {
 	Offset int64  `json:"offset,omitempty"`
 	Length int64  `json:"length"`
 	Chain  string `json:"chain,omitempty"`
+	// Algo: "" SHA-256, or one the host offers (Response.Hash).
+	Algo string `json:"algo,omitempty"`
 }
 
 // HashResult is a HashFile's answer: SHA256 (hex), or Error naming the
 // path and what was wrong.
 type HashResult struct {
 	SHA256 string `json:"sha256,omitempty"`
-	Size   int64  `json:"size"` // the file's size when it was hashed
+	Sum    string `json:"sum,omitempty"` // hex, of the Algo asked for (SHA-256 too, from hosts that know Algo)
+	Size   int64  `json:"size"`          // the file's size when it was hashed
 	Error  string `json:"error,omitempty"`
 	// Prefix: SHA256 is of the first Offset+Length bytes (a Chain
 	// request answered by a host that knows chains; older hosts answer
