@@ -12,9 +12,10 @@ import (
 )
 
 // figCp is `tether cp` against scp (OpenSSH 9: SFTP underneath) to the
-// private sshd with aes128-gcm: one large file, and a tree of 2,000 small
-// files (-r), rsync -a noted beside it. Both write to a fresh directory on
-// the same machine; rates are of the whole command (a fresh CLI each).
+// private sshd with aes128-gcm: one large file each way (to the session
+// or host, and from it), and a tree of 2,000 small files (-r), rsync -a
+// noted beside it. All write to a fresh directory on the same machine;
+// rates are of the whole command (a fresh CLI each).
 func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 	const fig = "8. tether cp vs scp"
 	fmt.Fprintln(os.Stderr, "figure 8: cp")
@@ -33,6 +34,7 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 		return err
 	}
 	defer os.RemoveAll(src)
+	os.Chmod(src, 0o755) // the pulls read big.bin: scp as the sshd's user
 	big := filepath.Join(src, "big.bin")
 	if out, err := exec.Command("head", "-c", strconv.FormatInt(size, 10), "/dev/urandom").Output(); err != nil {
 		return err
@@ -58,8 +60,11 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 		uid, _ := strconv.Atoi(u.Uid)
 		os.Chown(dst, uid, -1)
 	}
+	var last string
 	fresh := func() string {
+		os.RemoveAll(last) // the previous run's copy: 1 GiB each, a dozen of them
 		d, _ := os.MkdirTemp(dst, "run")
+		last = d
 		os.Chmod(d, 0o777)
 		return d
 	}
@@ -104,6 +109,9 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 		{name: "tether cp -r 2,000 small files to a session", unit: "files/s", rate: fps,
 			run: func() *exec.Cmd { return b.tetherCmd(ctx, "cp", "-r", tree, sess[0]+":"+fresh()+"/") }},
 	}
+	pull := &tool{name: "tether cp " + label + " from a session", unit: "MiB/s", rate: mibs,
+		run: func() *exec.Cmd { return b.tetherCmd(ctx, "cp", sess[0]+":"+big, fresh()+"/") }}
+	tools = append(tools, pull)
 	if sshd != nil {
 		scp := func(args ...string) *exec.Cmd {
 			base := []string{"-F", "/dev/null", "-o", "UserKnownHostsFile=" + sshd.knownHosts, "-o", "StrictHostKeyChecking=no",
@@ -118,7 +126,9 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 			&tool{name: "scp " + label + ", aes128-gcm@openssh.com", unit: "MiB/s", rate: mibs,
 				run: func() *exec.Cmd { return scp(big, at+fresh()+"/") }},
 			&tool{name: "scp -r 2,000 small files, aes128-gcm@openssh.com", unit: "files/s", rate: fps,
-				run: func() *exec.Cmd { return scp("-r", tree, at+fresh()+"/") }})
+				run: func() *exec.Cmd { return scp("-r", tree, at+fresh()+"/") }},
+			&tool{name: "scp " + label + " from the host, aes128-gcm@openssh.com", unit: "MiB/s", rate: mibs,
+				run: func() *exec.Cmd { return scp(at+big, fresh()+"/") }})
 		if _, err := exec.LookPath("rsync"); err == nil {
 			sa := sshd.sshArgs("-c", "aes128-gcm@openssh.com")
 			ssh := "ssh " + shellJoin(sa[:len(sa)-1]) // without the host: rsync adds it
@@ -145,8 +155,9 @@ func (b *bench) figCp(r *results, cfg config, sshd *sshdProc) error {
 		rows[t.name] = x
 	}
 	if sshd != nil {
-		r.ratio(rows[tools[0].name], tools[2].name)
-		r.ratio(rows[tools[1].name], tools[3].name)
+		r.ratio(rows[tools[0].name], tools[3].name)
+		r.ratio(rows[tools[1].name], tools[4].name)
+		r.ratio(rows[pull.name], tools[5].name)
 	}
 	a.stop()
 	return nil

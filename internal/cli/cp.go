@@ -61,14 +61,15 @@ keeps modification times and modes; DEST's parent must exist unless
 --throttle at once). Several targets as the source: DEST/TARGET/... for each.
 
 Every file is written under a temporary name next to its destination and
-renamed into place only when its SHA-256 on the session's side equals the
-source's; a failed file leaves nothing behind and the destination as it was.
-If the connection breaks, cp reconnects for up to --reconnect-timeout and
-each file goes on from what already arrived (checked by SHA-256).
+renamed into place only when its checksum on the session's side equals the
+source's (XXH3-128; SHA-256 with hosts of older versions); a failed file
+leaves nothing behind and the destination as it was. If the connection
+breaks, cp reconnects for up to --reconnect-timeout and each file goes on
+from what already arrived (checked the same way).
 
 A progress bar (bytes, rate, ETA) shows on a terminal. --json prints one
-JSON object per file ({"target","source","dest","type","bytes","sha256",
-"resumed_bytes","error"}) and per target ({"target","files","bytes",
+JSON object per file ({"target","source","dest","type","bytes","xxh128"
+or "sha256","resumed_bytes","error"}) and per target ({"target","files","bytes",
 "error","duration_ms"}), then a summary with several targets.`,
 		Args: cobra.MinimumNArgs(2),
 		RunE: func(cmd *cobra.Command, args []string) error {

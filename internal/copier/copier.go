@@ -64,7 +64,8 @@ type FileResult struct {
 	Dest    string `json:"dest"`
 	Type    string `json:"type"` // file, dir, symlink
 	Bytes   int64  `json:"bytes"`
-	SHA256  string `json:"sha256,omitempty"`
+	SHA256  string `json:"sha256,omitempty"`        // the checksum: SHA-256 against older hosts,
+	XXH128  string `json:"xxh128,omitempty"`        // else XXH3-128 (sftpserve.HashXXH128)
 	Resumed int64  `json:"resumed_bytes,omitempty"` // bytes not sent again after a cut
 	Err     error  `json:"-"`
 }
@@ -366,10 +367,16 @@ func (j *job) copyFile(e *entry) *pendingFile {
 		return &pendingFile{l: l, res: res}
 	}
 	if l.verified {
-		j.done(l, wire.HashResult{SHA256: l.sum, Size: l.size}, nil, res)
+		j.done(l, wire.HashResult{SHA256: l.sum, Sum: l.sum, Size: l.size}, nil, res)
 		return nil
 	}
-	got, err := j.r.hash(j.ctx, l.hashed, 0, l.size)
+	var got wire.HashResult
+	if l.pre != nil {
+		a := <-l.pre
+		got, err = a.res, a.err
+	} else {
+		got, err = j.r.hash(j.ctx, l.hashed, 0, l.size)
+	}
 	j.done(l, got, err, res)
 	return nil
 }
@@ -413,7 +420,7 @@ func (j *job) checkBatch(pend []*pendingFile, workers int) {
 		pend = pend[len(chunk):]
 		files := make([]wire.HashFile, len(chunk))
 		for i, p := range chunk {
-			files[i] = wire.HashFile{Path: p.l.hashed, Length: p.l.size}
+			files[i] = wire.HashFile{Path: p.l.hashed, Length: p.l.size, Algo: j.algo()}
 		}
 		got, err := j.r.hashBatch(j.ctx, files)
 		client.Each(len(chunk), workers, func(i int) {

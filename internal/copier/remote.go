@@ -13,6 +13,7 @@ import (
 	"github.com/pkg/sftp"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/sftpserve"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -33,6 +34,8 @@ type remote struct {
 	scs        []*sftp.Client // every stream: pkg/sftp's server does one metadata op at a time per stream
 	next       int
 	streams    int           // how many streams to keep open (≥ 1)
+	packet     int           // the data of one SFTP write the host takes
+	algo       string        // the checksum: sftpserve.HashXXH128 when the host offers it
 	dead       chan struct{} // closed when the first stream has ended
 	session    string        // filled from the first answer (temporary sessions)
 	temporary  bool
@@ -45,11 +48,15 @@ type remote struct {
 	hrunning bool
 }
 
+// maxPacket bounds the SFTP packet a host may ask for: pkg/sftp's 256 KiB
+// message limit (both ends) less room for the header.
+const maxPacket = 255 << 10
+
 // ErrChanged is a source that changed while it was copied; the destination
 // was left as it was.
 var ErrChanged = errors.New("changed while it was copied")
 
-// ErrChecksum is a copy whose SHA-256 on the two sides differs.
+// ErrChecksum is a copy whose checksum on the two sides differs.
 var ErrChecksum = errors.New("checksum mismatch")
 
 func newRemote(d *client.Dialer, t client.Target, o *Options, push bool) *remote {
@@ -87,6 +94,9 @@ func (r *remote) open(ctx context.Context) error {
 	}
 	if r.cwd == "" { // relative paths mean the directory of the first answer
 		r.cwd, r.home = resp.Cwd, resp.Home
+		if resp.Hash == sftpserve.HashXXH128 {
+			r.algo = sftpserve.HashXXH128
+		}
 		r.created = -1
 		if m, err := strconv.ParseUint(resp.Umask, 8, 32); err == nil && resp.Umask != "" {
 			r.created = int(0o644 &^ m)
@@ -113,9 +123,20 @@ func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.On
 		return nil, resp, remoteErr(r.target, resp.Error)
 	}
 	opts := []sftp.ClientOption{sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true), sftp.MaxConcurrentRequestsPerFile(64)}
-	if r.push {
-		// The server takes writes up to its 256 KiB message limit; it
-		// answers reads with at most 32 KiB, so pulls keep the default.
+	r.packet = 32 << 10
+	switch {
+	case resp.MaxPacket > 0:
+		// The host's server says what it reads and writes in one packet
+		// (fewer, larger packets: less work per byte in all three
+		// processes). Its 256 KiB message limit caps what it may say.
+		r.packet = min(resp.MaxPacket, maxPacket)
+		opts = append(opts, sftp.MaxPacketUnchecked(r.packet))
+	case r.push:
+		r.packet = 128 << 10
+		// An older host: its server takes writes up to its 256 KiB
+		// message limit, but answers reads with at most 32 KiB, and
+		// pkg/sftp's concurrent reads would leave a gap after each short
+		// answer, so pulls keep the default.
 		opts = append(opts, sftp.MaxPacketUnchecked(128<<10))
 	}
 	sc, err := sftp.NewClientPipe(wc.Reader(), ch, opts...)
@@ -127,11 +148,12 @@ func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.On
 	return sc, resp, nil
 }
 
-// widen opens more streams, up to n, for a tree of many files.
+// widen opens more streams, up to n, for a tree of many files or a large
+// push.
 func (r *remote) widen(n int) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.streams = n
+	r.streams = max(r.streams, n)
 	if r.conn == nil {
 		return
 	}
@@ -185,6 +207,17 @@ func (r *remote) client() (*sftp.Client, int) {
 	}
 	r.next++
 	return r.scs[r.next%len(r.scs)], r.gen
+}
+
+// all returns every stream of the current generation, its generation and
+// the data of one write.
+func (r *remote) all() ([]*sftp.Client, int, int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.scs) == 0 {
+		return []*sftp.Client{r.sc}, r.gen, r.packet
+	}
+	return append([]*sftp.Client(nil), r.scs...), r.gen, r.packet
 }
 
 // lost says whether err means generation gen's transport is gone (so the
@@ -280,11 +313,24 @@ type hashCall struct {
 	done chan struct{}
 }
 
-// hash asks the session host for the SHA-256 of n bytes of p from off.
+// hash asks the session host for the checksum of n bytes of p from off.
 // Calls made while one is in flight go together in the next request, so
 // a tree of small files costs a few round trips, not one per file.
 func (r *remote) hash(ctx context.Context, p string, off, n int64) (wire.HashResult, error) {
-	c := &hashCall{f: wire.HashFile{Path: p, Offset: off, Length: n}, done: make(chan struct{})}
+	return r.hashFile(ctx, wire.HashFile{Path: p, Offset: off, Length: n, Algo: r.algo})
+}
+
+// hashFile is hash for any HashFile (a chain's check).
+func (r *remote) hashFile(ctx context.Context, f wire.HashFile) (wire.HashResult, error) {
+	c := r.ask(ctx, f)
+	<-c.done
+	return c.res, c.err
+}
+
+// ask queues f for the next hash request (requests keep the order of
+// the calls) and returns its call, done when answered.
+func (r *remote) ask(ctx context.Context, f wire.HashFile) *hashCall {
+	c := &hashCall{f: f, done: make(chan struct{})}
 	r.hmu.Lock()
 	r.hpending = append(r.hpending, c)
 	if !r.hrunning {
@@ -292,8 +338,7 @@ func (r *remote) hash(ctx context.Context, p string, off, n int64) (wire.HashRes
 		go r.hashLoop(ctx)
 	}
 	r.hmu.Unlock()
-	<-c.done
-	return c.res, c.err
+	return c
 }
 
 func (r *remote) hashLoop(ctx context.Context) {

@@ -2,6 +2,7 @@ package copier
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -12,10 +13,13 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/pkg/sftp"
 
+	"github.com/tether-sh/tether/internal/sftpserve"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -54,7 +58,6 @@ type hashingReader struct {
 	ctx context.Context // an interrupted copy stops at the next read
 	r   io.Reader
 	h   hash.Hash
-	seg hash.Hash // the segment's own hash, when not nil
 	c   *counter
 	pos int64
 }
@@ -66,9 +69,6 @@ func (h *hashingReader) Read(b []byte) (int, error) {
 	n, err := h.r.Read(b)
 	if n > 0 {
 		h.h.Write(b[:n])
-		if h.seg != nil {
-			h.seg.Write(b[:n])
-		}
 		h.pos += int64(n)
 		h.c.set(h.pos)
 	}
@@ -96,10 +96,34 @@ func (h *hashingWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+// algo is the copy's checksum (sftpserve.HashSHA256 or HashXXH128): the
+// fast one when the host offers it.
+func (j *job) algo() string {
+	if j.r == nil {
+		return sftpserve.HashSHA256
+	}
+	return j.r.algo
+}
+
+// newHash is a new hash of the copy's checksum.
+func (j *job) newHash() hash.Hash { return sftpserve.NewHash(j.algo()) }
+
+// sumOf is the host's answer in the copy's checksum (older hosts: SHA-256
+// only, in its own field).
+func (j *job) sumOf(got wire.HashResult) string {
+	if j.algo() == sftpserve.HashSHA256 && got.Sum == "" {
+		return got.SHA256
+	}
+	return got.Sum
+}
+
 // hashPrefix hashes the first n bytes of r into a new hash.
-func hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) {
-	h := sha256.New()
-	if _, err := io.Copy(h, io.NewSectionReader(r, 0, n)); err != nil {
+func (j *job) hashPrefix(r io.ReaderAt, n int64) (hash.Hash, error) { return j.hashSection(r, 0, n) }
+
+// hashSection hashes n bytes of r from off into a new hash.
+func (j *job) hashSection(r io.ReaderAt, off, n int64) (hash.Hash, error) {
+	h := j.newHash()
+	if _, err := io.Copy(h, io.NewSectionReader(r, off, n)); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -134,7 +158,10 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 	for attempt := 0; ; attempt++ {
 		sc, gen := r.client()
 		off := int64(0)
-		h = sha256.New()
+		h = j.newHash()
+		// The host's running hash of this attempt's tmp: each segment's
+		// check hashes only that segment on both sides.
+		chain := rand.Text()
 		if attempt > 0 || (size >= resumeMin && !e.fresh) {
 			st, err := sc.Lstat(tmp)
 			if r.lost(gen, err) {
@@ -148,7 +175,7 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 				if good >= 0 {
 					n = min(n, good)
 				}
-				if ok, ph := j.verifyPrefix(tmp, f, n); ok {
+				if ok, ph := j.verifyPrefix(tmp, chain, f, n); ok {
 					off, h = n, ph
 				}
 			}
@@ -181,30 +208,20 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			rf.Truncate(off)
 		}
 		rf.Seek(off, io.SeekStart)
-		var hr *hashingReader
 		checks = checks[:0]
+		var read, pos int64
 		if size-off >= 2*segment {
-			// Segment by segment: the session host hashes each one
-			// while the next travels, so no whole-file hash waits at
-			// the end. A segment's writes are all acknowledged when
-			// ReadFromWithConcurrency returns.
-			for seg := off; seg < size && err == nil; seg += segment {
-				n := min(segment, size-seg)
-				hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, seg, n), h: h, seg: sha256.New(), c: cnt, pos: seg}
-				rf.Seek(seg, io.SeekStart)
-				if _, err = rf.ReadFromWithConcurrency(hr, 0); err == nil {
-					checks = append(checks, j.checkSegment(tmp, seg, n, size, hex.EncodeToString(hr.seg.Sum(nil))))
-				}
-			}
+			read, pos, checks, err = j.sendParallel(f, tmp, chain, off, size, h, cnt)
 		} else {
-			hr = &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
+			hr := &hashingReader{ctx: ctx, r: io.NewSectionReader(f, off, size-off), h: h, c: cnt, pos: off}
 			if size-off > 2*128<<10 {
 				_, err = rf.ReadFromWithConcurrency(hr, 0)
 			} else {
 				_, err = rf.ReadFrom(hr)
 			}
+			read = hr.pos
+			pos, _ = rf.Seek(0, io.SeekCurrent)
 		}
-		pos, _ := rf.Seek(0, io.SeekCurrent)
 		if cerr := rf.Close(); err == nil {
 			err = cerr
 		}
@@ -219,9 +236,9 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 			cleanup()
 			return nil, fmt.Errorf("%s: write: %w; nothing was left behind", where(j.dst, e.dst), pathless(err))
 		}
-		if hr.pos != size {
+		if read != size {
 			cleanup()
-			return nil, fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, hr.pos, size)
+			return nil, fmt.Errorf("%s: %w (read %d bytes, expected %d); the destination was not changed", e.src, ErrChanged, read, size)
 		}
 		break
 	}
@@ -247,21 +264,187 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 // segment is the unit a large push is checked in.
 const segment = 64 << 20
 
+// streamsPerPush SFTP streams (SSH channels) carry a large push, each
+// with writesPerStream writes in flight: x/crypto/ssh gives a channel a
+// 2 MiB window, which drains in a few milliseconds while the agent and
+// the session host wait for a core; one stream alone left the copy
+// waiting for window more than for CPU.
+const (
+	streamsPerPush  = 4
+	writesPerStream = 8
+)
+
+// sendParallel sends bytes [off, size) of f into tmp over every stream of
+// the connection: this goroutine reads f in order, hashing it into h and
+// counting it, and writers on the streams send its pieces at once. When
+// all writes of a segment are acknowledged, the segment is checked (in
+// order: the host's chain). It returns the bytes of f read, the bytes of
+// tmp known written (the whole segments before the first failed write),
+// the checks, and the first error.
+func (j *job) sendParallel(f *os.File, tmp, chain string, off, size int64, h hash.Hash, cnt *counter) (read, good int64, checks []<-chan error, err error) {
+	j.r.widen(streamsPerPush)
+	scs, _, chunk := j.r.all()
+	var files []*sftp.File
+	defer func() {
+		for _, hf := range files {
+			if cerr := hf.Close(); err == nil {
+				err = cerr
+			}
+		}
+	}()
+	for _, sc := range scs {
+		hf, err := sc.OpenFile(tmp, os.O_WRONLY)
+		if err != nil {
+			return off, off, nil, err
+		}
+		files = append(files, hf)
+	}
+	ctx, cancel := context.WithCancel(j.ctx)
+	defer cancel()
+	var emu sync.Mutex
+	fail := func(e error) {
+		emu.Lock()
+		if err == nil {
+			err = e
+		}
+		emu.Unlock()
+		cancel()
+	}
+	nseg := int((size - off + segment - 1) / segment)
+	type segState struct {
+		wg     sync.WaitGroup
+		failed atomic.Bool
+		whole  bool // every piece was read and handed to a writer
+	}
+	segs := make([]segState, nseg)
+	type piece struct {
+		b   []byte
+		off int64
+		seg *segState
+	}
+	nw := len(files) * writesPerStream
+	work := make(chan piece)
+	free := make(chan []byte, nw+2)
+	for range nw + 2 {
+		free <- make([]byte, chunk)
+	}
+	var writers sync.WaitGroup
+	for i := range nw {
+		hf := files[i%len(files)]
+		writers.Add(1)
+		go func() {
+			defer writers.Done()
+			for p := range work {
+				if _, werr := hf.WriteAt(p.b, p.off); werr != nil {
+					p.seg.failed.Store(true)
+					fail(werr)
+				}
+				p.seg.wg.Done()
+				free <- p.b[:cap(p.b)]
+			}
+		}()
+	}
+	pos := off
+	prev := make(chan struct{}) // closed when the previous segment's check is queued
+	close(prev)
+reading:
+	for k := range segs {
+		sg := &segs[k]
+		start := off + int64(k)*segment
+		end := min(start+segment, size)
+		for pos < end {
+			var b []byte
+			select {
+			case b = <-free:
+			case <-ctx.Done():
+				break reading
+			}
+			n, rerr := f.ReadAt(b[:min(int64(len(b)), end-pos)], pos)
+			if n > 0 {
+				h.Write(b[:n])
+				sg.wg.Add(1)
+				select {
+				case work <- piece{b[:n], pos, sg}:
+				case <-ctx.Done():
+					sg.wg.Done()
+					break reading
+				}
+				pos += int64(n)
+				cnt.set(pos)
+			}
+			if rerr == io.EOF {
+				break reading // shorter than it was: the caller says so
+			}
+			if rerr != nil {
+				fail(fmt.Errorf("read %s: %w", f.Name(), rerr))
+				break reading
+			}
+		}
+		sg.whole = true
+		sum := hex.EncodeToString(h.Sum(nil))
+		wait, next := prev, make(chan struct{})
+		prev = next
+		res := make(chan error, 1)
+		checks = append(checks, res)
+		go func() {
+			sg.wg.Wait()
+			<-wait
+			// j.ctx, not ctx: ctx ends when sendParallel returns,
+			// which may be before the last segments are checked.
+			if sg.failed.Load() || j.ctx.Err() != nil {
+				close(next)
+				res <- errors.New("not sent")
+				return
+			}
+			c := j.checkSegment(f, tmp, chain, start, end-start, size, sum)
+			close(next)
+			res <- <-c
+		}()
+	}
+	close(work)
+	writers.Wait()
+	if cerr := j.ctx.Err(); cerr != nil {
+		fail(cerr)
+	}
+	good = off
+	for k := range segs {
+		if !segs[k].whole || segs[k].failed.Load() {
+			break
+		}
+		good = min(off+int64(k+1)*segment, size)
+	}
+	emu.Lock()
+	defer emu.Unlock()
+	return pos, good, checks, err
+}
+
 // checkSegment asks the session host, in the background, for the SHA-256
-// of n bytes of tmp from off and compares it with sum. The last segment
-// must also end the file (size bytes).
-func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan error {
+// of the first off+n bytes of tmp, continuing the chain's running hash,
+// and compares it with sum, the local file's. The last segment must also
+// end the file (size bytes). A host that does not know chains answers
+// with the hash of the segment alone, which is then compared with the
+// local segment's, read again. The request is queued before it returns,
+// so checks go to the host in the order they are made.
+func (j *job) checkSegment(f *os.File, tmp, chain string, off, n, size int64, sum string) <-chan error {
 	c := make(chan error, 1)
+	call := j.r.ask(j.ctx, wire.HashFile{Path: tmp, Offset: off, Length: n, Chain: chain, Algo: j.algo()})
 	go func() {
-		got, err := j.r.hash(j.ctx, tmp, off, n)
+		<-call.done
+		got, err := call.res, call.err
+		if err == nil && got.Error == "" && !got.Prefix {
+			var sh hash.Hash
+			if sh, err = j.hashSection(f, off, n); err == nil {
+				sum = hex.EncodeToString(sh.Sum(nil))
+			}
+		}
 		switch {
 		case err != nil:
 		case got.Error != "":
 			err = errors.New(got.Error)
 		case off+n == size && got.Size != size:
 			err = fmt.Errorf("%w: the host's copy has %d bytes, not %d; the destination was not changed", ErrChecksum, got.Size, size)
-		case got.SHA256 != sum:
-			err = fmt.Errorf("%w in bytes %d-%d: sent sha256 %s, the host has %s; the destination was not changed", ErrChecksum, off, off+n, sum, got.SHA256)
+		case j.sumOf(got) != sum:
+			err = fmt.Errorf("%w in bytes 0-%d: sent %s %s, the host has %s; the destination was not changed", ErrChecksum, off+n, sftpserve.HashName(j.algo()), sum, j.sumOf(got))
 		}
 		c <- err
 	}()
@@ -270,20 +453,21 @@ func (j *job) checkSegment(tmp string, off, n, size int64, sum string) <-chan er
 
 // verifyPrefix reports whether the first n bytes of the session's tmp are
 // the first n bytes of local f (SHA-256 on both sides), and returns the
-// running hash of that prefix.
-func (j *job) verifyPrefix(tmp string, f *os.File, n int64) (bool, hash.Hash) {
+// running hash of that prefix. The host keeps its own under chain, for
+// the segment checks that follow.
+func (j *job) verifyPrefix(tmp, chain string, f *os.File, n int64) (bool, hash.Hash) {
 	if n <= 0 {
 		return false, nil
 	}
-	ph, err := hashPrefix(f, n)
+	ph, err := j.hashPrefix(f, n)
 	if err != nil {
 		return false, nil
 	}
-	got, err := j.r.hash(j.ctx, tmp, 0, n)
+	got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Length: n, Chain: chain, Algo: j.algo()})
 	if err != nil || got.Error != "" {
 		return false, nil
 	}
-	return got.SHA256 == hex.EncodeToString(cloneSum(ph)), ph
+	return j.sumOf(got) == hex.EncodeToString(cloneSum(ph)), ph
 }
 
 // cloneSum is h's sum so far, leaving h to go on (Sum appends, it does not
@@ -305,16 +489,28 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 	defer lf.Close()
 	cnt := &counter{fn: j.o.Progress}
 	defer cnt.set(size)
+	// The host hashes the source while it sends it, not after: the
+	// check's answer is there when the last byte is. A source that
+	// changes in between does not match what arrived, as it would not
+	// after.
+	var pre chan hashAnswer
+	if size >= batchMax {
+		pre = make(chan hashAnswer, 1)
+		go func() {
+			got, err := r.hash(ctx, e.src, 0, size)
+			pre <- hashAnswer{got, err}
+		}()
+	}
 	var h hash.Hash
 	for attempt := 0; ; attempt++ {
 		sc, gen := r.client()
 		off := int64(0)
-		h = sha256.New()
+		h = j.newHash()
 		if st, err := lf.Stat(); err == nil && st.Size() > 0 && (attempt > 0 || size >= resumeMin) {
 			n := min(st.Size(), size)
-			if ph, err := hashPrefix(lf, n); err == nil {
+			if ph, err := j.hashPrefix(lf, n); err == nil {
 				got, err := r.hash(ctx, e.src, 0, n)
-				if err == nil && got.Error == "" && got.SHA256 == hex.EncodeToString(ph.Sum(nil)) {
+				if err == nil && got.Error == "" && j.sumOf(got) == hex.EncodeToString(ph.Sum(nil)) {
 					off, h = n, ph
 				}
 			}
@@ -356,7 +552,13 @@ func (j *job) pullFile(e *entry, res *FileResult) (*landed, error) {
 		}
 		break
 	}
-	return &landed{e: e, tmp: tmp, hashed: e.src, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: e.fi, cleanup: cleanup}, nil
+	return &landed{e: e, tmp: tmp, hashed: e.src, sum: hex.EncodeToString(h.Sum(nil)), size: size, fi: e.fi, cleanup: cleanup, pre: pre}, nil
+}
+
+// hashAnswer is a hash request's answer, for a channel.
+type hashAnswer struct {
+	res wire.HashResult
+	err error
 }
 
 // landed is a file whose bytes are in its temp file, to be checked against
@@ -373,7 +575,10 @@ type landed struct {
 	// verified: the host already checked every byte (segment by
 	// segment), no whole-file hash is asked for.
 	verified bool
-	cleanup  func()
+	// pre, when not nil, brings the host's hash of the source, asked
+	// for when the pull began.
+	pre     <-chan hashAnswer
+	cleanup func()
 }
 
 // check compares the host's hash with the client's; only equal ones are
@@ -387,14 +592,20 @@ func (j *job) check(l *landed, got wire.HashResult, err error, res *FileResult) 
 		l.cleanup()
 		return fmt.Errorf("%s: checksum: %w", where(j.dst, e.dst), err)
 	}
-	if got.SHA256 != l.sum || got.Size != l.size {
+	name := sftpserve.HashName(j.algo())
+	if j.sumOf(got) != l.sum || got.Size != l.size {
 		l.cleanup()
 		if j.push {
-			return fmt.Errorf("%s: %w: sent sha256 %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, l.sum, got.SHA256, got.Size)
+			return fmt.Errorf("%s: %w: sent %s %s, the host has %s (%d bytes); the destination was not changed", where(j.dst, e.dst), ErrChecksum, name, l.sum, j.sumOf(got), got.Size)
 		}
-		return fmt.Errorf("%s: %w (now %d bytes, sha256 %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, got.SHA256, l.sum, e.dst)
+		return fmt.Errorf("%s: %w (now %d bytes, %s %s; received %s); %s was not changed, copy it again", where(j.src, e.src), ErrChanged, got.Size, name, j.sumOf(got), l.sum, e.dst)
 	}
-	res.SHA256, res.Bytes = l.sum, l.size
+	res.Bytes = l.size
+	if j.algo() == sftpserve.HashSHA256 {
+		res.SHA256 = l.sum
+	} else {
+		res.XXH128 = l.sum
+	}
 	return j.finish(e, l.tmp, l.fi, l.created, l.cleanup)
 }
 

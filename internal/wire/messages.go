@@ -141,6 +141,12 @@ type Response struct {
 	Cwd   string `json:"cwd,omitempty"`
 	Home  string `json:"home,omitempty"`
 	Umask string `json:"umask,omitempty"`
+	// MaxPacket: the bytes its SFTP server reads or writes in one packet
+	// (0: pkg/sftp's default, reads answered with at most 32 KiB).
+	MaxPacket int `json:"max_packet,omitempty"`
+	// Hash: the checksum its hash op also speaks besides SHA-256
+	// (HashFile.Algo), "" none.
+	Hash string `json:"hash,omitempty"`
 	// hash: one result per Request.Files, in order.
 	Hashes []HashResult `json:"hashes,omitempty"`
 }
@@ -149,18 +155,30 @@ type Response struct {
 const MaxHashFiles = 4096
 
 // HashFile asks for the SHA-256 of Length bytes of Path from Offset.
+// With Chain set it asks for the SHA-256 of the first Offset+Length bytes
+// instead (a prefix), and the host keeps its running hash under Chain so
+// that the chain's next request, at Offset+Length, reads only the new
+// bytes; a host without the state hashes the prefix from the start.
 type HashFile struct {
 	Path   string `json:"path"`
 	Offset int64  `json:"offset,omitempty"`
 	Length int64  `json:"length"`
+	Chain  string `json:"chain,omitempty"`
+	// Algo: "" SHA-256, or one the host offers (Response.Hash).
+	Algo string `json:"algo,omitempty"`
 }
 
 // HashResult is a HashFile's answer: SHA256 (hex), or Error naming the
 // path and what was wrong.
 type HashResult struct {
 	SHA256 string `json:"sha256,omitempty"`
-	Size   int64  `json:"size"` // the file's size when it was hashed
+	Sum    string `json:"sum,omitempty"` // hex, of the Algo asked for (SHA-256 too, from hosts that know Algo)
+	Size   int64  `json:"size"`          // the file's size when it was hashed
 	Error  string `json:"error,omitempty"`
+	// Prefix: SHA256 is of the first Offset+Length bytes (a Chain
+	// request answered by a host that knows chains; older hosts answer
+	// a chain request with the section's hash and leave this false).
+	Prefix bool `json:"prefix,omitempty"`
 }
 
 // Error codes callers act on.
