@@ -89,6 +89,14 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	if !cfg.quick {
 		firstN = 5
 	}
+	// TETHER_BENCH_SSH15=fan runs the fan-out rows only (a quick loop while
+	// profiling); TETHER_BENCH_HOLD=FILE writes FILE.sh (the fan-out's two
+	// command lines) once the sessions are up and waits until FILE is gone.
+	fanOnly := os.Getenv("TETHER_BENCH_SSH15") == "fan"
+	if fanOnly {
+		firstN = 0
+		cfg.cmN, cfg.sshN = 0, 0
+	}
 	ds, errs := repeat(r, "first contact", firstN, func() (time.Duration, error) {
 		stopMasters("b1")
 		if err := os.RemoveAll(hostBin); err != nil {
@@ -231,6 +239,26 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 		direct = append(direct, s...)
 	}
 	sshList, directList := strings.Join(sshTargets, ","), strings.Join(direct, ",")
+	if hold := os.Getenv("TETHER_BENCH_HOLD"); hold != "" {
+		q := func(ss ...string) string {
+			var o []string
+			for _, s := range ss {
+				o = append(o, "'"+s+"'")
+			}
+			return strings.Join(o, " ")
+		}
+		sh := fmt.Sprintf("export HOME=%s USER=%s SSH_AUTH_SOCK= TETHER_SSH_CONFIG=%s\nT=%s\nSSHLIST=%s\nDIRECTLIST=%s\n",
+			q(b.home), q(b.user), q(sshd.sshConfig), q(b.bin, "-i", b.key), q(sshList), q(directList))
+		os.WriteFile(hold, nil, 0o644)
+		os.WriteFile(hold+".sh", []byte(sh), 0o644)
+		fmt.Fprintf(os.Stderr, "figure 9: holding; source %s.sh, rm %s to go on\n", hold, hold)
+		for {
+			if _, err := os.Stat(hold); err != nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+	}
 	reps := max(cfg.fanReps, 3)
 	timed("invoke", sshList, "true")() // masters up, sessions warm
 	for _, h := range sshHosts {

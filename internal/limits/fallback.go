@@ -186,6 +186,21 @@ func (m *monitor) endCommand() {
 	m.mu.Unlock()
 }
 
+// settled reports whether the shell has not been on a CPU since the last
+// scan began; if it has, Wake may not skip the pids of the sleep.
+func (m *monitor) settled() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shell == 0 || m.quietRuns == 0 {
+		return true // nothing to settle: Wake does not skip
+	}
+	if runs, ok := timeslices(m.shell); ok && runs == m.quietRuns {
+		return true
+	}
+	m.quietRuns = 0
+	return false
+}
+
 // wake is Wake's part for the scans: the monitor slept with the shell
 // alone, and if the shell has not been on a CPU since before that scan, no
 // process was born in the session meanwhile (the session host's own go
@@ -423,8 +438,20 @@ func (m *monitor) pause(d time.Duration) bool {
 func (m *monitor) run() {
 	defer close(m.done)
 	interval := MonitorFast
+	unsettled := 0
 	for {
 		live, changed := m.enforce()
+		if !live && !m.settled() && unsettled < 3 {
+			// The shell ran during the scan (bash prints its prompt after
+			// a command): one more scan, so that Wake can tell whether it
+			// ran while the monitor slept.
+			unsettled++
+			if !m.pause(MonitorFast) {
+				return
+			}
+			continue
+		}
+		unsettled = 0
 		if !live {
 			m.mu.Lock()
 			m.asleep = true
