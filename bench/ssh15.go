@@ -185,6 +185,14 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	refNew := r.add(newRow(fig, "ssh H true (new connection), this figure", "ms", durs(ds, "ms")))
 	refNew.Errors = errs
 	ds, errs = repeat(r, "second contact", cfg.sshN, func() (time.Duration, error) {
+		// The last command started a tether master in the background: up
+		// only after a stop, it would serve this command.
+		for i := 0; i < 100; i++ {
+			if out, _ := run("mux", "status", "ssh://b1"); strings.Contains(out, "tether master running") {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		stopMasters("b1")
 		// ssh -O exit returns before ssh's master has let go of its
 		// socket: a command started at once could still go through it
