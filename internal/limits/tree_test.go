@@ -143,14 +143,16 @@ func TestRlimitWakeSkipsIdlePids(t *testing.T) {
 	}
 	g.SetShell(shell.cmd.Process.Pid)
 	shell.release(t)
-	asleep := func() {
+	// asleep waits for the monitor to sleep after a scan later than the
+	// scans-th (a Wake's poke may not have been taken yet).
+	asleep := func(scans int) {
 		tstest.WaitFor(t, 20*time.Second, "the monitor to sleep with only the shell alive", func() bool {
 			m.mu.Lock()
 			defer m.mu.Unlock()
-			return m.asleep && m.quiet && m.quietRuns > 0
+			return m.scans > scans && m.asleep && m.quiet && m.quietRuns > 0
 		})
 	}
-	asleep()
+	asleep(0)
 	lastPid := func() int {
 		m.mu.Lock()
 		defer m.mu.Unlock()
@@ -167,12 +169,13 @@ func TestRlimitWakeSkipsIdlePids(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	scans, _ := m.state()
 	g.Wake()
 	if after = lastPid(); after == before || after < now && now-after < pidMax/2 {
 		t.Errorf("Wake with the shell idle: last pid %d → %d, want ≥ %d", before, after, now)
 	}
 	g.EndCommand()
-	asleep()
+	asleep(scans)
 	// The shell runs (stopped and continued: it is on a CPU to stop): it
 	// may have forked, so the scan looks at the pids since its last scan.
 	syscall.Kill(shell.cmd.Process.Pid, syscall.SIGSTOP)
