@@ -265,7 +265,7 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 			return strings.Join(o, " ")
 		}
 		sh := fmt.Sprintf("export HOME=%s USER=%s SSH_AUTH_SOCK= TETHER_SSH_CONFIG=%s\nT=%s\nSSHLIST=%s\nDIRECTLIST=%s\n",
-			q(b.home), q(b.user), q(sshd.sshConfig), q(b.bin, "-i", b.key), q(sshList), q(directList))
+			q(b.home), q(b.user), q(sshd.sshConfig), q(b.bin+" -i "+b.key), q(sshList), q(directList))
 		os.WriteFile(hold, nil, 0o644)
 		os.WriteFile(hold+".sh", []byte(sh), 0o644)
 		fmt.Fprintf(os.Stderr, "figure 9: holding; source %s.sh, rm %s to go on\n", hold, hold)
