@@ -89,6 +89,14 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	if !cfg.quick {
 		firstN = 5
 	}
+	// TETHER_BENCH_SSH15=fan runs the fan-out rows only (a quick loop while
+	// profiling); TETHER_BENCH_HOLD=FILE writes FILE.sh (the fan-out's two
+	// command lines) once the sessions are up and waits until FILE is gone.
+	fanOnly := os.Getenv("TETHER_BENCH_SSH15") == "fan"
+	if fanOnly {
+		firstN = 0
+		cfg.cmN, cfg.sshN = 0, 0
+	}
 	ds, errs := repeat(r, "first contact", firstN, func() (time.Duration, error) {
 		stopMasters("b1")
 		if err := os.RemoveAll(hostBin); err != nil {
@@ -177,7 +185,24 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	refNew := r.add(newRow(fig, "ssh H true (new connection), this figure", "ms", durs(ds, "ms")))
 	refNew.Errors = errs
 	ds, errs = repeat(r, "second contact", cfg.sshN, func() (time.Duration, error) {
+		// The last command started a tether master in the background: up
+		// only after a stop, it would serve this command.
+		for i := 0; i < 100; i++ {
+			if out, _ := run("mux", "status", "ssh://b1"); strings.Contains(out, "tether master running") {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
 		stopMasters("b1")
+		// ssh -O exit returns before ssh's master has let go of its
+		// socket: a command started at once could still go through it
+		// (a 14 ms "second contact").
+		for i := 0; i < 200; i++ {
+			if out, _ := run("mux", "status", "ssh://b1"); !strings.Contains(out, "master running") {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
 		return timed("invoke", "ssh://b1/s", "true")()
 	})
 	second := r.add(newRow(fig, "second contact: tether invoke ssh://H/S true (binary there, no master)", "ms", durs(ds, "ms")))
@@ -231,6 +256,26 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 		direct = append(direct, s...)
 	}
 	sshList, directList := strings.Join(sshTargets, ","), strings.Join(direct, ",")
+	if hold := os.Getenv("TETHER_BENCH_HOLD"); hold != "" {
+		q := func(ss ...string) string {
+			var o []string
+			for _, s := range ss {
+				o = append(o, "'"+s+"'")
+			}
+			return strings.Join(o, " ")
+		}
+		sh := fmt.Sprintf("export HOME=%s USER=%s SSH_AUTH_SOCK= TETHER_SSH_CONFIG=%s\nT=%s\nSSHLIST=%s\nDIRECTLIST=%s\n",
+			q(b.home), q(b.user), q(sshd.sshConfig), q(b.bin+" -i "+b.key), q(sshList), q(directList))
+		os.WriteFile(hold, nil, 0o644)
+		os.WriteFile(hold+".sh", []byte(sh), 0o644)
+		fmt.Fprintf(os.Stderr, "figure 9: holding; source %s.sh, rm %s to go on\n", hold, hold)
+		for {
+			if _, err := os.Stat(hold); err != nil {
+				break
+			}
+			time.Sleep(time.Second)
+		}
+	}
 	reps := max(cfg.fanReps, 3)
 	timed("invoke", sshList, "true")() // masters up, sessions warm
 	for _, h := range sshHosts {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"sort"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -63,6 +64,18 @@ type monitor struct {
 	running bool // a command of the shell runs (Wake … endCommand): scan on
 	scans   int  // /proc scans by the monitor's loop
 	last    usage
+	// The cheap scans (members): the members the last scan found (pid →
+	// start), the last pid allocated before it (0: the next is a full
+	// scan), and the entries of /proc at the last full scan.
+	known     map[int]uint64
+	lastPid   int
+	entries   int
+	fullScans int // scans that read all of /proc
+	treeScans int // scans that read the tree and the new pids
+	// The shell's timeslices before the last scan, and before the last
+	// scan that found it alone (quiet): if the shell has not run since, at
+	// Wake, nothing was born in the session while the monitor slept.
+	scanRuns, quietRuns uint64
 }
 
 // usage is what a scan saw, to tell whether anything changed.
@@ -132,13 +145,23 @@ func (m *monitor) add(pid int) error {
 			return fmt.Errorf("limits: set RLIMIT_AS of %d: %w", pid, err)
 		}
 		// Children forked before the limit was set.
-		if all, err := listProcs(); err == nil {
-			for _, d := range descendants(all, pid) {
-				_ = rlimitAS(d, asBackstop(m.sp.MaxMemoryBytes))
-			}
+		var below []int
+		if treeScans() {
+			below = tree([]int{pid}, map[int]bool{pid: true})
+		} else if all, err := listProcs(); err == nil {
+			below = descendants(all, pid)
+		}
+		for _, d := range below {
+			_ = rlimitAS(d, asBackstop(m.sp.MaxMemoryBytes))
 		}
 	}
 	m.roots[pid] = p.start
+	if _, ok := m.pgids[p.pgrp]; !ok && !m.leader() {
+		// Its group's earlier members were not looked for by pid: the
+		// next scan reads all of /proc. (A session leader counts its whole
+		// session, every group of it included.)
+		m.lastPid = 0
+	}
 	m.pgids[p.pgrp] = struct{}{}
 	m.quiet = false
 	if !m.started {
@@ -163,16 +186,210 @@ func (m *monitor) endCommand() {
 	m.mu.Unlock()
 }
 
-// members lists the session's live processes. m.mu is held.
-func (m *monitor) members() ([]proc, error) {
-	uid := os.Geteuid()
-	if uid == 0 {
-		uid = -1 // root can signal anyone's: all count
+// settled reports whether the shell has not been on a CPU since the last
+// scan began; if it has, Wake may not skip the pids of the sleep.
+func (m *monitor) settled() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.shell == 0 || m.quietRuns == 0 {
+		return true // nothing to settle: Wake does not skip
 	}
-	all, err := listProcsOf(uid)
+	if runs, ok := timeslices(m.shell); ok && runs == m.quietRuns {
+		return true
+	}
+	m.quietRuns = 0
+	return false
+}
+
+// wake is Wake's part for the scans: the monitor slept with the shell
+// alone, and if the shell has not been on a CPU since before that scan, no
+// process was born in the session meanwhile (the session host's own go
+// through Add), so the next scan looks only at the pids from now on —
+// not at every pid the host handed out while the session was idle.
+func (m *monitor) wake() {
+	m.running = true // until EndCommand: bash may not have forked yet
+	if !m.quiet || m.quietRuns == 0 || m.lastPid == 0 || !treeScans() {
+		return
+	}
+	now, err := readLastPid()
 	if err != nil {
+		return
+	}
+	if runs, ok := timeslices(m.shell); ok && runs == m.quietRuns {
+		m.lastPid = now
+	}
+}
+
+// members lists the session's live processes. m.mu is held. It reads the
+// process tree and the pids allocated since the last scan (proc.go) when it
+// can, and every process of /proc otherwise: the first time, after more new
+// pids than a full scan reads, or where the kernel lacks the files.
+func (m *monitor) members() ([]proc, error) {
+	m.scanRuns = 0
+	if m.shell != 0 && treeScans() {
+		m.scanRuns, _ = timeslices(m.shell)
+	}
+	if m.lastPid != 0 && treeScans() {
+		if now, err := readLastPid(); err == nil {
+			if ps, ok := m.membersTree(now); ok {
+				m.remember(ps, now)
+				return ps, nil
+			}
+		}
+	}
+	// The last pid before the listing: what is born during it is looked at
+	// again by the next scan.
+	now, lerr := 0, error(nil)
+	if treeScans() {
+		now, lerr = readLastPid()
+	}
+	uid := m.uid()
+	all, entries, err := listProcsN(uid)
+	if err != nil {
+		m.lastPid = 0
 		return nil, err
 	}
+	m.fullScans++
+	m.entries = entries
+	in := map[int]bool{}
+	for pid := range m.roots {
+		in[pid] = true
+		for _, d := range descendants(all, pid) {
+			in[d] = true
+		}
+	}
+	ps := m.filter(all, in)
+	if lerr != nil {
+		now = 0
+	}
+	m.remember(ps, now)
+	return ps, nil
+}
+
+// uid is whose processes count: this user's (a session host cannot signal
+// another user's), or for root anyone's (-1).
+func (m *monitor) uid() int {
+	if uid := os.Geteuid(); uid != 0 {
+		return uid
+	}
+	return -1
+}
+
+// remember keeps what a scan found for the next one: the members, to follow
+// them when they leave the tree, and the last pid then allocated (0: the
+// next scan is a full one).
+func (m *monitor) remember(ps []proc, lastPid int) {
+	clear(m.known)
+	if m.known == nil {
+		m.known = make(map[int]uint64, len(ps))
+	}
+	for _, p := range ps {
+		m.known[p.pid] = p.start
+	}
+	m.lastPid = lastPid
+}
+
+// membersTree is members from the tree below the session host (and the
+// added processes), the members of the last scan that left it, and the pids
+// allocated since; ok is false when those are too many (a full scan is
+// cheaper).
+func (m *monitor) membersTree(now int) (ps []proc, ok bool) {
+	leader := m.leader()
+	uid := m.uid()
+	seen := map[int]bool{m.host: true}
+	under := map[int]bool{} // an added process or below one
+	var cands []int
+	queue := []int{m.host}
+	for pid := range m.roots {
+		if !seen[pid] {
+			// Not the host's child (a test's host is not the parent): walked
+			// from itself.
+			seen[pid] = true
+			cands = append(cands, pid)
+			queue = append(queue, pid)
+		}
+		under[pid] = true
+	}
+	for len(queue) > 0 {
+		q := queue[0]
+		queue = queue[1:]
+		for _, c := range children(q, nil) {
+			if !seen[c] {
+				seen[c] = true
+				under[c] = under[q] || under[c]
+				cands = append(cands, c)
+				queue = append(queue, c)
+			}
+		}
+	}
+	for pid := range m.known {
+		if !seen[pid] {
+			seen[pid] = true
+			cands = append(cands, pid)
+		}
+	}
+	var buf [2048]byte
+	var all []proc
+	look := func(pid int) {
+		p, err := readProcBuf(pid, buf[:])
+		if err != nil {
+			return
+		}
+		if uid >= 0 {
+			var st unix.Stat_t
+			if unix.Stat("/proc/"+strconv.Itoa(pid), &st) != nil || int(st.Uid) != uid {
+				return
+			}
+		}
+		all = append(all, p)
+	}
+	for _, pid := range cands {
+		look(pid)
+	}
+	// Born since the last scan and gone from the tree already (its parent
+	// exited): a member only by its session or process group. Each costs
+	// what an entry of a full scan does (one stat; most have ended), so
+	// past as many pids as /proc had entries, a full scan is cheaper.
+	ok = newPids(m.lastPid, now, max(1024, m.entries), func(pid int) {
+		if seen[pid] {
+			return
+		}
+		if uid >= 0 {
+			var st unix.Stat_t
+			if unix.Stat("/proc/"+strconv.Itoa(pid), &st) != nil || int(st.Uid) != uid {
+				return
+			}
+		}
+		p, err := readProcBuf(pid, buf[:])
+		if err != nil {
+			return
+		}
+		_, inPgid := m.pgids[p.pgrp]
+		if (inPgid || (leader && p.sid == m.host)) && isProcess(pid) {
+			seen[pid] = true
+			all = append(all, p)
+		}
+	})
+	if !ok {
+		return nil, false
+	}
+	m.treeScans++
+	return m.filter(all, under), true
+}
+
+// leader reports whether the monitor's process leads its session (a
+// session host does: setsid), whose every process then counts.
+func (m *monitor) leader() bool {
+	sid, err := unix.Getsid(0)
+	return err == nil && sid == m.host
+}
+
+// filter keeps the session's live processes of all: the added ones and
+// those below them (in), the members of their process groups (which
+// catches background jobs reparented to init), and, when the monitor leads
+// its session, every process of that session. It forgets added processes
+// that ended and process groups that are empty. m.mu is held.
+func (m *monitor) filter(all []proc, in map[int]bool) []proc {
 	byPid := make(map[int]proc, len(all))
 	for _, p := range all {
 		byPid[p.pid] = p
@@ -184,17 +401,7 @@ func (m *monitor) members() ([]proc, error) {
 		}
 	}
 	livePgids := map[int]bool{}
-	leader := false
-	if sid, err := unix.Getsid(0); err == nil && sid == m.host {
-		leader = true
-	}
-	in := map[int]bool{}
-	for pid := range m.roots {
-		in[pid] = true
-		for _, d := range descendants(all, pid) {
-			in[d] = true
-		}
-	}
+	leader := m.leader()
 	var out []proc
 	for _, p := range all {
 		if p.pid == m.host || p.zombie {
@@ -213,7 +420,7 @@ func (m *monitor) members() ([]proc, error) {
 			delete(m.pgids, g)
 		}
 	}
-	return out, nil
+	return out
 }
 
 // pause waits d, or less if stopped; it reports false when stopped.
@@ -231,8 +438,20 @@ func (m *monitor) pause(d time.Duration) bool {
 func (m *monitor) run() {
 	defer close(m.done)
 	interval := MonitorFast
+	unsettled := 0
 	for {
 		live, changed := m.enforce()
+		if !live && !m.settled() && unsettled < 3 {
+			// The shell ran during the scan (bash prints its prompt after
+			// a command): one more scan, so that Wake can tell whether it
+			// ran while the monitor slept.
+			unsettled++
+			if !m.pause(MonitorFast) {
+				return
+			}
+			continue
+		}
+		unsettled = 0
 		if !live {
 			m.mu.Lock()
 			m.asleep = true
@@ -301,6 +520,9 @@ func (m *monitor) enforce() (live, changed bool) {
 		}
 	}
 	m.quiet = !live
+	if m.quiet {
+		m.quietRuns = m.scanRuns
+	}
 	if max := m.sp.MaxProcesses; max > 0 && len(ps) > max {
 		sort.Slice(ps, func(i, j int) bool { // newest first
 			if ps[i].start != ps[j].start {

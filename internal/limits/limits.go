@@ -331,7 +331,7 @@ func (g *Group) SetShell(pid int) {
 func (g *Group) Wake() {
 	if m, ok := g.b.(*monitor); ok {
 		m.mu.Lock()
-		m.running = true // until EndCommand: bash may not have forked yet
+		m.wake()
 		m.mu.Unlock()
 		select {
 		case m.poke <- struct{}{}:
