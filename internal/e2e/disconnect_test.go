@@ -132,7 +132,7 @@ func TestNetworkCutsExactlyOnce(t *testing.T) {
 	if testing.Short() {
 		minCuts = 10
 	}
-	maxRounds := 100 // a fast round may see no cut: the loop ends at minCuts
+	maxRounds := 150 // a fast round may see no cut: the loop ends at minCuts
 	// The soak (make soak): TETHER_SOAK_CUTS=1000.
 	if n, err := strconv.Atoi(os.Getenv("TETHER_SOAK_CUTS")); err == nil && n > 0 {
 		minCuts, maxRounds = n, n
@@ -144,7 +144,11 @@ func TestNetworkCutsExactlyOnce(t *testing.T) {
 		rounds++
 		before := p.Cuts()
 		stop := make(chan struct{})
-		go p.CutRandomly(stop, 50*time.Millisecond, 250*time.Millisecond)
+		// Cuts begin once the command's data flows: a cut of the
+		// first connection's handshake fails the command (the first dial
+		// is not retried, as ssh's ConnectionAttempts=1), which is not
+		// what this test is about; every reconnection's may be cut.
+		go p.CutRandomlyAfter(stop, p.Carried()+256<<10, 20*time.Millisecond, 200*time.Millisecond)
 		// Both directions: 20 MB in through stdin, 20 MB back out.
 		r := c.RunIn(bytes.NewReader(data), "invoke", via, "cat")
 		close(stop)

@@ -15,6 +15,7 @@ type CutProxy struct {
 	ln     net.Listener
 	target string
 	cuts   atomic.Int64
+	bytes  atomic.Int64 // forwarded, both directions
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -33,6 +34,9 @@ func NewCutProxy(target string) (*CutProxy, error) {
 
 // Addr is where clients connect.
 func (p *CutProxy) Addr() string { return p.ln.Addr().String() }
+
+// Carried is how many bytes the proxy forwarded, both directions.
+func (p *CutProxy) Carried() int64 { return p.bytes.Load() }
 
 // Cuts is how many cuts happened that broke at least one connection.
 func (p *CutProxy) Cuts() int64 { return p.cuts.Load() }
@@ -63,7 +67,7 @@ func (p *CutProxy) serve() {
 }
 
 func (p *CutProxy) pipe(dst, src net.Conn) {
-	io.Copy(dst, src)
+	io.Copy(dst, countingReader{src, &p.bytes})
 	dst.Close()
 	src.Close()
 	p.mu.Lock()
@@ -88,6 +92,31 @@ func (p *CutProxy) Cut() int {
 		p.cuts.Add(1)
 	}
 	return n
+}
+
+type countingReader struct {
+	r io.Reader
+	n *atomic.Int64
+}
+
+func (c countingReader) Read(b []byte) (int, error) {
+	n, err := c.r.Read(b)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+// CutRandomlyAfter waits until the proxy has carried more than bytes (a
+// command's connection is up and its data flowing), then cuts as
+// CutRandomly does.
+func (p *CutProxy) CutRandomlyAfter(stop <-chan struct{}, bytes int64, min, max time.Duration) {
+	for p.Carried() <= bytes {
+		select {
+		case <-stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+	}
+	p.CutRandomly(stop, min, max)
 }
 
 // CutRandomly cuts at random intervals in [min, max) until stop is closed.
