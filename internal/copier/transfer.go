@@ -175,8 +175,10 @@ func (j *job) pushFile(e *entry, res *FileResult) (*landed, error) {
 				if good >= 0 {
 					n = min(n, good)
 				}
-				if ok, ph := j.verifyPrefix(tmp, chain, f, n); ok {
+				if ph, why := j.verifyPrefix(tmp, chain, f, n); why == nil {
 					off, h = n, ph
+				} else if n > 0 && j.o.Notify != nil {
+					fmt.Fprintf(j.o.Notify, "tether: %s: the %d bytes already sent cannot be used (%v); sending it from the start\n", where(j.dst, e.dst), n, why)
 				}
 			}
 		}
@@ -451,23 +453,29 @@ func (j *job) checkSegment(f *os.File, tmp, chain string, off, n, size int64, su
 	return c
 }
 
-// verifyPrefix reports whether the first n bytes of the session's tmp are
-// the first n bytes of local f (SHA-256 on both sides), and returns the
-// running hash of that prefix. The host keeps its own under chain, for
+// verifyPrefix checks that the first n bytes of the session's tmp are the
+// first n bytes of local f (hashed on both sides) and returns the running
+// hash of that prefix, or why they cannot be used. The host keeps its own under chain, for
 // the segment checks that follow.
-func (j *job) verifyPrefix(tmp, chain string, f *os.File, n int64) (bool, hash.Hash) {
+func (j *job) verifyPrefix(tmp, chain string, f *os.File, n int64) (hash.Hash, error) {
 	if n <= 0 {
-		return false, nil
+		return nil, errors.New("nothing arrived")
 	}
 	ph, err := j.hashPrefix(f, n)
 	if err != nil {
-		return false, nil
+		return nil, err
 	}
 	got, err := j.r.hashFile(j.ctx, wire.HashFile{Path: tmp, Length: n, Chain: chain, Algo: j.algo()})
-	if err != nil || got.Error != "" {
-		return false, nil
+	if err != nil {
+		return nil, err
 	}
-	return j.sumOf(got) == hex.EncodeToString(cloneSum(ph)), ph
+	if got.Error != "" {
+		return nil, errors.New(got.Error)
+	}
+	if want := hex.EncodeToString(cloneSum(ph)); j.sumOf(got) != want {
+		return nil, fmt.Errorf("the host's copy of them differs: %s, not %s", j.sumOf(got), want)
+	}
+	return ph, nil
 }
 
 // cloneSum is h's sum so far, leaving h to go on (Sum appends, it does not

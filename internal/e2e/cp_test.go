@@ -319,7 +319,7 @@ func TestCpResumesAfterCut(t *testing.T) {
 	// The cut came at half the file: starting again from zero would send
 	// 1.5x; resuming sends the file once plus what was in flight.
 	if sent := p.sent.Load(); sent >= 2*size || sent > size*5/4 {
-		t.Fatalf("%d bytes crossed the wire for a %d-byte file (%.2fx): it did not resume from what had arrived", sent, size, float64(sent)/size)
+		t.Fatalf("%d bytes crossed the wire for a %d-byte file (%.2fx): it did not resume from what had arrived\n%s\n%s", sent, size, float64(sent)/size, r.Stdout, r.Stderr)
 	} else {
 		t.Logf("push: %d bytes crossed for %d (%.2fx); %s", sent, size, float64(sent)/size, strings.TrimSpace(r.Stderr))
 	}
