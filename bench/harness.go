@@ -176,6 +176,9 @@ func (b *bench) spawnAgent(d, ak string, extra ...string) (*agentProc, error) {
 	if _, err := strconv.Atoi(a.addr[strings.LastIndex(a.addr, ":")+1:]); err != nil {
 		return nil, fmt.Errorf("agent address %q", a.addr)
 	}
+	// Every agent has a new host key, and the kernel hands out ports
+	// again: an earlier agent's key for this port would read as changed.
+	b.tether(nil, "known-hosts", "remove", a.addr)
 	return a, nil
 }
 
