@@ -146,6 +146,9 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 	return func(c *wire.Conn, ch ssh.Channel) error {
 		nc, hc, err := a.dialSession(ref, id, *req)
 		if err != nil {
+			if why := a.closedMeanwhile(ref); why != nil {
+				return why
+			}
 			return wire.Errorf(wire.CodeClosed, "%v", err)
 		}
 		defer nc.Close()

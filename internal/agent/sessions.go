@@ -211,27 +211,64 @@ func (a *Agent) fileOwner(name string) (int, bool) {
 // "never existed".
 func (a *Agent) notFound(user, name string) error {
 	nf := wire.Errorf(wire.CodeNotFound, "no session %s on %%HOST%% (tether list %%HOST%% shows yours)", name)
-	if ValidName(name) != nil || ValidName(user) != nil {
+	ts, ok := a.tombstone(user, name)
+	if !ok {
 		return nf
+	}
+	return closedErr(name, ts)
+}
+
+func closedErr(name string, ts sessionhost.Tombstone) error {
+	return wire.Errorf(wire.CodeClosed, "session %s is Closed: closed by %s at %s (%s)",
+		name, ts.ClosedBy, ts.ClosedAt.Format(time.RFC3339), ts.Reason)
+}
+
+// tombstone reads the tombstone of user's session name (see notFound).
+func (a *Agent) tombstone(user, name string) (sessionhost.Tombstone, bool) {
+	var ts sessionhost.Tombstone
+	if ValidName(name) != nil || ValidName(user) != nil {
+		return ts, false
 	}
 	uid, ok := a.fileOwner(user)
 	if !ok {
-		return nf
+		return ts, false
 	}
 	b, err := safefs.ReadBeneath(a.sdir, user+"/"+closedDir+"/"+name+".json", maxUserJSON, uid)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
 			a.log.Warn("tombstone refused", "user", user, "session", name, "err", err)
 		}
-		return nf
+		return ts, false
 	}
-	var ts sessionhost.Tombstone
 	if json.Unmarshal(b, &ts) != nil {
-		return nf
+		return ts, false
 	}
-	return wire.Errorf(wire.CodeClosed, "session %s is Closed: closed by %s at %s (%s)",
-		name, ts.ClosedBy, ts.ClosedAt.Format(time.RFC3339), ts.Reason)
+	return ts, true
 }
+
+// closedMeanwhile tells why a session whose host could not be reached has
+// closed, if it closed: a host that is closing (a limit ran out) may take
+// a connection and end before it answers. It waits at most closingWait for
+// the host's tombstone of this session (not an older one of the name).
+func (a *Agent) closedMeanwhile(ref *sessionRef) error {
+	deadline := time.Now().Add(closingWait)
+	for {
+		if ts, ok := a.tombstone(ref.user, ref.name); ok && !ts.ClosedAt.Before(ref.meta.Created) {
+			return closedErr(ref.name, ts)
+		}
+		if time.Now().After(deadline) {
+			return nil
+		}
+		select {
+		case <-ref.gone:
+			deadline = time.Now() // one more look, then give up
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// closingWait bounds closedMeanwhile's wait for a closing host's tombstone.
+const closingWait = 2 * time.Second
 
 func (a *Agent) register(ref *sessionRef) {
 	a.mu.Lock()
