@@ -12,14 +12,16 @@ import (
 
 // In cgroup v1 a child is born in its forking thread's groups, so
 // prepareStart moves the starting thread into cmds/ and back. A move is
-// slow after a pause (the kernel's cgroup_threadgroup_rwsem waits for an RCU
-// grace period, we believe): the first of a command's moves took 6–16 ms
-// here, the next ones 20–50 µs, and a builtin-shell session paid that for
-// every program it ran (`/bin/true` ~8 ms slower than the shell's `true`). The spawner is one OS thread that
-// moves into cmds/ once and starts every program of the session, so that
-// they are born inside without a move per command. It counts as the one
-// task cmds/ has beyond MaxProcesses (see update), which the moved thread
-// held before for the instant of each fork.
+// slow after a pause (the kernel's cgroup_threadgroup_rwsem waits for an
+// RCU grace period, we believe): the first of a command's moves took
+// 6–16 ms here, the next ones 20–50 µs, and a builtin-shell session paid
+// that for every program it ran (`/bin/true` ~8 ms slower than the shell's
+// `true`). The spawner is one OS thread that moves into cmds/ once and
+// starts every program of the session, so that they are born inside
+// without a move per command. It holds the one task cmds/ has beyond
+// MaxProcesses (see update), which the moved thread held before for the
+// instant of each fork. Forks are serialized by syscall.ForkLock anyway,
+// so one starting thread costs a pipeline nothing.
 
 // spawner is a goroutine locked to an OS thread that lives in cmds/.
 type spawner struct {
