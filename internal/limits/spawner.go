@@ -20,8 +20,9 @@ import (
 // starts every program of the session, so that they are born inside
 // without a move per command. It holds the one task cmds/ has beyond
 // MaxProcesses (see update), which the moved thread held before for the
-// instant of each fork. Forks are serialized by syscall.ForkLock anyway,
-// so one starting thread costs a pipeline nothing.
+// instant of each fork. The programs of a pipeline now start one after
+// the other on that thread (a start is a vfork and an exec, well under the
+// millisecond a move cost).
 
 // spawner is a goroutine locked to an OS thread that lives in cmds/.
 type spawner struct {
