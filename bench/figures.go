@@ -478,14 +478,7 @@ func (b *bench) figThroughput(r *results, cfg config, sshd *sshdProc) error {
 		return err
 	}
 	ds, errs = repeat(r, "Go Run head", cfg.tputReps, func() (time.Duration, error) {
-		cw := &countWriter{}
-		start := time.Now()
-		_, err := d.Run(ctx, conn, client.RunSpec{Target: t, Request: wire.Request{Command: remote}, Stdout: cw, Stderr: io.Discard})
-		el := time.Since(start)
-		if err == nil && cw.n != n {
-			err = fmt.Errorf("got %d bytes", cw.n)
-		}
-		return el, err
+		return timeGoRun(ctx, d, conn, t, remote, n)
 	})
 	conn.Close()
 	x = r.add(newRow(fig, "tether Go client, long-lived conn: Run head -c "+label+" to io.Discard", "MiB/s", rate(ds)))
@@ -515,6 +508,19 @@ func (b *bench) figThroughput(r *results, cfg config, sshd *sshdProc) error {
 	}
 	a.stop()
 	return nil
+}
+
+// timeGoRun runs remote, which writes n bytes, through the long-lived Go
+// client on conn and times it, output counted and dropped.
+func timeGoRun(ctx context.Context, d *client.Dialer, conn *client.Conn, t client.Target, remote string, n int64) (time.Duration, error) {
+	cw := &countWriter{}
+	start := time.Now()
+	_, err := d.Run(ctx, conn, client.RunSpec{Target: t, Request: wire.Request{Command: remote}, Stdout: cw, Stderr: io.Discard})
+	el := time.Since(start)
+	if err == nil && cw.n != n {
+		err = fmt.Errorf("got %d bytes", cw.n)
+	}
+	return el, err
 }
 
 type countWriter struct{ n int64 }

@@ -12,9 +12,6 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
-
-	"github.com/tether-sh/tether/internal/client"
-	"github.com/tether-sh/tether/internal/wire"
 )
 
 // ---- Figure 11: input throughput and imported proxy commands (#18) ----
@@ -171,14 +168,7 @@ func (b *bench) goClientVsCLI(r *results, fig, session string, n int64, reps int
 			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(1))
 			defer debug.SetGCPercent(debug.SetGCPercent(400))
 		}
-		cw := &countWriter{}
-		start := time.Now()
-		_, err := d.Run(ctx, conn, client.RunSpec{Target: t, Request: wire.Request{Command: remote}, Stdout: cw, Stderr: io.Discard})
-		el := time.Since(start)
-		if err == nil && cw.n != n {
-			err = fmt.Errorf("got %d bytes", cw.n)
-		}
-		return el, err
+		return timeGoRun(ctx, d, conn, t, remote, n)
 	}
 	var cliDs, goDs, goCLIDs []time.Duration
 	errs := 0
