@@ -107,7 +107,7 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 		}()
 	}
 
-	Each(len(targets), f.Throttle, func(i int) {
+	conns.Each(ctx, targets, f.Throttle, func(i int, conn *Conn, err error) {
 		t := targets[i]
 		sig := make(chan string, 4)
 		subsMu.Lock()
@@ -146,10 +146,8 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 			spec.OnStart = func(s string, temp bool) { f.OnStart(t, s, temp) }
 		}
 		var res Result
-		conn, release, err := conns.Acquire(ctx, t)
 		if err == nil {
 			res, err = f.Dialer.Run(ctx, conn, spec)
-			release()
 		}
 		flush()
 		tr := TargetResult{Target: t, ExitCode: res.ExitCode, Err: err, Duration: time.Since(start), Result: res}
@@ -264,15 +262,22 @@ type Pool struct {
 	d     *Dialer
 	mu    sync.Mutex
 	hosts map[string]*poolHost
+	kick  chan struct{} // Pool.Each's dispatcher: a slot, a connection or a failure appeared
 }
 
 type poolHost struct {
+	key     string
 	conns   []*pooled
 	dialing int           // dials in flight
 	waiting int           // Acquires waiting for a slot
 	err     error         // the first dial's failure, when it has no connection
 	full    bool          // a later dial failed: make do with the connections there are
 	wake    chan struct{} // closed when a slot or a connection may have appeared
+
+	// Pool.Each's targets of this host not yet started, in their order,
+	// and the ones started that wait for the first connection's dial.
+	queue  []int
+	parked []int
 }
 
 type pooled struct {
@@ -281,7 +286,9 @@ type pooled struct {
 }
 
 // NewPool makes an empty pool dialing with d.
-func NewPool(d *Dialer) *Pool { return &Pool{d: d, hosts: map[string]*poolHost{}} }
+func NewPool(d *Dialer) *Pool {
+	return &Pool{d: d, hosts: map[string]*poolHost{}, kick: make(chan struct{}, 1)}
+}
 
 // Get returns a connection to t's host, dialing it when there is none. Its
 // channels are not reserved: Conn.Open waits for a free one.
@@ -381,6 +388,226 @@ func (p *Pool) dial(ctx context.Context, t Target, h *poolHost) {
 func (p *Pool) wakeLocked(h *poolHost) {
 	close(h.wake)
 	h.wake = make(chan struct{})
+	select {
+	case p.kick <- struct{}{}:
+	default:
+	}
+}
+
+// hostLocked returns the pool's entry for t's host, making it.
+func (p *Pool) hostLocked(t Target) *poolHost {
+	key := t.connKey(p.d.DefaultUser)
+	h := p.hosts[key]
+	if h == nil {
+		h = &poolHost{key: key, wake: make(chan struct{})}
+		p.hosts[key] = h
+	}
+	return h
+}
+
+// pruneLocked drops h's connections that are gone.
+func (h *poolHost) pruneLocked() {
+	live := h.conns[:0]
+	for _, pc := range h.conns {
+		select {
+		case <-pc.conn.Done():
+			continue
+		default:
+		}
+		live = append(live, pc)
+	}
+	clear(h.conns[len(live):])
+	h.conns = live
+}
+
+// freeLocked returns a connection of h with a free channel slot, or nil.
+func (h *poolHost) freeLocked() *pooled {
+	for _, pc := range h.conns {
+		if n := pc.conn.MaxChannels(); n == 0 || pc.users < n {
+			return pc
+		}
+	}
+	return nil
+}
+
+// perLocked is the channel cap of h's connections once one is up (0: none
+// is, so the cap is not known yet; a connection without a cap counts as a
+// very large one).
+func (h *poolHost) perLocked() int {
+	if len(h.conns) == 0 {
+		return 0
+	}
+	if n := h.conns[0].conn.MaxChannels(); n > 0 {
+		return n
+	}
+	return 1 << 30
+}
+
+// Each calls fn(i, c, err) for every target, at most throttle (≤ 0:
+// DefaultThrottle) at once, with a channel slot of a connection to
+// targets[i]'s host reserved for the call (err: the host could not be
+// reached). Unlike Each with Acquire inside, a target whose host has every
+// slot taken does not hold one of the throttle's places: the place goes to
+// the first target, in the given order, whose host has a free slot (so
+// targets start in order whenever their hosts have room, and --throttle 1
+// runs them one after the other as given). Only when no waiting target can
+// start is another connection dialled, for the host with the fewest, as
+// many at once as the free places need: a fan-out over H hosts under a cap
+// of C channels opens about throttle/C connections spread over the hosts,
+// not throttle/C to each host in turn (the targets of a host are often
+// listed together).
+func (p *Pool) Each(ctx context.Context, targets []Target, throttle int, fn func(i int, c *Conn, err error)) {
+	if throttle <= 0 {
+		throttle = DefaultThrottle
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var hosts []*poolHost // in the order of their first target
+	seen := map[*poolHost]bool{}
+	for i, t := range targets {
+		h := p.hostLocked(t)
+		h.queue = append(h.queue, i)
+		if !seen[h] {
+			seen[h] = true
+			hosts = append(hosts, h)
+		}
+	}
+	var wg sync.WaitGroup
+	defer func() {
+		p.mu.Unlock()
+		wg.Wait()
+		p.mu.Lock()
+	}()
+	running, left := 0, len(targets) // places taken; targets not yet handed to fn
+	start := func(h *poolHost, i int, pc *pooled, err error) {
+		running++
+		left--
+		var c *Conn
+		if pc != nil {
+			pc.users++
+			c = pc.conn
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fn(i, c, err)
+			p.mu.Lock()
+			if pc != nil {
+				pc.users--
+			}
+			running--
+			p.wakeLocked(h)
+			p.mu.Unlock()
+		}()
+	}
+	for left > 0 {
+		if err := ctx.Err(); err != nil {
+			for _, h := range hosts {
+				for _, i := range append(h.parked, h.queue...) {
+					start(h, i, nil, err)
+				}
+				h.queue, h.parked = nil, nil
+			}
+			return
+		}
+		for _, h := range hosts {
+			h.pruneLocked()
+			// Targets parked on a first dial get its connection, or its
+			// failure, first: they hold their places already.
+			for len(h.parked) > 0 {
+				pc := h.freeLocked()
+				if pc == nil && (len(h.conns) > 0 || h.dialing > 0 || h.err == nil) {
+					break
+				}
+				i := h.parked[0]
+				h.parked = h.parked[1:]
+				running-- // start counts it again
+				if pc != nil {
+					start(h, i, pc, nil)
+				} else {
+					start(h, i, nil, h.err)
+				}
+			}
+		}
+		for running < throttle {
+			// The first waiting target, in the given order, that can
+			// start now: its host has a free slot, cannot be reached,
+			// or needs its first connection (dialled now; the target
+			// parks on it, holding its place).
+			var best *poolHost
+			for _, h := range hosts {
+				if len(h.queue) == 0 || (best != nil && h.queue[0] > best.queue[0]) {
+					continue
+				}
+				if h.freeLocked() != nil || (len(h.conns) == 0 && h.dialing == 0) {
+					best = h
+				}
+			}
+			if best == nil {
+				break
+			}
+			h := best
+			i := h.queue[0]
+			h.queue = h.queue[1:]
+			switch pc := h.freeLocked(); {
+			case pc != nil:
+				start(h, i, pc, nil)
+			case h.err != nil:
+				start(h, i, nil, h.err)
+			default:
+				running++
+				h.parked = append(h.parked, i)
+				h.dialing++
+				go p.dial(ctx, targets[i], h)
+			}
+		}
+		p.dialMoreLocked(ctx, targets, hosts, throttle-running)
+		if left == 0 {
+			break
+		}
+		p.mu.Unlock()
+		select {
+		case <-p.kick:
+		case <-ctx.Done():
+		}
+		p.mu.Lock()
+	}
+}
+
+// dialMoreLocked dials more connections when free places remain that no
+// waiting target can take, until the dials on their way bring enough
+// slots. Hosts are levelled: a host gets another connection only when no
+// host that also needs one has fewer (a host whose first dial is on its way
+// counts as one, its cap not known yet).
+func (p *Pool) dialMoreLocked(ctx context.Context, targets []Target, hosts []*poolHost, free int) {
+	for _, h := range hosts {
+		if per := h.perLocked(); per > 0 {
+			free -= h.dialing * per
+		}
+	}
+	for free > 0 {
+		var best *poolHost
+		level := -1
+		for _, h := range hosts {
+			per := h.perLocked()
+			if len(h.queue) == 0 || h.full || (per == 0 && h.dialing == 0) || (per > 0 && len(h.queue) <= h.dialing*per) {
+				continue // nothing waits, no more dials, or dials enough
+			}
+			l := len(h.conns) + h.dialing
+			if level < 0 || l < level {
+				level, best = l, nil
+			}
+			if l == level && best == nil && per > 0 {
+				best = h
+			}
+		}
+		if best == nil {
+			return
+		}
+		best.dialing++
+		go p.dial(ctx, targets[best.queue[0]], best)
+		free -= best.perLocked()
+	}
 }
 
 // Close closes every connection.
