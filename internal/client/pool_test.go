@@ -1,0 +1,246 @@
+package client
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/agent"
+	"github.com/tether-sh/tether/internal/e2e"
+	"github.com/tether-sh/tether/internal/sshauth"
+	"github.com/tether-sh/tether/internal/tstest"
+	"github.com/tether-sh/tether/internal/wire"
+)
+
+// countingDialer counts the TCP connections made to each address.
+type countingDialer struct {
+	mu    sync.Mutex
+	dials map[string]int
+}
+
+func (c *countingDialer) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
+	c.mu.Lock()
+	c.dials[addr]++
+	c.mu.Unlock()
+	return (&net.Dialer{}).DialContext(ctx, network, addr)
+}
+
+func (c *countingDialer) count(addr string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.dials[addr]
+}
+
+// startCappedAgents starts n agents in the test process whose policy sets
+// MaxSessionsPerConnection to maxSessions, all trusting one key, and
+// returns their addresses and a Dialer that counts its dials.
+func startCappedAgents(t *testing.T, n, maxSessions int) ([]string, *Dialer, *countingDialer) {
+	t.Helper()
+	me, err := user.Current()
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := e2e.ShortTempDir(t) // not below /tmp: the agent refuses keys there, as sshd does
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(root, "authorized_keys")
+	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	policy := filepath.Join(root, "policy.toml")
+	if err := os.WriteFile(policy, fmt.Appendf(nil, "MaxSessionsPerConnection = %d\n", maxSessions), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var addrs []string
+	for i := range n {
+		state := filepath.Join(root, fmt.Sprintf("state%d", i))
+		a, err := agent.New(agent.Options{StateDir: state, AuthorizedKeys: keys, PolicyPath: policy,
+			Executable: e2e.Binary(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		served := make(chan struct{})
+		go func() { a.Serve(ctx, ln); close(served) }()
+		t.Cleanup(func() {
+			cancel()
+			ln.Close()
+			<-served
+		})
+		addrs = append(addrs, ln.Addr().String())
+	}
+	cd := &countingDialer{dials: map[string]int{}}
+	d := &Dialer{
+		Signers:     []ssh.Signer{signer},
+		KnownHosts:  &sshauth.KnownHosts{Path: filepath.Join(root, "known_hosts")},
+		DefaultUser: me.Username,
+		Client:      wire.Client{ID: "pool-test", Host: "testbox"},
+		DialNet:     cd.DialContext,
+	}
+	return addrs, d, cd
+}
+
+// held runs Pool.Each over targets and holds every call until release is
+// closed; it reports the calls running per host.
+type held struct {
+	mu      sync.Mutex
+	running map[string]int
+	order   []int
+	errs    map[int]error
+	release chan struct{}
+}
+
+func (h *held) fn(targets []Target) func(i int, c *Conn, err error) {
+	return func(i int, c *Conn, err error) {
+		h.mu.Lock()
+		h.order = append(h.order, i)
+		if err != nil {
+			h.errs[i] = err
+			h.mu.Unlock()
+			return
+		}
+		if c == nil || c.Target.HostPort() != targets[i].HostPort() {
+			h.mu.Unlock()
+			panic(fmt.Sprintf("target %d (%s) got a connection to %v", i, targets[i], c))
+		}
+		h.running[targets[i].HostPort()]++
+		h.mu.Unlock()
+		<-h.release
+		h.mu.Lock()
+		h.running[targets[i].HostPort()]--
+		h.mu.Unlock()
+	}
+}
+
+func (h *held) total() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	n := 0
+	for _, r := range h.running {
+		n += r
+	}
+	return n
+}
+
+func newHeld() *held {
+	return &held{running: map[string]int{}, errs: map[int]error{}, release: make(chan struct{})}
+}
+
+func targetsOn(t *testing.T, addr string, n int) []Target {
+	var out []Target
+	for i := range n {
+		tg, err := ParseTarget(fmt.Sprintf("%s/s%d", addr, i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, tg)
+	}
+	return out
+}
+
+// TestPoolEachSpreadsConnectionsOverHosts: 8 targets on each of two agents
+// that allow 2 channels per connection, listed host by host, with a
+// throttle of 8. The throttle's places must go to both hosts at once (4
+// each: 2 connections each, 4 dials) — not all 8 to the first host's
+// targets, which made 4 connections to it and then 4 to the second (the
+// fan-out before: Each with Acquire inside, ~90 connections for figure 12's
+// 256-wide fan-out over 4 agents under the default cap of 10 instead of ~28).
+func TestPoolEachSpreadsConnectionsOverHosts(t *testing.T) {
+	addrs, d, cd := startCappedAgents(t, 2, 2)
+	targets := append(targetsOn(t, addrs[0], 8), targetsOn(t, addrs[1], 8)...)
+	h := newHeld()
+	p := NewPool(d)
+	defer p.Close()
+	done := make(chan struct{})
+	go func() {
+		p.Each(context.Background(), targets, 8, h.fn(targets))
+		close(done)
+	}()
+	tstest.WaitFor(t, 30*time.Second, "8 calls running", func() bool { return h.total() == 8 })
+	h.mu.Lock()
+	r0, r1 := h.running[addrs[0]], h.running[addrs[1]]
+	h.mu.Unlock()
+	if r0 != 4 || r1 != 4 {
+		t.Errorf("running per host %d and %d, want 4 and 4 (the throttle's places shared by the hosts)", r0, r1)
+	}
+	if a, b := cd.count(addrs[0]), cd.count(addrs[1]); a != 2 || b != 2 {
+		t.Errorf("dials per host %d and %d while 8 ran, want 2 and 2 (4 channels each, 2 per connection)", a, b)
+	}
+	close(h.release)
+	<-done
+	if a, b := cd.count(addrs[0]), cd.count(addrs[1]); a+b != 4 {
+		t.Errorf("dials per host %d and %d for the whole fan-out, want 2 and 2", a, b)
+	}
+	if len(h.order) != len(targets) || len(h.errs) != 0 {
+		t.Errorf("%d calls, errors %v; want %d calls, no error", len(h.order), h.errs, len(targets))
+	}
+}
+
+// TestPoolEachKeepsOrder: with a throttle of 1 the targets run one after
+// the other in the order given, across hosts (a rolling change relies on
+// it), and every target runs once.
+func TestPoolEachKeepsOrder(t *testing.T) {
+	addrs, d, _ := startCappedAgents(t, 2, 2)
+	var targets []Target
+	for i := range 6 {
+		targets = append(targets, targetsOn(t, addrs[i%2], 1)...)
+	}
+	h := newHeld()
+	close(h.release)
+	p := NewPool(d)
+	defer p.Close()
+	p.Each(context.Background(), targets, 1, h.fn(targets))
+	if fmt.Sprint(h.order) != "[0 1 2 3 4 5]" || len(h.errs) != 0 {
+		t.Errorf("order %v, errors %v; want [0 1 2 3 4 5], none", h.order, h.errs)
+	}
+}
+
+// TestPoolEachUnreachableHost: the targets of a host that refuses
+// connections get its dial error, once each and without holding up the
+// targets of a host that answers; the dead host is dialled once.
+func TestPoolEachUnreachableHost(t *testing.T) {
+	addrs, d, cd := startCappedAgents(t, 1, 2)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dead := ln.Addr().String()
+	ln.Close() // nothing listens there now: connect is refused
+	targets := append(targetsOn(t, dead, 5), targetsOn(t, addrs[0], 5)...)
+	h := newHeld()
+	close(h.release)
+	p := NewPool(d)
+	defer p.Close()
+	p.Each(context.Background(), targets, 4, h.fn(targets))
+	for i := range 5 {
+		if !errors.Is(h.errs[i], ErrConnect) {
+			t.Errorf("target %d on the dead host: %v, want ErrConnect", i, h.errs[i])
+		}
+	}
+	if len(h.order) != 10 || len(h.errs) != 5 {
+		t.Errorf("%d calls with %d errors, want 10 with 5", len(h.order), len(h.errs))
+	}
+	if n := cd.count(dead); n != 1 {
+		t.Errorf("the dead host was dialled %d times, want 1", n)
+	}
+}
