@@ -77,6 +77,9 @@ func (b *bench) figChanCap(r *results, cfg config) error {
 		runs                 int
 	}
 	sides := []*side{{cap: 10}, {cap: 1000}}
+	if hold := os.Getenv("CHANCAP_HOLD"); hold != "" {
+		holdForProfiling(hold, b, agents, agentPIDs, targets)
+	}
 	settle()
 	for round := 0; round < rounds; round++ {
 		for _, s := range sides {
@@ -121,4 +124,26 @@ func (b *bench) figChanCap(r *results, cfg config) error {
 	}
 	r.note("channel cap: %d rounds in turns (cap 10, cap 1000, …); cap 10 makes the client open about %d connections per agent for --throttle %d, cap 1000 one", rounds, (throttle/len(agents)+9)/10, throttle)
 	return nil
+}
+
+// holdForProfiling (CHANCAP_HOLD=FILE) writes what a shell needs to run the
+// figure's fan-out by hand (binary, key, environment, agent pids and
+// addresses, targets) to FILE and waits until FILE is removed, with the
+// agents and sessions up: for perf/strace of the CLI and the agents, and for
+// two builds in turns on the same agents.
+func holdForProfiling(file string, b *bench, agents []*agentProc, pids []int, targets string) {
+	var addrs []string
+	for _, a := range agents {
+		addrs = append(addrs, a.addr)
+	}
+	env := b.tetherCmd(context.Background()).Env
+	fmt.Fprintf(os.Stderr, "figure 12: holding the agents until %s is removed\n", file)
+	os.WriteFile(file, fmt.Appendf(nil, "BIN=%s\nKEY=%s\nENV=%q\nPIDS=%q\nADDRS=%q\nTARGETS=%s\n",
+		b.bin, b.key, strings.Join(env, " "), fmt.Sprint(pids), strings.Join(addrs, " "), targets), 0o644)
+	for {
+		if _, err := os.Stat(file); err != nil {
+			return
+		}
+		time.Sleep(time.Second)
+	}
 }
