@@ -16,6 +16,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/tether-sh/tether/internal/remoting"
 )
 
 // Version is set at build time with -ldflags "-X .../cli.Version=...".
@@ -50,6 +52,13 @@ func Run(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "tether: %v\n", err)
 		return 255
 	}
+	if len(args) >= 2 && args[0] == remoting.ScriptCommand {
+		// A proxy's #! line: no command tree to build, and no flags
+		// of ours among the arguments, which are all the command's.
+		name := "proxy"
+		ranCommand.Store(&name)
+		return exitStatus(env, runProxyScript(ctx, env, args[1], args[2:]))
+	}
 	root := newRoot(env)
 	root.SetArgs(args)
 	if c, _, err := root.Find(args); err == nil && c != root {
@@ -59,7 +68,12 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	err := root.ExecuteContext(ctx)
+	return exitStatus(env, root.ExecuteContext(ctx))
+}
+
+// exitStatus is the process's exit status for a command's error, which it
+// prints unless it carries a status of its own.
+func exitStatus(env *Env, err error) int {
 	if err == nil {
 		return 0
 	}

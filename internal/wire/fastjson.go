@@ -1,6 +1,7 @@
 package wire
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"strconv"
 	"time"
@@ -31,10 +32,10 @@ func appendHello(b []byte, h *Hello) ([]byte, bool) {
 
 // appendRequest appends r as encoding/json would encode it (after
 // MarshalJSON's CommandBytes rule); false when r has a field it leaves to
-// encoding/json (argv, tty, files, limits, command bytes, a string that is
-// not UTF-8).
+// encoding/json (tty, files, limits, command bytes, a string that is not
+// UTF-8).
 func appendRequest(b []byte, r *Request) ([]byte, bool) {
-	if len(r.CommandBytes) > 0 || len(r.Argv) > 0 || r.TTY != nil || len(r.Files) > 0 || r.Limits != nil {
+	if len(r.CommandBytes) > 0 || r.TTY != nil || len(r.Files) > 0 || r.Limits != nil {
 		return b, false
 	}
 	ok := true
@@ -51,6 +52,18 @@ func appendRequest(b []byte, r *Request) ([]byte, bool) {
 	b, ok = appendStringField(b, ok, `,"shell":`, r.Shell)
 	b = appendBoolField(b, `,"no_profile":`, r.NoProfile)
 	b, ok = appendStringField(b, ok, `,"command":`, r.Command)
+	if len(r.Argv) > 0 { // Args.MarshalJSON: each word as base64 bytes
+		b = append(b, `,"argv":[`...)
+		for i, a := range r.Argv {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = base64.StdEncoding.AppendEncode(b, []byte(a))
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
 	b, ok = appendStringField(b, ok, `,"module":`, r.Module)
 	b, ok = appendStringField(b, ok, `,"argv_encoding":`, r.ArgvEncoding)
 	b = appendBoolField(b, `,"stdin":`, r.Stdin)

@@ -29,6 +29,7 @@ func TestFastEncodeIsEncodingJSON(t *testing.T) {
 		{Op: OpAttach, Session: "s", Cmd: 7, After: 12, All: true, Force: true, Hold: true, Grace: Duration(1500 * time.Millisecond)},
 		{Op: OpConfigSet, Key: "IdleTimeout", Value: "2h", Owner: "bob", HelpCommand: "x", Reason: "why", AllUsers: true, Module: "m", ArgvEncoding: "argv:base64"},
 		{Grace: Duration(-time.Second)},
+		{Op: OpRun, Session: "implicit", Module: "benchmod", Argv: Args{"true", "", "a b", "\xff\x00"}, ArgvEncoding: "argv:base64"},
 	}
 	for _, s := range oddStrings {
 		hellos = append(hellos, Hello{Proto: 2, Software: s, User: s})
@@ -56,7 +57,6 @@ func TestFastEncodeIsEncodingJSON(t *testing.T) {
 // Fields the fast path leaves to encoding/json still encode as before.
 func TestFastEncodeLeavesTheRest(t *testing.T) {
 	for _, r := range []Request{
-		{Op: OpRun, Argv: Args{"ls", "-l"}},
 		{Op: OpRun, TTY: &TTY{Term: "xterm", Rows: 24, Cols: 80}},
 		{Op: OpHash, Files: []HashFile{{Path: "/a", Length: 3}}},
 		{Op: OpRun, Limits: &Limits{JournalBytes: 1}},
@@ -155,6 +155,9 @@ func FuzzFastEncode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, a, b string, n uint64, grace int64) {
 		r := Request{Op: OpRun, Session: a, Client: Client{ID: b, Host: a}, Command: b, After: n, Cmd: uint32(n), Grace: Duration(grace), Key: a, Stdin: n%2 == 0}
+		if n%3 == 0 {
+			r.Argv = Args{a, "", b}
+		}
 		if got, ok := appendRequest(nil, &r); ok {
 			if want, _ := json.Marshal(plainRequest(r)); !bytes.Equal(got, want) {
 				t.Fatalf("request %+v:\n fast %s\n json %s", r, got, want)
