@@ -23,8 +23,8 @@ func TestInvokeTunesOnlyLongRuns(t *testing.T) {
 	}
 	sess := strings.TrimSpace(ce.out.String())
 
-	defer func(d time.Duration) { _ = d }(oneStreamAfter)
-	_ = time.Hour // every run here is short
+	defer func(d time.Duration) { oneStreamAfter = d }(oneStreamAfter)
+	oneStreamAfter = time.Hour // every run here is short
 	if code := ce.run(t, "invoke", sess, "true"); code != 0 {
 		t.Fatalf("invoke true: exit %d: %s", code, ce.errOut.String())
 	}
@@ -32,7 +32,7 @@ func TestInvokeTunesOnlyLongRuns(t *testing.T) {
 		t.Fatalf("a short run tuned the process %d times", n)
 	}
 
-	_ = time.Millisecond // every run here is long
+	oneStreamAfter = time.Millisecond // every run here is long
 	if code := ce.run(t, "invoke", sess, "sleep 0.5"); code != 0 {
 		t.Fatalf("invoke sleep: exit %d: %s", code, ce.errOut.String())
 	}
