@@ -168,9 +168,9 @@ func getent(db, key string) (string, error) {
 	if key == "" || strings.ContainsAny(key, ":\n\x00") || strings.HasPrefix(key, "-") {
 		return "", fmt.Errorf("getent %s: %q is not a name", db, key)
 	}
-	path, err := exec.LookPath("getent")
+	path, err := getentPath()
 	if err != nil {
-		return "", fmt.Errorf("no getent to ask NSS with: %w", err)
+		return "", err
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), getentTimeout)
 	defer cancel()
@@ -182,6 +182,17 @@ func getent(db, key string) (string, error) {
 		return "", fmt.Errorf("getent %s %s: %v %s", db, key, err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// getentPath is the system's getent: from /usr/bin or /bin, not from PATH
+// (the agent runs as root).
+func getentPath() (string, error) {
+	for _, p := range []string{"/usr/bin/getent", "/bin/getent"} {
+		if fi, err := os.Stat(p); err == nil && fi.Mode().IsRegular() {
+			return p, nil
+		}
+	}
+	return "", errors.New("no getent in /usr/bin or /bin to ask NSS with")
 }
 
 func firstLine(s string) string {
