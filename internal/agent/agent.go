@@ -22,6 +22,7 @@ import (
 
 	"github.com/tether-sh/tether/internal/config"
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/osuser"
 	"github.com/tether-sh/tether/internal/safefs"
 	"github.com/tether-sh/tether/internal/sshauth"
 )
@@ -114,7 +115,7 @@ func New(opts Options) (*Agent, error) {
 		}
 		opts.Executable = exe
 	}
-	self, err := user.Current()
+	self, err := osuser.Current()
 	if err != nil {
 		return nil, fmt.Errorf("current user: %w", err)
 	}

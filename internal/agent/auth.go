@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tether-sh/tether/internal/osuser"
 	"github.com/tether-sh/tether/internal/sshauth"
 )
 
@@ -83,11 +84,11 @@ func (a *Agent) isAdmin(u *user.User) bool {
 	if a.opts.AdminGroup == "" {
 		return false
 	}
-	g, err := user.LookupGroup(a.opts.AdminGroup)
+	g, err := osuser.LookupGroup(a.opts.AdminGroup)
 	if err != nil {
 		return false
 	}
-	gids, err := u.GroupIds()
+	gids, err := osuser.GroupIds(u)
 	if err != nil {
 		return false
 	}
@@ -98,7 +99,7 @@ func lookupUser(name string) (*user.User, error) {
 	if name == "" {
 		return nil, errors.New("empty user name")
 	}
-	return user.Lookup(name)
+	return osuser.Lookup(name)
 }
 
 func atoi(s string) int {

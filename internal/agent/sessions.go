@@ -23,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/tether-sh/tether/internal/limits"
+	"github.com/tether-sh/tether/internal/osuser"
 	"github.com/tether-sh/tether/internal/peercred"
 	"github.com/tether-sh/tether/internal/safefs"
 	"github.com/tether-sh/tether/internal/sessionhost"
@@ -55,7 +56,7 @@ const endingWait = 10 * time.Second
 // users, sessions or agents share one). uid < 0: look the user up.
 func (a *Agent) groupID(userName string, uid int, name string) limits.GroupID {
 	if uid < 0 {
-		if u, err := user.Lookup(userName); err == nil {
+		if u, err := osuser.Lookup(userName); err == nil {
 			uid = atoi(u.Uid)
 		}
 	}
@@ -164,7 +165,7 @@ func (a *Agent) awaitDiscovery() {
 // userCred is whose file-system rights the agent uses for u's files.
 func userCred(u *user.User) (safefs.Cred, error) {
 	c := safefs.Cred{UID: atoi(u.Uid), GID: atoi(u.Gid)}
-	gids, err := u.GroupIds()
+	gids, err := osuser.GroupIds(u)
 	if err != nil {
 		return c, fmt.Errorf("groups of %s: %w", u.Username, err)
 	}
@@ -605,7 +606,7 @@ func loginShell(name string) string {
 }
 
 func credential(u *user.User) (*syscall.Credential, error) {
-	gids, err := u.GroupIds()
+	gids, err := osuser.GroupIds(u)
 	if err != nil {
 		return nil, fmt.Errorf("groups of %s: %w", u.Username, err)
 	}

@@ -16,6 +16,9 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/tether-sh/tether/internal/remoting"
 )
 
 // Version is set at build time with -ldflags "-X .../cli.Version=...".
@@ -50,7 +53,14 @@ func Run(ctx context.Context, env *Env, args []string) int {
 		fmt.Fprintf(env.Stderr, "tether: %v\n", err)
 		return 255
 	}
-	root := newRoot(env)
+	if len(args) >= 2 && args[0] == remoting.ScriptCommand {
+		// A proxy's #! line: no command tree to build, and no flags
+		// of ours among the arguments, which are all the command's.
+		name := "proxy"
+		ranCommand.Store(&name)
+		return exitStatus(env, runProxyScript(ctx, env, args[1], args[2:]))
+	}
+	root := newRoot(env, args)
 	root.SetArgs(args)
 	if c, _, err := root.Find(args); err == nil && c != root {
 		name := c.Name()
@@ -59,7 +69,12 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)
 	root.SetErr(env.Stderr)
-	err := root.ExecuteContext(ctx)
+	return exitStatus(env, root.ExecuteContext(ctx))
+}
+
+// exitStatus is the process's exit status for a command's error, which it
+// prints unless it carries a status of its own.
+func exitStatus(env *Env, err error) int {
 	if err == nil {
 		return 0
 	}
@@ -80,7 +95,11 @@ type globals struct {
 	ssh            sshFlags // -p, -J, -F, -o (sshflags.go)
 }
 
-func newRoot(env *Env) *cobra.Command {
+// newRoot is the command tree for args: the whole of it, or, for a run of
+// invoke (the command scripts call in loops), the root and invoke alone —
+// building the other two dozen commands and their flags was ~4 % of a
+// fresh invoke's CPU and ~40 of its page faults (#18).
+func newRoot(env *Env, args []string) *cobra.Command {
 	g := &globals{}
 	root := &cobra.Command{
 		Use:   "tether",
@@ -102,6 +121,14 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	pf.StringVarP(&g.user, "user", "l", "", "login name on the hosts (default: your local user name)")
 	pf.StringVar(&g.knownHosts, "known-hosts", "", "known_hosts file (default ~/.config/tether/known_hosts)")
 	pf.StringVar(&g.connectTimeout, "connect-timeout", "10", "how long to wait for a host to answer: seconds (as ssh's ConnectTimeout) or a duration like 1m")
+	g.addSSHPersistentFlags(root)
+	if subcommand(root, args) == "invoke" {
+		root.AddCommand(invokeCmd(env, g))
+		g.addSSHFlags(root)
+		withUsage(root)
+		root.SetFlagErrorFunc(flagError)
+		return root
+	}
 	root.AddCommand(
 		serveCmd(env),
 		sessionHostCmd(env),
@@ -131,13 +158,58 @@ Lists are comma-separated. Options come before positional arguments, as with ssh
 	)
 	g.addSSHFlags(root)
 	withUsage(root)
-	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
-		return usageError(cmd, "%v (%s --help lists its flags)", err, cmd.CommandPath())
-	})
+	root.SetFlagErrorFunc(flagError)
 	addCompletions(root, env, g) // session addresses and setting names
 	hookProxyHelp(root, env)     // `tether help PROXY` fetches an imported command's help from its host
 	return root
 }
+
+func flagError(cmd *cobra.Command, err error) error {
+	return usageError(cmd, "%v (%s --help lists its flags)", err, cmd.CommandPath())
+}
+
+// subcommand is the subcommand args name after the root's flags, or ""
+// when that is not certain (a flag the root does not know, help, --).
+func subcommand(root *cobra.Command, args []string) string {
+	takesValue := func(f *pflag.Flag) bool { return f != nil && f.NoOptDefVal == "" }
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--" || a == "-":
+			return ""
+		case strings.HasPrefix(a, "--"):
+			name, _, hasValue := strings.Cut(a[2:], "=")
+			f := root.PersistentFlags().Lookup(name)
+			if name == "port" {
+				f = portFlag
+			}
+			if f == nil {
+				return ""
+			}
+			if !hasValue && takesValue(f) {
+				i++
+			}
+		case strings.HasPrefix(a, "-"):
+			f := root.PersistentFlags().ShorthandLookup(a[1:2])
+			if a[1:2] == "p" {
+				f = portFlag
+			}
+			if !takesValue(f) { // unknown, or a switch (-h, -v)
+				return ""
+			}
+			if len(a) == 2 {
+				i++
+			}
+		default:
+			return a
+		}
+	}
+	return ""
+}
+
+// portFlag stands for the root's own -p/--port (addSSHFlags), which takes
+// a value, when subcommand looks at flags before it is defined.
+var portFlag = &pflag.Flag{Name: "port"}
 
 // withUsage makes every command's argument errors say how to call it, and
 // stops flag parsing at the first positional argument, as ssh does.

@@ -13,12 +13,12 @@ import (
 	"sync"
 	"time"
 
-	"github.com/schollz/progressbar/v3"
 	"github.com/spf13/cobra"
 
 	"github.com/tether-sh/tether/internal/client"
 	"github.com/tether-sh/tether/internal/copier"
 	"github.com/tether-sh/tether/internal/fold"
+	"github.com/tether-sh/tether/internal/progress"
 )
 
 // remoteArg is TARGET:PATH, TARGET a comma-separated list of target
@@ -155,12 +155,9 @@ func runCp(ctx context.Context, env *Env, s *session, targets []client.Target, s
 	many := len(targets) > 1
 	var mu sync.Mutex // one line at a time, and the bar
 	enc := json.NewEncoder(env.Stdout)
-	var bar *progressbar.ProgressBar
+	var bar *progress.Bar
 	if !jsonOut && isTerminal(env.Stderr) {
-		bar = progressbar.NewOptions64(0,
-			progressbar.OptionSetWriter(env.Stderr), progressbar.OptionShowBytes(true), progressbar.OptionShowCount(),
-			progressbar.OptionSetPredictTime(true), progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionClearOnFinish(), progressbar.OptionSetDescription("copying"))
+		bar = progress.New(env.Stderr, "copying")
 	}
 	var totalMu sync.Mutex
 	var total int64
@@ -173,12 +170,12 @@ func runCp(ctx context.Context, env *Env, s *session, targets []client.Target, s
 			if bar != nil {
 				totalMu.Lock()
 				total += n
-				bar.ChangeMax64(total)
+				bar.SetMax(total)
 				totalMu.Unlock()
 			}
 		}
 		if bar != nil {
-			to.Progress = func(d int64) { bar.Add64(d) }
+			to.Progress = func(d int64) { bar.Add(d) }
 		}
 		told := false
 		to.OnFile = func(r copier.FileResult) {

@@ -28,6 +28,11 @@ import (
 // targets: it is held in memory once and sent to each.
 const maxStdinSpool = 64 << 20
 
+// oneStreamAfter is how long a one-target invoke runs before the process
+// is tuned for moving one stream (Env.OneStream): bulk transfers run far
+// longer, most commands are over well before.
+var oneStreamAfter = 20 * time.Millisecond
+
 // maxScriptFile bounds a --file script (it travels as the command text).
 const maxScriptFile = 16 << 20
 
@@ -105,7 +110,12 @@ If the connection breaks, invoke reconnects by itself for up to
 				return err
 			}
 			if len(targets) == 1 && env.OneStream != nil {
-				env.OneStream()
+				// Tuned once the run proves long: resizing the scheduler
+				// stops the world and hands the dropped processor's
+				// cached spans back, which faulted in ~75 fresh pages —
+				// an eighth of a fresh invoke's page faults (#18).
+				t := time.AfterFunc(oneStreamAfter, env.OneStream)
+				defer t.Stop()
 			}
 			rt, err := parseReconnect(reconnect)
 			if err != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"path/filepath"
 	"strings"
 
@@ -46,6 +48,106 @@ func proxyCmd(env *Env, g *globals) *cobra.Command {
 		f.MarkHidden(n)
 	}
 	return cmd
+}
+
+// maxProxyScript bounds the proxy file proxy-script reads (IsProxy's bound).
+const maxProxyScript = 64 << 10
+
+// runProxyScript is `tether proxy-script PROXY ARGS...`, what the kernel
+// runs for a proxy whose #! line names this binary: the manifest and the
+// proxy's key come from the proxy's exec line (the words sh would run),
+// and every argument is the command's.
+func runProxyScript(ctx context.Context, env *Env, script string, args []string) error {
+	imports, path, err := readProxyScript(script)
+	if err != nil {
+		return err
+	}
+	return runProxy(ctx, env, &globals{connectTimeout: "10"}, proxyOpts{imports: imports, path: path}, args)
+}
+
+// readProxyScript reads --imports and --path from the exec line of the
+// proxy file at script (one tether import wrote, ProxyScript).
+func readProxyScript(script string) (imports, path string, err error) {
+	fh, err := os.Open(script)
+	if err != nil {
+		return "", "", fmt.Errorf("proxy: %w", err)
+	}
+	defer fh.Close()
+	b, err := io.ReadAll(io.LimitReader(fh, maxProxyScript+1))
+	if err != nil {
+		return "", "", fmt.Errorf("proxy %s: %w", script, err)
+	}
+	bad := fmt.Errorf("%s is not a proxy made by tether import (no exec line with --imports and --path); import the command again", script)
+	if len(b) > maxProxyScript || !strings.Contains(string(b), "\n"+remoting.ProxyMarker+" ") {
+		return "", "", bad
+	}
+	for line := range strings.Lines(string(b)) {
+		words, ok := shellWords(strings.TrimRight(line, "\n"))
+		if !ok || len(words) < 3 || words[0] != "exec" || words[2] != "proxy" {
+			continue
+		}
+		for i := 3; i+1 < len(words) && words[i] != "--"; i++ {
+			switch words[i] {
+			case "--imports":
+				imports = words[i+1]
+			case "--path":
+				path = words[i+1]
+			}
+		}
+		if imports != "" && path != "" {
+			return imports, path, nil
+		}
+	}
+	return "", "", bad
+}
+
+// shellWords splits a line of the form shquote.Quote writes: words of
+// plain characters, '…' quotes, \x escapes and "…" quotes without
+// expansions ("$@" is kept as the word $@). false for anything else.
+func shellWords(line string) ([]string, bool) {
+	var words []string
+	var w strings.Builder
+	in := false // inside a word
+	for i := 0; i < len(line); i++ {
+		switch c := line[i]; c {
+		case ' ', '\t':
+			if in {
+				words = append(words, w.String())
+				w.Reset()
+				in = false
+			}
+		case '\'':
+			j := strings.IndexByte(line[i+1:], '\'')
+			if j < 0 {
+				return nil, false
+			}
+			w.WriteString(line[i+1 : i+1+j])
+			i += j + 1
+			in = true
+		case '"':
+			j := strings.IndexByte(line[i+1:], '"')
+			if j < 0 || strings.ContainsAny(line[i+1:i+1+j], "\\`") {
+				return nil, false
+			}
+			w.WriteString(line[i+1 : i+1+j])
+			i += j + 1
+			in = true
+		case '\\':
+			if i+1 >= len(line) {
+				return nil, false
+			}
+			w.WriteByte(line[i+1])
+			i++
+			in = true
+		default:
+			w.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		words = append(words, w.String())
+	}
+	return words, true
 }
 
 // runProxy is tether proxy: it runs the proxy's command with args as its

@@ -27,12 +27,8 @@ func (v sshOptionValue) Set(s string) error {
 // (list -o wide); the port is -P where a command has a -p of its own
 // (cp -p keeps times, as scp's -p does, whose port is -P too).
 func (g *globals) addSSHFlags(root *cobra.Command) {
-	pf := root.PersistentFlags()
 	const portUsage = "port on the hosts: the agent's (default 4422), or sshd's for ssh:// targets (default ssh_config's)"
-	pf.StringVarP(&g.ssh.Jump, "jump", "J", "", "reach the hosts through these jump hosts (ssh -J; also ssh_config's ProxyJump)")
-	pf.StringVarP(&g.ssh.ConfigFile, "ssh-config", "F", "", "ssh_config file for ssh:// targets and host aliases (ssh -F; default ~/.ssh/config, or $TETHER_SSH_CONFIG)")
 	val := sshOptionValue{&g.ssh.Options}
-	pf.Var(val, "ssh-option", "an ssh_config option, Key=Value, as ssh -o (-o works too, except for list, whose -o is its output), repeatable")
 	var walk func(c *cobra.Command)
 	walk = func(c *cobra.Command) {
 		if c.Flags().Lookup("port") == nil {
@@ -51,6 +47,15 @@ func (g *globals) addSSHFlags(root *cobra.Command) {
 		}
 	}
 	walk(root)
+}
+
+// addSSHPersistentFlags defines the root's ssh options (-J, -F,
+// --ssh-option), before the subcommands exist (addSSHFlags adds the rest).
+func (g *globals) addSSHPersistentFlags(root *cobra.Command) {
+	pf := root.PersistentFlags()
+	pf.StringVarP(&g.ssh.Jump, "jump", "J", "", "reach the hosts through these jump hosts (ssh -J; also ssh_config's ProxyJump)")
+	pf.StringVarP(&g.ssh.ConfigFile, "ssh-config", "F", "", "ssh_config file for ssh:// targets and host aliases (ssh -F; default ~/.ssh/config, or $TETHER_SSH_CONFIG)")
+	pf.Var(sshOptionValue{&g.ssh.Options}, "ssh-option", "an ssh_config option, Key=Value, as ssh -o (-o works too, except for list, whose -o is its output), repeatable")
 }
 
 // sshFlags are the globals' ssh options.

@@ -97,11 +97,28 @@ func Plan(mi wire.ModuleInfo, src Source, now time.Time) ([]Entry, error) {
 // in the manifest, which the proxy reads as data when it runs.
 func ProxyScript(exe, manifest string, e Entry) string {
 	var b strings.Builder
-	b.WriteString("#!/bin/sh\n")
+	b.WriteString(proxyShebang(exe) + "\n")
 	fmt.Fprintf(&b, "%s %s (made by tether import; tether import --list shows where it comes from)\n", ProxyMarker, e.Name)
 	fmt.Fprintf(&b, "# help: %s --tether-help; remove: tether import --remove %s\n", e.Name, e.Name)
 	fmt.Fprintf(&b, "exec %s proxy --imports %s --path %s -- \"$@\"\n", shquote.Quote(exe), shquote.Quote(manifest), shquote.Quote(e.Path))
 	return b.String()
+}
+
+// ScriptCommand is the tether subcommand a proxy's first line names: the
+// kernel runs `EXE proxy-script PROXY ARGS...`, and tether reads the
+// manifest and the proxy's key from the exec line, without starting sh
+// (its start was a fifth of a proxy call, #18).
+const ScriptCommand = "proxy-script"
+
+// proxyShebang starts the tether binary exe directly where a #! line can
+// name it (an absolute path without blanks, within the kernel's 127
+// bytes); elsewhere sh runs the script's exec line.
+func proxyShebang(exe string) string {
+	l := "#!" + exe + " " + ScriptCommand
+	if !filepath.IsAbs(exe) || strings.ContainsAny(exe, " \t\n\r\x00") || len(l) > 127 {
+		return "#!/bin/sh"
+	}
+	return l
 }
 
 // IsProxy reports whether the file at p was made by tether import.

@@ -439,11 +439,11 @@ func (a *Args) UnmarshalJSON(b []byte) error {
 // peer's Hello — one round trip less than Handshake followed by a request.
 func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
 	h.Proto = cmp.Or(h.Proto, Version)
-	hb, err := json.Marshal(h)
+	hb, err := marshalHello(h)
 	if err != nil {
 		return Hello{}, fmt.Errorf("wire: encode hello: %w", err)
 	}
-	rb, err := json.Marshal(req)
+	rb, err := marshalRequest(req)
 	if err != nil {
 		return Hello{}, fmt.Errorf("wire: encode request: %w", err)
 	}
@@ -474,6 +474,9 @@ func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
 // MarshalJSON sends a Command that is not valid UTF-8 as CommandBytes,
 // which JSON carries byte for byte (base64), whoever builds the request.
 func (r Request) MarshalJSON() ([]byte, error) {
+	if b, ok := appendRequest(nil, &r); ok {
+		return b, nil
+	}
 	type plain Request // without this method
 	p := plain(r)
 	if p.Command != "" && !utf8.ValidString(p.Command) {

@@ -176,7 +176,22 @@ func (c *Conn) Write(t Type, parts ...[]byte) error {
 
 // WriteJSON sends v as a JSON frame of type t.
 func (c *Conn) WriteJSON(t Type, v any) error {
-	b, err := json.Marshal(v)
+	var b []byte
+	var err error
+	switch m := v.(type) {
+	case Hello:
+		b, err = marshalHello(m)
+	case Request:
+		b, err = marshalRequest(m)
+	case *Request:
+		if m == nil {
+			b, err = json.Marshal(v)
+			break
+		}
+		b, err = marshalRequest(*m)
+	default:
+		b, err = json.Marshal(v)
+	}
 	if err != nil {
 		return fmt.Errorf("wire: encode %s: %w", t, err)
 	}
@@ -185,7 +200,16 @@ func (c *Conn) WriteJSON(t Type, v any) error {
 
 // DecodeJSON decodes a JSON payload of a frame of type t.
 func DecodeJSON(t Type, payload []byte, v any) error {
-	if err := json.Unmarshal(payload, v); err != nil {
+	var err error
+	switch m := v.(type) {
+	case *Hello:
+		err = unmarshalHello(payload, m)
+	case *Response:
+		err = unmarshalResponse(payload, m)
+	default:
+		err = json.Unmarshal(payload, v)
+	}
+	if err != nil {
 		return fmt.Errorf("wire: decode %s: %w", t, err)
 	}
 	return nil

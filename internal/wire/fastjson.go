@@ -1,0 +1,483 @@
+package wire
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// The fresh CLI process sends a Hello and a Request and reads a Hello and a
+// Response, once each: through encoding/json that was 5–8 % of a fresh
+// `tether invoke`'s CPU, nearly all of it reflection building the types'
+// encoders and field tables on first use (#18). These hand-written codecs
+// cover the shapes a run, attach or status exchange has (flat objects of
+// strings, numbers and booleans); anything else — a nested object, an
+// array, an escape in a string, a key spelt differently — goes to
+// encoding/json, so the bytes on the wire and the values read are exactly
+// encoding/json's (fastjson_test.go checks both, and fuzzes them).
+
+// appendHello appends h as encoding/json would encode it.
+func appendHello(b []byte, h *Hello) ([]byte, bool) {
+	ok := true
+	b = append(b, `{"proto":`...)
+	b = strconv.AppendInt(b, int64(h.Proto), 10)
+	b, ok = appendStringField(b, ok, `,"software":`, h.Software)
+	b, ok = appendStringField(b, ok, `,"user":`, h.User)
+	b = appendBoolField(b, `,"admin":`, h.Admin)
+	b, ok = appendStringField(b, ok, `,"remote_addr":`, h.RemoteAddr)
+	return append(b, '}'), ok
+}
+
+// appendRequest appends r as encoding/json would encode it (after
+// MarshalJSON's CommandBytes rule); false when r has a field it leaves to
+// encoding/json (tty, files, limits, command bytes, a string that is not
+// UTF-8).
+func appendRequest(b []byte, r *Request) ([]byte, bool) {
+	if len(r.CommandBytes) > 0 || r.TTY != nil || len(r.Files) > 0 || r.Limits != nil {
+		return b, false
+	}
+	ok := true
+	b = append(b, `{"op":`...)
+	b, ok = appendString(b, ok, string(r.Op))
+	b, ok = appendStringField(b, ok, `,"session":`, r.Session)
+	b = append(b, `,"client":{"id":`...)
+	b, ok = appendString(b, ok, r.Client.ID)
+	b = append(b, `,"host":`...)
+	b, ok = appendString(b, ok, r.Client.Host)
+	b = append(b, '}')
+	b, ok = appendStringField(b, ok, `,"idle_timeout":`, r.IdleTimeout)
+	b = appendBoolField(b, `,"temporary":`, r.Temporary)
+	b, ok = appendStringField(b, ok, `,"shell":`, r.Shell)
+	b = appendBoolField(b, `,"no_profile":`, r.NoProfile)
+	b, ok = appendStringField(b, ok, `,"command":`, r.Command)
+	if len(r.Argv) > 0 { // Args.MarshalJSON: each word as base64 bytes
+		b = append(b, `,"argv":[`...)
+		for i, a := range r.Argv {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = append(b, '"')
+			b = base64.StdEncoding.AppendEncode(b, []byte(a))
+			b = append(b, '"')
+		}
+		b = append(b, ']')
+	}
+	b, ok = appendStringField(b, ok, `,"module":`, r.Module)
+	b, ok = appendStringField(b, ok, `,"argv_encoding":`, r.ArgvEncoding)
+	b = appendBoolField(b, `,"stdin":`, r.Stdin)
+	b = appendBoolField(b, `,"detach":`, r.Detach)
+	b = appendBoolField(b, `,"reuse":`, r.Reuse)
+	if r.Grace != 0 {
+		b = append(b, `,"grace":"`...)
+		b = append(b, time.Duration(r.Grace).String()...)
+		b = append(b, '"')
+	}
+	b = appendUintField(b, `,"after":`, r.After)
+	b = appendUintField(b, `,"cmd":`, uint64(r.Cmd))
+	b = appendBoolField(b, `,"all":`, r.All)
+	b = appendBoolField(b, `,"force":`, r.Force)
+	b = appendBoolField(b, `,"hold":`, r.Hold)
+	b, ok = appendStringField(b, ok, `,"key":`, r.Key)
+	b, ok = appendStringField(b, ok, `,"value":`, r.Value)
+	b, ok = appendStringField(b, ok, `,"owner":`, r.Owner)
+	b, ok = appendStringField(b, ok, `,"help_command":`, r.HelpCommand)
+	b, ok = appendStringField(b, ok, `,"reason":`, r.Reason)
+	b = appendBoolField(b, `,"all_users":`, r.AllUsers)
+	return append(b, '}'), ok
+}
+
+// marshalHello and marshalRequest encode with the fast path or encoding/json.
+func marshalHello(h Hello) ([]byte, error) {
+	if b, ok := appendHello(make([]byte, 0, 128), &h); ok {
+		return b, nil
+	}
+	return json.Marshal(h)
+}
+
+func marshalRequest(r Request) ([]byte, error) {
+	if b, ok := appendRequest(make([]byte, 0, 256), &r); ok {
+		return b, nil
+	}
+	return json.Marshal(r)
+}
+
+func appendStringField(b []byte, ok bool, key, s string) ([]byte, bool) {
+	if s == "" {
+		return b, ok
+	}
+	b = append(b, key...)
+	return appendString(b, ok, s)
+}
+
+func appendBoolField(b []byte, key string, v bool) []byte {
+	if !v {
+		return b
+	}
+	return append(append(b, key...), "true"...)
+}
+
+func appendUintField(b []byte, key string, v uint64) []byte {
+	if v == 0 {
+		return b
+	}
+	return strconv.AppendUint(append(b, key...), v, 10)
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendString appends s quoted as encoding/json quotes it (HTML-safe);
+// ok turns false for a string that is not UTF-8, which encoding/json
+// would change.
+func appendString(b []byte, ok bool, s string) ([]byte, bool) {
+	if !utf8.ValidString(s) {
+		return b, false
+	}
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && c != '<' && c != '>' && c != '&' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			start = i + size
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"'), ok
+}
+
+// Raw value kinds flatObject hands its callback.
+const (
+	kindString = iota // the string's bytes, without quotes (no escapes)
+	kindNumber        // a non-negative integer's digits
+	kindBool          // true or false
+	kindObject        // an object's text, braces included, for a nested flatObject
+)
+
+// flatObject scans a JSON object whose values are plain strings (no
+// escapes), non-negative integers, booleans or objects: field is called
+// with each key, raw value and its kind. false when the text is anything
+// else, or field refuses a value.
+func flatObject(p []byte, field func(key string, val []byte, kind int) bool) bool {
+	i := skipSpace(p, 0)
+	if i >= len(p) || p[i] != '{' {
+		return false
+	}
+	i = skipSpace(p, i+1)
+	if i < len(p) && p[i] == '}' {
+		return skipSpace(p, i+1) == len(p)
+	}
+	for {
+		key, n, ok := plainString(p, i)
+		if !ok {
+			return false
+		}
+		i = skipSpace(p, n)
+		if i >= len(p) || p[i] != ':' {
+			return false
+		}
+		i = skipSpace(p, i+1)
+		if i >= len(p) {
+			return false
+		}
+		var val []byte
+		var kind int
+		switch c := p[i]; {
+		case c == '"':
+			s, n, ok := plainString(p, i)
+			if !ok {
+				return false
+			}
+			val, kind, i = s, kindString, n
+		case c >= '0' && c <= '9':
+			j := i
+			for j < len(p) && p[j] >= '0' && p[j] <= '9' {
+				j++
+			}
+			if j < len(p) && (p[j] == '.' || p[j] == 'e' || p[j] == 'E') {
+				return false
+			}
+			if j-i > 1 && p[i] == '0' {
+				return false // a leading zero: not JSON
+			}
+			val, kind, i = p[i:j], kindNumber, j
+		case hasWord(p, i, "true"):
+			val, kind, i = p[i:i+4], kindBool, i+4
+		case hasWord(p, i, "false"):
+			val, kind, i = p[i:i+5], kindBool, i+5
+		case c == '{':
+			j, ok := objectEnd(p, i)
+			if !ok {
+				return false
+			}
+			val, kind, i = p[i:j], kindObject, j
+		default: // null, an array, a negative number
+			return false
+		}
+		if !field(string(key), val, kind) {
+			return false
+		}
+		i = skipSpace(p, i)
+		if i >= len(p) {
+			return false
+		}
+		switch p[i] {
+		case ',':
+			i = skipSpace(p, i+1)
+		case '}':
+			return skipSpace(p, i+1) == len(p)
+		default:
+			return false
+		}
+	}
+}
+
+// objectEnd is the index after the object that starts at p[i], found by
+// its braces outside strings (the nested flatObject checks the rest).
+func objectEnd(p []byte, i int) (int, bool) {
+	depth, inString := 0, false
+	for j := i; j < len(p); j++ {
+		c := p[j]
+		switch {
+		case inString && c == '\\':
+			j++
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{':
+			depth++
+		case c == '}':
+			if depth--; depth == 0 {
+				return j + 1, true
+			}
+		}
+	}
+	return 0, false
+}
+
+// isBool reports whether a raw value is true or false.
+func isBool(kind int) bool { return kind == kindBool }
+
+func hasWord(p []byte, i int, w string) bool {
+	return len(p)-i >= len(w) && string(p[i:i+len(w)]) == w
+}
+
+func skipSpace(p []byte, i int) int {
+	for i < len(p) && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// plainString reads the string at p[i] (a quote) that has no escapes and no
+// control characters and is UTF-8, returning its bytes and the index after
+// its closing quote.
+func plainString(p []byte, i int) ([]byte, int, bool) {
+	if i >= len(p) || p[i] != '"' {
+		return nil, 0, false
+	}
+	for j := i + 1; j < len(p); j++ {
+		switch c := p[j]; {
+		case c == '"':
+			s := p[i+1 : j]
+			return s, j + 1, utf8.Valid(s)
+		case c == '\\' || c < 0x20:
+			return nil, 0, false
+		}
+	}
+	return nil, 0, false
+}
+
+// unmarshalHello and unmarshalResponse decode with the fast path or
+// encoding/json. On the fast path v is set only when the whole text is
+// read: a refusal half-way leaves it for encoding/json, from zero.
+func unmarshalHello(p []byte, v *Hello) error {
+	h := *v // as encoding/json, keep what the text does not set
+	if flatObject(p, func(key string, val []byte, kind int) bool {
+		switch key {
+		case "proto":
+			return decodeInt(val, kind, &h.Proto)
+		case "software":
+			h.Software = string(val)
+		case "user":
+			h.User = string(val)
+		case "admin":
+			h.Admin = string(val) == "true"
+			return isBool(kind)
+		case "remote_addr":
+			h.RemoteAddr = string(val)
+		default:
+			return false
+		}
+		return kind == kindString
+	}) {
+		*v = h
+		return nil
+	}
+	return json.Unmarshal(p, v)
+}
+
+func unmarshalResponse(p []byte, v *Response) error {
+	r := *v
+	var si *SessionInfo // a "session" object, stored into r only at the end
+	if flatObject(p, func(key string, val []byte, kind int) bool {
+		switch key {
+		case "ok":
+			r.OK = string(val) == "true"
+			return isBool(kind)
+		case "session":
+			if kind != kindObject {
+				return false
+			}
+			var s SessionInfo
+			if si != nil { // a second "session": on top of the first
+				s = *si
+			} else if r.Session != nil {
+				s = *r.Session
+			}
+			if !decodeSessionInfo(val, &s) {
+				return false
+			}
+			si = &s
+			return true
+		case "cmd":
+			var n uint64
+			ok := decodeUint(val, kind, 32, &n)
+			r.Cmd = uint32(n)
+			return ok
+		case "start_seq":
+			return decodeUint(val, kind, 64, &r.StartSeq)
+		case "stdin_offset":
+			return decodeUint(val, kind, 64, &r.StdinOffset)
+		case "until":
+			return decodeUint(val, kind, 64, &r.Until)
+		case "max_packet":
+			return decodeInt(val, kind, &r.MaxPacket)
+		case "help":
+			r.Help = string(val)
+		case "text":
+			r.Text = string(val)
+		case "cwd":
+			r.Cwd = string(val)
+		case "home":
+			r.Home = string(val)
+		case "umask":
+			r.Umask = string(val)
+		case "hash":
+			r.Hash = string(val)
+		default:
+			return false
+		}
+		return kind == kindString
+	}) {
+		if si != nil {
+			if r.Session != nil {
+				*r.Session = *si // encoding/json decodes into what the pointer holds
+			} else {
+				r.Session = si
+			}
+		}
+		*v = r
+		return nil
+	}
+	return json.Unmarshal(p, v)
+}
+
+// decodeSessionInfo reads a flat SessionInfo object into s.
+func decodeSessionInfo(p []byte, s *SessionInfo) bool {
+	return flatObject(p, func(key string, val []byte, kind int) bool {
+		var t *time.Time
+		switch key {
+		case "name":
+			s.Name = string(val)
+		case "user":
+			s.User = string(val)
+		case "state":
+			s.State = string(val)
+		case "availability":
+			s.Availability = string(val)
+		case "command":
+			s.Command = string(val)
+		case "shell":
+			s.Shell = string(val)
+		case "held_by":
+			s.HeldBy = string(val)
+		case "closed_by":
+			s.ClosedBy = string(val)
+		case "reason":
+			s.Reason = string(val)
+		case "temporary":
+			s.Temporary = string(val) == "true"
+			return isBool(kind)
+		case "pending_bytes":
+			return decodeUint(val, kind, 64, &s.Pending)
+		case "created":
+			t = &s.Created
+		case "idle_since":
+			t = &s.IdleSince
+		case "held_since":
+			t = &s.HeldSince
+		case "closes_at":
+			t = &s.ClosesAt
+		case "closed_at":
+			t = &s.ClosedAt
+		default:
+			return false
+		}
+		if t != nil && kind == kindString {
+			// time.Time's own decoder, on the quoted text, as encoding/json calls it
+			q := make([]byte, 0, len(val)+2)
+			q = append(append(append(q, '"'), val...), '"')
+			return t.UnmarshalJSON(q) == nil
+		}
+		return kind == kindString
+	})
+}
+
+func decodeUint(val []byte, kind, bits int, dst *uint64) bool {
+	n, err := strconv.ParseUint(string(val), 10, bits)
+	if kind != kindNumber || err != nil {
+		return false
+	}
+	*dst = n
+	return true
+}
+
+func decodeInt(val []byte, kind int, dst *int) bool {
+	n, err := strconv.ParseInt(string(val), 10, 0)
+	if kind != kindNumber || err != nil {
+		return false
+	}
+	*dst = int(n)
+	return true
+}
