@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -244,11 +245,13 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 		return fmt.Errorf("made %d ssh sessions, want %d", len(sshTargets), hosts*per)
 	}
 	var direct []string
+	var agents []*agentProc
 	for h := 0; h < hosts; h++ {
 		a, err := b.startAgent("ssh15-"+strconv.Itoa(h), per+5)
 		if err != nil {
 			return err
 		}
+		agents = append(agents, a)
 		s, err := b.newSessions(a, per)
 		if err != nil {
 			return err
@@ -289,14 +292,33 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 		return timeRun(b.tetherCmd(ctx, "invoke", directList, "true"))
 	}
 	timedDirect()
-	ds, errs = repeat(r, "fan-out direct", reps, timedDirect)
-	refFan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 direct agents", "ms", durs(ds, "ms")))
-	refFan.Errors = errs
-	ds, errs = repeat(r, "fan-out ssh", reps, timed("invoke", sshList, "true"))
-	fan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (Tether's ssh masters up, the default)", "ms", durs(ds, "ms")))
-	fan.Errors = errs
+	// CPU per fan-out of each process the runs cross (both sides in
+	// turns, so that both see the same load).
+	hostUID, _ := strconv.Atoi(u.Uid)
+	cpuSSH := &cpuRuns{set: b.sshFanProcs(sshd.pid(), hostUID)}
+	cpuDirect := &cpuRuns{set: directFanProcs(agents)}
+	directCmd := func() *exec.Cmd { return b.tetherCmd(context.Background(), "invoke", directList, "true") }
+	sshCmd := func() *exec.Cmd { return tcmd(context.Background(), "invoke", sshList, "true") }
+	var dsD, dsS []time.Duration
+	var errsD, errsS int
+	// At least 10 turns: /proc counts CPU in 10 ms ticks.
+	for i := 0; i < max(reps, 10); i++ {
+		d, e := repeat(r, "fan-out direct", 1, cpuDirect.run(directCmd))
+		dsD, errsD = append(dsD, d...), errsD+e
+		d, e = repeat(r, "fan-out ssh", 1, cpuSSH.run(sshCmd))
+		dsS, errsS = append(dsS, d...), errsS+e
+	}
+	refFan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 direct agents", "ms", durs(dsD, "ms")))
+	refFan.Errors = errsD
+	fan := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets (Tether's ssh masters up, the default)", "ms", durs(dsS, "ms")))
+	fan.Errors = errsS
 	r.ratio(fan, refFan.Name)
 	goal(r, "fan-out over 100 sessions on 10 ssh targets, ssh masters", "≤ 2× the same over direct agents", fan, refFan, 2)
+	cd := cpuDirect.rows(r, fig, "direct")
+	cs := cpuSSH.rows(r, fig, "ssh://")
+	if cd != nil && cs != nil {
+		r.ratio(cs, cd.Name)
+	}
 	ds, errs = repeat(r, "fan-out ssh, no tether master", reps, noTetherMaster("invoke", sshList, "true"))
 	fan0 := r.add(newRow(fig, "fan-out `true` over 100 sessions on 10 ssh:// targets, TETHER_CONTROL_PERSIST=0 (ssh's ControlMasters only)", "ms", durs(ds, "ms")))
 	fan0.Errors = errs
@@ -326,4 +348,178 @@ func goal(r *results, name, text string, x, ref *row, limit float64) {
 	f := x.Median / ref.Median
 	r.Targets = append(r.Targets, target{Name: name, Goal: text, Pass: f <= limit,
 		Measured: fmt.Sprintf("%.1f ms vs %.1f ms = %.2f×", x.Median, ref.Median, f)})
+}
+
+// procSet is the long-lived processes a fan-out crosses, by kind: their
+// CPU time (/proc/PID/stat, exited threads included) before and after a
+// run says where the work went, and swings less than wall time on a
+// shared machine. Nothing of the fan-out starts a process once the
+// masters are up, so the set is taken once, before the timed runs.
+type procSet struct {
+	kinds []string
+	pids  map[string][]int
+}
+
+func (p *procSet) add(kind string, pid int) {
+	if p.pids == nil {
+		p.pids = map[string][]int{}
+	}
+	if _, ok := p.pids[kind]; !ok {
+		p.kinds = append(p.kinds, kind)
+	}
+	p.pids[kind] = append(p.pids[kind], pid)
+}
+
+// cpu is each kind's CPU time now.
+func (p *procSet) cpu() map[string]time.Duration {
+	m := map[string]time.Duration{}
+	for k, pids := range p.pids {
+		m[k] = procsCPU(pids)
+	}
+	return m
+}
+
+type procInfo struct {
+	pid, ppid, uid int
+	cmdline        string
+}
+
+func listProcs() []procInfo {
+	ents, _ := os.ReadDir("/proc")
+	var out []procInfo
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			continue
+		}
+		f := strings.Fields(string(st[strings.LastIndexByte(string(st), ')')+1:]))
+		if len(f) < 2 {
+			continue
+		}
+		ppid, _ := strconv.Atoi(f[1])
+		cl, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		fi, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+		if err != nil {
+			continue
+		}
+		uid := -1
+		if s, ok := fi.Sys().(*syscall.Stat_t); ok {
+			uid = int(s.Uid)
+		}
+		out = append(out, procInfo{pid, ppid, uid, strings.ReplaceAll(strings.TrimRight(string(cl), "\x00"), "\x00", " ")})
+	}
+	return out
+}
+
+// below reports whether pid descends from one of roots.
+func below(byPid map[int]procInfo, pid int, roots map[int]bool) bool {
+	for i := 0; i < 64 && pid > 1; i++ {
+		if roots[pid] {
+			return true
+		}
+		pid = byPid[pid].ppid
+	}
+	return false
+}
+
+// sshFanProcs: this run's tether masters and ssh's ControlMasters (the
+// client side), this sshd's processes, and the host user's stdio agents,
+// session hosts and shells (the bench user's; session hosts are their own
+// process sessions, reparented to init).
+func (b *bench) sshFanProcs(sshdPid, hostUID int) *procSet {
+	ps := listProcs()
+	byPid := map[int]procInfo{}
+	for _, p := range ps {
+		byPid[p.pid] = p
+	}
+	sshd := map[int]bool{sshdPid: true}
+	s := &procSet{}
+	for _, p := range ps {
+		switch {
+		case strings.Contains(p.cmdline, " mux-master ") && strings.Contains(p.cmdline, b.key):
+			s.add("tether masters", p.pid)
+		case strings.HasPrefix(p.cmdline, "ssh") && strings.Contains(p.cmdline, b.home):
+			s.add("ssh (ControlMasters)", p.pid)
+		case below(byPid, p.pid, sshd):
+			if strings.Contains(p.cmdline, "serve --stdio") {
+				s.add("stdio agents", p.pid)
+			} else if strings.HasPrefix(p.cmdline, "sshd") {
+				s.add("sshd", p.pid)
+			} else {
+				s.add("session hosts and shells", p.pid) // started by a stdio agent, not yet reparented
+			}
+		case p.uid == hostUID:
+			s.add("session hosts and shells", p.pid)
+		}
+	}
+	return s
+}
+
+// directFanProcs: the agents and what they started (session hosts, shells).
+func directFanProcs(agents []*agentProc) *procSet {
+	ps := listProcs()
+	byPid := map[int]procInfo{}
+	roots := map[int]bool{}
+	s := &procSet{}
+	for _, p := range ps {
+		byPid[p.pid] = p
+	}
+	for _, a := range agents {
+		roots[a.cmd.Process.Pid] = true
+		s.add("agents", a.cmd.Process.Pid)
+	}
+	for _, p := range ps {
+		if !roots[p.pid] && below(byPid, p.pid, roots) {
+			s.add("session hosts and shells", p.pid)
+		}
+	}
+	return s
+}
+
+// cpuRuns wraps a timed tether run: it adds the CLI's CPU (its rusage) and
+// each kind's to the totals.
+type cpuRuns struct {
+	set   *procSet
+	runs  int
+	cli   time.Duration
+	kinds map[string]time.Duration
+}
+
+func (c *cpuRuns) run(cmd func() *exec.Cmd) func() (time.Duration, error) {
+	return func() (time.Duration, error) {
+		x := cmd()
+		before := c.set.cpu()
+		d, err := timeRun(x)
+		after := c.set.cpu()
+		if c.kinds == nil {
+			c.kinds = map[string]time.Duration{}
+		}
+		for k, v := range after {
+			c.kinds[k] += v - before[k]
+		}
+		if x.ProcessState != nil {
+			c.cli += x.ProcessState.UserTime() + x.ProcessState.SystemTime()
+		}
+		c.runs++
+		return d, err
+	}
+}
+
+// rows adds "CPU per fan-out" rows (ms per run) and returns the total's.
+func (c *cpuRuns) rows(r *results, fig, side string) *row {
+	if c.runs == 0 {
+		return nil
+	}
+	per := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 / float64(c.runs) }
+	total := c.cli
+	r.add(newRow(fig, fmt.Sprintf("  CPU per fan-out, %s: the CLI", side), "ms", []float64{per(c.cli)}))
+	for _, k := range c.set.kinds {
+		total += c.kinds[k]
+		r.add(newRow(fig, fmt.Sprintf("  CPU per fan-out, %s: %s", side, k), "ms", []float64{per(c.kinds[k])}))
+	}
+	return r.add(newRow(fig, fmt.Sprintf("  CPU per fan-out, %s: all these processes", side), "ms", []float64{per(total)}))
 }

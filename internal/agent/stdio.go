@@ -5,9 +5,11 @@ import (
 	"io"
 	"net"
 	"os"
+	"runtime"
 	"time"
 
 	"golang.org/x/crypto/ssh"
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-sh/tether/internal/config"
 	"github.com/tether-sh/tether/internal/wire"
@@ -28,6 +30,13 @@ func (a *Agent) ServeStdio(ctx context.Context, c net.Conn) error {
 	defer cancel()
 	defer c.Close()
 	stdioMode.Store(true)
+	// One P, as OpenSSH's sshd and ssh, the two ends of its pipes, are
+	// one thread each: with two, every packet handed from the SSH reader
+	// to a channel's goroutine woke a second thread (#15: a third less CPU
+	// per command in a fan-out). GOMAXPROCS in the environment wins.
+	if os.Getenv("GOMAXPROCS") == "" {
+		runtime.GOMAXPROCS(1)
+	}
 	// No start-up discovery: a command names its one session, which
 	// lookup finds by name in the state directory (rescanMissing); list,
 	// new and a settings change look at all of them. Attaching every
@@ -92,26 +101,68 @@ func stdioRemote() string {
 }
 
 // StdioConn is this process's stdin and stdout as a net.Conn.
-func StdioConn() net.Conn { return stdioConn{} }
+//
+// When they are pipes or sockets (what sshd gives a command) they are
+// switched to non-blocking mode and served by Go's poller: a blocking
+// read of stdin parks a thread in the kernel, the runtime hands its P to
+// another thread while it waits, and each packet then costs thread
+// wake-ups and keeps the runtime's monitor polling at its fastest rate
+// (#15: with blocking pipes a stdio agent ran 19 threads for one
+// connection, and futex and nanosleep calls were most of its system
+// calls). A terminal or a file stays as it is: its mode is shared with
+// whatever else uses it.
+func StdioConn() net.Conn { return stdioConnOf(0, 1, os.Stdin, os.Stdout) }
 
-type stdioConn struct{}
+func stdioConnOf(in, out int, stdin, stdout *os.File) *stdioConn {
+	return &stdioConn{r: pollable(in, "stdin", stdin), w: pollable(out, "stdout", stdout)}
+}
+
+// pollable returns fd as a file in Go's poller when it is a pipe or a
+// socket, else f (the blocking standard stream).
+func pollable(fd int, name string, f *os.File) *os.File {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return f
+	}
+	if m := st.Mode & unix.S_IFMT; m != unix.S_IFIFO && m != unix.S_IFSOCK {
+		return f
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		return f
+	}
+	return os.NewFile(uintptr(fd), name) // non-blocking: NewFile registers it with the poller
+}
+
+type stdioConn struct {
+	r, w *os.File
+}
 
 type stdioAddr struct{}
 
 func (stdioAddr) Network() string { return "stdio" }
 func (stdioAddr) String() string  { return stdioRemote() }
 
-func (stdioConn) Read(p []byte) (int, error)  { return os.Stdin.Read(p) }
-func (stdioConn) Write(p []byte) (int, error) { return os.Stdout.Write(p) }
-func (stdioConn) Close() error {
-	os.Stdin.Close()
-	return os.Stdout.Close()
+func (c *stdioConn) Read(p []byte) (int, error)  { return c.r.Read(p) }
+func (c *stdioConn) Write(p []byte) (int, error) { return c.w.Write(p) }
+func (c *stdioConn) Close() error {
+	c.r.Close()
+	return c.w.Close()
 }
-func (stdioConn) LocalAddr() net.Addr  { return stdioAddr{} }
-func (stdioConn) RemoteAddr() net.Addr { return stdioAddr{} }
+func (c *stdioConn) LocalAddr() net.Addr  { return stdioAddr{} }
+func (c *stdioConn) RemoteAddr() net.Addr { return stdioAddr{} }
 
-// Deadlines: the standard streams are blocking descriptors, which have
-// none; ssh ends the process when its connection goes.
-func (stdioConn) SetDeadline(time.Time) error      { return nil }
-func (stdioConn) SetReadDeadline(time.Time) error  { return nil }
-func (stdioConn) SetWriteDeadline(time.Time) error { return nil }
+// Deadlines work on polled pipes; blocking streams have none (their
+// error is ignored: ssh ends the process when its connection goes).
+func (c *stdioConn) SetDeadline(t time.Time) error {
+	c.r.SetReadDeadline(t)
+	c.w.SetWriteDeadline(t)
+	return nil
+}
+func (c *stdioConn) SetReadDeadline(t time.Time) error {
+	c.r.SetReadDeadline(t)
+	return nil
+}
+func (c *stdioConn) SetWriteDeadline(t time.Time) error {
+	c.w.SetWriteDeadline(t)
+	return nil
+}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -109,6 +110,13 @@ func muxMasterCmd(env *Env, g *globals) *cobra.Command {
 			}
 			defer s.Close()
 			t := ts[0]
+			if t.SSH && env.Getenv("GOMAXPROCS") == "" {
+				// One P for an ssh:// host's master: its one connection
+				// is ssh's pipes (one ssh thread at the other end), and
+				// with two Ps each frame handed between goroutines woke a
+				// second thread (#15).
+				runtime.GOMAXPROCS(1)
+			}
 			path := s.dialer.MuxSocket(mux.Dir(env.Getenv, homeDir(env)), t)
 			lk, err := mux.TakeLock(path)
 			if errors.Is(err, mux.ErrRunning) {
