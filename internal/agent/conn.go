@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tether-sh/tether/internal/sshconn"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -160,7 +161,8 @@ func (a *Agent) serveConn(ctx context.Context, c net.Conn) {
 	p := a.admitPreauth(c, src)
 	maxSessions := a.store.Effective().MaxSessionsPerConnection
 	c.SetDeadline(time.Now().Add(a.opts.HandshakeTimeout))
-	sc, chans, reqs, err := ssh.NewServerConn(c, a.configFor(maxSessions))
+	// sshconn: one write per packet (internal/sshconn).
+	sc, chans, reqs, err := ssh.NewServerConn(sshconn.New(c), a.configFor(maxSessions))
 	if a.donePreauth(p) {
 		return // dropped for MaxStartups: the source paid with the connection
 	}

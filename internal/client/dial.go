@@ -14,6 +14,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/sshauth"
+	"github.com/tether-sh/tether/internal/sshconn"
 	"github.com/tether-sh/tether/internal/sshtransport"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -222,7 +223,8 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if algs := d.KnownHosts.HostKeyAlgorithms(addr); len(algs) > 0 {
 		cfg.HostKeyAlgorithms = algs
 	}
-	sc, chans, reqs, err := ssh.NewClientConn(nc, addr, cfg)
+	// sshconn: one write per packet (internal/sshconn).
+	sc, chans, reqs, err := ssh.NewClientConn(sshconn.New(nc), addr, cfg)
 	if err != nil {
 		nc.Close()
 		if jc, ok := nc.(*sshtransport.Conn); ok {

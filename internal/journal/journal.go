@@ -88,7 +88,6 @@ type Journal struct {
 	tailBytes      int64        // capacity of the tail's chunks
 	borrows        int          // tail reads not yet given back (tail.go)
 	pinned         bool         // a Read returned tail memory: no array is reused
-	retired        []*tailArray // unused arrays waiting for borrows to end
 	free           []*tailArray // arrays for the next chunks
 	fileReads      int          // Reads served from the files (for tests)
 	tailAllocs     int          // tail arrays allocated, not reused (for tests)
@@ -444,9 +443,9 @@ func (j *Journal) Read(after uint64, maxBytes int) ([]Record, error) {
 // when no records are returned). Read's records instead stay valid for
 // good, which ends that reuse for this journal.
 func (j *Journal) Borrow(after uint64, maxBytes int, retained bool) (recs []Record, done func(), err error) {
-	recs, borrowed, err := j.read(after, maxBytes, retained, true)
-	if borrowed {
-		done = j.giveBack
+	recs, arrs, err := j.read(after, maxBytes, retained, true)
+	if arrs != nil {
+		done = func() { j.giveBack(arrs) }
 	}
 	return recs, done, err
 }
@@ -475,13 +474,13 @@ func (j *Journal) retainedLocked() uint64 {
 	return j.firstLocked()
 }
 
-// read reads records; borrowed says that they point into the tail and the
-// caller (borrow) is to give them back.
-func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []Record, borrowed bool, err error) {
+// read reads records; borrowed, when not nil, are the tail arrays they
+// point into, for the caller (borrow) to give back.
+func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []Record, borrowed []*tailArray, err error) {
 	j.mu.Lock()
 	if j.closed {
 		j.mu.Unlock()
-		return nil, false, ErrClosed
+		return nil, nil, ErrClosed
 	}
 	floor := j.firstLocked()
 	if acked {
@@ -491,7 +490,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []R
 	if start >= j.next {
 		j.readLocked(j.endPos)
 		j.mu.Unlock()
-		return nil, false, nil
+		return nil, nil, nil
 	}
 	var chunks []readChunk
 	var total int64
@@ -523,14 +522,18 @@ func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []R
 	if len(chunks) > 0 {
 		first, last := chunks[0], chunks[len(chunks)-1]
 		j.readLocked(last.s.base + last.end)
-		if mem := j.tailSlicesLocked(first.s.base+first.off, last.s.base+last.end); mem != nil {
+		if mem, arrs := j.tailSlicesLocked(first.s.base+first.off, last.s.base+last.end); mem != nil {
 			// Tail memory is not reused while a read of it is out;
 			// a Read's is never given back.
 			if borrow {
 				j.borrows++
+				for _, a := range arrs {
+					a.borrowed++
+				}
+				borrowed = arrs
 			} else {
 				j.pinned = true
-				j.free, j.retired = nil, nil
+				j.free = nil
 			}
 			j.mu.Unlock()
 			recs := make([]Record, 0, int(seq-start))
@@ -541,7 +544,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []R
 					break
 				}
 			}
-			return recs, borrow, err
+			return recs, borrowed, err
 		}
 	}
 	for _, c := range chunks {
@@ -559,7 +562,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []R
 	}
 	j.mu.Unlock()
 	j.finalize(dead)
-	return recs, false, err
+	return recs, nil, err
 }
 
 func readChunks(chunks []readChunk, n int) ([]Record, error) {
@@ -721,7 +724,7 @@ func (j *Journal) closeFiles() {
 	if len(j.tail) > 0 {
 		j.dropTailLocked(len(j.tail))
 	}
-	j.free, j.retired = nil, nil
+	j.free = nil
 	j.mu.Unlock()
 	j.finalize(dead)
 	j.syncMu.Lock()

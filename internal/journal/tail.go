@@ -20,14 +20,18 @@ import "encoding/binary"
 // The chunks' arrays are reused (#18: allocating, zeroing and faulting in a
 // fresh MiB for every MiB of output was an eighth of the session host's
 // CPU). An array is free again when no chunk in the tail and not the chunk
-// being filled uses it, and no borrowed read (Borrow) is out: readers use
-// the bytes outside the lock, so an array that left the tail while a read
-// was out waits in retired until the last borrow is given back. A Read is
-// never given back, so after one (pinned) the journal allocates as before.
+// being filled uses it, and no borrowed read (Borrow) points into it:
+// readers use the bytes outside the lock, so an array that left the tail
+// while a read of it was out waits until that read is given back. (Counting
+// borrows per array, not per journal, matters: the session host's reader
+// nearly always has a read of the newest records out while the oldest
+// chunks leave, and with one count those went to the collector, one new
+// array per 2.5 MiB of output.) A Read is never given back, so after one
+// (pinned) the journal allocates as before.
 const (
 	tailChunkBytes = 1 << 20
 	tailMaxBytes   = 8 << 20
-	tailFreeArrays = 2 // arrays kept for reuse
+	tailFreeArrays = 8 // arrays kept for reuse
 )
 
 // tailChunk holds records back to back; its first byte is at logical
@@ -41,8 +45,10 @@ type tailChunk struct {
 
 // tailArray is the memory of one or more consecutive chunks.
 type tailArray struct {
-	b    []byte
-	uses int // chunks in the tail using it, plus one while Append fills it; guarded by Journal.mu
+	b        []byte
+	uses     int  // chunks in the tail using it, plus one while Append fills it; guarded by Journal.mu
+	borrowed int  // borrowed reads pointing into it; guarded by Journal.mu
+	waiting  bool // unused, to be freed when the last borrow of it ends
 }
 
 // newFill starts the chunk Append encodes into at position pos, for a
@@ -72,10 +78,8 @@ func (j *Journal) unuseLocked(a *tailArray) {
 	if a.uses--; a.uses > 0 || len(a.b) != tailChunkBytes || j.pinned {
 		return
 	}
-	if j.borrows > 0 {
-		if len(j.retired) < tailFreeArrays { // more go to the collector
-			j.retired = append(j.retired, a)
-		}
+	if a.borrowed > 0 {
+		a.waiting = true
 		return
 	}
 	j.freeLocked(a)
@@ -87,16 +91,18 @@ func (j *Journal) freeLocked(a *tailArray) {
 	}
 }
 
-// giveBack ends a borrowed read (Borrow's done).
-func (j *Journal) giveBack() {
+// giveBack ends a borrowed read of arrs (Borrow's done).
+func (j *Journal) giveBack(arrs []*tailArray) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	if j.borrows--; j.borrows == 0 {
-		for i, a := range j.retired {
-			j.freeLocked(a)
-			j.retired[i] = nil
+	j.borrows--
+	for _, a := range arrs {
+		if a.borrowed--; a.borrowed == 0 && a.waiting {
+			a.waiting = false
+			if !j.pinned {
+				j.freeLocked(a)
+			}
 		}
-		j.retired = j.retired[:0]
 	}
 }
 
@@ -172,12 +178,14 @@ func (j *Journal) trimTailLocked(durable int64) {
 }
 
 // tailSlicesLocked returns the published bytes at logical positions
-// [lo, hi), one slice per chunk, if the tail holds all of them.
-func (j *Journal) tailSlicesLocked(lo, hi int64) [][]byte {
+// [lo, hi), one slice per chunk, if the tail holds all of them, and the
+// arrays they are in.
+func (j *Journal) tailSlicesLocked(lo, hi int64) ([][]byte, []*tailArray) {
 	if len(j.tail) == 0 || lo < j.tail[0].pos || hi > j.endPos || lo >= hi {
-		return nil
+		return nil, nil
 	}
 	var out [][]byte
+	var arrs []*tailArray
 	for _, c := range j.tail {
 		if c.end() <= lo {
 			continue
@@ -187,8 +195,11 @@ func (j *Journal) tailSlicesLocked(lo, hi int64) [][]byte {
 		}
 		a, b := max(lo, c.pos)-c.pos, min(hi, c.end())-c.pos
 		out = append(out, c.buf[a:b])
+		if len(arrs) == 0 || arrs[len(arrs)-1] != c.arr {
+			arrs = append(arrs, c.arr)
+		}
 	}
-	return out
+	return out, arrs
 }
 
 // decodeTrusted decodes records this process encoded itself (in the tail):
