@@ -159,6 +159,14 @@ func runCp(ctx context.Context, env *Env, s *session, targets []client.Target, s
 	if !jsonOut && isTerminal(env.Stderr) {
 		bar = progress.New(env.Stderr, "copying")
 	}
+	// tell prints a failure line (above the bar when there is one).
+	tell := func(line string) {
+		if bar != nil {
+			bar.Println(line)
+			return
+		}
+		fmt.Fprintln(env.Stderr, line)
+	}
 	var totalMu sync.Mutex
 	var total int64
 	results := make([]fold.Result, len(targets))
@@ -190,10 +198,7 @@ func runCp(ctx context.Context, env *Env, s *session, targets []client.Target, s
 				}
 				enc.Encode(rec)
 			case r.Err != nil:
-				if bar != nil {
-					bar.Clear()
-				}
-				fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(t, r.Err))
+				tell("tether: " + describeErr(t, r.Err))
 			}
 		}
 		begin := time.Now()
@@ -235,10 +240,7 @@ func runCp(ctx context.Context, env *Env, s *session, targets []client.Target, s
 		} else if err != nil && !told && ctx.Err() == nil {
 			// File failures were told as they happened; a target that
 			// failed as a whole is told here.
-			if bar != nil {
-				bar.Clear()
-			}
-			fmt.Fprintf(env.Stderr, "tether: %s\n", describeErr(t, err))
+			tell("tether: " + describeErr(t, err))
 		}
 	})
 	if bar != nil {
