@@ -585,6 +585,29 @@ func TestCpBareHostAndHome(t *testing.T) {
 	})
 }
 
+// TestCpProgressOnTerminal: on a terminal, cp draws its bar (the words,
+// the bytes, the rate) and leaves the last state on screen; without one it
+// prints nothing (TestCpBareHostAndHome).
+func TestCpProgressOnTerminal(t *testing.T) {
+	c := NewClient(t)
+	login, home, _, opts := cpUser(t, c)
+	c.User = login
+	a := StartAgent(t, opts)
+	name := fmt.Sprintf("cpbar-%d", time.Now().UnixNano())
+	t.Cleanup(func() { os.Remove(filepath.Join(home, name)) })
+	local := t.TempDir()
+	writeRandom(t, filepath.Join(local, "f"), 64<<20)
+	c.MustRun("list", a.Addr) // trust the host key first
+	tt := cliInTmux(t, c, 150, 20, "cp", filepath.Join(local, "f"), a.Addr+":~/"+name)
+	tt.waitFor("cp to end", func(s string) bool { return strings.Contains(s, "TETHER-EXIT=") })
+	s := tt.screen()
+	for _, want := range []string{"TETHER-EXIT=0", "copying", "done!", "67.11MB", "B/s]"} { // 64 MiB in go-pretty's units
+		if !strings.Contains(s, want) {
+			t.Fatalf("screen lacks %q:\n%s", want, s)
+		}
+	}
+}
+
 // TestCpInterruptLeavesNothing: Ctrl-C (SIGINT) in the middle of a push
 // and of a pull stops the copy, exits 130 and removes the temp file; the
 // destination never appears.

@@ -32,6 +32,14 @@ func shellQuote(s string) string {
 // "TETHER-EXIT=<status>" and stays.
 func enterInTmux(t *testing.T, c *Client, cols, rows int, args ...string) *tmuxTerm {
 	t.Helper()
+	return cliInTmux(t, c, cols, rows, append([]string{"enter"}, args...)...)
+}
+
+// cliInTmux runs `tether args...` for client c on a terminal: a new tmux
+// server of cols x rows. When the client exits, the pane shows
+// "TETHER-EXIT=<status>" and stays.
+func cliInTmux(t *testing.T, c *Client, cols, rows int, args ...string) *tmuxTerm {
+	t.Helper()
 	if _, err := exec.LookPath("tmux"); err != nil {
 		t.Skip("tmux is not installed")
 	}
@@ -43,7 +51,7 @@ func enterInTmux(t *testing.T, c *Client, cols, rows int, args ...string) *tmuxT
 	for _, kv := range append([]string{"HOME=" + c.Home, "USER=" + c.User, "PATH=" + os.Getenv("PATH"), "SSH_AUTH_SOCK="}, c.Env...) {
 		cmd.WriteString(" " + shellQuote(kv))
 	}
-	cmd.WriteString(" " + shellQuote(Binary(t)) + " -i " + shellQuote(c.Key) + " enter")
+	cmd.WriteString(" " + shellQuote(Binary(t)) + " -i " + shellQuote(c.Key))
 	for _, a := range args {
 		cmd.WriteString(" " + shellQuote(a))
 	}
