@@ -222,6 +222,7 @@ func ensureBinary(bin string) (string, error) {
 	fmt.Fprintf(os.Stderr, "bench: %s missing; go build -o %s ./cmd/tether\n", bin, abs)
 	os.MkdirAll(filepath.Dir(abs), 0o755)
 	cmd := exec.Command("go", "build", "-o", abs, "./cmd/tether")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // as make build
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	return abs, cmd.Run()
 }

@@ -69,11 +69,14 @@ func Binary(t testing.TB) string {
 		os.Chmod(dir, 0o755) // session hosts of other users run it too
 		buildPath = filepath.Join(dir, "tether")
 		args := []string{"build", "-o", buildPath}
+		cgo := "CGO_ENABLED=0" // as `make build` ships it: static, user look-ups through internal/osuser
 		if raceEnabled && os.Getenv("TETHER_E2E_RACE") != "" {
 			args = append(args, "-race")
+			cgo = "CGO_ENABLED=1" // the race detector needs cgo
 		}
 		cmd := exec.Command("go", append(args, "./cmd/tether")...)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), cgo)
 		if out, err := cmd.CombinedOutput(); err != nil {
 			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
 		}

@@ -21,6 +21,7 @@ func oldBinary(t *testing.T, version string) string {
 	_, file, _, _ := runtime.Caller(0)
 	cmd := exec.Command("go", "build", "-o", p, "-ldflags", "-X github.com/tether-sh/tether/internal/cli.Version="+version, "./cmd/tether")
 	cmd.Dir = filepath.Join(filepath.Dir(file), "..", "..")
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build %s: %v\n%s", version, err, out)
 	}
