@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -455,7 +456,7 @@ func (h *poolHost) perLocked() int {
 // many at once as the free places need: a fan-out over H hosts under a cap
 // of C channels opens about throttle/C connections spread over the hosts,
 // not throttle/C to each host in turn (the targets of a host are often
-// listed together).
+// listed together). Only one Each may run on a pool at a time.
 func (p *Pool) Each(ctx context.Context, targets []Target, throttle int, fn func(i int, c *Conn, err error)) {
 	if throttle <= 0 {
 		throttle = DefaultThrottle
@@ -501,6 +502,8 @@ func (p *Pool) Each(ctx context.Context, targets []Target, throttle int, fn func
 		}()
 	}
 	for left > 0 {
+		// Hosts with nothing left to start drop out of the scans.
+		hosts = slices.DeleteFunc(hosts, func(h *poolHost) bool { return len(h.queue) == 0 && len(h.parked) == 0 })
 		if err := ctx.Err(); err != nil {
 			for _, h := range hosts {
 				for _, i := range append(h.parked, h.queue...) {
