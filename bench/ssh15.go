@@ -112,7 +112,21 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	}
 
 	// One session, then the steady state.
-	if _, err := run("new", "--name", "s", "ssh://b1"); err != nil {
+	// The ssh side's sessions get the run's shell as the direct side's do
+	// (the agents' policy file does not reach the host user's stdio agent,
+	// whose DefaultShell is the user's own): before, a builtin run compared
+	// bash sessions over ssh with builtin ones on the agents.
+	newArgs := func(args ...string) []string {
+		a := []string{"new"}
+		if b.shell != "" {
+			a = append(a, "--shell", b.shell)
+		}
+		if b.shell == "bash" {
+			a = append(a, "--no-profile") // as newSessions
+		}
+		return append(a, args...)
+	}
+	if _, err := run(newArgs("--name", "s", "ssh://b1")...); err != nil {
 		return err
 	}
 	masterOpts, err := sshd.startMaster()
@@ -231,7 +245,7 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	// One user on one sshd: names are per host user, so each new gets its
 	// own (generated) name on each alias.
 	for i := 1; i <= per; i++ {
-		out, err := run("new", "--throttle", "10", strings.Join(sshHosts, ","))
+		out, err := run(newArgs("--throttle", "10", strings.Join(sshHosts, ","))...)
 		if err != nil {
 			return err
 		}
