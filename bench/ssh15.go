@@ -112,7 +112,21 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	}
 
 	// One session, then the steady state.
-	if _, err := run("new", "--name", "s", "ssh://b1"); err != nil {
+	// The ssh side's sessions get the run's shell as the direct side's do
+	// (the agents' policy file does not reach the host user's stdio agent,
+	// whose DefaultShell is the user's own): before, a builtin run compared
+	// bash sessions over ssh with builtin ones on the agents.
+	newArgs := func(args ...string) []string {
+		a := []string{"new"}
+		if b.shell != "" {
+			a = append(a, "--shell", b.shell)
+		}
+		if b.shell == "bash" {
+			a = append(a, "--no-profile") // as newSessions
+		}
+		return append(a, args...)
+	}
+	if _, err := run(newArgs("--name", "s", "ssh://b1")...); err != nil {
 		return err
 	}
 	masterOpts, err := sshd.startMaster()
@@ -231,7 +245,7 @@ func (b *bench) figOverSSH(r *results, cfg config) error {
 	// One user on one sshd: names are per host user, so each new gets its
 	// own (generated) name on each alias.
 	for i := 1; i <= per; i++ {
-		out, err := run("new", "--throttle", "10", strings.Join(sshHosts, ","))
+		out, err := run(newArgs("--throttle", "10", strings.Join(sshHosts, ","))...)
 		if err != nil {
 			return err
 		}
@@ -370,11 +384,32 @@ func (p *procSet) add(kind string, pid int) {
 	p.pids[kind] = append(p.pids[kind], pid)
 }
 
-// cpu is each kind's CPU time now.
-func (p *procSet) cpu() map[string]time.Duration {
+// cpu is each process's CPU time now; a process that has gone is missing.
+func (p *procSet) cpu() map[int]time.Duration {
+	m := map[int]time.Duration{}
+	for _, pids := range p.pids {
+		for _, pid := range pids {
+			if d, ok := procCPU(pid); ok {
+				m[pid] = d
+			}
+		}
+	}
+	return m
+}
+
+// delta is each kind's CPU between two cpu() readings, from the processes
+// in both (one that ended meanwhile, an idle session host of an earlier
+// run, took its CPU with it).
+func (p *procSet) delta(before, after map[int]time.Duration) map[string]time.Duration {
 	m := map[string]time.Duration{}
 	for k, pids := range p.pids {
-		m[k] = procsCPU(pids)
+		for _, pid := range pids {
+			b, ok1 := before[pid]
+			a, ok2 := after[pid]
+			if ok1 && ok2 && a >= b {
+				m[k] += a - b
+			}
+		}
 	}
 	return m
 }
@@ -498,8 +533,8 @@ func (c *cpuRuns) run(cmd func() *exec.Cmd) func() (time.Duration, error) {
 		if c.kinds == nil {
 			c.kinds = map[string]time.Duration{}
 		}
-		for k, v := range after {
-			c.kinds[k] += v - before[k]
+		for k, v := range c.set.delta(before, after) {
+			c.kinds[k] += v
 		}
 		if x.ProcessState != nil {
 			c.cli += x.ProcessState.UserTime() + x.ProcessState.SystemTime()
@@ -522,4 +557,22 @@ func (c *cpuRuns) rows(r *results, fig, side string) *row {
 		r.add(newRow(fig, fmt.Sprintf("  CPU per fan-out, %s: %s", side, k), "ms", []float64{per(c.kinds[k])}))
 	}
 	return r.add(newRow(fig, fmt.Sprintf("  CPU per fan-out, %s: all these processes", side), "ms", []float64{per(total)}))
+}
+
+// procCPU is one process's CPU time (utime + stime), if it is there.
+func procCPU(pid int) (time.Duration, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	if len(f) <= 12 {
+		return 0, false
+	}
+	u, err1 := strconv.ParseInt(f[11], 10, 64)
+	s, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(u+s) * time.Second / 100, true // USER_HZ
 }
