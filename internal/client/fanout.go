@@ -264,6 +264,9 @@ type Pool struct {
 	mu    sync.Mutex
 	hosts map[string]*poolHost
 	kick  chan struct{} // Pool.Each's dispatcher: a slot, a connection or a failure appeared
+	// closed: Close ran; a dial still on its way closes its connection
+	// (Each may return with a dial it no longer needs in flight).
+	closed bool
 }
 
 type poolHost struct {
@@ -374,6 +377,12 @@ func (p *Pool) dial(ctx context.Context, t Target, h *poolHost) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	h.dialing--
+	if p.closed {
+		if err == nil {
+			c.Close()
+		}
+		return
+	}
 	switch {
 	case err == nil:
 		h.conns = append(h.conns, &pooled{conn: c})
@@ -617,6 +626,7 @@ func (p *Pool) dialMoreLocked(ctx context.Context, targets []Target, hosts []*po
 func (p *Pool) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.closed = true
 	for _, h := range p.hosts {
 		for _, pc := range h.conns {
 			pc.conn.Close()

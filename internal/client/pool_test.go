@@ -13,6 +13,7 @@ import (
 	"os/user"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -243,4 +244,60 @@ func TestPoolEachUnreachableHost(t *testing.T) {
 	if n := cd.count(dead); n != 1 {
 		t.Errorf("the dead host was dialled %d times, want 1", n)
 	}
+}
+
+// trackedConn records its Close.
+type trackedConn struct {
+	net.Conn
+	closed *atomic.Int32
+	once   sync.Once
+}
+
+func (c *trackedConn) Close() error {
+	c.once.Do(func() { c.closed.Add(1) })
+	return c.Conn.Close()
+}
+
+// TestPoolCloseClosesLateDial: Each may return while a connection it asked
+// for is still being dialled (its targets found slots on the first one);
+// Close must close that connection too when it arrives, or it stays open
+// for good (seen as an agent that could not stop: its Serve waited for it).
+func TestPoolCloseClosesLateDial(t *testing.T) {
+	addrs, d, _ := startCappedAgents(t, 1, 2)
+	var dials, closed atomic.Int32
+	gate := make(chan struct{})
+	var mu sync.Mutex
+	var all []net.Conn
+	t.Cleanup(func() { // before the agents' cleanup, which waits for their connections
+		mu.Lock()
+		defer mu.Unlock()
+		for _, nc := range all {
+			nc.Close()
+		}
+	})
+	d.DialNet = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) == 2 {
+			<-gate // the second connection arrives after the fan-out ended
+		}
+		nc, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		mu.Lock()
+		all = append(all, nc)
+		mu.Unlock()
+		return &trackedConn{Conn: nc, closed: &closed}, nil
+	}
+	targets := targetsOn(t, addrs[0], 4)
+	h := newHeld()
+	close(h.release)
+	p := NewPool(d)
+	p.Each(context.Background(), targets, 4, h.fn(targets))
+	if len(h.order) != 4 || len(h.errs) != 0 {
+		t.Fatalf("%d calls, errors %v; want 4, none", len(h.order), h.errs)
+	}
+	tstest.WaitFor(t, 10*time.Second, "the second dial to start", func() bool { return dials.Load() == 2 })
+	p.Close()
+	close(gate)
+	tstest.WaitFor(t, 10*time.Second, "both connections closed", func() bool { return closed.Load() == 2 })
 }
