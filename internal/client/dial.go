@@ -344,7 +344,7 @@ func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 		if err := c.acquireSlot(); err != nil {
 			return nil, nil, err
 		}
-		sch, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
+		sch, reqs, err := c.openChannel()
 		if err != nil {
 			c.releaseSlot()
 			var oce *ssh.OpenChannelError
@@ -371,6 +371,45 @@ func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
 	return wc, ch, nil
+}
+
+// capRetryFor bounds how long openChannel retries a channel the agent
+// refused for MaxSessionsPerConnection although this side counted a free
+// slot. This side frees a slot when the agent's close arrives; the agent
+// frees it when this side's close reaches it and waits channelGrace (1 s)
+// for that before refusing — a loaded host can take longer.
+const capRetryFor = 5 * time.Second
+
+// capRefused, when set (tests), is called before each retry of a channel
+// refused for the cap.
+var capRefused func()
+
+// openChannel opens a channel on the held slot, retrying (up to
+// capRetryFor, backing off) while the agent refuses it for
+// MaxSessionsPerConnection: with the slot counted free here, that refusal
+// is the agent not having seen a close yet, not a full connection.
+func (c *Conn) openChannel() (ssh.Channel, <-chan *ssh.Request, error) {
+	wait, waited := 20*time.Millisecond, time.Duration(0)
+	for {
+		ch, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
+		var oce *ssh.OpenChannelError
+		if err == nil || c.slots == nil || waited >= capRetryFor || !errors.As(err, &oce) ||
+			oce.Reason != ssh.ResourceShortage || !strings.Contains(oce.Message, "MaxSessionsPerConnection") {
+			return ch, reqs, err
+		}
+		if capRefused != nil {
+			capRefused()
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-c.closed:
+			t.Stop()
+			return nil, nil, err
+		}
+		waited += wait
+		wait = min(2*wait, time.Second)
+	}
 }
 
 // Call sends one request and returns its response; a refusal is an error

@@ -189,8 +189,12 @@ func TestPoolEachSpreadsConnectionsOverHosts(t *testing.T) {
 	}
 	close(h.release)
 	<-done
-	if a, b := cd.count(addrs[0]), cd.count(addrs[1]); a+b != 4 {
-		t.Errorf("dials per host %d and %d for the whole fan-out, want 2 and 2", a, b)
+	// Released, the second batch runs at once: a host whose targets all
+	// ended while the other's first batch still runs leaves free places
+	// that only a third connection to the other host can use (by design,
+	// to keep the throttle near the end) — one more dial, not more.
+	if a, b := cd.count(addrs[0]), cd.count(addrs[1]); a > 3 || b > 3 || a+b > 5 {
+		t.Errorf("dials per host %d and %d for the whole fan-out, want 2 each (3 for one host near the end)", a, b)
 	}
 	if len(h.order) != len(targets) || len(h.errs) != 0 {
 		t.Errorf("%d calls, errors %v; want %d calls, no error", len(h.order), h.errs, len(targets))
@@ -300,4 +304,51 @@ func TestPoolCloseClosesLateDial(t *testing.T) {
 	p.Close()
 	close(gate)
 	tstest.WaitFor(t, 10*time.Second, "both connections closed", func() bool { return closed.Load() == 2 })
+}
+
+// TestOpenRetriesCapRefusalWhileSlotFree: the agent frees a channel's slot
+// only when the client's close reaches it, and refuses a new channel over
+// MaxSessionsPerConnection after a grace of 1 s; on a loaded host the
+// client's next open (its own count already free) can come back refused
+// (TestCpResumesAfterCut's rare restart from zero). Open must retry that
+// refusal until the agent's slot frees, not fail the request. The lag is
+// made here by a raw channel that holds the agent's only slot while the
+// client's count says two are free.
+func TestOpenRetriesCapRefusalWhileSlotFree(t *testing.T) {
+	addrs, d, _ := startCappedAgents(t, 1, 1)
+	tg, err := ParseTarget(addrs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := d.Dial(context.Background(), tg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.MaxChannels() != 1 {
+		t.Fatalf("MaxChannels %d, want the agent's 1", c.MaxChannels())
+	}
+	c.slots = make(chan struct{}, 2) // the client's count: a slot free
+	hold, reqs, err := c.ssh.OpenChannel(ChannelType, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	var refusals atomic.Int32
+	capRefused = func() {
+		if refusals.Add(1) == 1 {
+			hold.Close() // the agent's slot frees once this reaches it
+		}
+	}
+	t.Cleanup(func() { capRefused = nil })
+	resp, err := c.Call(context.Background(), wire.Request{Op: wire.OpConfigGet, Key: "IdleTimeout", Client: d.Client})
+	if err != nil {
+		t.Fatalf("request after a refusal for the cap: %v (refusals seen %d)", err, refusals.Load())
+	}
+	if refusals.Load() == 0 {
+		t.Fatal("the agent never refused the second channel: the test made no lag")
+	}
+	if resp.Error != nil {
+		t.Fatalf("config.get: %v", resp.Error)
+	}
 }
