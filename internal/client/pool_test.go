@@ -2,16 +2,9 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"errors"
 	"fmt"
-	"io"
-	"log/slog"
 	"net"
-	"os"
-	"os/user"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,9 +12,6 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"github.com/tether-sh/tether/internal/agent"
-	"github.com/tether-sh/tether/internal/e2e"
-	"github.com/tether-sh/tether/internal/sshauth"
 	"github.com/tether-sh/tether/internal/tstest"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -50,54 +40,10 @@ func (c *countingDialer) count(addr string) int {
 // returns their addresses and a Dialer that counts its dials.
 func startCappedAgents(t *testing.T, n, maxSessions int) ([]string, *Dialer, *countingDialer) {
 	t.Helper()
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := e2e.ShortTempDir(t) // not below /tmp: the agent refuses keys there, as sshd does
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(root, "authorized_keys")
-	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	policy := filepath.Join(root, "policy.toml")
-	if err := os.WriteFile(policy, fmt.Appendf(nil, "MaxSessionsPerConnection = %d\n", maxSessions), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var addrs []string
-	for i := range n {
-		state := filepath.Join(root, fmt.Sprintf("state%d", i))
-		a, err := agent.New(agent.Options{StateDir: state, AuthorizedKeys: keys, PolicyPath: policy,
-			Executable: e2e.Binary(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		served := make(chan struct{})
-		go func() { a.Serve(ctx, ln); close(served) }()
-		t.Cleanup(func() {
-			cancel()
-			ln.Close()
-			<-served
-		})
-		addrs = append(addrs, ln.Addr().String())
-	}
+	addrs, d := inProcessAgents(t, n, fmt.Sprintf("MaxSessionsPerConnection = %d\n", maxSessions))
 	cd := &countingDialer{dials: map[string]int{}}
-	d := &Dialer{
-		Signers:     []ssh.Signer{signer},
-		KnownHosts:  &sshauth.KnownHosts{Path: filepath.Join(root, "known_hosts")},
-		DefaultUser: me.Username,
-		Client:      wire.Client{ID: "pool-test", Host: "testbox"},
-		DialNet:     cd.DialContext,
-	}
+	d.Client.ID = "pool-test"
+	d.DialNet = cd.DialContext
 	return addrs, d, cd
 }
 

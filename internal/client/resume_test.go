@@ -2,25 +2,14 @@ package client
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"io"
-	"log/slog"
 	"net"
-	"os"
-	"os/user"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
-	"github.com/tether-sh/tether/internal/agent"
 	"github.com/tether-sh/tether/internal/clock"
-	"github.com/tether-sh/tether/internal/e2e"
-	"github.com/tether-sh/tether/internal/sshauth"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -101,49 +90,12 @@ func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
 
 func startTestAgent(t *testing.T) (addr string, d *Dialer, cuts *cutDialer) {
 	t.Helper()
-	me, err := user.Current()
-	if err != nil {
-		t.Fatal(err)
-	}
-	root := e2e.ShortTempDir(t) // not below /tmp: the agent refuses keys there, as sshd does
-	_, priv, _ := ed25519.GenerateKey(rand.Reader)
-	signer, err := ssh.NewSignerFromKey(priv)
-	if err != nil {
-		t.Fatal(err)
-	}
-	keys := filepath.Join(root, "authorized_keys")
-	if err := os.WriteFile(keys, ssh.MarshalAuthorizedKey(signer.PublicKey()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	state := filepath.Join(root, "state")
-	a, err := agent.New(agent.Options{StateDir: state, AuthorizedKeys: keys, PolicyPath: filepath.Join(root, "none.toml"),
-		Executable: e2e.Binary(t), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan struct{})
-	go func() { a.Serve(ctx, ln); close(served) }()
-	t.Cleanup(func() {
-		cancel()
-		ln.Close()
-		<-served
-		e2e.KillSessionHosts(state)
-	})
+	addrs, d := inProcessAgents(t, 1, "")
 	cuts = &cutDialer{}
-	d = &Dialer{
-		Signers:     []ssh.Signer{signer},
-		KnownHosts:  &sshauth.KnownHosts{Path: filepath.Join(root, "known_hosts")},
-		DefaultUser: me.Username,
-		Client:      wire.Client{ID: "resume-test", Host: "testbox"},
-		DialNet:     cuts.DialContext,
-		Clock:       clock.NewFake(time.Time{}), // backoff never waits real time
-	}
-	return ln.Addr().String(), d, cuts
+	d.Client.ID = "resume-test"
+	d.DialNet = cuts.DialContext
+	d.Clock = clock.NewFake(time.Time{}) // backoff never waits real time
+	return addrs[0], d, cuts
 }
 
 func TestRunResumesAtEveryRecordBoundary(t *testing.T) {

@@ -4,27 +4,12 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
-type syncBuf struct {
-	mu sync.Mutex
-	sb strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sb.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.sb.String()
-}
-
 func TestBarShowsBytesAndLines(t *testing.T) {
-	var out syncBuf
+	var out tstest.SyncBuffer
 	b := New(&out, "copying")
 	b.SetMax(3 << 20)
 	var wg sync.WaitGroup
