@@ -303,7 +303,12 @@ var signals = map[string]syscall.Signal{
 
 func (h *Host) signal(name string) {
 	if name == "INT" {
-		h.rs.Interrupt()
+		h.mu.Lock()
+		c := h.running
+		h.mu.Unlock()
+		if c != nil {
+			h.interrupt(c)
+		}
 		return
 	}
 	if sig, ok := signals[name]; ok {

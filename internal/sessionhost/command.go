@@ -36,6 +36,12 @@ type command struct {
 	// written; the session is about to be free.
 	finishing bool
 	exitCode  int
+	// runCtx is what the runspace's Run gets; interrupt cancels it, so
+	// that a Ctrl-C that comes after the command is the session's but
+	// before Run has started its job stops it at its start (Run takes a
+	// cancelled context as an interrupt) instead of being lost.
+	runCtx    context.Context
+	interrupt context.CancelFunc
 }
 
 // startCommand runs text (or argv) in the runspace; h.mu must be held.
@@ -55,6 +61,7 @@ func (h *Host) startCommandLocked(req *wire.Request) (*command, error) {
 		tty:     req.TTY,
 		done:    make(chan struct{}),
 	}
+	c.runCtx, c.interrupt = context.WithCancel(context.Background())
 	if req.Stdin {
 		c.stdin = newStdinPipe()
 	}
@@ -86,6 +93,7 @@ func describe(req *wire.Request) string {
 func (h *Host) runCommand(c *command, script string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer c.interrupt() // frees runCtx
 	go func() {
 		select {
 		case <-h.closed:
@@ -93,6 +101,8 @@ func (h *Host) runCommand(c *command, script string) {
 		case <-ctx.Done():
 		}
 	}()
+	stopRunCtx := context.AfterFunc(ctx, c.interrupt)
+	defer stopRunCtx()
 	var stdin io.Reader // nil: empty, as </dev/null
 	if c.stdin != nil {
 		stdin = c.stdin
@@ -126,7 +136,7 @@ func (h *Host) runCommand(c *command, script string) {
 		}
 	}
 	h.writeNotices(errw)
-	code, err := h.rs.Run(ctx, script, streams)
+	code, err := h.rs.Run(c.runCtx, script, streams)
 	hostMem := stopWatch()
 	h.writeNotices(errw)
 	msg := ""

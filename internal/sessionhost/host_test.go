@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/tether-sh/tether/internal/clock"
 	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/runspace"
 	"github.com/tether-sh/tether/internal/tstest"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -372,6 +374,46 @@ func TestBusyWhileAnotherClientIsAttached(t *testing.T) {
 	})
 }
 
+// An interrupt that comes once a command is the session's but before the
+// runspace has started it (tether interrupt right after the run's answer;
+// under load the gap is long) must stop it at its start, not be lost with
+// the command left waiting for stdin (this test's twin above hung for 10
+// minutes as a normal user under load). Holding h.mu keeps runCommand
+// before Run.
+func TestInterruptBeforeTheRunspaceStarts(t *testing.T) {
+	for _, shell := range []string{runspace.KindBuiltin, runspace.KindBash} {
+		t.Run(shell, func(t *testing.T) { testInterruptBeforeStart(t, shell) })
+	}
+}
+
+func testInterruptBeforeStart(t *testing.T, shell string) {
+	if shell == runspace.KindBash {
+		if _, err := exec.LookPath("bash"); err != nil {
+			t.Skip("bash is not installed")
+		}
+	}
+	th := startHost(t, func(o *Options) { o.Shell = shell })
+	th.h.mu.Lock()
+	c, err := th.h.startCommandLocked(&wire.Request{Op: opRun, Client: laptop, Command: "read line; echo got $line", Stdin: true})
+	if err != nil {
+		th.h.mu.Unlock()
+		t.Fatal(err)
+	}
+	th.h.interrupt(c)
+	th.h.mu.Unlock()
+	select {
+	case <-c.done:
+	case <-time.After(waitLong):
+		t.Fatal("an interrupt that came before the runspace started the command was lost: it still waits for stdin")
+	}
+	th.h.mu.Lock()
+	code := c.exitCode
+	th.h.mu.Unlock()
+	if code != 130 {
+		t.Fatalf("interrupted before its start, the command exited %d, want 130", code)
+	}
+}
+
 // tether disconnect from another client detaches the follower (it is told
 // why) and leaves the command running; the follower's output waits in the
 // journal for receive.
@@ -394,7 +436,10 @@ func TestDisconnectDetachesAndReceiveResumes(t *testing.T) {
 		t.Fatalf("receive follows command %d, want the running %d", rresp.Cmd, run.Cmd)
 	}
 	// Stdin went with the detached follower; close it another way.
-	th.h.rs.Interrupt()
+	th.h.mu.Lock()
+	running := th.h.running
+	th.h.mu.Unlock()
+	th.h.interrupt(running)
 	outs := r.untilExit()
 	if code := exitCodeOf(t, outs[len(outs)-1]); code == 0 {
 		t.Fatalf("interrupted command exited 0")

@@ -21,6 +21,15 @@ func (h *Host) opInterrupt(c *wire.Conn, req *wire.Request) {
 		return
 	}
 	h.log.Info("command interrupted", "by", req.Client.Host, "command", running.text)
-	h.rs.Interrupt()
+	h.interrupt(running)
 	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Cmd: running.id, Text: running.text, Session: &info})
+}
+
+// interrupt is Ctrl-C for c, the running command: the runspace's
+// Interrupt, and c's run context cancelled, which stops c at its start
+// when the runspace has not begun it yet (Interrupt alone would find no
+// job then and do nothing).
+func (h *Host) interrupt(c *command) {
+	c.interrupt()
+	h.rs.Interrupt()
 }

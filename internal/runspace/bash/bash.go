@@ -232,6 +232,12 @@ func (s *Shell) run(ctx context.Context, script string, st runspace.Streams, pro
 		return 1, ErrBusy
 	}
 	defer s.runMu.Unlock()
+	if ctx.Err() != nil {
+		// Interrupted before it began (the session host cancels the
+		// context for a Ctrl-C that comes first): bash, idle, would
+		// take the SIGINT for itself and then run the line.
+		return 128 + int(syscall.SIGINT), nil
+	}
 
 	s.mu.Lock()
 	if s.closed {
