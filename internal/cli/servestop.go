@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -72,7 +73,9 @@ func stopAgent(ctx context.Context, env *Env, state string) error {
 	}
 	const wait = 30 * time.Second
 	deadline := time.Now().Add(wait)
-	for !free() {
+	// Its lock goes when it closes the pid file; it has ended when its
+	// process is gone or a zombie (its parent reaps it, not us).
+	for !free() || running(pid) {
 		if time.Now().After(deadline) {
 			return fmt.Errorf("tether serve (pid %d) did not stop within %s of SIGTERM; kill -KILL %d ends it (sessions keep running)", pid, wait, pid)
 		}
@@ -84,4 +87,16 @@ func stopAgent(ctx context.Context, env *Env, state string) error {
 	}
 	fmt.Fprintf(env.Stdout, "stopped tether serve (pid %d, state %s); its sessions keep running\n", pid, state)
 	return nil
+}
+
+// running reports whether process pid exists and has not exited (a zombie
+// has exited).
+func running(pid int) bool {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	// pid (comm) STATE …: comm may hold spaces and parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i >= 0 && i+2 < len(b) && b[i+2] != 'Z' && b[i+2] != 'X'
 }

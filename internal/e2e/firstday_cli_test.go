@@ -57,9 +57,11 @@ func TestServeStop(t *testing.T) {
 	if r.Code != 0 || !strings.Contains(r.Stdout, "stopped tether serve (pid ") {
 		t.Fatalf("serve --stop: exit %d %q %q", r.Code, r.Stdout, r.Stderr)
 	}
+	// It returned once the agent's process had ended; this test reaps it
+	// a moment later.
 	select {
 	case <-a.done:
-	default:
+	case <-time.After(5 * time.Second):
 		t.Fatal("serve --stop returned while the agent still runs")
 	}
 	r = c.Run("serve", "--stop", "--state", a.State)
