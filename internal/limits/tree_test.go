@@ -26,29 +26,43 @@ func noFullScans(m *monitor) {
 	m.mu.Unlock()
 }
 
+// treeScanned is a rlimit-fallback group of MaxProcesses max with a gated
+// shell running script added to it; it skips where tree scans cannot run.
+func treeScanned(t *testing.T, max int, script string) (*Group, *monitor, *gated) {
+	t.Helper()
+	needRlimit(t)
+	if !treeScans() {
+		t.Skip("no /proc/PID/task/TID/children or ns_last_pid here")
+	}
+	g := newGroup(t, Rlimit, Spec{MaxProcesses: max})
+	sh := startGated(t, script)
+	if err := g.Add(sh.cmd.Process.Pid); err != nil {
+		t.Fatal(err)
+	}
+	return g, g.b.(*monitor), sh
+}
+
+// afterFirstFullScan turns full scans off (noFullScans) and waits for the
+// monitor's first scan, a full one: Add's scan came before the shell's
+// process group was the session's. It returns the full scans so far.
+func afterFirstFullScan(t *testing.T, m *monitor) int {
+	t.Helper()
+	noFullScans(m)
+	tstest.WaitFor(t, 20*time.Second, "the monitor's first scan", func() bool {
+		full, _ := scanCounts(m)
+		return full >= 2
+	})
+	full, _ := scanCounts(m)
+	return full
+}
+
 // TestRlimitTreeScanOrphans: background jobs whose parent exited at once
 // (reparented to init, out of the session host's tree) are found by the
 // tree scans among the pids allocated since the last scan, by their process
 // group, and the newest over MaxProcesses are killed.
 func TestRlimitTreeScanOrphans(t *testing.T) {
-	needRlimit(t)
-	if !treeScans() {
-		t.Skip("no /proc/PID/task/TID/children or ns_last_pid here")
-	}
-	g := newGroup(t, Rlimit, Spec{MaxProcesses: 4})
-	m := g.b.(*monitor)
-	sh := startGated(t, "for i in 1 2 3 4 5 6; do (sleep 30 2>/dev/null &); done; exec sleep 30 2>/dev/null")
-	if err := g.Add(sh.cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
-	noFullScans(m)
-	// Add's scan came before the shell's process group was the session's:
-	// the monitor's first scan reads all of /proc; the next ones not.
-	tstest.WaitFor(t, 20*time.Second, "the monitor's first scan", func() bool {
-		full, _ := scanCounts(m)
-		return full >= 2
-	})
-	full0, _ := scanCounts(m)
+	g, m, sh := treeScanned(t, 4, "for i in 1 2 3 4 5 6; do (sleep 30 2>/dev/null &); done; exec sleep 30 2>/dev/null")
+	full0 := afterFirstFullScan(t, m)
 	sh.release(t)
 	tstest.WaitFor(t, 20*time.Second, "at most 4 processes of the shell's group", func() bool {
 		_, hits, _ := g.Events()
@@ -65,23 +79,9 @@ func TestRlimitTreeScanOrphans(t *testing.T) {
 // are older than the last scan): Update to a lower MaxProcesses kills down
 // to it.
 func TestRlimitTreeScanFollowsKnown(t *testing.T) {
-	needRlimit(t)
-	if !treeScans() {
-		t.Skip("no /proc/PID/task/TID/children or ns_last_pid here")
-	}
 	gate := filepath.Join(t.TempDir(), "go")
-	g := newGroup(t, Rlimit, Spec{MaxProcesses: 20})
-	m := g.b.(*monitor)
-	sh := startGated(t, "for i in 1 2 3 4 5 6; do sleep 30 2>/dev/null & done; while [ ! -e "+gate+" ]; do sleep 0.02; done")
-	if err := g.Add(sh.cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
-	noFullScans(m)
-	tstest.WaitFor(t, 20*time.Second, "the monitor's first scan", func() bool {
-		full, _ := scanCounts(m)
-		return full >= 2
-	})
-	full0, _ := scanCounts(m)
+	g, m, sh := treeScanned(t, 20, "for i in 1 2 3 4 5 6; do sleep 30 2>/dev/null & done; while [ ! -e "+gate+" ]; do sleep 0.02; done")
+	full0 := afterFirstFullScan(t, m)
 	sh.release(t)
 	tstest.WaitFor(t, 20*time.Second, "a scan that saw the shell's six sleeps", func() bool {
 		m.mu.Lock()
@@ -131,16 +131,7 @@ func TestNewPids(t *testing.T) {
 // Wake starts the next scan's new pids from now if the shell has not run
 // since (nothing can have been born in the session), and not if it has.
 func TestRlimitWakeSkipsIdlePids(t *testing.T) {
-	needRlimit(t)
-	if !treeScans() {
-		t.Skip("no /proc/PID/task/TID/children or ns_last_pid here")
-	}
-	g := newGroup(t, Rlimit, Spec{MaxProcesses: 10})
-	m := g.b.(*monitor)
-	shell := startGated(t, "exec sleep 300") // stands for the session's bash
-	if err := g.Add(shell.cmd.Process.Pid); err != nil {
-		t.Fatal(err)
-	}
+	g, m, shell := treeScanned(t, 10, "exec sleep 300") // the shell stands for the session's bash
 	g.SetShell(shell.cmd.Process.Pid)
 	shell.release(t)
 	// asleep waits for the monitor to sleep after a scan later than the
