@@ -46,27 +46,53 @@ func TestReadProc(t *testing.T) {
 	}
 }
 
-// TestListProcsOf: only the processes of the uid asked for.
+// TestListProcsOf: only the processes of the uid asked for. Counts are not
+// compared (other tests start and end processes meanwhile): a process of
+// another uid that lives throughout is listed for its uid and for all, and
+// not for ours.
 func TestListProcsOf(t *testing.T) {
 	mine, err := listProcsOf(os.Geteuid())
 	if err != nil {
 		t.Fatal(err)
 	}
-	found := false
-	for _, p := range mine {
-		found = found || p.pid == os.Getpid()
-	}
-	if !found {
+	if !hasPid(mine, os.Getpid()) {
 		t.Fatalf("listProcsOf(%d) misses this process", os.Geteuid())
 	}
-	all, err := listProcs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if os.Geteuid() == 0 && len(mine) > len(all) {
-		t.Fatalf("root's %d processes are more than all %d", len(mine), len(all))
+	if os.Geteuid() == 0 {
+		const nobody = 65534
+		other := exec.Command("sleep", "30")
+		other.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}}
+		if err := other.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { other.Process.Kill(); other.Wait() }()
+		pid := other.Process.Pid
+		all, err := listProcs()
+		if err != nil {
+			t.Fatal(err)
+		}
+		theirs, err := listProcsOf(nobody)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ours, err := listProcsOf(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !hasPid(all, pid) || !hasPid(theirs, pid) || hasPid(ours, pid) {
+			t.Fatalf("uid %d's pid %d: in all %v, in its uid's %v, in root's %v; want true, true, false", nobody, pid, hasPid(all, pid), hasPid(theirs, pid), hasPid(ours, pid))
+		}
 	}
 	if none, err := listProcsOf(54321); err != nil || len(none) != 0 {
 		t.Fatalf("listProcsOf(54321), a uid with no process: %d processes, %v", len(none), err)
 	}
+}
+
+func hasPid(ps []proc, pid int) bool {
+	for _, p := range ps {
+		if p.pid == pid {
+			return true
+		}
+	}
+	return false
 }
