@@ -26,3 +26,5 @@ require (
 	golang.org/x/text v0.44.0 // indirect
 	golang.org/x/tools v0.52.0 // indirect
 )
+
+replace github.com/klauspost/cpuid/v2 => ./internal/cpuidshim

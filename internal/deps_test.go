@@ -158,3 +158,31 @@ func declaredIn(f *ast.File, name string) bool {
 	}
 	return false
 }
+
+// TestNoCPUIDDetection: the binary's xxh3 (tether cp's hash) asks its
+// three CPU features of internal/cpuidshim, not of klauspost/cpuid, whose
+// init runs some forty CPUID instructions — each an exit to the hypervisor
+// in a VM, 0.4 ms of every tether process's start (#18). The replace
+// directive in go.mod does it; this fails if it is lost.
+func TestNoCPUIDDetection(t *testing.T) {
+	cmd := exec.Command("go", "list", "-deps", "-f", "{{.ImportPath}} {{.Dir}}", "../cmd/tether")
+	cmd.Env = append(cmd.Environ(), "GOOS=linux", "GOARCH=amd64")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("go list -deps ../cmd/tether: %v", err)
+	}
+	found := false
+	for _, line := range strings.Split(string(out), "\n") {
+		pkg, dir, _ := strings.Cut(line, " ")
+		if !strings.HasPrefix(pkg, "github.com/klauspost/cpuid") {
+			continue
+		}
+		found = true
+		if filepath.Base(dir) != "cpuidshim" {
+			t.Errorf("cmd/tether links %s from %s: keep go.mod's replace of it by ./internal/cpuidshim (its CPU detection costs every process's start)", pkg, dir)
+		}
+	}
+	if !found {
+		t.Log("no package links github.com/klauspost/cpuid any more: internal/cpuidshim and go.mod's replace can go")
+	}
+}
