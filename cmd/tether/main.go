@@ -5,9 +5,9 @@ package main
 import (
 	"os"
 	"runtime/debug"
-	"slices"
 
 	"github.com/tether-sh/tether/internal/cli"
+	"github.com/tether-sh/tether/internal/oneproc"
 )
 
 // clientGCPercent is the GOGC of client commands. x/crypto/ssh allocates a
@@ -24,17 +24,9 @@ func main() {
 	if _, set := os.LookupEnv("GOGC"); !set && isClient(args) {
 		debug.SetGCPercent(clientGCPercent)
 	}
+	cli.AllProcessors = oneproc.Restore
 	os.Exit(cli.Main(args))
 }
 
 // isClient reports whether args run a client command, not a server one.
-func isClient(args []string) bool { return !slices.ContainsFunc(args, isServerCommand) }
-
-// isServerCommand reports whether arg names a long-lived server subcommand.
-func isServerCommand(arg string) bool {
-	switch arg {
-	case "serve", "session-host", "mux-master", "sftp-server":
-		return true
-	}
-	return false
-}
+func isClient(args []string) bool { return !oneproc.Server(args) }

@@ -39,6 +39,11 @@ type Env struct {
 	OneStream func()
 }
 
+// AllProcessors gives the process back every scheduler processor: tether's
+// main starts on one (internal/oneproc), which a one-target invoke keeps
+// and every other command gets back from Run. Tests leave it a no-op.
+var AllProcessors = func() {}
+
 // Main runs the tether command line and returns the process exit status.
 func Main(args []string) int {
 	env := &Env{Stdin: os.Stdin, Stdout: os.Stdout, Stderr: os.Stderr, Getenv: os.Getenv, OneStream: oneProcessor}
@@ -62,9 +67,13 @@ func Run(ctx context.Context, env *Env, args []string) int {
 	}
 	root := newRoot(env, args)
 	root.SetArgs(args)
+	name := ""
 	if c, _, err := root.Find(args); err == nil && c != root {
-		name := c.Name()
+		name = c.Name()
 		ranCommand.Store(&name)
+	}
+	if name != "invoke" { // invoke: when it has several targets
+		AllProcessors()
 	}
 	root.SetIn(env.Stdin)
 	root.SetOut(env.Stdout)

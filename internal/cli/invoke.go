@@ -109,6 +109,9 @@ If the connection breaks, invoke reconnects by itself for up to
 			if err != nil {
 				return err
 			}
+			if len(targets) > 1 {
+				AllProcessors() // fan-out serves many connections at once
+			}
 			if len(targets) == 1 && env.OneStream != nil {
 				// Tuned once the run proves long: resizing the scheduler
 				// stops the world and hands the dropped processor's
