@@ -1,6 +1,8 @@
-// Package oneproc starts every tether process on one scheduler processor
-// (GOMAXPROCS=1), from a package init that runs before almost all others,
-// and gives the others back to the commands that want them (Restore).
+// Package oneproc starts every tether client process (not serve,
+// session-host, mux-master, sftp-server) on one scheduler processor
+// (GOMAXPROCS=1), from a package init that runs right after os's, before
+// most others, and gives the others back to the commands that want them
+// (Restore).
 //
 // Why (#18): a fresh `tether invoke H/S true` is mostly the Go runtime's
 // and the packages' start. With a second processor idle, every goroutine
