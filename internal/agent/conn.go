@@ -142,12 +142,16 @@ func (a *Agent) admitConn(user string) (release func(), refusal string) {
 }
 
 // configFor is the server configuration of one connection: its version
-// string advertises the MaxSessionsPerConnection that holds for it.
+// string advertises the MaxSessionsPerConnection that holds for it and
+// the agent's mux channels.
 func (a *Agent) configFor(maxSessions int) *ssh.ServerConfig {
 	cfg := *a.server
 	if maxSessions > 0 {
 		cfg.ServerVersion += " " + wire.MaxSessionsMarker + strconv.Itoa(maxSessions)
 	}
+	// Mux channels (mux.go): a client's fan-out runs many commands on one
+	// channel, so the cap costs it no extra connections.
+	cfg.ServerVersion += " " + wire.MuxMarker + strconv.Itoa(wire.MaxMuxStreams)
 	return &cfg
 }
 
