@@ -327,7 +327,13 @@ func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
 	if !first.Stop() {
 		return // timed out as the request arrived: the channel is closed
 	}
-	resp, relay := a.dispatch(ctx, id, &req)
+	var resp wire.Response
+	var relay relayFunc
+	if req.Op == wire.OpMux {
+		relay = a.relayMux(id) // a fan-out's runs, as sub-streams (mux.go)
+	} else {
+		resp, relay = a.dispatch(ctx, id, &req)
+	}
 	if relay != nil {
 		if err := relay(c, ch); err != nil {
 			c.WriteJSON(wire.TResponse, wire.Refuse(err))

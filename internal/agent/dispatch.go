@@ -64,8 +64,6 @@ func (a *Agent) dispatch(ctx context.Context, id identity, req *wire.Request) (w
 		return a.relaySession(id, req)
 	case wire.OpAttach, wire.OpReceive, wire.OpConnect, wire.OpDisconnect, wire.OpStatus, wire.OpInterrupt:
 		return a.relaySession(id, req)
-	case wire.OpMux:
-		return wire.Response{}, a.relayMux(id) // mux.go
 	}
 	return wire.Refuse(wire.Errorf(wire.CodeBadRequest, "unknown operation %q; is the client newer than this agent?", req.Op)), nil
 }
