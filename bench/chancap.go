@@ -9,13 +9,16 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/tether-sh/tether/internal/wire"
 )
 
 // figChanCap (figure 12) measures what issue #11's channel cap costs a fan-out: the
 // same `invoke --throttle 256 true` over 1,000 sessions on 4 agents with
-// MaxSessionsPerConnection at its default (10, OpenSSH's MaxSessions: the
-// client opens ~7 connections per agent) and at 1,000 (one connection per
-// agent, as before #11), in turns, so the two share the machine's load.
+// MaxSessionsPerConnection at its default (10, OpenSSH's MaxSessions) and
+// at 1,000, in turns, so the two share the machine's load. With one channel
+// per run the cap made the client open ~7 connections per agent instead of
+// one; with mux channels (16 runs each) it opens one under either cap.
 // CPU per target is reported beside wall time: a handshake costs CPU, and
 // CPU swings less than wall time on a shared machine.
 func (b *bench) figChanCap(r *results, cfg config) error {
@@ -122,7 +125,7 @@ func (b *bench) figChanCap(r *results, cfg config) error {
 			r.add(newRow(fig, fmt.Sprintf("  CPU per target, cap %d: agents", s.cap), "us", []float64{per(s.cpuAgents)}))
 		}
 	}
-	r.note("channel cap: %d rounds in turns (cap 10, cap 1000, …); cap 10 makes the client open about %d connections per agent for --throttle %d, cap 1000 one", rounds, (throttle/len(agents)+9)/10, throttle)
+	r.note("channel cap: %d rounds in turns (cap 10, cap 1000, …); with mux channels (%d runs each) the client opens one connection per agent for --throttle %d under either cap (with a channel per run, cap 10 took about %d)", rounds, wire.MaxMuxStreams, throttle, (throttle/len(agents)+9)/10)
 	return nil
 }
 

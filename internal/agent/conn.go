@@ -142,12 +142,16 @@ func (a *Agent) admitConn(user string) (release func(), refusal string) {
 }
 
 // configFor is the server configuration of one connection: its version
-// string advertises the MaxSessionsPerConnection that holds for it.
+// string advertises the MaxSessionsPerConnection that holds for it and
+// the agent's mux channels.
 func (a *Agent) configFor(maxSessions int) *ssh.ServerConfig {
 	cfg := *a.server
 	if maxSessions > 0 {
 		cfg.ServerVersion += " " + wire.MaxSessionsMarker + strconv.Itoa(maxSessions)
 	}
+	// Mux channels (mux.go): a client's fan-out runs many commands on one
+	// channel, so the cap costs it no extra connections.
+	cfg.ServerVersion += " " + wire.MuxMarker + strconv.Itoa(wire.MaxMuxStreams)
 	return &cfg
 }
 
@@ -323,7 +327,13 @@ func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
 	if !first.Stop() {
 		return // timed out as the request arrived: the channel is closed
 	}
-	resp, relay := a.dispatch(ctx, id, &req)
+	var resp wire.Response
+	var relay relayFunc
+	if req.Op == wire.OpMux {
+		relay = a.relayMux(id) // a fan-out's runs, as sub-streams (mux.go)
+	} else {
+		resp, relay = a.dispatch(ctx, id, &req)
+	}
 	if relay != nil {
 		if err := relay(c, ch); err != nil {
 			c.WriteJSON(wire.TResponse, wire.Refuse(err))

@@ -9,6 +9,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -73,6 +74,17 @@ type Conn struct {
 	// slots holds one token per open channel when the agent advertises
 	// MaxSessionsPerConnection (wire.ParseMaxSessions); nil: no cap.
 	slots chan struct{}
+
+	// Mux channels (mux.go): muxK sub-streams each, as the agent
+	// advertises (0: it serves none); used for runs once a Pool sets
+	// muxOn.
+	muxK       int
+	muxOn      atomic.Bool
+	muxMu      sync.Mutex
+	muxCond    *sync.Cond // on muxMu: a sub-stream's place or a channel appeared, or the connection ended
+	muxChans   []*muxChan
+	muxWaiting int // openSub calls waiting for a place
+	muxOpening int // mux channels being opened
 }
 
 // MaxChannels is the number of channels the agent lets this connection
@@ -91,7 +103,9 @@ func (c *Conn) acquireSlot() error {
 		return nil
 	default:
 	}
-	c.evictKept()
+	if !c.closeIdleMux() {
+		c.evictKept()
+	}
 	select {
 	case c.slots <- struct{}{}:
 		return nil
@@ -256,9 +270,12 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	if n := wire.ParseMaxSessions(string(sc.ServerVersion())); n > 0 {
 		c.slots = make(chan struct{}, n)
 	}
+	c.muxK = wire.ParseMux(string(sc.ServerVersion()))
+	c.muxCond = sync.NewCond(&c.muxMu)
 	go func() {
 		c.ssh.Wait()
 		c.once.Do(func() { close(c.closed) })
+		c.wakeMux()
 	}()
 	ka := d.Keepalive
 	if ka == 0 {
@@ -326,14 +343,34 @@ func (c *Conn) Close() error {
 	}
 	err := c.ssh.Close()
 	c.once.Do(func() { close(c.closed) })
+	c.wakeMux()
 	return err
+}
+
+// wakeMux wakes openSub calls waiting on a connection that ended.
+func (c *Conn) wakeMux() {
+	if c.muxCond != nil {
+		c.muxMu.Lock()
+		c.muxCond.Broadcast()
+		c.muxMu.Unlock()
+	}
 }
 
 // Done is closed when the connection is gone.
 func (c *Conn) Done() <-chan struct{} { return c.closed }
 
-// Open opens a protocol channel and sends req. The caller reads the response.
+// Open opens a protocol channel and sends req, or, for a pool's run that a
+// mux channel can carry, a sub-stream of one (mux.go). The caller reads
+// the response.
 func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
+	if c.muxable(req) {
+		return c.openSub(req)
+	}
+	return c.openChannelRequest(req)
+}
+
+// openChannelRequest opens a channel of its own for req.
+func (c *Conn) openChannelRequest(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 	var ch ssh.Channel
 	if c.mux != nil {
 		var err error

@@ -89,6 +89,12 @@ func (f *FanOut) Invoke(ctx context.Context, targets []Target, req wire.Request,
 
 	conns := NewPool(f.Dialer)
 	defer conns.Close()
+	// Plain runs of named sessions share mux channels (mux.go): under
+	// MaxSessionsPerConnection a fan-out then needs no more connections
+	// than without it. Runs with stdin, a terminal, a module or --detach,
+	// and runs in temporary sessions, keep a channel each.
+	conns.mux = f.StdinData == nil && !single && req.TTY == nil && !req.Detach && req.Module == "" &&
+		!slices.ContainsFunc(targets, func(t Target) bool { return t.Session == "" })
 
 	// Each run gets its own copy of every signal.
 	var subsMu sync.Mutex
@@ -267,6 +273,10 @@ type Pool struct {
 	// closed: Close ran; a dial still on its way closes its connection
 	// (Each may return with a dial it no longer needs in flight).
 	closed bool
+	// mux: the runs given out go on mux channels where the agent serves
+	// them (mux.go), so a connection takes its cap × the channels'
+	// sub-streams of them.
+	mux bool
 }
 
 type poolHost struct {
@@ -327,7 +337,7 @@ func (p *Pool) Acquire(ctx context.Context, t Target) (c *Conn, release func(), 
 		}
 		h.conns = live
 		for _, pc := range h.conns {
-			if n := pc.conn.MaxChannels(); n == 0 || pc.users < n {
+			if n := pc.conn.capacity(); n == 0 || pc.users < n {
 				pc.users++
 				p.mu.Unlock()
 				var once sync.Once
@@ -350,7 +360,7 @@ func (p *Pool) Acquire(ctx context.Context, t Target) (c *Conn, release func(), 
 		// way cannot serve everyone waiting.
 		per := 1
 		if len(h.conns) > 0 {
-			per = max(h.conns[0].conn.MaxChannels(), 1)
+			per = max(h.conns[0].conn.capacity(), 1)
 		}
 		if (h.dialing == 0 && !(h.full && len(h.conns) > 0)) || (!h.full && h.waiting+1 > h.dialing*per && len(h.conns) > 0) {
 			h.dialing++
@@ -385,6 +395,7 @@ func (p *Pool) dial(ctx context.Context, t Target, h *poolHost) {
 	}
 	switch {
 	case err == nil:
+		c.muxOn.Store(p.mux)
 		h.conns = append(h.conns, &pooled{conn: c})
 		h.err = nil
 	case len(h.conns) == 0:
@@ -433,7 +444,7 @@ func (h *poolHost) pruneLocked() {
 // freeLocked returns a connection of h with a free channel slot, or nil.
 func (h *poolHost) freeLocked() *pooled {
 	for _, pc := range h.conns {
-		if n := pc.conn.MaxChannels(); n == 0 || pc.users < n {
+		if n := pc.conn.capacity(); n == 0 || pc.users < n {
 			return pc
 		}
 	}
@@ -447,7 +458,7 @@ func (h *poolHost) perLocked() int {
 	if len(h.conns) == 0 {
 		return 0
 	}
-	if n := h.conns[0].conn.MaxChannels(); n > 0 {
+	if n := h.conns[0].conn.capacity(); n > 0 {
 		return n
 	}
 	return 1 << 30

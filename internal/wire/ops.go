@@ -71,6 +71,13 @@ const (
 	// from Offset of each of Files (absolute paths), so that tether cp
 	// checks what landed and resumes a cut transfer. Reply: Hashes.
 	OpHash Op = "hash"
+	// OpMux makes the channel a mux channel (mux.go): after its Response
+	// (OK), each TMux Request on it (a run of a named session, without
+	// stdin, a terminal, a module or Detach) starts a sub-stream relayed
+	// to that session's host as a run on a channel of its own would be;
+	// at most MaxMuxStreams at once. Only agents advertising MuxMarker
+	// serve it.
+	OpMux Op = "mux"
 )
 
 // Internal operations: only the agent sends them, to a session host, which
@@ -88,6 +95,6 @@ const (
 // Ops lists every operation, in the order above.
 var Ops = []Op{
 	OpNew, OpList, OpRemove, OpConfigList, OpConfigGet, OpConfigSet, OpConfigReset, OpModuleList, OpModuleHelp,
-	OpRun, OpAttach, OpReceive, OpConnect, OpDisconnect, OpStatus, OpInterrupt, OpSftp, OpHash,
+	OpRun, OpAttach, OpReceive, OpConnect, OpDisconnect, OpStatus, OpInterrupt, OpSftp, OpHash, OpMux,
 	OpWatch, OpLimits, OpClose,
 }

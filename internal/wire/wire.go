@@ -61,6 +61,7 @@ const (
 	TResize   Type = 10 // binary rows, cols of the client's terminal
 	TEvent    Type = 11 // JSON Event: something happened to the attachment
 	TEnd      Type = 12 // empty: the client has what it asked for and keeps the channel for another request
+	TMux      Type = 13 // binary sub-stream id + inner frame, on a mux channel (mux.go)
 )
 
 func (t Type) String() string {
@@ -89,6 +90,8 @@ func (t Type) String() string {
 		return "event"
 	case TEnd:
 		return "end"
+	case TMux:
+		return "mux"
 	}
 	return fmt.Sprintf("type(%d)", uint8(t))
 }
