@@ -28,6 +28,13 @@ import (
 // reader waits too.
 const muxInbox = 64
 
+// muxClientFrameMax bounds one client frame on a sub-stream: a plain run's
+// client sends only acks and signals (tens of bytes). With it, what the
+// inboxes of a channel can hold while a session host does not read (its
+// user stopped it) is muxInbox × MaxMuxStreams × this, 1 MiB, not the
+// gigabyte that 1 MiB frames would queue in the root agent.
+const muxClientFrameMax = 1 << 10
+
 // relayMux serves a mux channel after its request.
 func (a *Agent) relayMux(id identity) relayFunc {
 	return func(c *wire.Conn, ch ssh.Channel) error {
@@ -122,6 +129,10 @@ func (m *muxRelay) serve() {
 			}
 			m.mu.Unlock()
 		default:
+			if (it != wire.TAck && it != wire.TSignal) || len(inner) > muxClientFrameMax {
+				m.a.log.Debug("mux channel: closing on a client frame a plain run does not send", "type", it.String(), "bytes", len(inner), "user", m.id.user)
+				return
+			}
 			m.mu.Lock()
 			s := m.subs[sid]
 			closed := s == nil || s.cliDone

@@ -215,6 +215,24 @@ func TestMuxChannelLimits(t *testing.T) {
 			t.Errorf("%+v on a mux channel: %+v, want a bad-request refusal", bad, resp.Error)
 		}
 	}
+	// Frames a plain run's client never sends (stdin, or a large one)
+	// close the channel: they would wait in the root agent's inboxes
+	// while a stopped session host does not read them.
+	for _, f := range []struct {
+		typ  wire.Type
+		body []byte
+	}{{wire.TStdin, make([]byte, 16)}, {wire.TSignal, make([]byte, 4<<10)}} {
+		_, wc := rawMux(t, d, addrs[0])
+		writeSub(t, wc, 1, wire.Request{Op: wire.OpRun, Session: "nosuch", Command: "true"})
+		if err := wc.WriteMux(1, f.typ, f.body); err != nil {
+			t.Fatal(err)
+		}
+		for { // the agent closes the channel: Read ends (the test's timeout if not)
+			if _, _, err := wc.Read(); err != nil {
+				break
+			}
+		}
+	}
 	_, wc = rawMux(t, d, addrs[0])
 	writeSub(t, wc, 5, wire.Request{Op: wire.OpRun, Session: "nosuch", Command: "true"})
 	readSubResponse(t, wc, 5)
