@@ -30,7 +30,7 @@ import "encoding/binary"
 // (pinned) the journal allocates as before.
 const (
 	tailChunkBytes = 1 << 20
-	tailMaxBytes   = 8 << 20
+	tailMaxBytes   = 16 << 20
 	tailFreeArrays = 8 // arrays kept for reuse
 )
 
@@ -160,15 +160,18 @@ func (j *Journal) ackPosLocked() int64 {
 // trimTailLocked drops chunks that are acknowledged, lost (Drop mode) or
 // beyond the memory bound, and those ending at or before durable (positions
 // the sync loop made durable; pass 0 for none).
+//
+// No chunk above wpos goes: its bytes are not in the files yet (behind.go).
 func (j *Journal) trimTailLocked(durable int64) {
-	keep := max(j.ackPosLocked(), durable)
+	wpos := j.wposLocked()
+	keep := min(max(j.ackPosLocked(), durable), wpos)
 	n := 0
 	bytes := j.tailBytes
 	for n < len(j.tail) && j.tail[n].end() <= keep {
 		bytes -= int64(cap(j.tail[n].buf))
 		n++
 	}
-	for n < len(j.tail)-1 && bytes > tailMaxBytes {
+	for n < len(j.tail)-1 && bytes > tailMaxBytes && j.tail[n].end() <= wpos {
 		bytes -= int64(cap(j.tail[n].buf))
 		n++
 	}
