@@ -683,6 +683,19 @@ func (j *Journal) Unacked() int64 {
 	return j.unackedLocked()
 }
 
+// MemoryBytes returns the memory the journal holds for records: the tail's
+// arrays, the one being filled and the spares kept for reuse. Written
+// behind, the tail holds acknowledged records too (behind.go).
+func (j *Journal) MemoryBytes() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := j.tailBytes + int64(len(j.free))*tailChunkBytes
+	if j.fill != nil && !j.fill.inTail {
+		n += int64(cap(j.fill.buf))
+	}
+	return n
+}
+
 // DroppedBytes returns the stdout/stderr payload bytes dropped since Open.
 func (j *Journal) DroppedBytes() uint64 {
 	j.mu.Lock()
