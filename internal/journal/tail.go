@@ -8,14 +8,15 @@ import "encoding/binary"
 // records whose Data point into the tail).
 //
 // Append encodes each record into the last chunk (a new one when it does
-// not fit), writes it to the segment file from there, then publishes it by
-// extending the chunk's length. Published bytes never change, so readers
-// use them outside the lock. The tail covers the logical journal positions
-// [tail[0].pos, endPos) without gaps. Chunks leave the tail when their
-// records are all acknowledged, when the tail outgrows tailMaxBytes (oldest
-// first: the files have everything), and when the sync loop made them
-// durable because no client acknowledged them for a sync interval (see
-// sync.go): an idle or disconnected session holds no tail memory.
+// not fit), then publishes it by extending the chunk's length; it reaches
+// the segment file later, from the chunk, or never (behind.go). Published
+// bytes never change, so readers use them outside the lock. The tail
+// covers the logical journal positions [tail[0].pos, endPos) without gaps.
+// Chunks leave the tail, once written or part of no kept segment, when
+// their records are all acknowledged, when the tail outgrows tailMaxBytes
+// (oldest first), and when the sync loop made them durable because no
+// client acknowledged them for a sync interval (see sync.go): an idle or
+// disconnected session holds no tail memory.
 
 // The chunks' arrays are reused (#18: allocating, zeroing and faulting in a
 // fresh MiB for every MiB of output was an eighth of the session host's
