@@ -64,17 +64,17 @@ func (j *Journal) wposLocked() int64 {
 }
 
 // overBoundLocked returns the position up to which Append should write
-// behind because the tail holds more than tailMaxBytes and its oldest
+// behind because the tail holds more than its bound and its oldest
 // chunks are unwritten (0: no need). It writes down to half the bound, a
 // few MiB in one go.
 func (j *Journal) overBoundLocked() int64 {
-	if j.tailBytes <= tailMaxBytes || len(j.tail) == 0 || j.tail[0].end() <= j.wposLocked() {
+	if j.tailBytes <= j.tailMax || len(j.tail) == 0 || j.tail[0].end() <= j.wposLocked() {
 		return 0
 	}
 	bytes := j.tailBytes
 	for _, c := range j.tail[:len(j.tail)-1] {
 		bytes -= int64(cap(c.buf))
-		if bytes <= tailMaxBytes/2 {
+		if bytes <= j.tailMax/2 {
 			return c.end()
 		}
 	}

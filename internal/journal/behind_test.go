@@ -152,3 +152,33 @@ func TestAllAckedSeals(t *testing.T) {
 		t.Fatalf("reopened: %+v", recs)
 	}
 }
+
+// Acknowledgements 6 MiB late (a client's window and the sockets between):
+// a tail of 8 MiB with 4 MiB segments writes most of the stream, one of
+// Options.TailBytes = 16 MiB (a bash session's) writes none of it.
+func TestTailBytesAboveAckLag(t *testing.T) {
+	for _, tc := range []struct {
+		tail int64
+		most bool // most bytes written, not none
+	}{{0, true}, {16 << 20, false}} {
+		j := openT(t, Options{MaxBytes: 64 << 20, SegmentBytes: 4 << 20, SyncInterval: time.Hour, TailBytes: tc.tail})
+		const n, size = 256, 256 << 10 // 64 MiB
+		before := writtenBytes(t)
+		var sent []uint64
+		var after uint64
+		for i := range n {
+			appendT(t, j, KindStdout, 1, payload(i, size))
+			recs := readAll(t, j, after, 0)
+			after = recs[len(recs)-1].Seq
+			if sent = append(sent, after); len(sent) > 24 { // 6 MiB late
+				j.Ack(sent[0])
+				sent = sent[1:]
+			}
+		}
+		written := writtenBytes(t) - before
+		if total := int64(n * size); tc.most != (written > total/2) || (!tc.most && written > total/20) {
+			t.Errorf("TailBytes %d: %d MiB written of %d MiB", tc.tail, written>>20, total>>20)
+		}
+		t.Logf("TailBytes %d: %d MiB written of %d MiB", tc.tail, written>>20, n*size>>20)
+	}
+}

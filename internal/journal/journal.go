@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -47,6 +48,12 @@ type Options struct {
 	Mode         Mode          // what Append does when the journal is full
 	SegmentBytes int64         // default: clamp(MaxBytes/4, 64 KiB, 4 MiB); at most 1 GiB
 	SyncInterval time.Duration // default 100ms: dirty segments are fsync'd in batches in the background
+	// TailBytes bounds the records kept in memory (default 8 MiB). Written
+	// behind, the tail also holds the acknowledged records of the segment
+	// being appended to, and records acknowledged while in it are never
+	// written: a bound above a client's acknowledgement lag (several MiB
+	// for bulk output) plus a segment saves the files' writes.
+	TailBytes int64
 	// Clock drives the sync loop's batching and the pacing of Append
 	// behind a slow reader (nil: the real clock).
 	Clock clock.Clock
@@ -59,6 +66,7 @@ type Journal struct {
 	segBytes     int64
 	syncInterval time.Duration
 	clock        clock.Clock
+	tailMax      int64
 
 	// appendMu serializes Append (and Close against an in-flight Append).
 	// Fields below it up to mu are guarded by appendMu.
@@ -146,6 +154,7 @@ func Open(opts Options) (*Journal, error) {
 		segBytes:     opts.SegmentBytes,
 		syncInterval: opts.SyncInterval,
 		clock:        clock.Or(opts.Clock),
+		tailMax:      cmp.Or(opts.TailBytes, tailMaxBytes),
 		maxBytes:     opts.MaxBytes,
 		mode:         opts.Mode,
 		changed:      make(chan struct{}),

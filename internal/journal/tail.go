@@ -31,8 +31,8 @@ import "encoding/binary"
 // (pinned) the journal allocates as before.
 const (
 	tailChunkBytes = 1 << 20
-	tailMaxBytes   = 16 << 20
-	tailFreeArrays = 8 // arrays kept for reuse
+	tailMaxBytes   = 8 << 20 // the default of Options.TailBytes
+	tailFreeArrays = 8       // arrays kept for reuse
 )
 
 // tailChunk holds records back to back; its first byte is at logical
@@ -172,7 +172,7 @@ func (j *Journal) trimTailLocked(durable int64) {
 		bytes -= int64(cap(j.tail[n].buf))
 		n++
 	}
-	for n < len(j.tail)-1 && bytes > tailMaxBytes && j.tail[n].end() <= wpos {
+	for n < len(j.tail)-1 && bytes > j.tailMax && j.tail[n].end() <= wpos {
 		bytes -= int64(cap(j.tail[n].buf))
 		n++
 	}
