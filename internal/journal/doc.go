@@ -3,7 +3,9 @@
 // clients read from and acknowledge.
 //
 // Records are appended to segment files named by the sequence number of their
-// first record (00000000000000000001.seg, ...). Readers read records back
+// first record (00000000000000000001.seg, ...), written behind: a record
+// acknowledged while it is still in the in-memory tail is never written
+// (behind.go). Readers read older records back
 // from the files, so memory stays small even for large journals; only a
 // compact (seq -> segment, offset) index is kept in memory. Acknowledged
 // records free space and fully acknowledged segments are deleted. When the

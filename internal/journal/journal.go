@@ -1,6 +1,7 @@
 package journal
 
 import (
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -47,6 +48,12 @@ type Options struct {
 	Mode         Mode          // what Append does when the journal is full
 	SegmentBytes int64         // default: clamp(MaxBytes/4, 64 KiB, 4 MiB); at most 1 GiB
 	SyncInterval time.Duration // default 100ms: dirty segments are fsync'd in batches in the background
+	// TailBytes bounds the records kept in memory (default 8 MiB). Written
+	// behind, the tail also holds the acknowledged records of the segment
+	// being appended to, and records acknowledged while in it are never
+	// written: a bound above a client's acknowledgement lag (several MiB
+	// for bulk output) plus a segment saves the files' writes.
+	TailBytes int64
 	// Clock drives the sync loop's batching and the pacing of Append
 	// behind a slow reader (nil: the real clock).
 	Clock clock.Clock
@@ -59,6 +66,7 @@ type Journal struct {
 	segBytes     int64
 	syncInterval time.Duration
 	clock        clock.Clock
+	tailMax      int64
 
 	// appendMu serializes Append (and Close against an in-flight Append).
 	// Fields below it up to mu are guarded by appendMu.
@@ -84,6 +92,9 @@ type Journal struct {
 	ackWritten     uint64
 	ackWrittenOK   bool         // the ack file holds ackWritten, maybe not yet fsync'd
 	syncMark       int64        // endPos at the previous sync round (sync.go)
+	wpos           int64        // bytes below are written to their segments or need not be (behind.go)
+	werr           error        // the first failed write behind, for Sync and Close
+	replayFrom     uint64       // ReadRetained returns no record below (a sealed segment's, behind.go)
 	tail           []*tailChunk // recent records in memory (tail.go)
 	tailBytes      int64        // capacity of the tail's chunks
 	borrows        int          // tail reads not yet given back (tail.go)
@@ -98,8 +109,10 @@ type Journal struct {
 	waiting        int          // Waits waiting for records (for tests)
 
 	fsyncs  atomic.Int64 // segment fsyncs (for tests)
+	written atomic.Int64 // record bytes written to segment files (for tests)
 	creates atomic.Int64 // segment files created by Append, not reused (for tests)
 	syncMu  sync.Mutex   // serializes syncNow; guards ackFile writes
+	writeMu sync.Mutex   // serializes writeBehind (behind.go)
 	ackFile *os.File
 	stop    chan struct{}
 	kick    chan struct{} // something changed: the sync loop has work
@@ -141,6 +154,7 @@ func Open(opts Options) (*Journal, error) {
 		segBytes:     opts.SegmentBytes,
 		syncInterval: opts.SyncInterval,
 		clock:        clock.Or(opts.Clock),
+		tailMax:      cmp.Or(opts.TailBytes, tailMaxBytes),
 		maxBytes:     opts.MaxBytes,
 		mode:         opts.Mode,
 		changed:      make(chan struct{}),
@@ -356,7 +370,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	}
 	// Roll by size only: rolling whenever the active segment is fully
 	// acknowledged would create a file per record for a client that keeps up.
-	roll := active == nil || (active.n() > 0 && active.size+need > j.segBytes)
+	roll := active == nil || (active.n() > 0 && active.size+need > j.segBytes) || active.sealed
 	seq := j.next
 	base := j.endPos
 	j.mu.Unlock()
@@ -396,12 +410,8 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	}
 	buf = AppendRecord(buf, Record{Seq: seq, Kind: kind, Cmd: cmd, Data: data})
 
-	off := active.size // stable: only Append changes it
-	if _, err := active.f.WriteAt(buf, off); err != nil {
-		active.f.Truncate(off)
-		return 0, fmt.Errorf("journal: write: %w", err)
-	}
-
+	// Not written to the segment yet: a record the client acknowledges
+	// while it is in the tail never is (behind.go).
 	j.mu.Lock()
 	j.publishLocked(c, len(buf))
 	if withDrop {
@@ -410,12 +420,17 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		j.pendingDropped = false
 	}
 	active.add(seq, kind, data)
-	active.dirty = true
 	j.next = seq + 1
 	j.endPos += int64(len(buf))
 	j.trimTailLocked(0)
 	j.notifyLocked()
+	upto := j.overBoundLocked()
 	j.mu.Unlock()
+	if upto > 0 {
+		// A failed write is kept for Sync and Close (behind.go); the
+		// record is in the journal either way.
+		j.writeBehind(upto)
+	}
 	return seq, nil
 }
 
@@ -469,7 +484,8 @@ func (j *Journal) Retained() uint64 {
 
 func (j *Journal) retainedLocked() uint64 {
 	if len(j.segs) > 0 && j.segs[0].n() > 0 {
-		return min(j.segs[0].first, j.firstLocked())
+		// Not below a seal: those records were never written (behind.go).
+		return min(max(j.segs[0].first, j.replayFrom), j.firstLocked())
 	}
 	return j.firstLocked()
 }
@@ -497,6 +513,14 @@ func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []R
 	budget := int64(maxBytes)
 	seq := start
 	full := false
+	// A read that starts below the tail reads the files, and only up to
+	// the tail: bytes in it may not be written yet (behind.go).
+	fileEnd := int64(-1)
+	if len(j.tail) > 0 {
+		if s := j.segs[j.segIndexLocked(start)]; s.base+int64(s.entries[start-s.first].off) < j.tail[0].pos {
+			fileEnd = j.tail[0].pos
+		}
+	}
 	for i := j.segIndexLocked(start); i < len(j.segs) && seq < j.next && !full; i++ {
 		s := j.segs[i]
 		k := int(seq - s.first)
@@ -507,7 +531,7 @@ func (j *Journal) read(after uint64, maxBytes int, acked, borrow bool) (recs []R
 		end := off
 		for ; k < s.n(); k++ {
 			e := s.end(k)
-			if total > 0 && total+(e-end) > budget {
+			if (total > 0 && total+(e-end) > budget) || (fileEnd >= 0 && s.base+e > fileEnd) {
 				full = true
 				break
 			}
@@ -628,10 +652,14 @@ func (j *Journal) Ack(seq uint64) {
 	}
 	j.acked = seq
 	dead := j.trimAckedLocked(nil)
+	upto := j.allAckedLocked()
 	j.trimTailLocked(0)
 	j.notifyLocked()
 	j.mu.Unlock()
 	j.finalize(dead)
+	if upto > 0 {
+		j.writeBehind(upto) // a failure is kept for Sync and Close
+	}
 }
 
 // Acked returns the acknowledged mark.
@@ -662,6 +690,19 @@ func (j *Journal) Unacked() int64 {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return j.unackedLocked()
+}
+
+// MemoryBytes returns the memory the journal holds for records: the tail's
+// arrays, the one being filled and the spares kept for reuse. Written
+// behind, the tail holds acknowledged records too (behind.go).
+func (j *Journal) MemoryBytes() int64 {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	n := j.tailBytes + int64(len(j.free))*tailChunkBytes
+	if j.fill != nil && !j.fill.inTail {
+		n += int64(cap(j.fill.buf))
+	}
+	return n
 }
 
 // DroppedBytes returns the stdout/stderr payload bytes dropped since Open.

@@ -107,6 +107,7 @@ func (j *Journal) recover() error {
 		j.dirDirty = true
 	}
 
+	j.wpos = j.endPos // what recovery found is in the files
 	f, err := os.OpenFile(filepath.Join(j.dir, ackFileName), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("journal: %w", err)

@@ -46,6 +46,7 @@ type segment struct {
 	drops    []dropMark
 
 	dirty   bool // written since last fsync
+	sealed  bool // takes no more records: its acknowledged bytes were never written (behind.go)
 	refs    int  // readers/syncers using f outside the lock
 	removed bool // delete file once refs reaches 0
 	closing bool // close file once refs reaches 0

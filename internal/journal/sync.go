@@ -63,11 +63,25 @@ func (j *Journal) syncRound(all bool) error {
 	j.syncMu.Lock()
 	defer j.syncMu.Unlock()
 
+	var errs []error
+	behindFailed := false
 	j.mu.Lock()
 	ackPos := j.ackPosLocked()
 	durable := all || ackPos < j.syncMark
+	if durable && j.wposLocked() < j.endPos {
+		// Records to make durable are first written (behind.go).
+		upto := j.endPos
+		j.mu.Unlock()
+		if err := j.writeBehind(upto); err != nil {
+			errs = append(errs, err)
+			behindFailed = true
+		}
+		j.mu.Lock()
+		ackPos = j.ackPosLocked()
+	}
 	var segs []*segment
-	pending := false
+	// Unacknowledged records not yet written become due next round.
+	pending := !durable && max(j.wposLocked(), ackPos) < j.endPos
 	for _, s := range j.segs {
 		if !s.dirty {
 			continue
@@ -105,7 +119,6 @@ func (j *Journal) syncRound(all bool) error {
 	}
 	j.mu.Unlock()
 
-	var errs []error
 	var failed []*segment
 	for _, s := range segs {
 		j.fsyncs.Add(1)
@@ -157,7 +170,7 @@ func (j *Journal) syncRound(all bool) error {
 	if dirFailed {
 		j.dirDirty = true
 	}
-	if durable && len(failed) == 0 {
+	if durable && len(failed) == 0 && !behindFailed {
 		// Durable records need not stay in memory: a client that did not
 		// take them within a sync interval reads them from the files.
 		j.trimTailLocked(endPos)

@@ -8,14 +8,15 @@ import "encoding/binary"
 // records whose Data point into the tail).
 //
 // Append encodes each record into the last chunk (a new one when it does
-// not fit), writes it to the segment file from there, then publishes it by
-// extending the chunk's length. Published bytes never change, so readers
-// use them outside the lock. The tail covers the logical journal positions
-// [tail[0].pos, endPos) without gaps. Chunks leave the tail when their
-// records are all acknowledged, when the tail outgrows tailMaxBytes (oldest
-// first: the files have everything), and when the sync loop made them
-// durable because no client acknowledged them for a sync interval (see
-// sync.go): an idle or disconnected session holds no tail memory.
+// not fit), then publishes it by extending the chunk's length; it reaches
+// the segment file later, from the chunk, or never (behind.go). Published
+// bytes never change, so readers use them outside the lock. The tail
+// covers the logical journal positions [tail[0].pos, endPos) without gaps.
+// Chunks leave the tail, once written or part of no kept segment, when
+// their records are all acknowledged, when the tail outgrows tailMaxBytes
+// (oldest first), and when the sync loop made them durable because no
+// client acknowledged them for a sync interval (see sync.go): an idle or
+// disconnected session holds no tail memory.
 
 // The chunks' arrays are reused (#18: allocating, zeroing and faulting in a
 // fresh MiB for every MiB of output was an eighth of the session host's
@@ -30,8 +31,8 @@ import "encoding/binary"
 // (pinned) the journal allocates as before.
 const (
 	tailChunkBytes = 1 << 20
-	tailMaxBytes   = 8 << 20
-	tailFreeArrays = 8 // arrays kept for reuse
+	tailMaxBytes   = 8 << 20 // the default of Options.TailBytes
+	tailFreeArrays = 8       // arrays kept for reuse
 )
 
 // tailChunk holds records back to back; its first byte is at logical
@@ -160,15 +161,18 @@ func (j *Journal) ackPosLocked() int64 {
 // trimTailLocked drops chunks that are acknowledged, lost (Drop mode) or
 // beyond the memory bound, and those ending at or before durable (positions
 // the sync loop made durable; pass 0 for none).
+//
+// No chunk above wpos goes: its bytes are not in the files yet (behind.go).
 func (j *Journal) trimTailLocked(durable int64) {
-	keep := max(j.ackPosLocked(), durable)
+	wpos := j.wposLocked()
+	keep := min(max(j.ackPosLocked(), durable), wpos)
 	n := 0
 	bytes := j.tailBytes
 	for n < len(j.tail) && j.tail[n].end() <= keep {
 		bytes -= int64(cap(j.tail[n].buf))
 		n++
 	}
-	for n < len(j.tail)-1 && bytes > tailMaxBytes {
+	for n < len(j.tail)-1 && bytes > j.tailMax && j.tail[n].end() <= wpos {
 		bytes -= int64(cap(j.tail[n].buf))
 		n++
 	}

@@ -130,6 +130,19 @@ type Host struct {
 	wg        sync.WaitGroup
 }
 
+// tailBytes is the journal's memory bound for a session of shell: in a
+// bash session 16 MiB, above a client's acknowledgement lag and a segment,
+// so that bulk output a client keeps up with is never written to the
+// files (#18). A builtin session keeps the journal's default (8 MiB): its
+// host runs builtins under a Go memory limit (memwatch.go) that a larger
+// tail kept the collector running against (a fifth of its CPU).
+func tailBytes(shell string) int64 {
+	if shell == runspace.KindBash {
+		return 16 << 20
+	}
+	return 0
+}
+
 // Run starts the session host and serves until the session is closed.
 func Run(ctx context.Context, opts Options) error {
 	if opts.Shell == runspace.KindBash {
@@ -208,10 +221,11 @@ func start(opts Options) (*Host, error) {
 		shellc <- shellResult{rs, err}
 	}()
 	h.j, err = journal.Open(journal.Options{
-		Dir:      filepath.Join(opts.Dir, "journal"),
-		MaxBytes: orDefaultInt(opts.Limits.JournalBytes, 64<<20),
-		Mode:     mode,
-		Clock:    opts.Clock,
+		Dir:       filepath.Join(opts.Dir, "journal"),
+		MaxBytes:  orDefaultInt(opts.Limits.JournalBytes, 64<<20),
+		Mode:      mode,
+		Clock:     opts.Clock,
+		TailBytes: tailBytes(opts.Shell),
 	})
 	sr := <-shellc
 	if err != nil {

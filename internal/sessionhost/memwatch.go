@@ -101,8 +101,10 @@ func (h *Host) watchMemory() (stop func() bool) {
 			// live memory, no need for a (slow) forced collection.
 			// Output the client has not acknowledged yet is held in
 			// memory by the journal: it is the client's lag, not the
-			// command's growth (a `cat` of 50 MB to a slow client).
-			if hostMemory() <= limit+uint64(max(h.j.Unacked(), 0)) {
+			// command's growth (a `cat` of 50 MB to a slow client);
+			// so is the journal's tail, which holds acknowledged
+			// output it never wrote too (up to a segment's worth).
+			if hostMemory() <= limit+uint64(max(h.j.Unacked(), h.j.MemoryBytes(), 0)) {
 				continue
 			}
 			fired = true

@@ -57,7 +57,8 @@ const trustedHoldMax = 50 * time.Millisecond
 const trustAfter = 8
 
 // Conn is a net.Conn whose Write merges x/crypto/ssh's two writes of a
-// packet; everything else is the wrapped connection's.
+// packet and whose Read reads ahead (read.go); everything else is the
+// wrapped connection's.
 type Conn struct {
 	net.Conn
 
@@ -82,6 +83,8 @@ type Conn struct {
 	join   []byte
 	// Holds and merges count what Conn did, for tests.
 	holds, merges, timed int
+
+	r reader // read.go
 }
 
 // New wraps c.
@@ -93,6 +96,7 @@ func New(c net.Conn) *Conn {
 	}
 	w.timer = time.AfterFunc(time.Hour, w.flushHeld)
 	w.timer.Stop()
+	w.initRead()
 	return w
 }
 

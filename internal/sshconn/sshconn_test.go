@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -225,5 +229,96 @@ func TestCloseSendsHeld(t *testing.T) {
 	got, err := io.ReadAll(sc)
 	if err != nil || !bytes.Equal(got, p) {
 		t.Fatalf("read %d bytes, %v; want the held %d", len(got), err, len(p))
+	}
+}
+
+// readSyscalls returns this process's read system calls so far.
+func readSyscalls(t *testing.T) int {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		t.Skipf("no read counts: %v", err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "syscr: "); ok {
+			n, err := strconv.Atoi(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return n
+		}
+	}
+	t.Skip("no syscr in /proc/self/io")
+	return 0
+}
+
+// TestReadAhead: the receiving Conn reads a bulk stream in at most one read
+// system call per 32 KiB packet; x/crypto/ssh alone makes two (its 4 KiB
+// buffer's fill, then the rest of the packet).
+func TestReadAhead(t *testing.T) {
+	data := make([]byte, 8<<20)
+	rand.Read(data)
+	packets := len(data) / (32 << 10)
+	before := readSyscalls(t)
+	got, _ := sendOverSSH(t, "aes128-gcm@openssh.com", data, func(c net.Conn) net.Conn { return c })
+	reads := readSyscalls(t) - before
+	if !bytes.Equal(got, data) {
+		t.Fatalf("client read %d bytes, not the %d sent", len(got), len(data))
+	}
+	// Both ends are in this process: the server reads the handshake
+	// and the client's window adjustments (one per 3 packets) too.
+	if want := packets * 3 / 2; reads > want {
+		t.Errorf("%d read system calls for %d packets; want at most %d", reads, packets, want)
+	}
+	t.Logf("%d read system calls for %d packets", reads, packets)
+}
+
+// TestReadAheadKeepsBytes: reads of every size through Conn return the
+// stream as written, and the end of it as io.EOF.
+func TestReadAheadKeepsBytes(t *testing.T) {
+	cc, sc := tcpPair(t)
+	r := New(sc)
+	data := make([]byte, 3<<20)
+	rand.Read(data)
+	go func() {
+		p := data
+		for i := 0; len(p) > 0; i++ {
+			k := min(len(p), 1+(i*7919)%(200<<10))
+			cc.Write(p[:k])
+			p = p[k:]
+		}
+		cc.Close()
+	}()
+	var got []byte
+	buf := make([]byte, 300<<10)
+	for i := 0; ; i++ {
+		k := 1 + (i*104729)%len(buf)
+		n, err := r.Read(buf[:k])
+		got = append(got, buf[:n]...)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(got, data) {
+		t.Fatalf("read %d bytes that differ from the %d written", len(got), len(data))
+	}
+	if r.ReadCalls() == 0 {
+		t.Fatal("no read went through the read-ahead buffer")
+	}
+}
+
+// TestReadAheadDeadline: a read deadline ends a Read waiting on an idle
+// connection with a timeout, as net.Conn's does.
+func TestReadAheadDeadline(t *testing.T) {
+	_, sc := tcpPair(t)
+	r := New(sc)
+	r.SetReadDeadline(time.Now().Add(10 * time.Millisecond))
+	_, err := r.Read(make([]byte, 4096))
+	var ne net.Error
+	if !errors.As(err, &ne) || !ne.Timeout() {
+		t.Fatalf("Read after the deadline: %v, want a timeout", err)
 	}
 }
