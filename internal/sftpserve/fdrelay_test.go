@@ -16,7 +16,7 @@ import (
 // fdPair serves SFTP as the session host and the agent do for tether cp:
 // ServeFD on one end of a unix socket pair, Relay on the other, a pkg/sftp
 // client in front of the relay.
-func fdPair(t *testing.T) (*sftp.Client, *Relay, chan error) {
+func fdPair(t *testing.T, maxFDs int) (*sftp.Client, *Relay, chan error) {
 	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -34,7 +34,7 @@ func fdPair(t *testing.T) (*sftp.Client, *Relay, chan error) {
 	host, agent := conn(fds[0]), conn(fds[1])
 	go ServeFD(bufio.NewReader(host), host)
 	cl, rl := net.Pipe()
-	r := &Relay{Client: bufio.NewReaderSize(rl, 64<<10), ClientOut: rl, Host: agent}
+	r := &Relay{Client: bufio.NewReaderSize(rl, 64<<10), ClientOut: rl, Host: agent, MaxFDs: maxFDs}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(func() { rl.Close() }) }()
 	c, err := sftp.NewClientPipe(cl, cl, sftp.MaxPacketUnchecked(MaxPacket), sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true))
@@ -61,7 +61,7 @@ func pattern(n int) []byte {
 func TestRelayServesPassedFD(t *testing.T) {
 	HostBytes.Store(0)
 	dir := t.TempDir()
-	c, r, done := fdPair(t)
+	c, r, done := fdPair(t, 0)
 	data := pattern(3<<20 + 12345)
 	p := filepath.Join(dir, "big")
 	f, err := c.OpenFile(p+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL)
@@ -122,7 +122,7 @@ func TestRelayFIFOFallsBack(t *testing.T) {
 	if err := syscall.Mkfifo(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, r, _ := fdPair(t)
+	c, r, _ := fdPair(t, 0)
 	res := make(chan error, 1)
 	go func() {
 		f, err := c.Open(p)
@@ -160,7 +160,7 @@ func TestRelaySwappedPathWritesInode(t *testing.T) {
 	dir := t.TempDir()
 	p, victim, moved := filepath.Join(dir, "f"), filepath.Join(dir, "victim"), filepath.Join(dir, "moved")
 	os.WriteFile(victim, []byte("keep"), 0o600)
-	c, r, _ := fdPair(t)
+	c, r, _ := fdPair(t, 0)
 	f, err := c.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		t.Fatal(err)
@@ -184,5 +184,36 @@ func TestRelaySwappedPathWritesInode(t *testing.T) {
 	}
 	if r.Local == 0 {
 		t.Fatal("relay served no bytes: the write did not go through the passed fd")
+	}
+}
+
+// TestRelayFDLimit: past MaxFDs a passed fd is closed by the relay and
+// its handle served by the host, with the same bytes.
+func TestRelayFDLimit(t *testing.T) {
+	HostBytes.Store(0)
+	dir := t.TempDir()
+	c, _, _ := fdPair(t, 1)
+	data := pattern(300 << 10)
+	var files []*sftp.File
+	for _, n := range []string{"a", "b"} {
+		f, err := c.OpenFile(filepath.Join(dir, n), os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files = append(files, f)
+	}
+	for _, f := range files {
+		if _, err := f.ReadFromWithConcurrency(bytes.NewReader(data), 0); err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+	}
+	for _, n := range []string{"a", "b"} {
+		if got, _ := os.ReadFile(filepath.Join(dir, n)); !bytes.Equal(got, data) {
+			t.Fatalf("%s: %d bytes, want %d", n, len(got), len(data))
+		}
+	}
+	if h := HostBytes.Load(); h != int64(len(data)) {
+		t.Fatalf("host served %d bytes, want %d (the second file's)", h, len(data))
 	}
 }
