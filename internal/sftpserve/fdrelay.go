@@ -31,15 +31,18 @@ type Relay struct {
 	// its handle served by the host). 0 means 64.
 	MaxFDs int
 	// ThreadSetup, if set, runs on the OS thread that does the pread and
-	// pwrite, locked to it and ended with it, before the first packet
+	// pwrite, locked to it and ended with it, before the first of them
 	// (the agent takes the user's fsuid and drops its capabilities there).
 	// An error serves every packet through the host.
 	ThreadSetup func() error
 
-	wmu   sync.Mutex // one writer of ClientOut at a time, whole packets
-	mu    sync.Mutex
-	fds   map[string]*fdFile
-	local bool // ThreadSetup done: passed fds are used
+	wmu      sync.Mutex // one writer of ClientOut at a time, whole packets
+	mu       sync.Mutex
+	fds      map[string]*fdFile
+	thread   int   // threadShared, threadOwn, threadFailed
+	setupErr error // why ThreadSetup failed (up's only)
+	// Local counts the bytes of READ and WRITE packets served here (read
+	// it after Run).
 	Local int64
 }
 
@@ -56,32 +59,8 @@ func (r *Relay) Run(hostDone func()) error {
 		r.MaxFDs = 64
 	}
 	r.fds = map[string]*fdFile{}
-	setup := make(chan struct{})
 	upErr := make(chan error, 1)
-	go func() {
-		// A thread of its own for the client's side: measured in turns,
-		// the agent spent 10-20 % less CPU per GiB pushed with it than
-		// with the goroutine moving between threads. With ThreadSetup it
-		// is never unlocked: the thread ends with this goroutine, so its
-		// changed credentials serve nothing else.
-		runtime.LockOSThread()
-		if r.ThreadSetup == nil {
-			defer runtime.UnlockOSThread()
-		}
-		if r.ThreadSetup != nil {
-			if err := r.ThreadSetup(); err != nil {
-				close(setup)
-				upErr <- r.up(false, fmt.Errorf("sftp fd relay: %w", err))
-				return
-			}
-		}
-		r.mu.Lock()
-		r.local = true
-		r.mu.Unlock()
-		close(setup)
-		upErr <- r.up(true, nil)
-	}()
-	<-setup
+	go func() { upErr <- r.up() }()
 	err := r.down()
 	if hostDone != nil {
 		hostDone()
@@ -98,13 +77,56 @@ func (r *Relay) Run(hostDone func()) error {
 	return err
 }
 
+// The states of the client side's thread (Relay.thread).
+const (
+	threadShared = iota // no fd used yet: any thread of the runtime
+	threadOwn           // locked to the goroutine, ThreadSetup done
+	threadFailed        // ThreadSetup failed: every packet goes to the host
+)
+
 func (r *Relay) lookup(h []byte) *fdFile {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.local {
+	if r.thread == threadFailed {
 		return nil
 	}
 	return r.fds[string(h)]
+}
+
+// ownThread locks the calling goroutine (up) to its thread and runs
+// ThreadSetup there, once, before the first pread or pwrite. Not at the
+// start: a stream that only makes directories and small files (their
+// fds are never passed) keeps sharing the runtime's threads — waking a
+// locked goroutine costs a thread switch per request, 0.2 ms per file in
+// a tree. A big file's stream gains from its own thread (10-20 % less
+// agent CPU per GiB pushed, in turns). With ThreadSetup the thread is
+// never unlocked: it ends with the goroutine, so its changed
+// credentials serve nothing else.
+func (r *Relay) ownThread() bool {
+	r.mu.Lock()
+	st := r.thread
+	r.mu.Unlock()
+	if st != threadShared {
+		return st == threadOwn
+	}
+	runtime.LockOSThread()
+	st = threadOwn
+	if r.ThreadSetup != nil {
+		if err := r.ThreadSetup(); err != nil {
+			r.setupErr = fmt.Errorf("sftp fd relay: %w", err)
+			st = threadFailed
+		}
+	}
+	r.mu.Lock()
+	r.thread = st
+	if st == threadFailed {
+		for h, f := range r.fds {
+			syscall.Close(f.fd)
+			delete(r.fds, h)
+		}
+	}
+	r.mu.Unlock()
+	return st == threadOwn
 }
 
 func (r *Relay) writeClient(b []byte) error {
@@ -120,9 +142,14 @@ func (r *Relay) writeClient(b []byte) error {
 // up carries the client's packets: READ and WRITE on a passed fd served
 // here, the rest to the host. It ends the host's input when the client's
 // stream ends.
-func (r *Relay) up(local bool, setupErr error) error {
+func (r *Relay) up() error {
 	hw := bufio.NewWriterSize(r.Host, 256<<10)
 	defer r.Host.CloseWrite()
+	defer func() {
+		if r.thread == threadOwn && r.ThreadSetup == nil {
+			runtime.UnlockOSThread()
+		}
+	}()
 	buf := make([]byte, 0, maxMsg+4)
 	var out []byte
 	for {
@@ -140,17 +167,17 @@ func (r *Relay) up(local bool, setupErr error) error {
 			hw.Flush()
 			r.writeClient(out)
 			if err == io.EOF {
-				return setupErr
+				return r.setupErr
 			}
 			return err
 		}
 		buf = pkt
 		typ := pkt[4]
-		if local && (typ == fxpWrite || typ == fxpRead || typ == fxpClose) {
+		if typ == fxpWrite || typ == fxpRead || typ == fxpClose {
 			p := parser{b: pkt[5:]}
 			id := p.u32()
 			h := p.str()
-			if f := r.lookup(h); f != nil && p.err == nil {
+			if f := r.lookup(h); f != nil && p.err == nil && (typ == fxpClose || r.ownThread()) {
 				served := true
 				switch {
 				case typ == fxpWrite && f.wr:
@@ -320,7 +347,7 @@ func (r *Relay) keep(h, name string, fd int) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if !r.local || len(r.fds) >= r.MaxFDs || r.fds[h] != nil {
+	if r.thread == threadFailed || len(r.fds) >= r.MaxFDs || r.fds[h] != nil {
 		syscall.Close(fd)
 		return
 	}

@@ -16,7 +16,7 @@ import (
 // fdPair serves SFTP as the session host and the agent do for tether cp:
 // ServeFD on one end of a unix socket pair, Relay on the other, a pkg/sftp
 // client in front of the relay.
-func fdPair(t *testing.T, maxFDs int) (*sftp.Client, *Relay, chan error) {
+func fdPair(t *testing.T, maxFDs, conc int) (*sftp.Client, *Relay, chan error) {
 	t.Helper()
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM|syscall.SOCK_CLOEXEC, 0)
 	if err != nil {
@@ -37,7 +37,7 @@ func fdPair(t *testing.T, maxFDs int) (*sftp.Client, *Relay, chan error) {
 	r := &Relay{Client: bufio.NewReaderSize(rl, 64<<10), ClientOut: rl, Host: agent, MaxFDs: maxFDs}
 	done := make(chan error, 1)
 	go func() { done <- r.Run(func() { rl.Close() }) }()
-	c, err := sftp.NewClientPipe(cl, cl, sftp.MaxPacketUnchecked(MaxPacket), sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true))
+	c, err := sftp.NewClientPipe(cl, cl, sftp.MaxPacketUnchecked(MaxPacket), sftp.UseConcurrentWrites(true), sftp.UseConcurrentReads(true), sftp.MaxConcurrentRequestsPerFile(conc))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,14 +54,18 @@ func pattern(n int) []byte {
 }
 
 // TestRelayServesPassedFD: a push and a pull through ServeFD and Relay
-// carry the file's bytes intact, and the host's process served none of
-// them (HostBytes stays 0): the relay did every READ and WRITE on the fd
-// the host passed. Metadata (stat, rename, truncate, chmod) still works
-// through the host.
+// carry the file's bytes intact, and the host's process served only the
+// first PassAfter bytes of each and a packet or two more (HostBytes;
+// pkg/sftp's client may send the next before one is answered), after
+// which it passed the fd:
+// the relay did every other READ and WRITE on it. Metadata (stat,
+// rename, truncate, chmod) still works through the host. One request in
+// flight per file, so that few packets come before the fd; the e2e cp
+// tests and the last part here run with many.
 func TestRelayServesPassedFD(t *testing.T) {
 	HostBytes.Store(0)
 	dir := t.TempDir()
-	c, r, done := fdPair(t, 0)
+	c, r, done := fdPair(t, 0, 1)
 	data := pattern(3<<20 + 12345)
 	p := filepath.Join(dir, "big")
 	f, err := c.OpenFile(p+".tmp", os.O_WRONLY|os.O_CREATE|os.O_EXCL)
@@ -104,11 +108,37 @@ func TestRelayServesPassedFD(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("relay: %v", err)
 	}
-	if n := HostBytes.Load(); n != 0 {
-		t.Fatalf("the host served %d bytes of READ/WRITE itself; want 0 (all through the passed fd)", n)
+	n, lo, hi := HostBytes.Load(), int64(2*PassAfter), int64(2*(PassAfter+2*MaxPacket))
+	if n < lo || n > hi {
+		t.Fatalf("the host served %d bytes of READ/WRITE itself; want its first MiB and a packet or two each way (%d-%d), then all through the passed fd", n, lo, hi)
 	}
-	if r.Local != 2*int64(len(data)) {
-		t.Fatalf("relay served %d bytes, want %d", r.Local, 2*len(data))
+	if want := 2*int64(len(data)) - n; r.Local != want {
+		t.Fatalf("relay served %d bytes, want %d (all the host did not)", r.Local, want)
+	}
+
+	// Many writes and reads in flight: the same bytes.
+	c2, r2, done2 := fdPair(t, 0, 64)
+	f, err = c2.OpenFile(p+".2", os.O_WRONLY|os.O_CREATE|os.O_EXCL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.ReadFromWithConcurrency(bytes.NewReader(data), 0); err != nil {
+		t.Fatalf("concurrent push: %v", err)
+	}
+	f.Close()
+	if got, _ := os.ReadFile(p + ".2"); !bytes.Equal(got, data) {
+		t.Fatalf("concurrent push: file differs (%d bytes)", len(got))
+	}
+	f, _ = c2.Open(p + ".2")
+	back.Reset()
+	if _, err := f.WriteTo(&back); err != nil || !bytes.Equal(back.Bytes(), data) {
+		t.Fatalf("concurrent pull: %d bytes, %v", back.Len(), err)
+	}
+	f.Close()
+	c2.Close()
+	<-done2
+	if r2.Local == 0 {
+		t.Fatal("concurrent: the relay served no bytes")
 	}
 }
 
@@ -122,7 +152,7 @@ func TestRelayFIFOFallsBack(t *testing.T) {
 	if err := syscall.Mkfifo(p, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, r, _ := fdPair(t, 0)
+	c, r, _ := fdPair(t, 0, 1)
 	res := make(chan error, 1)
 	go func() {
 		f, err := c.Open(p)
@@ -160,7 +190,7 @@ func TestRelaySwappedPathWritesInode(t *testing.T) {
 	dir := t.TempDir()
 	p, victim, moved := filepath.Join(dir, "f"), filepath.Join(dir, "victim"), filepath.Join(dir, "moved")
 	os.WriteFile(victim, []byte("keep"), 0o600)
-	c, r, _ := fdPair(t, 0)
+	c, r, _ := fdPair(t, 0, 1)
 	f, err := c.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL)
 	if err != nil {
 		t.Fatal(err)
@@ -171,7 +201,7 @@ func TestRelaySwappedPathWritesInode(t *testing.T) {
 	if err := os.Symlink(victim, p); err != nil {
 		t.Fatal(err)
 	}
-	data := pattern(1 << 20)
+	data := pattern(3 << 20)
 	if _, err := f.ReadFromWithConcurrency(bytes.NewReader(data), 0); err != nil {
 		t.Fatal(err)
 	}
@@ -192,8 +222,8 @@ func TestRelaySwappedPathWritesInode(t *testing.T) {
 func TestRelayFDLimit(t *testing.T) {
 	HostBytes.Store(0)
 	dir := t.TempDir()
-	c, _, _ := fdPair(t, 1)
-	data := pattern(300 << 10)
+	c, r, done := fdPair(t, 1, 1)
+	data := pattern(4 << 20)
 	var files []*sftp.File
 	for _, n := range []string{"a", "b"} {
 		f, err := c.OpenFile(filepath.Join(dir, n), os.O_WRONLY|os.O_CREATE|os.O_EXCL)
@@ -202,10 +232,12 @@ func TestRelayFDLimit(t *testing.T) {
 		}
 		files = append(files, f)
 	}
-	for _, f := range files {
+	for _, f := range files { // both open: the second fd is past the limit
 		if _, err := f.ReadFromWithConcurrency(bytes.NewReader(data), 0); err != nil {
 			t.Fatal(err)
 		}
+	}
+	for _, f := range files {
 		f.Close()
 	}
 	for _, n := range []string{"a", "b"} {
@@ -213,7 +245,16 @@ func TestRelayFDLimit(t *testing.T) {
 			t.Fatalf("%s: %d bytes, want %d", n, len(got), len(data))
 		}
 	}
-	if h := HostBytes.Load(); h != int64(len(data)) {
-		t.Fatalf("host served %d bytes, want %d (the second file's)", h, len(data))
+	c.Close()
+	<-done
+	// The second file wholly by the host, the first's first MiB and a
+	// packet or two; had the second fd been kept, the host would have
+	// written little more than 2 MiB in all.
+	h, lo, hi := HostBytes.Load(), int64(len(data)+PassAfter), int64(len(data)+PassAfter+2*MaxPacket)
+	if h < lo || h > hi {
+		t.Fatalf("host served %d bytes, want %d-%d (all of the second file, the first MiB and a packet or two of the first)", h, lo, hi)
+	}
+	if r.Local != 2*int64(len(data))-h {
+		t.Fatalf("relay served %d bytes, want %d", r.Local, 2*int64(len(data))-h)
 	}
 }
