@@ -150,10 +150,14 @@ func (r *Relay) up() error {
 			runtime.UnlockOSThread()
 		}
 	}()
-	buf := make([]byte, 0, maxMsg+4)
+	// Packets are parsed where they lie in a buffer of several (Peek,
+	// no copy of their own), and the answers to them all go in one write
+	// when it runs dry: a client ahead of the relay gets its WRITE
+	// acknowledgements a few at a time, fewer SSH packets and wake-ups.
+	br := bufio.NewReaderSize(r.Client, 1<<20)
 	var out []byte
 	for {
-		if r.Client.Buffered() == 0 {
+		if br.Buffered() == 0 {
 			if err := r.writeClient(out); err != nil {
 				return err
 			}
@@ -162,7 +166,7 @@ func (r *Relay) up() error {
 				return err
 			}
 		}
-		pkt, err := readPacket(r.Client, buf)
+		pkt, err := peekPacket(br)
 		if err != nil {
 			hw.Flush()
 			r.writeClient(out)
@@ -171,55 +175,85 @@ func (r *Relay) up() error {
 			}
 			return err
 		}
-		buf = pkt
-		typ := pkt[4]
-		if typ == fxpWrite || typ == fxpRead || typ == fxpClose {
-			p := parser{b: pkt[5:]}
-			id := p.u32()
-			h := p.str()
-			if f := r.lookup(h); f != nil && p.err == nil && (typ == fxpClose || r.ownThread()) {
-				served := true
-				switch {
-				case typ == fxpWrite && f.wr:
-					off, data := p.u64(), p.str()
-					if p.err != nil {
-						served = false // the host answers the malformed packet
-						break
-					}
-					out = appendStatus(out, id, pwriteAll(f, data, off))
-					r.Local += int64(len(data))
-				case typ == fxpRead && f.rd:
-					off, n := p.u64(), p.u32()
-					if p.err != nil {
-						served = false
-						break
-					}
-					out = r.read(out, id, f, off, n)
-				case typ == fxpClose:
-					// The host closes its own fd and answers.
-					r.mu.Lock()
-					delete(r.fds, string(h))
-					r.mu.Unlock()
-					syscall.Close(f.fd)
-					served = false
-				default:
-					served = false
-				}
-				if served {
-					if len(out) >= 256<<10 {
-						if err := r.writeClient(out); err != nil {
-							return err
-						}
-						out = out[:0]
-					}
-					continue
-				}
-			}
-		}
-		if _, err := hw.Write(pkt); err != nil {
+		if err := r.upPacket(pkt, hw, &out); err != nil {
 			return err
 		}
+		br.Discard(len(pkt))
 	}
+}
+
+// peekPacket returns the next whole packet in br without consuming it.
+func peekPacket(br *bufio.Reader) ([]byte, error) {
+	hdr, err := br.Peek(4)
+	if err != nil {
+		if err == io.EOF && len(hdr) > 0 {
+			err = io.ErrUnexpectedEOF
+		}
+		return nil, err
+	}
+	n := binary.BigEndian.Uint32(hdr)
+	if n < 5 || n > maxMsg {
+		return nil, fmt.Errorf("sftp: packet of %d bytes; want 5 to %d", n, maxMsg)
+	}
+	pkt, err := br.Peek(int(n) + 4)
+	if err == io.EOF {
+		err = io.ErrUnexpectedEOF
+	}
+	return pkt, err
+}
+
+// upPacket serves one packet of the client's (a READ or WRITE on a
+// passed fd: its answer appended to *out) or forwards it to the host.
+func (r *Relay) upPacket(pkt []byte, hw *bufio.Writer, out *[]byte) error {
+	typ := pkt[4]
+	if typ != fxpWrite && typ != fxpRead && typ != fxpClose {
+		_, err := hw.Write(pkt)
+		return err
+	}
+	p := parser{b: pkt[5:]}
+	id := p.u32()
+	h := p.str()
+	f := r.lookup(h)
+	if f == nil || p.err != nil {
+		_, err := hw.Write(pkt)
+		return err
+	}
+	if typ == fxpClose {
+		// The host closes its own fd and answers.
+		r.mu.Lock()
+		delete(r.fds, string(h))
+		r.mu.Unlock()
+		syscall.Close(f.fd)
+		_, err := hw.Write(pkt)
+		return err
+	}
+	var off uint64
+	var data []byte
+	var n uint32
+	if typ == fxpWrite {
+		off, data = p.u64(), p.str()
+	} else {
+		off, n = p.u64(), p.u32()
+	}
+	// A malformed packet, or one the fd's access mode does not allow,
+	// goes to the host, which answers it.
+	if p.err != nil || (typ == fxpWrite && !f.wr) || (typ == fxpRead && !f.rd) || !r.ownThread() {
+		_, err := hw.Write(pkt)
+		return err
+	}
+	if typ == fxpWrite {
+		*out = appendStatus(*out, id, pwriteAll(f, data, off))
+		r.Local += int64(len(data))
+	} else {
+		*out = r.read(*out, id, f, off, n)
+	}
+	if len(*out) >= 256<<10 {
+		if err := r.writeClient(*out); err != nil {
+			return err
+		}
+		*out = (*out)[:0]
+	}
+	return nil
 }
 
 func pwriteAll(f *fdFile, data []byte, off uint64) error {
