@@ -145,7 +145,7 @@ func ValidUserName(name string) error {
 func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc {
 	return func(c *wire.Conn, ch ssh.Channel) error {
 		hreq := *req
-		hreq.FdPass = req.Op == wire.OpSftp // the agent's to set, never a client's
+		hreq.FdPass = req.Op == wire.OpSftp && req.FdPass // asked for by tether cp, for sftp only
 		nc, hc, err := a.dialSession(ref, id, hreq)
 		if err != nil {
 			if why := a.closedMeanwhile(ref); why != nil {

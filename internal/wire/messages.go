@@ -105,9 +105,11 @@ type Request struct {
 	// limits pushed by the agent to a session host
 	Limits *Limits `json:"limits,omitempty"`
 
-	// sftp, set by the agent only (it clears a client's): the agent takes
-	// the fds of the regular files the host opens and serves their READ
-	// and WRITE packets itself (sftpserve.ServeFD, sftpserve.Relay).
+	// sftp: tether cp asks for the fd path on a stream that carries big
+	// files; the agent passes it on to the session host (for sftp only)
+	// and then takes the fds of the regular files the host opens and
+	// serves their READ and WRITE packets itself (sftpserve.ServeFD,
+	// sftpserve.Relay).
 	FdPass bool `json:"fd_pass,omitempty"`
 }
 
