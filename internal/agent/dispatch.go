@@ -144,7 +144,9 @@ func ValidUserName(name string) error {
 
 func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc {
 	return func(c *wire.Conn, ch ssh.Channel) error {
-		nc, hc, err := a.dialSession(ref, id, *req)
+		hreq := *req
+		hreq.FdPass = req.Op == wire.OpSftp && req.FdPass // asked for by tether cp, for sftp only
+		nc, hc, err := a.dialSession(ref, id, hreq)
 		if err != nil {
 			if why := a.closedMeanwhile(ref); why != nil {
 				return why
@@ -152,6 +154,9 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 			return wire.Errorf(wire.CodeClosed, "%v", err)
 		}
 		defer nc.Close()
+		if uc, ok := nc.(*net.UnixConn); ok && hreq.FdPass {
+			return a.relaySftpFD(ref, c, ch, uc, hc) // sftpfd.go
+		}
 		if uc, ok := nc.(*net.UnixConn); ok {
 			// Stdin goes on while the session host takes what came
 			// before: the client's window (1 MiB) fits, so that the

@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
+	"os"
 	"path"
 	"path/filepath"
 	"slices"
@@ -28,6 +29,7 @@ import (
 	"time"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/sftpserve"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -83,6 +85,11 @@ type Stats struct {
 // every failure is also told to OnFile.
 func Push(ctx context.Context, d *client.Dialer, target client.Target, srcs []string, dst string, o Options) (Stats, error) {
 	r := newRemote(d, target, &o, true)
+	for _, s := range srcs {
+		if fi, err := os.Stat(s); err == nil && fi.Mode().IsRegular() && fi.Size() >= sftpserve.PassAfter {
+			r.bulk = true
+		}
+	}
 	if err := r.open(ctx); err != nil {
 		return Stats{}, err
 	}

@@ -27,13 +27,19 @@ type remote struct {
 	notify  io.Writer
 	push    bool // larger write packets
 
-	mu         sync.Mutex
-	gen        int
-	conn       *client.Conn
-	sc         *sftp.Client   // the first stream
-	scs        []*sftp.Client // every stream: pkg/sftp's server does one metadata op at a time per stream
-	next       int
-	streams    int           // how many streams to keep open (≥ 1)
+	mu      sync.Mutex
+	gen     int
+	conn    *client.Conn
+	sc      *sftp.Client   // the first stream
+	scs     []*sftp.Client // every stream: pkg/sftp's server does one metadata op at a time per stream
+	next    int
+	streams int // how many streams to keep open (≥ 1)
+	// bulk asks for the fd path (wire.Request.FdPass) on every stream:
+	// set for a push of a file of sftpserve.PassAfter bytes or more, and
+	// for a pull. A tree of small files does without it: the relay's
+	// parsing and the session host's front cost it 10-20 % more CPU and
+	// its files are too small to have their fds passed.
+	bulk       bool
 	packet     int           // the data of one SFTP write the host takes
 	algo       string        // the checksum: sftpserve.HashXXH128 when the host offers it
 	dead       chan struct{} // closed when the first stream has ended
@@ -60,7 +66,7 @@ var ErrChanged = errors.New("changed while it was copied")
 var ErrChecksum = errors.New("checksum mismatch")
 
 func newRemote(d *client.Dialer, t client.Target, o *Options, push bool) *remote {
-	return &remote{d: d, target: t, timeout: o.reconnectTimeout(), notify: o.Notify, push: push, session: t.Session, streams: 1}
+	return &remote{d: d, target: t, timeout: o.reconnectTimeout(), notify: o.Notify, push: push, session: t.Session, streams: 1, bulk: !push}
 }
 
 // open dials and opens the SFTP stream; the first call of a bare host
@@ -110,7 +116,7 @@ func (r *remote) open(ctx context.Context) error {
 // stream ends.
 func (r *remote) openStream(conn *client.Conn, dead chan struct{}, once *sync.Once) (*sftp.Client, wire.Response, error) {
 	var resp wire.Response
-	wc, ch, err := conn.Open(wire.Request{Op: wire.OpSftp, Session: r.session, Client: r.d.Client, Grace: wire.Duration(max(r.timeout, time.Minute))})
+	wc, ch, err := conn.Open(wire.Request{Op: wire.OpSftp, Session: r.session, Client: r.d.Client, Grace: wire.Duration(max(r.timeout, time.Minute)), FdPass: r.bulk})
 	if err != nil {
 		return nil, resp, remoteErr(r.target, err)
 	}

@@ -80,8 +80,17 @@ func (h *Host) opSftp(nc net.Conn, c *wire.Conn, req *wire.Request) {
 	// resolves relative paths against dir itself and sends absolute ones:
 	// pkg/sftp's server, given a working directory, would also make a
 	// relative symlink's target absolute (e0/f -> DIR/e0/f).
-	if err := sftpserve.Serve(sftpStream{Reader: c.Reader(), nc: nc}, ""); err != nil {
-		h.log.Info("tether cp stream ended", "err", err)
+	// With FdPass (the agent asks for it) the fds of the regular files
+	// opened here go to the agent, which does their reads and writes
+	// itself: the bulk bytes skip this process (sftpserve.ServeFD).
+	var serr error
+	if uc, ok := nc.(*net.UnixConn); ok && req.FdPass {
+		serr = sftpserve.ServeFD(c.Reader(), uc)
+	} else {
+		serr = sftpserve.Serve(sftpStream{Reader: c.Reader(), nc: nc}, "")
+	}
+	if serr != nil {
+		h.log.Info("tether cp stream ended", "err", serr)
 	}
 }
 

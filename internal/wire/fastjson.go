@@ -85,6 +85,7 @@ func appendRequest(b []byte, r *Request) ([]byte, bool) {
 	b, ok = appendStringField(b, ok, `,"help_command":`, r.HelpCommand)
 	b, ok = appendStringField(b, ok, `,"reason":`, r.Reason)
 	b = appendBoolField(b, `,"all_users":`, r.AllUsers)
+	b = appendBoolField(b, `,"fd_pass":`, r.FdPass)
 	return append(b, '}'), ok
 }
 

@@ -104,6 +104,13 @@ type Request struct {
 
 	// limits pushed by the agent to a session host
 	Limits *Limits `json:"limits,omitempty"`
+
+	// sftp: tether cp asks for the fd path on a stream that carries big
+	// files; the agent passes it on to the session host (for sftp only)
+	// and then takes the fds of the regular files the host opens and
+	// serves their READ and WRITE packets itself (sftpserve.ServeFD,
+	// sftpserve.Relay).
+	FdPass bool `json:"fd_pass,omitempty"`
 }
 
 // Limits are the per-session settings a session host enforces itself.
