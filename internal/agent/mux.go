@@ -2,8 +2,6 @@ package agent
 
 import (
 	"encoding/binary"
-	"encoding/json"
-	"fmt"
 	"net"
 	"sync"
 
@@ -160,9 +158,7 @@ func (m *muxRelay) doneLocked(sid uint32, s *muxSub) {
 // refuse answers a sub-stream that cannot start and ends it; it never
 // counted as active.
 func (m *muxRelay) refuse(sid uint32, err error) {
-	if b, jerr := jsonResponse(wire.Refuse(err)); jerr == nil {
-		m.c.WriteMux(sid, wire.TResponse, b)
-	}
+	m.c.WriteMuxJSON(sid, wire.TResponse, wire.Refuse(err))
 	m.c.WriteMux(sid, wire.MuxClose, nil)
 }
 
@@ -181,9 +177,7 @@ func (m *muxRelay) run(sid uint32, s *muxSub, req wire.Request) {
 	}()
 	nc, hc, err := m.a.dialMuxRun(m.id, &req)
 	if err != nil {
-		if b, jerr := jsonResponse(wire.Refuse(err)); jerr == nil {
-			m.c.WriteMux(sid, wire.TResponse, b)
-		}
+		m.c.WriteMuxJSON(sid, wire.TResponse, wire.Refuse(err))
 		go func() {
 			for range s.inbox { // until the client's MuxClose
 			}
@@ -243,12 +237,4 @@ func (a *Agent) dialMuxRun(id identity, req *wire.Request) (net.Conn, *wire.Conn
 		return nil, nil, wire.Errorf(wire.CodeClosed, "%v", err)
 	}
 	return nc, hc, nil
-}
-
-func jsonResponse(r wire.Response) ([]byte, error) {
-	b, err := json.Marshal(r)
-	if err != nil {
-		return nil, fmt.Errorf("encode response: %w", err)
-	}
-	return b, nil
 }

@@ -39,6 +39,15 @@ func (c *Conn) WriteMux(id uint32, t Type, payload []byte) error {
 	return c.Write(TMux, h[:], payload)
 }
 
+// WriteMuxJSON is WriteJSON for sub-stream id.
+func (c *Conn) WriteMuxJSON(id uint32, t Type, v any) error {
+	b, err := encodeJSON(t, v)
+	if err != nil {
+		return err
+	}
+	return c.WriteMux(id, t, b)
+}
+
 // DecodeMux parses a TMux payload: the sub-stream, the inner frame's type
 // and its payload (aliasing p).
 func DecodeMux(p []byte) (id uint32, t Type, inner []byte, err error) {

@@ -179,6 +179,16 @@ func (c *Conn) Write(t Type, parts ...[]byte) error {
 
 // WriteJSON sends v as a JSON frame of type t.
 func (c *Conn) WriteJSON(t Type, v any) error {
+	b, err := encodeJSON(t, v)
+	if err != nil {
+		return err
+	}
+	return c.Write(t, b)
+}
+
+// encodeJSON is a JSON frame's payload: the hand-written encoders for the
+// per-request messages, encoding/json for the rest.
+func encodeJSON(t Type, v any) ([]byte, error) {
 	var b []byte
 	var err error
 	switch m := v.(type) {
@@ -196,9 +206,9 @@ func (c *Conn) WriteJSON(t Type, v any) error {
 		b, err = json.Marshal(v)
 	}
 	if err != nil {
-		return fmt.Errorf("wire: encode %s: %w", t, err)
+		return nil, fmt.Errorf("wire: encode %s: %w", t, err)
 	}
-	return c.Write(t, b)
+	return b, nil
 }
 
 // DecodeJSON decodes a JSON payload of a frame of type t.
