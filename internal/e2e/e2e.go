@@ -41,8 +41,10 @@ var (
 
 // Main runs a test binary's tests (use it as TestMain in every package
 // that calls Binary) and then removes the binary Binary built, which would
-// otherwise stay behind in /tmp: 12 MB per test process.
+// otherwise stay behind in /tmp: 12 MB per test process. Before the tests
+// it ends what earlier test processes that died left running (reap.go).
 func Main(m *testing.M) {
+	reapOrphans()
 	code := m.Run()
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
@@ -64,6 +66,10 @@ func Binary(t testing.TB) string {
 			return
 		}
 		buildDir = dir
+		if err := writeOwner(dir); err != nil {
+			buildErr = fmt.Errorf("build dir owner: %w", err)
+			return
+		}
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..")
 		os.Chmod(dir, 0o755) // session hosts of other users run it too
