@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -145,12 +148,25 @@ func TestControlPersistIdleExit(t *testing.T) {
 	c.Env = []string{"TETHER_CONTROL_PERSIST=1s"}
 	var pids []int
 	stopMasters(t, c, a.Host(), &pids)
-	c.MustRun("invoke", a.Host(), "true")
-	// The master exits by itself once idle (a status request counts as a
-	// client for a moment).
+	// The master is looked for while a command holds it busy: once idle
+	// it has only a second, which a loaded machine can spend before the
+	// first look.
+	done := filepath.Join(ShortTempDir(t), "done")
+	cmd := c.Command(context.Background(), "invoke", a.Host(), "until [ -e "+done+" ]; do sleep 0.02; done")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
 	var pid int
 	WaitFor(t, 10*time.Second, "a master", func() bool { pid = muxMaster(c, a.Host()); return pid > 0 })
 	pids = append(pids, pid)
+	if err := os.WriteFile(done, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("invoke through the master: %v", err)
+	}
+	// The master exits by itself once idle (a status request counts as a
+	// client for a moment).
 	WaitFor(t, 10*time.Second, "the idle master to exit", func() bool { return !alive(pid) })
 	if r := c.Run("mux", "status", a.Host()); r.Code != 255 {
 		t.Fatalf("status after idle exit: %d %q", r.Code, r.Stdout)
