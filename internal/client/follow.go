@@ -235,8 +235,9 @@ type attachment struct {
 }
 
 // After bulkAfter bytes of output an attachment reads its channel in reads
-// of bulkRead bytes (wire.Conn.ReadBulk): a short command's output never
-// pays for the buffer.
+// of up to bulkRead bytes (wire.Conn.ReadBulk): a short command's output
+// never pays for the buffer, and a bulk one holds 1 MiB next to the 2 MiB
+// that x/crypto/ssh's channel window lets the agent have in flight.
 const (
 	bulkAfter = 256 << 10
 	bulkRead  = 1 << 20
@@ -361,8 +362,13 @@ func (a *attachment) output(o wire.Output) (done bool, err error) {
 		return true, nil
 	}
 	if a.bulk < bulkAfter {
-		if a.bulk += len(o.Data); a.bulk >= bulkAfter {
-			a.wc.ReadBulk(bulkRead)
+		// Not on a mux sub-stream: a fan-out's many runs would each hold
+		// a buffer, and its reads are of the demultiplexer's queue, not
+		// of an SSH channel.
+		if _, sub := a.ch.(*muxStream); !sub {
+			if a.bulk += len(o.Data); a.bulk >= bulkAfter {
+				a.wc.ReadBulk(bulkRead)
+			}
 		}
 	}
 	a.unacked += len(o.Data)
