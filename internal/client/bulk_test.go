@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -57,4 +58,48 @@ func firstDiff(a, b []byte) int {
 		}
 	}
 	return min(len(a), len(b))
+}
+
+// A transport cut while an attachment reads in bulk (frames read ahead in
+// its buffer) still delivers every byte exactly once: the frames read
+// ahead are delivered, and the resume starts after the last of them.
+func TestRunBulkOutputResumesAfterCut(t *testing.T) {
+	addr, d, cuts := startTestAgent(t)
+	target, _ := ParseTarget(addr + "/bulk")
+	if resp := call(t, d, target, wire.Request{Op: opNew, Session: "bulk", Client: d.Client}); !resp.OK {
+		t.Fatalf("new: %+v", resp.Error)
+	}
+	const lines = 1200000 // ~8.9 MB: more than a cut leaves in flight (2 MiB window, 1 MiB read ahead)
+	var want bytes.Buffer
+	for i := 1; i <= lines; i++ {
+		fmt.Fprintf(&want, "%d\n", i)
+	}
+	for _, cutAt := range []int{1 << 20, 4 << 20} { // past bulkAfter: reading in bulk
+		var got bytes.Buffer
+		cut := false
+		before := cuts.dials()
+		stdout := writerFunc(func(p []byte) (int, error) {
+			got.Write(p)
+			if !cut && got.Len() >= cutAt {
+				cut = true
+				cuts.cut()
+			}
+			return len(p), nil
+		})
+		res, err := d.Run(context.Background(), nil, RunSpec{Target: target, Request: wire.Request{Command: fmt.Sprintf("seq 1 %d", lines)},
+			Stdout: stdout, Stderr: &bytes.Buffer{}, ReconnectTimeout: time.Minute})
+		if err != nil || res.ExitCode != 0 {
+			t.Fatalf("cut at %d: %v, exit %d", cutAt, err, res.ExitCode)
+		}
+		if sha256.Sum256(got.Bytes()) != sha256.Sum256(want.Bytes()) {
+			t.Fatalf("cut at %d: %d bytes, want %d (first difference near byte %d): output lost or repeated", cutAt, got.Len(), want.Len(), firstDiff(got.Bytes(), want.Bytes()))
+		}
+		if cuts.dials()-before < 2 {
+			t.Fatalf("cut at %d: the client did not reconnect (%d dials): the test cut nothing", cutAt, cuts.dials()-before)
+		}
+		if st := sessionState(t, d, target); st == wire.StateDisconnected {
+			// The known moment of TestResumedRunLeavesSessionConnected.
+			call(t, d, target, wire.Request{Op: opConnect, Session: "bulk", Client: d.Client})
+		}
+	}
 }
