@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -180,8 +181,20 @@ func (b *bench) goClientVsCLI(r *results, fig, session string, sshd *sshdProc, n
 		}
 		return timeGoRun(ctx, d, conn, t, remote, n)
 	}
+	// The client's CPU per GiB of each run: the CLI's from its rusage,
+	// an in-process run's from this process's (the bench does nothing
+	// else meanwhile). Under load, wall-clock rates swing more than this.
+	var lastCLICPU time.Duration
+	cliRun := func() (time.Duration, error) {
+		cmd := b.tetherCmd(ctx, "invoke", session, remote)
+		d, err := timeRun(cmd)
+		if err == nil {
+			lastCLICPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}
+		return d, err
+	}
 	runs := []func() (time.Duration, error){
-		func() (time.Duration, error) { return timeRun(b.tetherCmd(ctx, "invoke", session, remote)) },
+		cliRun,
 		func() (time.Duration, error) { return goRun(false) },
 		func() (time.Duration, error) { return goRun(true) },
 	}
@@ -194,10 +207,20 @@ func (b *bench) goClientVsCLI(r *results, fig, session string, sshd *sshdProc, n
 		runs = append(runs, func() (time.Duration, error) { return timeXCryptoRun(xc, remote, n) })
 	}
 	var cliDs, goDs, goCLIDs, xcDs []time.Duration
+	cpus := make([][]float64, len(runs)) // client CPU-s per GiB
+	gib := float64(n) / (1 << 30)
 	errs := 0
 	for i := 0; i < reps; i++ {
 		for k, f := range runs {
+			c0 := selfCPUTime()
 			el, err := f()
+			if err == nil {
+				c := selfCPUTime() - c0
+				if k == 0 {
+					c = lastCLICPU
+				}
+				cpus[k] = append(cpus[k], c.Seconds()/gib)
+			}
 			if err != nil {
 				if errs++; errs <= 3 {
 					r.problem("output in turns: %v", err)
@@ -216,17 +239,43 @@ func (b *bench) goClientVsCLI(r *results, fig, session string, sshd *sshdProc, n
 			}
 		}
 	}
-	ref := r.add(newRow(fig, "tether invoke H/S head -c "+label+" >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s", rate(cliDs)))
+	withCPU := func(x *row, k int) *row {
+		if len(cpus[k]) > 0 {
+			x.Extra = map[string]any{"client_cpu_s_per_gib": cpuMedian(cpus[k])}
+		}
+		return x
+	}
+	ref := withCPU(r.add(newRow(fig, "tether invoke H/S head -c "+label+" >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s", rate(cliDs))), 0)
 	ref.Errors = errs
-	x := r.add(newRow(fig, "  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "MiB/s", rate(goDs)))
+	x := withCPU(r.add(newRow(fig, "  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "MiB/s", rate(goDs))), 1)
 	r.ratio(x, ref.Name)
-	x = r.add(newRow(fig, "  Go client, long-lived conn, the CLI's settings (GOMAXPROCS 1, GOGC 400)", "MiB/s", rate(goCLIDs)))
+	x = withCPU(r.add(newRow(fig, "  Go client, long-lived conn, the CLI's settings (GOMAXPROCS 1, GOGC 400)", "MiB/s", rate(goCLIDs))), 2)
 	r.ratio(x, ref.Name)
 	if sshd != nil {
-		x = r.add(newRow(fig, "  x/crypto/ssh alone from sshd (aes128-gcm, io.Copy), this process's settings: the Go client's floor", "MiB/s", rate(xcDs)))
+		// Its rate is sshd's too; its client CPU per GiB is the floor.
+		x = withCPU(r.add(newRow(fig, "  x/crypto/ssh alone reading sshd (aes128-gcm, io.Copy), this process's settings", "MiB/s", rate(xcDs))), 3)
 		r.ratio(x, ref.Name)
 	}
+	for k, name := range []string{"fresh CLI", "Go client, this process's settings", "Go client, the CLI's settings", "x/crypto/ssh alone from sshd, this process's settings"} {
+		if k < len(cpus) && len(cpus[k]) > 0 {
+			r.note("output in turns: client CPU per GiB, %s: %.2f s (median of %d)", name, cpuMedian(cpus[k]), len(cpus[k]))
+		}
+	}
 	return nil
+}
+
+func cpuMedian(v []float64) float64 {
+	_, _, med, _, _, _ := summarize(v)
+	return med
+}
+
+// selfCPUTime is this process's user and system CPU so far.
+func selfCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // goClient is an x/crypto/ssh client of this process to sshd: aes128-gcm,
