@@ -5,13 +5,19 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
 	"runtime/debug"
 	"strings"
+	"syscall"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/tether-sh/tether/internal/sshconn"
 )
 
 // ---- Figure 11: input throughput and imported proxy commands (#18) ----
@@ -24,7 +30,8 @@ import (
 // through a long-lived Go client against the fresh CLI, in turns: once with
 // this process's own runtime settings, once with the CLI's for a one-target
 // invoke (one P, GOGC 400), so that the library and the runtime settings
-// are told apart.
+// are told apart, and x/crypto/ssh alone reading OpenSSH's sshd in this
+// process (the floor under the library, with this process's settings).
 
 func (b *bench) figPerf18(r *results, cfg config, sshd *sshdProc) error {
 	const fig = "11. input throughput, imported proxy command"
@@ -84,7 +91,7 @@ func (b *bench) figPerf18(r *results, cfg config, sshd *sshdProc) error {
 		r.ratio(in, x.Name)
 	}
 
-	if err := b.goClientVsCLI(r, fig, sess[0], n, cfg.tputReps, rate); err != nil {
+	if err := b.goClientVsCLI(r, fig, sess[0], sshd, n, cfg.tputReps, rate); err != nil {
 		return err
 	}
 
@@ -151,8 +158,12 @@ func writeBenchModule(dir string) error {
 
 // goClientVsCLI measures N bytes of output (head -c N) through the fresh
 // CLI and through a long-lived Go client, with this process's runtime
-// settings and with the CLI's (GOMAXPROCS 1, GOGC 400), in turns.
-func (b *bench) goClientVsCLI(r *results, fig, session string, n int64, reps int, rate func([]time.Duration) []float64) error {
+// settings and with the CLI's (GOMAXPROCS 1, GOGC 400), in turns; with
+// sshd, also x/crypto/ssh alone in this process (a session of OpenSSH's
+// sshd, aes128-gcm, read with io.Copy): the floor that the Go client's
+// library sits on, so that what internal/client adds is told apart from
+// what x/crypto/ssh costs under this process's settings.
+func (b *bench) goClientVsCLI(r *results, fig, session string, sshd *sshdProc, n int64, reps int, rate func([]time.Duration) []float64) error {
 	ctx := context.Background()
 	remote := fmt.Sprintf("head -c %d /dev/zero", n)
 	label := fmt.Sprintf("%d MiB", n>>20)
@@ -170,15 +181,46 @@ func (b *bench) goClientVsCLI(r *results, fig, session string, n int64, reps int
 		}
 		return timeGoRun(ctx, d, conn, t, remote, n)
 	}
-	var cliDs, goDs, goCLIDs []time.Duration
+	// The client's CPU per GiB of each run: the CLI's from its rusage,
+	// an in-process run's from this process's (the bench does nothing
+	// else meanwhile). Under load, wall-clock rates swing more than this.
+	var lastCLICPU time.Duration
+	cliRun := func() (time.Duration, error) {
+		cmd := b.tetherCmd(ctx, "invoke", session, remote)
+		d, err := timeRun(cmd)
+		if err == nil {
+			lastCLICPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		}
+		return d, err
+	}
+	runs := []func() (time.Duration, error){
+		cliRun,
+		func() (time.Duration, error) { return goRun(false) },
+		func() (time.Duration, error) { return goRun(true) },
+	}
+	if sshd != nil {
+		xc, err := sshd.goClient()
+		if err != nil {
+			return err
+		}
+		defer xc.Close()
+		runs = append(runs, func() (time.Duration, error) { return timeXCryptoRun(xc, remote, n) })
+	}
+	var cliDs, goDs, goCLIDs, xcDs []time.Duration
+	cpus := make([][]float64, len(runs)) // client CPU-s per GiB
+	gib := float64(n) / (1 << 30)
 	errs := 0
 	for i := 0; i < reps; i++ {
-		for k, f := range []func() (time.Duration, error){
-			func() (time.Duration, error) { return timeRun(b.tetherCmd(ctx, "invoke", session, remote)) },
-			func() (time.Duration, error) { return goRun(false) },
-			func() (time.Duration, error) { return goRun(true) },
-		} {
+		for k, f := range runs {
+			c0 := selfCPUTime()
 			el, err := f()
+			if err == nil {
+				c := selfCPUTime() - c0
+				if k == 0 {
+					c = lastCLICPU
+				}
+				cpus[k] = append(cpus[k], c.Seconds()/gib)
+			}
 			if err != nil {
 				if errs++; errs <= 3 {
 					r.problem("output in turns: %v", err)
@@ -190,16 +232,113 @@ func (b *bench) goClientVsCLI(r *results, fig, session string, n int64, reps int
 				cliDs = append(cliDs, el)
 			case 1:
 				goDs = append(goDs, el)
-			default:
+			case 2:
 				goCLIDs = append(goCLIDs, el)
+			default:
+				xcDs = append(xcDs, el)
 			}
 		}
 	}
-	ref := r.add(newRow(fig, "tether invoke H/S head -c "+label+" >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s", rate(cliDs)))
+	withCPU := func(x *row, k int) *row {
+		if len(cpus[k]) > 0 {
+			x.Extra = map[string]any{"client_cpu_s_per_gib": cpuMedian(cpus[k])}
+		}
+		return x
+	}
+	ref := withCPU(r.add(newRow(fig, "tether invoke H/S head -c "+label+" >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s", rate(cliDs))), 0)
 	ref.Errors = errs
-	x := r.add(newRow(fig, "  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "MiB/s", rate(goDs)))
+	x := withCPU(r.add(newRow(fig, "  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "MiB/s", rate(goDs))), 1)
 	r.ratio(x, ref.Name)
-	x = r.add(newRow(fig, "  Go client, long-lived conn, the CLI's settings (GOMAXPROCS 1, GOGC 400)", "MiB/s", rate(goCLIDs)))
+	x = withCPU(r.add(newRow(fig, "  Go client, long-lived conn, the CLI's settings (GOMAXPROCS 1, GOGC 400)", "MiB/s", rate(goCLIDs))), 2)
 	r.ratio(x, ref.Name)
+	if sshd != nil {
+		// Its rate is sshd's too; its client CPU per GiB is the floor.
+		x = withCPU(r.add(newRow(fig, "  x/crypto/ssh alone reading sshd (aes128-gcm, io.Copy), this process's settings", "MiB/s", rate(xcDs))), 3)
+		r.ratio(x, ref.Name)
+	}
+	for k, name := range []string{"fresh CLI", "Go client, this process's settings", "Go client, the CLI's settings", "x/crypto/ssh alone from sshd, this process's settings"} {
+		if k < len(cpus) && len(cpus[k]) > 0 {
+			r.note("output in turns: client CPU per GiB, %s: %.2f s (median of %d)", name, cpuMedian(cpus[k]), len(cpus[k]))
+		}
+	}
 	return nil
+}
+
+func cpuMedian(v []float64) float64 {
+	_, _, med, _, _, _ := summarize(v)
+	return med
+}
+
+// selfCPUTime is this process's user and system CPU so far.
+func selfCPUTime() time.Duration {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// goClient is an x/crypto/ssh client of this process to sshd: aes128-gcm,
+// over internal/sshconn as tether's own client connections are.
+func (s *sshdProc) goClient() (*ssh.Client, error) {
+	signer, err := readSigner(s.key)
+	if err != nil {
+		return nil, err
+	}
+	hkb, err := os.ReadFile(filepath.Join(s.dir, "host_ed25519_key.pub"))
+	if err != nil {
+		return nil, err
+	}
+	hk, _, _, _, err := ssh.ParseAuthorizedKey(hkb)
+	if err != nil {
+		return nil, fmt.Errorf("sshd host key: %w", err)
+	}
+	cfg := &ssh.ClientConfig{User: sshUser, Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)}, HostKeyCallback: ssh.FixedHostKey(hk),
+		Config: ssh.Config{Ciphers: []string{"aes128-gcm@openssh.com"}}, Timeout: 10 * time.Second}
+	nc, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port), 10*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	sc, chans, reqs, err := ssh.NewClientConn(sshconn.New(nc), nc.RemoteAddr().String(), cfg)
+	if err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("x/crypto/ssh to sshd: %w", err)
+	}
+	return ssh.NewClient(sc, chans, reqs), nil
+}
+
+func readSigner(path string) (ssh.Signer, error) {
+	pem, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ssh.ParsePrivateKey(pem)
+}
+
+// timeXCryptoRun runs remote in a session of xc and reads its stdout with
+// io.Copy, as a plain x/crypto/ssh program would.
+func timeXCryptoRun(xc *ssh.Client, remote string, n int64) (time.Duration, error) {
+	start := time.Now()
+	sess, err := xc.NewSession()
+	if err != nil {
+		return 0, err
+	}
+	defer sess.Close()
+	out, err := sess.StdoutPipe()
+	if err != nil {
+		return 0, err
+	}
+	if err := sess.Start(remote); err != nil {
+		return 0, err
+	}
+	cw := &countWriter{}
+	_, err = io.CopyBuffer(cw, out, make([]byte, 256<<10))
+	if werr := sess.Wait(); err == nil {
+		err = werr
+	}
+	el := time.Since(start)
+	if err == nil && cw.n != n {
+		err = fmt.Errorf("x/crypto/ssh from sshd: got %d bytes, want %d", cw.n, n)
+	}
+	return el, err
 }

@@ -10,7 +10,16 @@
 // loaded 2-core machine (#18): GOGC 100 and 2 Ps 2.1–2.3 CPU-s, GOGC 400
 // 1.4, one P 1.0–1.2, one P and GOGC 400 0.8–0.95 (the tether CLI, which
 // runs a one-target invoke so, 1.0–1.3 with its process start and dial).
-// The package sets neither: they are the program's.
+// The package sets neither: they are the program's. Most of that is
+// x/crypto/ssh's, not this package's: a program reading 1 GiB from
+// OpenSSH's sshd with x/crypto/ssh alone (io.Copy of a session's stdout)
+// cost as much client CPU per GiB under the same settings (1.29 against
+// this package's 1.33 with GOGC 100 and 2 Ps, 0.77 against 0.71 with one
+// P and GOGC 400, in turns). Under GOGC 100 and 2 Ps the collector runs
+// ~400 times per GiB (a 5 MB heap goal) and the freed pages come back as
+// ~85,000 page faults per GiB, and every packet crosses three goroutines
+// (x/crypto/ssh's transport reader, its mux, the reader of the channel)
+// with a thread wake-up whenever a P is idle.
 package client
 
 import (

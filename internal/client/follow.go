@@ -132,6 +132,7 @@ func (f *follower) followToEnd(ctx context.Context, wc *wire.Conn, ch ssh.Channe
 	for {
 		done, err := f.follow(ctx, wc, ch)
 		if done && err == nil && f.keep && wc.Write(wire.TEnd) == nil {
+			wc.EndBulk()
 			f.conn.kept.put(f.session, keptChannel{wc, ch})
 			return nil
 		}
@@ -230,7 +231,17 @@ type attachment struct {
 	wg      sync.WaitGroup
 	ackNow  chan struct{}
 	unacked int
+	bulk    int // output bytes received, until bulkAfter
 }
+
+// After bulkAfter bytes of output an attachment reads its channel in reads
+// of up to bulkRead bytes (wire.Conn.ReadBulk): a short command's output
+// never pays for the buffer, and a bulk one holds 1 MiB next to the 2 MiB
+// that x/crypto/ssh's channel window lets the agent have in flight.
+const (
+	bulkAfter = 256 << 10
+	bulkRead  = 1 << 20
+)
 
 func (a *attachment) close() {
 	close(a.stop)
@@ -349,6 +360,16 @@ func (a *attachment) output(o wire.Output) (done bool, err error) {
 		// The host completes on this ack; it needs no answer.
 		a.wc.WriteU64(wire.TAck, o.Seq, nil)
 		return true, nil
+	}
+	if a.bulk < bulkAfter {
+		// Not on a mux sub-stream: a fan-out's many runs would each hold
+		// a buffer, and its reads are of the demultiplexer's queue, not
+		// of an SSH channel.
+		if _, sub := a.ch.(*muxStream); !sub {
+			if a.bulk += len(o.Data); a.bulk >= bulkAfter {
+				a.wc.ReadBulk(bulkRead)
+			}
+		}
 	}
 	a.unacked += len(o.Data)
 	if a.unacked >= 1<<20 {

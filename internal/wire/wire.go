@@ -13,6 +13,7 @@ package wire
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -110,6 +111,13 @@ type Conn struct {
 	wmu  sync.Mutex
 	wbuf []byte
 	rbuf []byte
+	bulk *bulkBuf // ReadBulk: frames read in big reads and returned in place
+}
+
+// bulkBuf holds bytes read ahead of the frames returned: buf[start:end].
+type bulkBuf struct {
+	buf        []byte
+	start, end int
 }
 
 // NewConn wraps rw. maxFrame <= 0 means MaxFrame.
@@ -130,6 +138,9 @@ func NewConnBuffer(rw io.ReadWriter, maxFrame, bufSize int) *Conn {
 
 // Read returns the next frame. The payload is valid until the next Read.
 func (c *Conn) Read() (Type, []byte, error) {
+	if c.bulk != nil {
+		return c.readBulk()
+	}
 	var hdr [5]byte
 	if _, err := io.ReadFull(c.r, hdr[:4]); err != nil {
 		return 0, nil, err
@@ -242,7 +253,95 @@ func (c *Conn) ReadJSON(want Type, v any) error {
 
 // Reader returns the buffered reader behind Read, for a relay that hands the
 // rest of the stream (including bytes already buffered) to another peer.
-func (c *Conn) Reader() io.Reader { return c.r }
+// After it, the Conn must not be read.
+func (c *Conn) Reader() io.Reader {
+	if b := c.bulk; b != nil && b.end > b.start {
+		return io.MultiReader(bytes.NewReader(b.buf[b.start:b.end]), c.r)
+	}
+	return c.r
+}
+
+// ReadBulk makes the following Reads read the stream size bytes at a time
+// (everything the peer has sent, up to size) and return each frame's
+// payload in place, where Read otherwise reads at most its 64 KiB buffer
+// or the rest of one frame and copies the payload out: for a side about to
+// receive bulk output. Over an SSH channel each read is a lock, often a
+// wake-up, and a window adjust (x/crypto/ssh sends one on a read once 96
+// KiB are unacknowledged), so a few big reads cost less than many small
+// ones (#18). size is allocated once; EndBulk gives it back.
+func (c *Conn) ReadBulk(size int) {
+	if c.bulk == nil {
+		c.bulk = &bulkBuf{buf: make([]byte, max(size, 64<<10))}
+	}
+}
+
+// EndBulk returns to Read's small buffer once nothing read ahead is left
+// (the bulk buffer is dropped), for a channel kept idle for its next
+// request; bytes still read ahead keep ReadBulk's mode until read.
+func (c *Conn) EndBulk() {
+	if b := c.bulk; b != nil && b.start == b.end {
+		c.bulk = nil
+	}
+}
+
+// readBulk is Read in ReadBulk's mode.
+func (c *Conn) readBulk() (Type, []byte, error) {
+	b := c.bulk
+	if err := c.fillBulk(4); err != nil {
+		return 0, nil, err
+	}
+	n := binary.BigEndian.Uint32(b.buf[b.start:])
+	if n == 0 {
+		return 0, nil, errors.New("wire: empty frame")
+	}
+	if int64(n) > int64(c.max) {
+		return 0, nil, fmt.Errorf("%w: %d bytes announced, limit %d", ErrFrameTooLarge, n, c.max)
+	}
+	need := 4 + int(n)
+	if err := c.fillBulk(need); err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, nil, err
+	}
+	p := b.buf[b.start+4 : b.start+need]
+	b.start += need
+	return Type(p[0]), p[1:], nil
+}
+
+// fillBulk reads until k bytes are buffered, as one read of all the room
+// left where it can: io.EOF when the stream ended before any of them,
+// io.ErrUnexpectedEOF when it ended after some.
+func (c *Conn) fillBulk(k int) error {
+	b := c.bulk
+	if b.start == b.end {
+		b.start, b.end = 0, 0
+	}
+	for b.end-b.start < k {
+		if k > len(b.buf) { // a frame larger than the buffer (at most c.max)
+			nb := make([]byte, k)
+			b.end = copy(nb, b.buf[b.start:b.end])
+			b.buf, b.start = nb, 0
+		} else if b.start > 0 && (len(b.buf)-b.start < k || len(b.buf)-b.end < len(b.buf)/4) {
+			// Move the partial frame to the front: less than a frame is
+			// copied, and the next read gets most of the buffer.
+			b.end = copy(b.buf, b.buf[b.start:b.end])
+			b.start = 0
+		}
+		m, err := c.r.Read(b.buf[b.end:])
+		b.end += m
+		if err != nil {
+			if b.end-b.start >= k {
+				return nil
+			}
+			if err == io.EOF && b.end > b.start {
+				err = io.ErrUnexpectedEOF
+			}
+			return err
+		}
+	}
+	return nil
+}
 
 // MaxSessionsMarker is the comment in an agent's SSH version string that
 // advertises the MaxSessionsPerConnection holding for the connection
