@@ -18,6 +18,7 @@ package rawio
 import (
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"syscall"
 	"unsafe"
@@ -55,6 +56,12 @@ func New(c syscall.Conn) (*FD, error) {
 	if err != nil {
 		return nil, err
 	}
+	f := &FD{raw: raw, iov: make([]syscall.Iovec, 0, 4)}
+	f.readFn, f.writeFn = f.read, f.write
+	switch c.(type) {
+	case *net.TCPConn, *net.UnixConn:
+		return f, nil // the net package's sockets are always non-blocking
+	}
 	// A blocking descriptor (os.NewFile of one, a file given by a parent)
 	// would hold the processor while a raw call waits.
 	var fl int
@@ -68,8 +75,6 @@ func New(c syscall.Conn) (*FD, error) {
 	if fl&unix.O_NONBLOCK == 0 {
 		return nil, ErrBlocking
 	}
-	f := &FD{raw: raw, iov: make([]syscall.Iovec, 0, 4)}
-	f.readFn, f.writeFn = f.read, f.write
 	return f, nil
 }
 
