@@ -2,17 +2,20 @@
 // socket, a pipe from os.Pipe) with raw system calls: calls that do not
 // tell the Go scheduler they are in the kernel.
 //
-// A bulk read or write on loopback takes tens of microseconds (a 32 KiB
-// TCP write runs the receiver's TCP input too; a 1 MiB pipe read copies a
-// MiB). Go's sysmon takes the processor from a thread that has been in a
-// system call for 20 µs and hands it to another thread, which the call's
-// return then has to take back, and while it keeps doing so it polls every
-// 20 µs: per GiB of output thousands of futex wake-ups and context switches
-// in each of tether's three processes on the path (#18). The descriptor is
-// non-blocking, so a raw call never waits: it returns EAGAIN, and the
-// runtime's poller waits for the descriptor as for any other read or write
-// (syscall.RawConn), deadlines included. Only for bulk calls that cannot
-// block: a disk file's write may, and goes through os.File as before.
+// A bulk write on loopback takes tens of microseconds (a 32 KiB TCP write
+// runs the receiver's TCP input too). Go's sysmon takes the processor from
+// a thread that has been in a system call for 20 µs and hands it to another
+// thread, which the call's return then has to take back, and while it
+// keeps doing so it polls every 20 µs: per GiB of output thousands of
+// futex wake-ups and context switches in the agent and the client (#18).
+// The descriptor is non-blocking, so a raw call never waits: it returns
+// EAGAIN, and the runtime's poller waits for the descriptor as for any
+// other read or write (syscall.RawConn), deadlines included. For bulk
+// calls that cannot block only: a disk file's write may, and goes through
+// os.File as before. And only where the process has a processor to spare:
+// a raw call keeps its P, so in a process with one (the session host) the
+// other goroutines wait for it — there a MiB pipe read kept the socket
+// writer from running beside it, and output measured slower.
 package rawio
 
 import (

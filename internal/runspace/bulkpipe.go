@@ -5,7 +5,6 @@ import (
 	"os"
 
 	"github.com/tether-sh/tether/internal/pipesize"
-	"github.com/tether-sh/tether/internal/rawio"
 )
 
 // A command's output pipe starts at the kernel's 64 KiB and is read in
@@ -22,17 +21,6 @@ const BulkPipeBytes = pipesize.Bulk
 func BulkPipe(r *os.File) []byte {
 	_ = pipesize.Grow(r)
 	return make([]byte, BulkPipeBytes)
-}
-
-// PipeReader reads the output pipe r with raw system calls where it can (a
-// MiB's read of a grown pipe takes long enough for Go's sysmon to hand the
-// session host's processor to another thread each time: internal/rawio,
-// #18), else r. r's deadlines hold either way.
-func PipeReader(r *os.File) io.Reader {
-	if fd, err := rawio.New(r); err == nil {
-		return fd
-	}
-	return r
 }
 
 // CopyToPipe copies src into the pipe w, as io.Copy does, growing w (see

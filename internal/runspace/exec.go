@@ -316,10 +316,9 @@ type copier struct {
 func (c *copier) copy(w io.Writer) {
 	defer close(c.done)
 	buf := make([]byte, 32*1024)
-	rd := PipeReader(c.r)
 	var werr error
 	for {
-		n, err := rd.Read(buf)
+		n, err := c.r.Read(buf)
 		if n > 0 && werr == nil {
 			// After a write error keep draining, so that the child
 			// never blocks on a full pipe.

@@ -29,7 +29,7 @@ func (h *Host) handle(nc net.Conn) {
 	}
 	// Clients send small frames (requests, acks, signals) and stdin in
 	// frames large enough to bypass the buffer: 16 KiB, not 64, per request.
-	c := wire.NewConnBuffer(rawWrites(nc), 0, 16<<10)
+	c := wire.NewConnBuffer(nc, 0, 16<<10)
 	nc.SetDeadline(time.Now().Add(30 * time.Second))
 	if err := h.checkAgent(nc); err != nil {
 		// Before reading anything: what a peer says (the Hello's user,

@@ -2,14 +2,10 @@ package sessionhost
 
 import (
 	"context"
-	"io"
-	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/tether-sh/tether/internal/journal"
-	"github.com/tether-sh/tether/internal/rawio"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -195,28 +191,4 @@ func (s *outputSink) wait() error {
 		s.idle.Wait()
 	}
 	return s.err
-}
-
-// rawConn is an agent's connection whose writes (output records, in
-// batches of up to a MiB: writeRecords) are raw system calls: Go's sysmon
-// does not hand the processor off during each (internal/rawio, #18).
-type rawConn struct {
-	net.Conn
-	fd *rawio.FD
-}
-
-func (c *rawConn) Write(p []byte) (int, error)        { return c.fd.Write(p) }
-func (c *rawConn) Writev(bufs ...[]byte) (int, error) { return c.fd.Writev(bufs...) }
-
-// rawWrites is nc with raw writes, or nc where it has no descriptor.
-func rawWrites(nc net.Conn) io.ReadWriter {
-	sc, ok := nc.(syscall.Conn)
-	if !ok {
-		return nc
-	}
-	fd, err := rawio.New(sc)
-	if err != nil {
-		return nc
-	}
-	return &rawConn{Conn: nc, fd: fd}
 }

@@ -4,13 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/tether-sh/tether/internal/journal"
-	"github.com/tether-sh/tether/internal/wire"
 )
 
 func sinkJournal(t *testing.T) *journal.Journal {
@@ -126,65 +124,5 @@ func TestOutputSinkConcurrentStreams(t *testing.T) {
 	}
 	if !bytes.Equal(gotOut.Bytes(), wantOut.Bytes()) || !bytes.Equal(gotErr.Bytes(), wantErr.Bytes()) {
 		t.Fatalf("stdout %d of %d bytes, stderr %d of %d bytes, or not in order", gotOut.Len(), wantOut.Len(), gotErr.Len(), wantErr.Len())
-	}
-}
-
-// Record batches to the agent go out through rawWrites' one writev, and
-// arrive as the frames WriteOutputs made.
-func TestRawWritesOutputs(t *testing.T) {
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "s"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	got := make(chan []wire.Output, 1)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			got <- nil
-			return
-		}
-		defer c.Close()
-		wc := wire.NewConn(c, 0)
-		var outs []wire.Output
-		for {
-			typ, p, err := wc.Read()
-			if err != nil {
-				got <- outs
-				return
-			}
-			if typ == wire.TOutput {
-				o, err := wire.DecodeOutput(p)
-				if err != nil {
-					got <- nil
-					return
-				}
-				o.Data = bytes.Clone(o.Data)
-				outs = append(outs, o)
-			}
-		}
-	}()
-	nc, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	rw := rawWrites(nc)
-	if _, ok := rw.(wire.VectorWriter); !ok {
-		t.Fatalf("rawWrites of a unix socket is %T, without Writev", rw)
-	}
-	big := bytes.Repeat([]byte("x"), 300<<10)
-	sent := []wire.Output{{Seq: 1, Kind: wire.KindStdout, Data: []byte("a")}, {Seq: 2, Kind: wire.KindStdout, Data: big}, {Seq: 3, Kind: wire.KindStderr, Data: []byte("e")}}
-	if err := wire.NewConn(rw, 0).WriteOutputs(sent); err != nil {
-		t.Fatal(err)
-	}
-	nc.Close()
-	outs := <-got
-	if len(outs) != len(sent) {
-		t.Fatalf("got %d frames, want %d", len(outs), len(sent))
-	}
-	for i := range sent {
-		if outs[i].Seq != sent[i].Seq || outs[i].Kind != sent[i].Kind || !bytes.Equal(outs[i].Data, sent[i].Data) {
-			t.Fatalf("frame %d: seq %d kind %v %d bytes, want seq %d kind %v %d bytes", i, outs[i].Seq, outs[i].Kind, len(outs[i].Data), sent[i].Seq, sent[i].Kind, len(sent[i].Data))
-		}
 	}
 }

@@ -6,13 +6,6 @@ import (
 	"net"
 )
 
-// VectorWriter is a connection that writes several buffers in one call
-// (internal/rawio.FD): WriteOutputs uses it instead of net.Buffers, which
-// writes a buffer at a time to anything but a net package connection.
-type VectorWriter interface {
-	Writev(bufs ...[]byte) (int, error)
-}
-
 // WriteOutputs sends each of outs as one Output frame, all in one write
 // when the stream supports it (a writev on a socket: the data are not
 // copied into a frame buffer). Frames from other writers are not
@@ -55,10 +48,6 @@ func (c *Conn) WriteOutputs(outs []Output) error {
 	}
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
-	if vw, ok := c.rw.(VectorWriter); ok {
-		_, err := vw.Writev(bufs...)
-		return err
-	}
 	_, err := bufs.WriteTo(c.rw)
 	return err
 }

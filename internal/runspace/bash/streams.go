@@ -188,10 +188,9 @@ func (c *outCopier) copy() {
 	defer c.r.Close()
 	defer c.once.Do(func() { close(c.drained) })
 	buf := make([]byte, 32<<10)
-	rd := runspace.PipeReader(c.r)
 	late := false
 	for {
-		n, err := rd.Read(buf)
+		n, err := c.r.Read(buf)
 		if n > 0 {
 			c.emit(buf[:n], late)
 		}
