@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
 	"io"
@@ -95,6 +96,8 @@ type Master struct {
 	start   time.Time
 	spare   chan spareChannel // one channel opened ahead, so a client does not wait for the agent's round trip
 	initOne sync.Once
+	// refilling: a spare is being opened (mu).
+	refilling bool
 	// SpareAge is how long a channel opened ahead is lent; older, it is
 	// closed and a fresh one opened (0: DefaultSpareAge).
 	SpareAge time.Duration
@@ -114,7 +117,7 @@ type spareChannel struct {
 // connection dies, or a client asks it to stop. It returns why it ended.
 func (m *Master) Serve(ln *net.UnixListener) string {
 	m.init()
-	m.refill()
+	m.refillIfEmpty()
 	m.mu.Lock()
 	m.armIdle()
 	m.mu.Unlock()
@@ -184,6 +187,9 @@ func (m *Master) refill() {
 		default:
 		}
 		ch, reqs, err := m.Open()
+		m.mu.Lock()
+		m.refilling = false
+		m.mu.Unlock()
 		if err != nil {
 			return // the next client opens its own and sees why
 		}
@@ -202,12 +208,15 @@ func (m *Master) refill() {
 	}()
 }
 
-// channel returns the spare channel if it is fresh, or opens one.
+// channel returns the spare channel if it is fresh, or opens one. The
+// next spare is opened when the client is done with this one (handle):
+// opened at once, its round trip to the agent competed with the client's
+// request for the agent and the two cores of the machine, a fresh invoke's
+// critical path (#18).
 func (m *Master) channel() (ssh.Channel, error) {
 	select {
 	case sp := <-m.spare:
 		if time.Since(sp.opened) < m.SpareAge {
-			m.refill()
 			return sp.ch, nil
 		}
 		sp.ch.Close() // the agent may have closed it already
@@ -218,7 +227,6 @@ func (m *Master) channel() (ssh.Channel, error) {
 		return nil, err
 	}
 	go ssh.DiscardRequests(reqs)
-	m.refill()
 	return ch, nil
 }
 
@@ -261,7 +269,10 @@ func (m *Master) handle(c *net.UnixConn) {
 	if checkPeer(c) != nil {
 		return
 	}
-	f := newFrameConn(c)
+	r := readers.Get().(*bufio.Reader)
+	r.Reset(c)
+	defer func() { r.Reset(nil); readers.Put(r) }()
+	f := &frameConn{c: c, r: r}
 	c.SetReadDeadline(time.Now().Add(10 * time.Second))
 	typ, p, err := f.readFrame()
 	if err != nil {
@@ -307,18 +318,41 @@ func (m *Master) handle(c *net.UnixConn) {
 		m.mu.Unlock()
 		if f.write(fOK, nil) != nil {
 			ch.Close()
+			m.refillIfEmpty()
 			return
 		}
 		splice(f, ch)
+		m.refillIfEmpty()
 	}
 }
+
+// refillIfEmpty opens the next spare unless one is there or on its way.
+func (m *Master) refillIfEmpty() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.refilling || len(m.spare) > 0 {
+		return
+	}
+	m.refilling = true
+	m.refill()
+}
+
+// readers are the buffered readers of the master's client connections
+// (newFrameConn's size), used again.
+var readers = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, 32<<10) }}
+
+// spliceBufs are splice's copy buffers: two of 32 KiB per lent channel were
+// most of what a master allocated per fresh invoke.
+var spliceBufs = sync.Pool{New: func() any { return new([32 << 10]byte) }}
 
 // splice carries frames between the client and the SSH channel until the
 // client closes (or goes) or the channel refuses writes.
 func splice(f *frameConn, ch ssh.Channel) {
 	defer ch.Close()
 	go func() { // channel → client
-		buf := make([]byte, 32<<10)
+		bp := spliceBufs.Get().(*[32 << 10]byte)
+		defer spliceBufs.Put(bp)
+		buf := bp[:]
 		for {
 			n, err := ch.Read(buf)
 			if n > 0 {
@@ -332,7 +366,9 @@ func splice(f *frameConn, ch ssh.Channel) {
 			}
 		}
 	}()
-	buf := make([]byte, 32<<10)
+	bp := spliceBufs.Get().(*[32 << 10]byte)
+	defer spliceBufs.Put(bp)
+	buf := bp[:]
 	for {
 		typ, n, err := f.readHeader()
 		if err != nil {
