@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"github.com/tether-sh/tether/internal/limits"
 )
 
 // A test process that dies before Main's clean-up (go test's -timeout
@@ -21,7 +23,7 @@ const ownerFile = "owner"
 
 // writeOwner records this process as the owner of the build directory dir.
 func writeOwner(dir string) error {
-	st, err := procStart(os.Getpid())
+	st, err := limits.ProcStart(os.Getpid())
 	if err != nil {
 		return err
 	}
@@ -41,28 +43,8 @@ func ownerGone(dir string) bool {
 	if _, err := fmt.Sscan(string(b), &pid, &start); err != nil || pid <= 0 {
 		return false
 	}
-	now, err := procStart(pid)
+	now, err := limits.ProcStart(pid)
 	return err != nil || now != start // gone, or the pid was reused
-}
-
-// procStart is field 22 of /proc/PID/stat: the process's start time in
-// clock ticks since boot, which tells a process from a later one that
-// reuses its pid.
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(b)
-	i := strings.LastIndexByte(s, ')') // the command name may hold spaces
-	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: no command name", pid)
-	}
-	f := strings.Fields(s[i+1:])
-	if len(f) < 20 {
-		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
-	}
-	return strconv.ParseUint(f[19], 10, 64) // field 22 is the 20th after the name
 }
 
 // reapOrphans ends the processes started from the binaries of earlier test

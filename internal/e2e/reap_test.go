@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tether-sh/tether/internal/limits"
 	"github.com/tether-sh/tether/internal/tstest"
 )
 
@@ -50,7 +51,7 @@ func TestReapOrphans(t *testing.T) {
 		t.Fatal(err)
 	}
 	orphan, orphanDir := start(strconv.Itoa(gone.Process.Pid) + " 1\n")
-	st, err := procStart(os.Getpid())
+	st, err := limits.ProcStart(os.Getpid())
 	if err != nil {
 		t.Fatal(err)
 	}

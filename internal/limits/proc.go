@@ -22,6 +22,14 @@ type proc struct {
 
 var pageSize = int64(os.Getpagesize())
 
+// ProcStart is process pid's start time in clock ticks after boot (field
+// 22 of /proc/PID/stat), which tells a process from a later one that
+// reuses its pid.
+func ProcStart(pid int) (uint64, error) {
+	p, err := readProc(pid)
+	return p.start, err
+}
+
 func readProc(pid int) (proc, error) {
 	var buf [2048]byte
 	return readProcBuf(pid, buf[:])
