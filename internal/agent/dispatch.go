@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"errors"
@@ -12,13 +11,11 @@ import (
 	"regexp"
 	"sort"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/config"
-	"github.com/tether-sh/tether/internal/rawio"
 	"github.com/tether-sh/tether/internal/wire"
 )
 
@@ -176,7 +173,7 @@ func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc
 			}
 			close(done)
 		}()
-		copyRelay(packetWriter{ch}, outputSource(hc.Reader(), nc), outputBulkRead)
+		copyRelay(packetWriter{ch}, hc.Reader(), outputBulkRead)
 		ch.CloseWrite()
 		ch.Close()
 		<-done
@@ -518,39 +515,6 @@ func (w packetWriter) Write(p []byte) (int, error) {
 		p = p[k:]
 	}
 	return n, nil
-}
-
-// outputSource is what the relay reads a session host's output from: what
-// br (the frames' reader) already holds, then the socket itself with raw
-// reads (internal/rawio: Go's sysmon does not hand the processor off
-// during each bulk read, #18), or br where the socket has no descriptor.
-func outputSource(br io.Reader, nc net.Conn) io.Reader {
-	b, ok := br.(*bufio.Reader)
-	sc, ok2 := nc.(syscall.Conn)
-	if !ok || !ok2 {
-		return br
-	}
-	fd, err := rawio.New(sc)
-	if err != nil {
-		return br
-	}
-	return &bufferedThen{br: b, fd: fd}
-}
-
-// bufferedThen reads br's buffered bytes, then fd.
-type bufferedThen struct {
-	br *bufio.Reader
-	fd *rawio.FD
-}
-
-func (r *bufferedThen) Read(p []byte) (int, error) {
-	if r.br != nil {
-		if r.br.Buffered() > 0 {
-			return r.br.Read(p)
-		}
-		r.br = nil
-	}
-	return r.fd.Read(p)
 }
 
 func copyRelay(dst io.Writer, src io.Reader, bulk int) {

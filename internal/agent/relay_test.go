@@ -1,7 +1,6 @@
 package agent
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -148,54 +147,4 @@ func sshChannelPair(t *testing.T) (server, client ssh.Channel) {
 		t.Fatal("server side of the channel failed")
 	}
 	return server, ch
-}
-
-// The relay reads a session host's output first from what the frames'
-// reader already buffered, then from the socket with raw reads: nothing is
-// lost or reordered at the switch.
-func TestOutputSourceBufferedThenRaw(t *testing.T) {
-	a, b := net.Pipe()
-	a.Close()
-	b.Close()
-	ln, err := net.Listen("unix", t.TempDir()+"/s")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	data := make([]byte, 3<<20)
-	rand.Read(data)
-	go func() {
-		c, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		c.Write(data)
-		c.Close()
-	}()
-	nc, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	br := bufio.NewReaderSize(nc, 16<<10)
-	if _, err := br.Peek(100); err != nil { // as the Hello's read leaves bytes behind
-		t.Fatal(err)
-	}
-	src := outputSource(br, nc)
-	if _, ok := src.(*bufferedThen); !ok {
-		t.Fatalf("outputSource of a unix socket is %T, not the raw reader", src)
-	}
-	got, err := io.ReadAll(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(got, data) {
-		t.Fatalf("read %d bytes, not the %d written (or not in order)", len(got), len(data))
-	}
-	// Without a descriptor (a net.Pipe): the frames' reader as before.
-	if src := outputSource(bufio.NewReader(a), a); src == nil {
-		t.Fatal("nil source")
-	} else if _, ok := src.(*bufferedThen); ok {
-		t.Fatal("outputSource of a net.Pipe took the raw path")
-	}
 }

@@ -4,8 +4,6 @@ import (
 	"io"
 	"sync"
 	"syscall"
-
-	"github.com/tether-sh/tether/internal/rawio"
 )
 
 // The read side. x/crypto/ssh reads through a 4 KiB bufio.Reader: for each
@@ -91,7 +89,12 @@ func (c *Conn) Read(p []byte) (int, error) {
 // for a read that does not find the socket empty.
 func (r *reader) read(fd uintptr) bool {
 	b := readBufs.Get().(*[]byte)
-	r.n, r.errno = rawio.ReadFd(fd, *b) // no hand-off of the processor: see rawio
+	for {
+		r.n, r.errno = syscall.Read(int(fd), *b)
+		if r.errno != syscall.EINTR {
+			break
+		}
+	}
 	if r.errno == syscall.EAGAIN {
 		readBufs.Put(b)
 		return false // wait until readable, holding no buffer

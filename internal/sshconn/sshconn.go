@@ -29,10 +29,7 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
-	"syscall"
 	"time"
-
-	"github.com/tether-sh/tether/internal/rawio"
 )
 
 // heldSize is x/crypto/ssh's write buffer (bufio.NewWriter's default size).
@@ -88,10 +85,6 @@ type Conn struct {
 	holds, merges, timed int
 
 	r reader // read.go
-	// raw writes the socket with raw system calls (internal/rawio: Go's
-	// sysmon does not hand the processor off during a bulk write); nil
-	// where the connection has no descriptor.
-	raw *rawio.FD
 }
 
 // New wraps c.
@@ -103,9 +96,6 @@ func New(c net.Conn) *Conn {
 	}
 	w.timer = time.AfterFunc(time.Hour, w.flushHeld)
 	w.timer.Stop()
-	if sc, ok := c.(syscall.Conn); ok && w.writev {
-		w.raw, _ = rawio.New(sc)
-	}
 	w.initRead()
 	return w
 }
@@ -120,11 +110,11 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	if c.nheld == 0 {
 		if len(p) != heldSize {
-			return c.write(p)
+			return c.Conn.Write(p)
 		}
 		total := 4 + int(binary.BigEndian.Uint32(p)) + gcmTag
 		if total == heldSize {
-			return c.write(p) // a whole AES-GCM packet
+			return c.Conn.Write(p) // a whole AES-GCM packet
 		}
 		copy(c.held[:], p)
 		c.nheld = heldSize
@@ -149,11 +139,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	}
 	var k int64
 	var err error
-	if c.raw != nil {
-		var n int
-		n, err = c.raw.Writev(c.held[:held], p)
-		k = int64(n)
-	} else if c.writev {
+	if c.writev {
 		bufs := net.Buffers{c.held[:held], p}
 		k, err = bufs.WriteTo(c.Conn)
 	} else {
@@ -169,14 +155,6 @@ func (c *Conn) Write(p []byte) (int, error) {
 		c.err = err
 	}
 	return max(0, int(k)-held), err
-}
-
-// write sends p, with a raw system call where it can.
-func (c *Conn) write(p []byte) (int, error) {
-	if c.raw != nil {
-		return c.raw.Write(p)
-	}
-	return c.Conn.Write(p)
 }
 
 // trustedLocked reports whether the connection's packets are known to
@@ -219,7 +197,7 @@ func (c *Conn) flushLocked() {
 	n := c.nheld
 	c.nheld = 0
 	c.rest = -1
-	if _, err := c.write(c.held[:n]); err != nil {
+	if _, err := c.Conn.Write(c.held[:n]); err != nil {
 		c.err = err
 	}
 }
