@@ -1,9 +1,11 @@
 package limits
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
@@ -143,7 +145,19 @@ func TestRlimitWakeSkipsIdlePids(t *testing.T) {
 			return m.scans > scans && m.asleep && m.quiet && m.quietRuns > 0
 		})
 	}
-	asleep(0)
+	// The shell reads its go and execs sleep: the monitor's quiet mark
+	// must come from a scan after that, or the exec's own run counts as
+	// the shell having run (and maybe forked) since (a loaded machine
+	// let the first scan come between).
+	pid := shell.cmd.Process.Pid
+	tstest.WaitFor(t, 20*time.Second, "the shell to sleep as sleep", func() bool {
+		comm, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/comm")
+		stat, _ := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		i := bytes.LastIndexByte(stat, ')')
+		return string(comm) == "sleep\n" && i >= 0 && i+2 < len(stat) && stat[i+2] == 'S'
+	})
+	scans0, _ := m.state()
+	asleep(scans0)
 	lastPid := func() int {
 		m.mu.Lock()
 		defer m.mu.Unlock()
