@@ -3,10 +3,17 @@ package copier
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/pkg/sftp"
 
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -65,6 +72,53 @@ func TestCheckPutsInPlaceOnlyMatchingHashes(t *testing.T) {
 		}
 		if b, err := os.ReadFile(dst); err != nil || string(b) != "abc" || res.SHA256 != "aa" {
 			t.Fatalf("push=%v: after a match dst = %q %v, sha %q", push, b, err, res.SHA256)
+		}
+	}
+}
+
+// TestTransportErrorSeesAResetWrite: a write that meets a reset socket
+// (what a worker sees when the network is cut mid-push, possibly before
+// the stream's reader has noticed) is the transport failing, so the copy
+// reconnects; the host's own answers and local file errors are not.
+func TestTransportErrorSeesAResetWrite(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	peer, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer.(*net.TCPConn).SetLinger(0)
+	peer.Close() // an RST, as a cut link's proxy sends
+	var werr error
+	for i := 0; i < 100 && werr == nil; i++ {
+		_, werr = conn.Write(make([]byte, 64<<10))
+	}
+	if werr == nil {
+		t.Fatal("writes to a reset connection kept succeeding")
+	}
+	cases := []struct {
+		err  error
+		want bool
+	}{
+		{fmt.Errorf("write: failed to send packet payload: %w", werr), true},
+		{fmt.Errorf("x: %w", syscall.ECONNRESET), true},
+		{fmt.Errorf("x: %w", io.ErrUnexpectedEOF), true},
+		{sftp.ErrSSHFxConnectionLost, true},
+		{&sftp.StatusError{Code: 3}, false}, // permission denied: the host's answer
+		{&fs.PathError{Op: "open", Path: "/x", Err: syscall.ENOENT}, false},
+		{errors.New("no space left on device"), false},
+	}
+	for _, c := range cases {
+		if got := transportError(c.err); got != c.want {
+			t.Errorf("transportError(%v) = %v, want %v", c.err, got, c.want)
 		}
 	}
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/pkg/sftp"
@@ -243,8 +244,17 @@ func (r *remote) lost(gen int, err error) bool {
 		return true
 	default:
 	}
+	return transportError(err)
+}
+
+// transportError says whether err is the connection failing rather than
+// the host answering: a socket error can reach a writer before the
+// stream's reader has seen the end and closed dead.
+func transportError(err error) bool {
+	var opErr *net.OpError
 	return errors.Is(err, sftp.ErrSSHFxConnectionLost) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, client.ErrTransport)
+		errors.Is(err, net.ErrClosed) || errors.Is(err, client.ErrTransport) || errors.As(err, &opErr) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // reconnect replaces generation gen's connection (once, however many
