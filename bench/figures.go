@@ -780,7 +780,10 @@ func (b *bench) fanoutFold(r *results, fig string, n int, targets string, cfg co
 		err := cmd.Run()
 		el := time.Since(t0)
 		if err != nil {
-			return el, fmt.Errorf("%v: %.300s", err, errb.String())
+			// --fold prints a failed target's error in its group: the
+			// groups after the largest (at stdout's end) say why.
+			o := out.String()
+			return el, fmt.Errorf("%v: %.300s; output's end: %s", err, errb.String(), o[max(0, len(o)-1500):])
 		}
 		if fold && !strings.Contains(out.String(), fmt.Sprintf(" (%d)\n", n)) {
 			return el, fmt.Errorf("--fold did not print one group of %d: %.300s", n, out.String())

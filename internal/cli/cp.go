@@ -24,7 +24,9 @@ import (
 // remoteArg is TARGET:PATH, TARGET a comma-separated list of target
 // expressions with no colon but for a port ([USER@]HOST[:PORT][/NAME],
 // web[01-20]/deploy, @web).
-var remoteArg = regexp.MustCompile(`^((?:[^:/,]+(?::[0-9]+)?(?:/[^:/,]+)?)(?:,[^:/,]+(?::[0-9]+)?(?:/[^:/,]+)?)*):(.*)$`)
+var remoteArg = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^((?:[^:/,]+(?::[0-9]+)?(?:/[^:/,]+)?)(?:,[^:/,]+(?::[0-9]+)?(?:/[^:/,]+)?)*):(.*)$`)
+})
 
 // splitRemote splits TARGET:PATH; a path that starts with / or . (or has
 // no colon) is local, as scp has it.
@@ -32,7 +34,7 @@ func splitRemote(arg string) (target, p string, ok bool) {
 	if strings.HasPrefix(arg, "/") || strings.HasPrefix(arg, ".") {
 		return "", arg, false
 	}
-	m := remoteArg.FindStringSubmatch(arg)
+	m := remoteArg().FindStringSubmatch(arg)
 	if m == nil {
 		return "", arg, false
 	}

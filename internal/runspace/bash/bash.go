@@ -363,29 +363,30 @@ func stateless(script string) string {
 	case strings.ContainsAny(name, "=*?[]") || strings.ContainsRune("-%+", rune(name[0])):
 		// An assignment, a glob, an option, a job (%1 is fg).
 		return ""
-	case bashBuiltins[name] && !pureBuiltins[name]:
+	case bashBuiltins()[name] && !pureBuiltins[name]:
 		return ""
 	}
 	return name
 }
 
 // bashBuiltins are bash's builtins and reserved words (5.x): a stateless
-// command's name is none of them, but for pureBuiltins.
-var bashBuiltins = map[string]bool{}
-
-// pureBuiltins change no state with any arguments.
-var pureBuiltins = map[string]bool{"true": true, "false": true, ":": true, "echo": true, "test": true, "[": true, "pwd": true}
-
-func init() {
+// command's name is none of them, but for pureBuiltins. Built on first use:
+// every client process links this package, only session hosts use it.
+var bashBuiltins = sync.OnceValue(func() map[string]bool {
+	m := map[string]bool{}
 	for _, n := range strings.Fields(`. : [ alias bg bind break builtin caller cd command compgen complete
 		compopt continue declare dirs disown echo enable eval exec exit export false fc fg getopts hash
 		help history jobs kill let local logout mapfile popd printf pushd pwd read readarray readonly
 		return set shift shopt source suspend test times trap true type typeset ulimit umask unalias
 		unset wait ! [[ ]] case coproc do done elif else esac fi for function if in select then time
 		until while { }`) {
-		bashBuiltins[n] = true
+		m[n] = true
 	}
-}
+	return m
+})
+
+// pureBuiltins change no state with any arguments.
+var pureBuiltins = map[string]bool{"true": true, "false": true, ":": true, "echo": true, "test": true, "[": true, "pwd": true}
 
 // afterDeathLocked handles bash's end during command seq: the status the
 // command gets, and a new bash with the state at that end (from the EXIT
