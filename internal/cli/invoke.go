@@ -50,8 +50,9 @@ closed afterwards. TARGETS is a target expression (web[01-20]/deploy,
 @web, a!b; see tether hosts); with -f FILE the targets come from the file
 and every argument is the command.
 
-One target: stdout and stderr pass through unchanged, stdin is forwarded, and
-the exit status is the command's. Several targets: each output line is
+One target: stdout and stderr pass through unchanged, stdin is forwarded
+(but for /dev/null, which the command gets as it is, as with -n), and the
+exit status is the command's. Several targets: each output line is
 prefixed "ADDRESS: ", and the exit status is the largest among the targets;
 a target that cannot be reached is reported on stderr and counts as 255.
 When stdin is not a terminal it is read once (at most 64 MiB) and sent to
@@ -148,7 +149,7 @@ If the connection breaks, invoke reconnects by itself for up to
 				ReconnectTimeout: rt,
 			}
 			if !noStdin && !disconnected && len(targets) == 1 {
-				f.Stdin = env.Stdin
+				f.Stdin = forwardedStdin(env.Stdin)
 			}
 			if len(spooled) > 0 {
 				f.StdinData = spooled
@@ -346,6 +347,27 @@ func interrupts(env *Env, giveUp func()) <-chan string {
 func isTerminal(w any) bool {
 	f, ok := w.(*os.File)
 	return ok && term.IsTerminal(int(f.Fd()))
+}
+
+// forwardedStdin is the stdin a one-target run forwards: none when it is
+// /dev/null (cron jobs, scripts, `</dev/null`), which the command gets as
+// its stdin anyway, as with -n. Forwarding it would cost the run a stdin
+// pipe, its copier and an EOF relayed through every process (#18).
+func forwardedStdin(r io.Reader) io.Reader {
+	if f, ok := r.(*os.File); ok && isDevNull(f) {
+		return nil
+	}
+	return r
+}
+
+// isDevNull reports whether f is the null device.
+func isDevNull(f *os.File) bool {
+	fi, err := f.Stat()
+	if err != nil || fi.Mode()&os.ModeCharDevice == 0 {
+		return false
+	}
+	null, err := os.Stat(os.DevNull)
+	return err == nil && os.SameFile(fi, null)
 }
 
 // oneProcessor runs the Go scheduler on one processor (GOMAXPROCS=1, as

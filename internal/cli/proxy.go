@@ -228,7 +228,7 @@ func runProxyCommand(ctx context.Context, env *Env, s *session, t client.Target,
 	argv, key := modules.EncodeArgv(append([]string{command}, args...))
 	spec := client.RunSpec{
 		Request: wire.Request{Module: module, Argv: argv, ArgvEncoding: key},
-		Stdin:   env.Stdin, Stdout: env.Stdout, Stderr: env.Stderr, Notify: env.Stderr,
+		Stdin:   forwardedStdin(env.Stdin), Stdout: env.Stdout, Stderr: env.Stderr, Notify: env.Stderr,
 		Signals: signals,
 	}
 	unlock, ok := remoting.LockImplicit(filepath.Join(configDir(env), "implicit"), s.full(host.WithSession(name)))

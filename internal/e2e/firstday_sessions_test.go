@@ -370,6 +370,26 @@ func TestSourceDevStdin(t *testing.T) {
 	}
 }
 
+// TestDevNullStdinIsNoStdin: an invoke whose stdin is /dev/null (cron,
+// scripts) forwards none, as -n: the command's stdin is /dev/null itself,
+// not a pipe that only ever gives EOF (#18: no stdin pipe, copier and EOF
+// relay for it); a pipe is still forwarded.
+func TestDevNullStdinIsNoStdin(t *testing.T) {
+	a, c := setup(t)
+	addr := strings.TrimSpace(c.MustRun("new", "--name", "null", a.Host()))
+	null, err := os.Open(os.DevNull)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer null.Close()
+	if r := c.RunIn(null, "invoke", addr, "readlink /proc/self/fd/0"); r.Code != 0 || r.Stdout != "/dev/null\n" {
+		t.Fatalf("stdin /dev/null: the command's stdin is %q (exit %d, %q), want /dev/null", r.Stdout, r.Code, r.Stderr)
+	}
+	if r := c.RunIn(strings.NewReader("in\n"), "invoke", addr, "readlink /proc/self/fd/0; cat"); r.Code != 0 || !strings.HasPrefix(r.Stdout, "pipe:") || !strings.HasSuffix(r.Stdout, "\nin\n") {
+		t.Fatalf("piped stdin: %q (exit %d, %q), want a pipe that carries it", r.Stdout, r.Code, r.Stderr)
+	}
+}
+
 // Item 14 (first half): remove --all HOST and remove 'HOST/*' close all
 // of the user's sessions on a host, one line each.
 func TestRemoveAllSessionsOnAHost(t *testing.T) {
