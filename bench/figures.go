@@ -100,6 +100,27 @@ func repeat(r *results, what string, n int, f func() (time.Duration, error)) ([]
 	return ds, errs
 }
 
+// inTurns is repeat for two measurements taken alternately (a, b, a, b,
+// …), so that the machine's drift over the figure falls on both alike and
+// their ratio is the one a user would see at one moment.
+func inTurns(r *results, what [2]string, n int, f [2]func() (time.Duration, error)) ([2][]time.Duration, [2]int) {
+	var ds [2][]time.Duration
+	var errs [2]int
+	for i := 0; i < n; i++ {
+		for k := range f {
+			d, err := f[k]()
+			if err != nil {
+				if errs[k]++; errs[k] <= 3 {
+					r.problem("%s: %v", what[k], err)
+				}
+				continue
+			}
+			ds[k] = append(ds[k], d)
+		}
+	}
+	return ds, errs
+}
+
 // loopbackRTT measures 64-byte TCP ping-pongs over loopback.
 func loopbackRTT(n int) ([]time.Duration, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -287,11 +308,30 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	for i := 0; i < 50 && muxCmd("mux", "status", sess[0]).Run() != nil; i++ {
 		time.Sleep(100 * time.Millisecond)
 	}
-	ds, errs = repeat(r, "tether invoke H/S true, mux", cfg.cliN, func() (time.Duration, error) {
-		return timeRun(muxCmd("invoke", sess[0], "true"))
-	})
-	x = r.add(newRow(fig, "tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)", "ms", durs(ds, "ms")))
-	x.Errors = errs
+	// Both masters up, the two commands in turns (the target's pair).
+	var cm []string
+	if sshd != nil {
+		var err error
+		if cm, err = sshd.startMaster(); err != nil {
+			r.problem("ControlMaster: %v", err)
+		}
+	}
+	muxRun := func() (time.Duration, error) { return timeRun(muxCmd("invoke", sess[0], "true")) }
+	if cm != nil {
+		pair, perrs := inTurns(r, [2]string{"tether invoke H/S true, mux", "ssh ControlMaster true"}, max(cfg.cliN, cfg.cmN), [2]func() (time.Duration, error){
+			muxRun,
+			func() (time.Duration, error) { return timeRun(sshd.command(ctx, cm, "true")) },
+		})
+		x = r.add(newRow(fig, "tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)", "ms", durs(pair[0], "ms")))
+		x.Errors = perrs[0]
+		x = r.add(newRow(fig, "ssh host true (ControlMaster up)", "ms", durs(pair[1], "ms")))
+		x.Errors = perrs[1]
+		r.note("fresh invoke with tether's master and ssh with its ControlMaster are measured in turns (one of each, %d times)", max(cfg.cliN, cfg.cmN))
+	} else {
+		ds, errs = repeat(r, "tether invoke H/S true, mux", cfg.cliN, muxRun)
+		x = r.add(newRow(fig, "tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)", "ms", durs(ds, "ms")))
+		x.Errors = errs
+	}
 	muxCmd("mux", "stop", sess[0]).Run()
 
 	ds, errs = repeat(r, "tether invoke H true", cfg.cliN/2, func() (time.Duration, error) {
@@ -316,16 +356,6 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		})
 		x = r.add(newRow(fig, "ssh host true (new connection, curve25519-sha256)", "ms", durs(ds, "ms")))
 		x.Errors = errs
-		cm, err := sshd.startMaster()
-		if err != nil {
-			r.problem("ControlMaster: %v", err)
-		} else {
-			ds, errs = repeat(r, "ssh ControlMaster true", cfg.cmN, func() (time.Duration, error) {
-				return timeRun(sshd.command(ctx, cm, "true"))
-			})
-			x = r.add(newRow(fig, "ssh host true (ControlMaster up)", "ms", durs(ds, "ms")))
-			x.Errors = errs
-		}
 		r.ratio(r.find("tether invoke H/S true (fresh CLI process)"), "ssh host true (ControlMaster up)")
 		r.ratio(r.find("tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)"), "ssh host true (ControlMaster up)")
 		r.ratio(r.find("tether invoke H true (fresh CLI, temporary session)"), "ssh host true (new connection, default kex)")

@@ -23,6 +23,7 @@ import (
 	"golang.org/x/crypto/ssh"
 
 	"github.com/tether-sh/tether/internal/client"
+	"github.com/tether-sh/tether/internal/e2e"
 	"github.com/tether-sh/tether/internal/sshauth"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -245,9 +246,9 @@ func (a *agentProc) stop() {
 			<-a.done
 		}
 	}
-	for _, pid := range a.sessionPIDs() {
-		syscall.Kill(pid, syscall.SIGKILL)
-	}
+	// The session hosts outlive their agent by design; a bench run
+	// leaves neither them nor their cgroups (two per session) behind.
+	e2e.KillSessionHosts(a.state)
 }
 
 // sessionPIDs reads the session hosts' pids from their meta.json.
