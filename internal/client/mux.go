@@ -243,7 +243,8 @@ type muxStream struct {
 	cond       *sync.Cond
 	buf        []byte // the agent's frames for this run, re-framed, not yet read
 	remoteDone bool   // the agent's MuxClose arrived
-	localDone  bool   // Close ran (our MuxClose sent)
+	localDone  bool   // Close began: no more reads or writes
+	closeSent  bool   // Close has written our MuxClose (or the channel broke)
 	err        error  // the channel broke
 	wbuf       []byte // a frame written in parts
 }
@@ -272,10 +273,13 @@ func (s *muxStream) remoteClosed() {
 
 // release forgets the sub-stream once both sides closed it; its place on
 // the channel is free then (the agent, reading this side's close before
-// any later request, has freed it too).
+// any later request, has freed it too). Only once our MuxClose is written:
+// a place freed when the agent's close arrived while Close was still
+// writing ours let the next run's request overtake it, and the agent,
+// still counting this run, refused that one as a 17th.
 func (s *muxStream) release() {
 	s.mu.Lock()
-	both := s.remoteDone && s.localDone
+	both := s.remoteDone && s.closeSent
 	s.mu.Unlock()
 	if !both {
 		return
@@ -361,6 +365,9 @@ func (s *muxStream) Close() error {
 	if !dead {
 		s.m.wc.WriteMux(s.id, wire.MuxClose, nil)
 	}
+	s.mu.Lock()
+	s.closeSent = true
+	s.mu.Unlock()
 	s.release()
 	return nil
 }

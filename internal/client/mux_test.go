@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -241,5 +242,55 @@ func TestMuxChannelLimits(t *testing.T) {
 		if _, _, err := wc.Read(); err != nil {
 			break
 		}
+	}
+}
+
+// TestMuxPlaceFreedOnlyAfterOurClose: a sub-stream's place on its channel
+// is free only once this side's MuxClose is written. The agent's close may
+// arrive while Close is still writing ours; freeing the place then let the
+// next run's request reach the agent before our close, and the agent, still
+// counting the old run, refused the new one as a 17th (a 1,000-target
+// fan-out lost 2-3 targets to "16 runs already on this mux channel").
+func TestMuxPlaceFreedOnlyAfterOurClose(t *testing.T) {
+	ours, agent := net.Pipe() // a write waits until the agent's side reads it
+	defer ours.Close()
+	defer agent.Close()
+	c := &Conn{muxK: wire.MaxMuxStreams}
+	c.muxCond = sync.NewCond(&c.muxMu)
+	m := &muxChan{c: c, wc: wire.NewConn(ours, 0), subs: map[uint32]*muxStream{}}
+	c.muxMu.Lock()
+	m.active++
+	s := m.newStreamLocked()
+	c.muxMu.Unlock()
+	active := func() int {
+		c.muxMu.Lock()
+		defer c.muxMu.Unlock()
+		return m.active
+	}
+
+	closed := make(chan struct{})
+	go func() { s.Close(); close(closed) }()
+	// Close has begun and waits in its MuxClose write; the agent's close
+	// arrives meanwhile.
+	e2e.WaitFor(t, 10*time.Second, "Close to begin", func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return s.localDone
+	})
+	s.remoteClosed()
+	if n := active(); n != 1 {
+		t.Fatalf("the place was freed (active %d) before our MuxClose was written", n)
+	}
+	aw := wire.NewConn(agent, 0)
+	typ, p, err := aw.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id, it, _, err := wire.DecodeMux(p); err != nil || typ != wire.TMux || id != s.id || it != wire.MuxClose {
+		t.Fatalf("the agent read %v %d %v (%v), want sub-stream %d's MuxClose", typ, id, it, err, s.id)
+	}
+	<-closed
+	if n := active(); n != 0 {
+		t.Fatalf("after both closes: active %d, want 0", n)
 	}
 }
