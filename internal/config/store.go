@@ -64,7 +64,8 @@ type StoreOptions struct {
 	// Logger receives policy load and rejection messages; nil means
 	// slog.Default().
 	Logger *slog.Logger
-	// PollInterval is how often Watch checks the policy file; 0 means 1s.
+	// PollInterval is how often Watch checks the policy file and the local
+	// file; 0 means 1s.
 	PollInterval time.Duration
 }
 
@@ -77,12 +78,13 @@ type Store struct {
 	log        *slog.Logger
 	poll       time.Duration
 
-	reloadMu sync.Mutex // serializes ReloadPolicy
+	reloadMu sync.Mutex // serializes ReloadPolicy and reloadLocal
 
 	mu         sync.RWMutex
 	local      map[string]string // canonical name → normalized value
 	policy     map[string]string // nil when no policy is in force
 	policySeen string            // fingerprint of the policy file last read, good or bad
+	localSeen  string            // fingerprint of the local file last read or written
 	eff        Settings
 
 	subMu     sync.Mutex
@@ -113,11 +115,12 @@ func OpenStore(o StoreOptions) (*Store, error) {
 		s.poll = time.Second
 	}
 	if s.localPath != "" {
-		m, _, err := readFile(s.localPath)
+		m, data, err := readFile(s.localPath)
 		if err != nil {
 			return nil, fmt.Errorf("local settings: %w", err)
 		}
 		s.local = m
+		s.localSeen = localFingerprint(data)
 	}
 	if s.local == nil {
 		s.local = map[string]string{}
@@ -232,10 +235,12 @@ func (s *Store) update(canon string, change func(map[string]string) bool) (Entry
 		}
 	}
 	if change(next) && s.localPath != "" {
-		if err := writeFileAtomic(s.localPath, FormatFile(next)); err != nil {
+		data := FormatFile(next)
+		if err := writeFileAtomic(s.localPath, data); err != nil {
 			s.mu.Unlock()
 			return Entry{}, fmt.Errorf("saving local settings: %w", err)
 		}
+		s.localSeen = localFingerprint(data)
 	}
 	s.local = next
 	s.eff = s.compute()
@@ -279,14 +284,17 @@ func (s *Store) ReloadPolicy() error {
 	return nil
 }
 
-// Watch polls the policy file every PollInterval until ctx is done, and calls
-// ReloadPolicy when its content changes (appears, disappears, or differs by
-// content hash from what was last read, whether that was accepted or not, so a
-// broken file is logged once per change rather than once per poll). Policy
-// files are small, so each poll reads the file rather than trusting mtime and
-// size, which miss quick same-size edits.
+// Watch polls the policy file and the local file every PollInterval until
+// ctx is done, and reloads one when its content changes (appears, disappears,
+// or differs by content hash from what was last read, whether that was
+// accepted or not, so a broken file is logged once per change rather than
+// once per poll). The files are small, so each poll reads them rather than
+// trusting mtime and size, which miss quick same-size edits. The local file
+// is watched because several agents can share it: a user's stdio agents (one
+// per ssh connection or master) each keep the settings in memory, and a
+// `tether config set` reaches only the one that served it.
 func (s *Store) Watch(ctx context.Context) {
-	if s.policyPath == "" {
+	if s.policyPath == "" && s.localPath == "" {
 		<-ctx.Done()
 		return
 	}
@@ -298,14 +306,74 @@ func (s *Store) Watch(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		fp := fingerprint(os.ReadFile(s.policyPath))
-		s.mu.RLock()
-		changed := fp != s.policySeen
-		s.mu.RUnlock()
-		if changed {
-			_ = s.ReloadPolicy() // logged there
+		if s.policyPath != "" {
+			fp := fingerprint(os.ReadFile(s.policyPath))
+			s.mu.RLock()
+			changed := fp != s.policySeen
+			s.mu.RUnlock()
+			if changed {
+				_ = s.ReloadPolicy() // logged there
+			}
+		}
+		if s.localPath != "" {
+			s.reloadLocal()
 		}
 	}
+}
+
+// reloadLocal re-reads the local file if its content changed since it was
+// last read or written. A file that no longer parses is logged once per
+// change and the settings in force stay (Set refuses to overwrite it).
+func (s *Store) reloadLocal() {
+	s.reloadMu.Lock()
+	defer s.reloadMu.Unlock()
+	s.mu.RLock()
+	seen := s.localSeen
+	s.mu.RUnlock()
+	if localFileFingerprint(readFile(s.localPath)) == seen {
+		return
+	}
+	// Read again under the lock: a Set's write cannot then come between
+	// this read and applying it (and be undone by the older content).
+	s.mu.Lock()
+	m, data, err := readFile(s.localPath)
+	fp := localFileFingerprint(m, data, err)
+	if fp == s.localSeen {
+		s.mu.Unlock()
+		return
+	}
+	s.localSeen = fp
+	if err != nil {
+		s.mu.Unlock()
+		s.log.Error("local settings file rejected; the settings in force stay", "file", s.localPath, "err", err)
+		return
+	}
+	if m == nil {
+		m = map[string]string{}
+	}
+	s.local = m
+	s.eff = s.compute()
+	s.mu.Unlock()
+	s.log.Info("local settings reloaded", "file", s.localPath, "settings", len(m))
+	s.notify()
+}
+
+// localFileFingerprint is localFingerprint for what readFile returned; a
+// file that cannot be read is told apart by its error.
+func localFileFingerprint(_ map[string]string, data []byte, err error) string {
+	if err != nil && data == nil {
+		return fingerprint(nil, err)
+	}
+	return localFingerprint(data)
+}
+
+// localFingerprint is fingerprint for what readFile returned: nil data is
+// a missing file (or an empty one: both mean defaults).
+func localFingerprint(data []byte) string {
+	if len(data) == 0 {
+		return "absent"
+	}
+	return fingerprint(data, nil)
 }
 
 // Subscribe registers fn to be called with the new effective values after

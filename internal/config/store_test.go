@@ -500,3 +500,44 @@ func TestStoreConcurrent(t *testing.T) {
 		t.Fatalf("final value %d never delivered to the subscriber", final)
 	}
 }
+
+// TestStoreWatchSeesAnotherAgentsSet: two stores on one local file, as a
+// user's two stdio agents (one per ssh connection or master): a Set
+// through one is in force in the other once its Watch polls, a later Set
+// through the other keeps it, and a local file broken by hand is logged
+// and leaves the settings in force.
+func TestStoreWatchSeesAnotherAgentsSet(t *testing.T) {
+	f := newFixture(t)
+	a, b := f.open(t), f.open(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { b.Watch(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+
+	if _, err := a.Set("MaxShellsPerUser", "200"); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 10*time.Second, "the other agent to see the Set", func() bool { return b.Effective().MaxShellsPerUser == 200 })
+	if _, err := b.Set("MaxConnections", "8"); err != nil {
+		t.Fatal(err)
+	}
+	if got := b.Effective(); got.MaxShellsPerUser != 200 || got.MaxConnections != 8 {
+		t.Fatalf("after a Set through the other agent: %+v", got)
+	}
+
+	// Replaced whole, as Set and most editors do: a reader of a file
+	// truncated in place could see it empty (defaults) for a moment.
+	if err := writeFileAtomic(f.local, []byte("MaxShellsPerUser = \n")); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 10*time.Second, "the broken file to be logged", func() bool {
+		return strings.Contains(f.log.String(), "local settings file rejected")
+	})
+	if got := b.Effective().MaxShellsPerUser; got != 200 {
+		t.Fatalf("a broken local file changed the settings in force: MaxShellsPerUser %d", got)
+	}
+	if err := writeFileAtomic(f.local, []byte("MaxShellsPerUser = 7\n")); err != nil {
+		t.Fatal(err)
+	}
+	tstest.WaitFor(t, 10*time.Second, "the fixed file to apply", func() bool { return b.Effective().MaxShellsPerUser == 7 })
+}
