@@ -254,7 +254,11 @@ func (s *Store) update(canon string, change func(map[string]string) bool) (Entry
 // is rejected as a whole: the error is logged with the file and the reason,
 // returned, and the last good policy stays in force. A missing file means no
 // policy. The agent calls it on SIGHUP; Watch calls it when the file changes.
-func (s *Store) ReloadPolicy() error {
+func (s *Store) ReloadPolicy() error { return s.reloadPolicy("") }
+
+// reloadPolicy is ReloadPolicy; with want set, only if the file still has
+// that fingerprint (else it changed again, and the next polls decide).
+func (s *Store) reloadPolicy(want string) error {
 	if s.policyPath == "" {
 		return nil
 	}
@@ -262,6 +266,9 @@ func (s *Store) ReloadPolicy() error {
 	defer s.reloadMu.Unlock()
 
 	fp, m, err := readPolicy(s.policyPath)
+	if want != "" && fp != want {
+		return nil
+	}
 	s.mu.Lock()
 	s.policySeen = fp
 	if err != nil {
@@ -288,7 +295,7 @@ func (s *Store) ReloadPolicy() error {
 // ctx is done, and reloads one when its content changes (appears, disappears,
 // or differs by content hash from what was last read, whether that was
 // accepted or not, so a broken file is logged once per change rather than
-// once per poll). The files are small, so each poll reads them rather than
+// once per poll) and two polls in a row read the same (pollOnce). The files are small, so each poll reads them rather than
 // trusting mtime and size, which miss quick same-size edits. The local file
 // is watched because several agents can share it: a user's stdio agents (one
 // per ssh connection or master) each keep the settings in memory, and a
@@ -300,45 +307,72 @@ func (s *Store) Watch(ctx context.Context) {
 	}
 	t := time.NewTicker(s.poll)
 	defer t.Stop()
+	var w watchState
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
 		}
-		if s.policyPath != "" {
-			fp := fingerprint(os.ReadFile(s.policyPath))
-			s.mu.RLock()
-			changed := fp != s.policySeen
-			s.mu.RUnlock()
-			if changed {
-				_ = s.ReloadPolicy() // logged there
-			}
+		s.pollOnce(&w)
+	}
+}
+
+// watchState is what Watch carries from one poll to the next: a changed
+// file's fingerprint seen once, to be applied when the next poll reads the
+// same.
+type watchState struct{ policy, local string }
+
+// pollOnce is one of Watch's polls. A changed file is applied only when two
+// polls in a row read the same content: a file rewritten in place (an
+// editor that truncates first, `echo ... >`) could otherwise be read empty
+// for a moment and applied as no policy, or as the defaults.
+func (s *Store) pollOnce(w *watchState) {
+	if s.policyPath != "" {
+		fp := fingerprint(os.ReadFile(s.policyPath))
+		s.mu.RLock()
+		changed := fp != s.policySeen
+		s.mu.RUnlock()
+		switch {
+		case !changed:
+			w.policy = ""
+		case fp != w.policy:
+			w.policy = fp
+		default:
+			w.policy = ""
+			_ = s.reloadPolicy(fp) // logged there
 		}
-		if s.localPath != "" {
-			s.reloadLocal()
+	}
+	if s.localPath != "" {
+		fp := localFileFingerprint(readFile(s.localPath))
+		s.mu.RLock()
+		changed := fp != s.localSeen
+		s.mu.RUnlock()
+		switch {
+		case !changed:
+			w.local = ""
+		case fp != w.local:
+			w.local = fp
+		default:
+			w.local = ""
+			s.reloadLocal(fp)
 		}
 	}
 }
 
-// reloadLocal re-reads the local file if its content changed since it was
-// last read or written. A file that no longer parses is logged once per
-// change and the settings in force stay (Set refuses to overwrite it).
-func (s *Store) reloadLocal() {
+// reloadLocal applies the local file if it still has fingerprint want and
+// that differs from what was last read or written. A file that no longer
+// parses is logged once per change and the settings in force stay (Set
+// refuses to overwrite it).
+func (s *Store) reloadLocal(want string) {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
-	s.mu.RLock()
-	seen := s.localSeen
-	s.mu.RUnlock()
-	if localFileFingerprint(readFile(s.localPath)) == seen {
-		return
-	}
-	// Read again under the lock: a Set's write cannot then come between
-	// this read and applying it (and be undone by the older content).
+	// Read under the lock: a Set's write cannot then come between this
+	// read and applying it (and be undone by the older content).
 	s.mu.Lock()
 	m, data, err := readFile(s.localPath)
 	fp := localFileFingerprint(m, data, err)
-	if fp == s.localSeen {
+	if fp != want || fp == s.localSeen {
 		s.mu.Unlock()
 		return
 	}

@@ -541,3 +541,43 @@ func TestStoreWatchSeesAnotherAgentsSet(t *testing.T) {
 	}
 	tstest.WaitFor(t, 10*time.Second, "the fixed file to apply", func() bool { return b.Effective().MaxShellsPerUser == 7 })
 }
+
+// TestStoreWatchWaitsForAStableFile: Watch applies a changed file only when
+// two polls in a row read the same content, so a policy or local file
+// caught empty while rewritten in place (`echo ... >`, an editor that
+// truncates first) never lifts the policy's locks or resets the settings
+// to their defaults for a poll.
+func TestStoreWatchWaitsForAStableFile(t *testing.T) {
+	f := newFixture(t)
+	write(t, f.policy, "MaxShellsPerUser = 3\n")
+	write(t, f.local, "MaxConnections = 8\n")
+	s := f.open(t)
+	var w watchState
+	check := func(step string, shells, conns int) {
+		t.Helper()
+		if got := s.Effective(); got.MaxShellsPerUser != shells || got.MaxConnections != conns {
+			t.Fatalf("%s: MaxShellsPerUser %d, MaxConnections %d; want %d, %d", step, got.MaxShellsPerUser, got.MaxConnections, shells, conns)
+		}
+	}
+
+	write(t, f.policy, "") // caught mid-rewrite
+	write(t, f.local, "")
+	s.pollOnce(&w)
+	check("a poll that reads both files empty", 3, 8)
+	write(t, f.policy, "MaxShellsPerUser = 4\n")
+	write(t, f.local, "MaxConnections = 9\n")
+	s.pollOnce(&w)
+	check("the first poll of the new content", 3, 8)
+	s.pollOnce(&w)
+	check("the second poll of the same content", 4, 9)
+	if e := mustGet(t, s, "MaxShellsPerUser"); !e.Locked {
+		t.Fatalf("the policy's key is no longer locked: %+v", e)
+	}
+
+	// A file really emptied (kept empty) applies after its second poll.
+	write(t, f.policy, "")
+	s.pollOnce(&w)
+	check("the emptied policy, first poll", 4, 9)
+	s.pollOnce(&w)
+	check("the emptied policy, second poll", 30, 9)
+}
