@@ -160,8 +160,10 @@ func TestRelayFIFOFallsBack(t *testing.T) {
 			res <- err
 			return
 		}
-		defer f.Close()
 		_, err = f.Read(make([]byte, 10))
+		// Closed before the result is reported: the write-open below must
+		// find no reader, and a deferred close raced it.
+		f.Close()
 		res <- err
 	}()
 	select {
