@@ -330,33 +330,35 @@ type watchState struct{ policy, local string }
 func (s *Store) pollOnce(w *watchState) {
 	if s.policyPath != "" {
 		fp := fingerprint(os.ReadFile(s.policyPath))
-		s.mu.RLock()
-		changed := fp != s.policySeen
-		s.mu.RUnlock()
-		switch {
-		case !changed:
-			w.policy = ""
-		case fp != w.policy:
-			w.policy = fp
-		default:
-			w.policy = ""
+		if s.settled(&w.policy, fp, func() string { return s.policySeen }) {
 			_ = s.reloadPolicy(fp) // logged there
 		}
 	}
 	if s.localPath != "" {
 		fp := localFileFingerprint(readFile(s.localPath))
-		s.mu.RLock()
-		changed := fp != s.localSeen
-		s.mu.RUnlock()
-		switch {
-		case !changed:
-			w.local = ""
-		case fp != w.local:
-			w.local = fp
-		default:
-			w.local = ""
+		if s.settled(&w.local, fp, func() string { return s.localSeen }) {
 			s.reloadLocal(fp)
 		}
+	}
+}
+
+// settled reports whether a file read as fp differs from what was last
+// applied (seen, read under the store's lock) and read the same on the
+// previous poll too; pending holds the fingerprint awaiting that second read.
+func (s *Store) settled(pending *string, fp string, seen func() string) bool {
+	s.mu.RLock()
+	changed := fp != seen()
+	s.mu.RUnlock()
+	switch {
+	case !changed:
+		*pending = ""
+		return false
+	case fp != *pending:
+		*pending = fp
+		return false
+	default:
+		*pending = ""
+		return true
 	}
 }
 
