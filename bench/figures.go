@@ -141,21 +141,7 @@ func loopbackRTT(n int) ([]time.Duration, error) {
 		return nil, err
 	}
 	defer c.Close()
-	buf := make([]byte, 64)
-	out := make([]time.Duration, 0, n)
-	for i := 0; i < n+n/10; i++ {
-		start := time.Now()
-		if _, err := c.Write(buf); err != nil {
-			return nil, err
-		}
-		if _, err := io.ReadFull(c, buf); err != nil {
-			return nil, err
-		}
-		if i >= n/10 { // warm-up
-			out = append(out, time.Since(start))
-		}
-	}
-	return out, nil
+	return pingPong(c, n)
 }
 
 // ---- Figure 1: per-command latency ----
@@ -168,6 +154,18 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		return err
 	}
 	r.add(newRow(fig, "loopback TCP 64 B round trip (floor)", "us", durs(rtt, "us")))
+	for _, relayed := range []bool{false, true} {
+		name := "  same, between two processes (an echo child)"
+		if relayed {
+			name = "  same, through a relay process (client → relay → echo)"
+		}
+		ds, err := processRTT(cfg.rttN/4, relayed)
+		if err != nil {
+			r.problem("%s: %v", name, err)
+			continue
+		}
+		r.ratio(r.add(newRow(fig, name, "us", durs(ds, "us"))), "loopback TCP 64 B round trip (floor)")
+	}
 
 	a, err := b.startAgent("lat", 100)
 	if err != nil {
@@ -200,6 +198,16 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	x := r.add(newRow(fig, "tether Go client, long-lived conn: Run `true` (builtin)", "us", durs(ds, "us")))
 	x.Errors = errs
 	r.ratio(x, "loopback TCP 64 B round trip (floor)")
+	if sshd != nil {
+		// OpenSSH's way to keep a shell's state between commands.
+		name := "ssh: `true` in one bash kept open over one connection (marker echo after it)"
+		ds, err := sshd.keptShellTrue(ctx, cfg.goN/2)
+		if err != nil {
+			r.problem("%s: %v", name, err)
+		} else {
+			r.ratio(r.add(newRow(fig, name, "us", durs(ds, "us"))), "tether Go client, long-lived conn: Run `true` (builtin)")
+		}
+	}
 	ds, errs = repeat(r, "long-lived Run true, new channel", cfg.goN, runner(false))
 	x = r.add(newRow(fig, "  same, a new channel per run (no KeepChannel)", "us", durs(ds, "us")))
 	x.Errors = errs

@@ -26,11 +26,17 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	tconfig "github.com/tether-sh/tether/internal/config"
 )
 
 var figureNames = []string{"latency", "throughput", "fanout", "reconnect", "memory", "idleuser", "create", "stockssh", "cp", "overssh", "perf18", "shellpair", "chancap"}
 
 func main() {
+	if mode := os.Getenv(echoEnv); mode != "" {
+		echoMain(mode)
+		return
+	}
 	bin := flag.String("tether", "bin/tether", "tether binary to benchmark (built from ./cmd/tether when missing)")
 	quick := flag.Bool("quick", false, "small N and few repetitions (< 2 minutes): a smoke run of the harness")
 	only := flag.String("only", "", "run one figure (or a comma-separated list): "+strings.Join(figureNames, ", "))
@@ -89,6 +95,11 @@ func main() {
 	b, err := newBench(path)
 	if b != nil {
 		b.shell = *shell
+		if b.shell == "" && tconfig.HostBash() != "" {
+			// The agents' default; the figures open bash sessions with
+			// --no-profile only when they know the shell is bash.
+			b.shell = tconfig.ShellBash
+		}
 	}
 	if err != nil {
 		fatal(err)

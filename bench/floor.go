@@ -1,0 +1,174 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"time"
+)
+
+// The in-process loopback round trip (loopbackRTT) is the floor of one
+// exchange, but a command in a session crosses processes: the client, the
+// agent and the session host each sleep until the other wakes them. These
+// floors measure that price with nothing of Tether in it: 64-byte TCP
+// ping-pongs with a child process, and through a relay process between
+// (client → relay → echo, the shape of client → agent → session host).
+
+// echoEnv makes this bench binary, re-executed, an echo server ("echo") or
+// a relay to an echo server ("relay:ADDR") on a loopback port it prints.
+const echoEnv = "TETHER_BENCH_ECHO"
+
+// echoMain serves one connection and returns; it runs instead of the bench
+// when echoEnv is set.
+func echoMain(mode string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fatal(err)
+	}
+	fmt.Println(ln.Addr())
+	c, err := ln.Accept()
+	if err != nil {
+		fatal(err)
+	}
+	ln.Close()
+	noDelay(c)
+	if next, ok := strings.CutPrefix(mode, "relay:"); ok {
+		up, err := net.Dial("tcp", next)
+		if err != nil {
+			fatal(err)
+		}
+		noDelay(up)
+		go func() {
+			io.Copy(up, c)
+			up.Close() // the echo ends, and with it the copy below
+		}()
+		io.Copy(c, up)
+		return
+	}
+	io.Copy(c, c)
+}
+
+func noDelay(c net.Conn) {
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetNoDelay(true)
+	}
+}
+
+// startEcho starts a child echo server (or relay) and returns its address.
+func startEcho(ctx context.Context, mode string) (string, *exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(os.Environ(), echoEnv+"="+mode)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	addr, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", nil, fmt.Errorf("echo server: %w", err)
+	}
+	return strings.TrimSpace(addr), cmd, nil
+}
+
+// processRTT measures n ping-pongs with an echo child, through a relay
+// child when relayed.
+func processRTT(n int, relayed bool) ([]time.Duration, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	addr, echo, err := startEcho(ctx, "echo")
+	if err != nil {
+		return nil, err
+	}
+	defer echo.Wait()
+	if relayed {
+		var relay *exec.Cmd
+		if addr, relay, err = startEcho(ctx, "relay:"+addr); err != nil {
+			return nil, err
+		}
+		defer relay.Wait()
+	}
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	return pingPong(c, n)
+}
+
+// pingPong times n 64-byte round trips on c after n/10 of warm-up.
+func pingPong(c net.Conn, n int) ([]time.Duration, error) {
+	buf := make([]byte, 64)
+	out := make([]time.Duration, 0, n)
+	for i := 0; i < n+n/10; i++ {
+		start := time.Now()
+		if _, err := c.Write(buf); err != nil {
+			return nil, err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return nil, err
+		}
+		if i >= n/10 {
+			out = append(out, time.Since(start))
+		}
+	}
+	return out, nil
+}
+
+// keptShellTrue times n `true`s in one bash kept open over one ssh
+// connection (what an OpenSSH user does to keep a shell's state between
+// commands): each command is written with a marker echo after it, and the
+// time is until the marker's line comes back.
+func (s *sshdProc) keptShellTrue(ctx context.Context, n int) ([]time.Duration, error) {
+	cmd := s.command(ctx, []string{"-T"}, "exec bash --noprofile --norc")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	outPipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		in.Close()
+		cmd.Wait()
+	}()
+	out := bufio.NewReader(outPipe)
+	ds := make([]time.Duration, 0, n)
+	for i := 0; i < n+n/10; i++ {
+		marker := fmt.Sprintf("m%d", i)
+		start := time.Now()
+		if _, err := fmt.Fprintf(in, "true; echo %s\n", marker); err != nil {
+			return nil, err
+		}
+		for {
+			line, err := out.ReadString('\n')
+			if err != nil {
+				return nil, fmt.Errorf("kept ssh bash: %w", err)
+			}
+			if strings.TrimSpace(line) == marker {
+				break
+			}
+		}
+		if i >= n/10 {
+			ds = append(ds, time.Since(start))
+		}
+	}
+	return ds, nil
+}
