@@ -101,12 +101,22 @@ type Master struct {
 	// SpareAge is how long a channel opened ahead is lent; older, it is
 	// closed and a fresh one opened (0: DefaultSpareAge).
 	SpareAge time.Duration
+	// SpareRenew is how long a spare waits unlent before it is replaced
+	// by a fresh one in the background (0: DefaultSpareRenew), so that a
+	// command typed after a pause does not wait for a channel's round
+	// trip to the agent.
+	SpareRenew time.Duration
 }
 
 // DefaultSpareAge is well under the agents' FirstRequestTimeout (10 s),
 // after which an agent closes a channel that has asked nothing: a spare
 // that waited longer may be dead when lent.
 const DefaultSpareAge = 5 * time.Second
+
+// DefaultSpareRenew is under DefaultSpareAge: a spare is replaced before it
+// is too old to lend. It costs the agent one channel per 4 s while a master
+// waits for clients (at most its Persist).
+const DefaultSpareRenew = 4 * time.Second
 
 type spareChannel struct {
 	ch     ssh.Channel
@@ -175,6 +185,9 @@ func (m *Master) init() {
 		if m.SpareAge <= 0 {
 			m.SpareAge = DefaultSpareAge
 		}
+		if m.SpareRenew <= 0 {
+			m.SpareRenew = DefaultSpareRenew
+		}
 	})
 }
 
@@ -202,10 +215,32 @@ func (m *Master) refill() {
 		}
 		select {
 		case m.spare <- spareChannel{ch, time.Now()}:
+			time.AfterFunc(m.SpareRenew, func() { m.renew(ch) })
 		default:
 			ch.Close()
 		}
 	}()
+}
+
+// renew replaces spare ch with a fresh one if it is still waiting to be
+// lent.
+func (m *Master) renew(ch ssh.Channel) {
+	select {
+	case <-m.quit:
+		return
+	case sp := <-m.spare:
+		if sp.ch != ch {
+			select {
+			case m.spare <- sp: // a newer one; keep it
+			default:
+				sp.ch.Close()
+			}
+			return
+		}
+		ch.Close()
+		m.refillIfEmpty()
+	default: // lent
+	}
 }
 
 // channel returns the spare channel if it is fresh, or opens one. The

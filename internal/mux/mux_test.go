@@ -249,7 +249,7 @@ func TestStopIdleAndConnectionLoss(t *testing.T) {
 // SpareAge (an agent closes a channel that asks nothing within its
 // FirstRequestTimeout) is closed, and the client gets a fresh one.
 func TestStaleSpareIsNotLent(t *testing.T) {
-	tm := startMaster(t, time.Minute, false, func(m *Master) { m.SpareAge = time.Nanosecond })
+	tm := startMaster(t, time.Minute, false, func(m *Master) { m.SpareAge, m.SpareRenew = time.Nanosecond, time.Hour })
 	stale := <-tm.agents // the spare, stale at once
 	ch, err := Open(tm.path, "t@x", 10*time.Second)
 	if err != nil {
@@ -267,5 +267,50 @@ func TestStaleSpareIsNotLent(t *testing.T) {
 	b := make([]byte, 5)
 	if _, err := io.ReadFull(agent, b); err != nil || string(b) != "fresh" {
 		t.Fatalf("the fresh channel got %q, %v", b, err)
+	}
+}
+
+// TestSpareIsRenewedWhileWaiting: a spare nobody borrows is closed and
+// replaced by a fresh one before it is too old to lend, with no client
+// asking; a client after the pause is served.
+func TestSpareIsRenewedWhileWaiting(t *testing.T) {
+	tm := startMaster(t, time.Minute, false, func(m *Master) { m.SpareAge, m.SpareRenew = time.Minute, 20*time.Millisecond })
+	first := <-tm.agents
+	first.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if n, err := first.Read(make([]byte, 1)); err != io.EOF {
+		t.Fatalf("the first spare after SpareRenew: read %d bytes, %v; want it closed (EOF)", n, err)
+	}
+	// Renewals go on until a client takes one; the one it took carries
+	// its bytes, the others are closed.
+	got := make(chan string, 64)
+	watch := func(a *net.UnixConn) {
+		a.SetReadDeadline(time.Now().Add(10 * time.Second))
+		b := make([]byte, 5)
+		n, _ := io.ReadFull(a, b)
+		got <- string(b[:n])
+	}
+	select {
+	case a := <-tm.agents:
+		go watch(a)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no fresh spare opened after the first was closed")
+	}
+	ch, err := Open(tm.path, "t@x", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	go ch.Write([]byte("after"))
+	for {
+		select {
+		case a := <-tm.agents:
+			go watch(a)
+		case s := <-got:
+			if s == "after" {
+				return
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("the client's bytes reached none of the agent's channels")
+		}
 	}
 }
