@@ -194,10 +194,24 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		}
 	}
 	repeat(r, "warm-up", 20, runner(true))
+	hostCPU := func() (d time.Duration) {
+		for _, pid := range append(a.sessionPIDs(), a.pid()) {
+			c, _ := procCPU(pid)
+			d += c
+		}
+		return d
+	}
+	h0, c0 := hostCPU(), selfCPU()
 	ds, errs := repeat(r, "long-lived Run true", cfg.goN, runner(true))
+	h1, c1 := hostCPU(), selfCPU()
 	x := r.add(newRow(fig, "tether Go client, long-lived conn: Run `true` (builtin)", "us", durs(ds, "us")))
 	x.Errors = errs
 	r.ratio(x, "loopback TCP 64 B round trip (floor)")
+	// CPU is steadier than wall time on a noisy machine (USER_HZ ticks:
+	// read over all the runs, not per run).
+	perRun := func(d time.Duration) []float64 { return []float64{float64(d.Microseconds()) / float64(cfg.goN)} }
+	r.add(newRow(fig, "  CPU per run: agent + session host", "us", perRun(h1-h0)))
+	r.add(newRow(fig, "  CPU per run: the Go client (the bench process)", "us", perRun(c1-c0)))
 	if sshd != nil {
 		// OpenSSH's way to keep a shell's state between commands.
 		name := "ssh: `true` in one bash kept open over one connection (marker echo after it)"

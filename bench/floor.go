@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -107,6 +108,13 @@ func processRTT(n int, relayed bool) ([]time.Duration, error) {
 	}
 	defer c.Close()
 	return pingPong(c, n)
+}
+
+// selfCPU is this process's CPU time so far.
+func selfCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // pingPong times n 64-byte round trips on c after n/10 of warm-up.
