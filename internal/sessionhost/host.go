@@ -239,6 +239,10 @@ func start(opts Options) (*Host, error) {
 		return nil, fmt.Errorf("session %s: runspace: %w", opts.Name, sr.err)
 	}
 	h.rs = sr.rs
+	// The idle clock starts when the session can serve: a login profile
+	// slower than IdleTimeout (or a loaded machine) must not close the
+	// session before its creator holds it.
+	h.idleSince = h.now()
 	sock := SocketPath(opts.Dir)
 	os.Remove(sock)
 	h.ln, err = net.Listen("unix", sock)

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -535,6 +536,37 @@ func closed(h *Host) bool {
 		return true
 	default:
 		return false
+	}
+}
+
+// slowStartClock is a fake clock whose first reading (the host's creation)
+// is followed by an hour: a shell that took that long to start.
+type slowStartClock struct {
+	*clock.Fake
+	once sync.Once
+}
+
+func (c *slowStartClock) Now() time.Time {
+	now := c.Fake.Now()
+	c.once.Do(func() { c.Fake.Advance(time.Hour) })
+	return now
+}
+
+// TestIdleClockStartsWhenTheShellIsUp: a shell slower to start than
+// IdleTimeout does not get its session closed before anyone could hold it.
+func TestIdleClockStartsWhenTheShellIsUp(t *testing.T) {
+	const idle = 10 * time.Minute
+	var clk *slowStartClock
+	th := startHost(t, func(o *Options) {
+		clk = &slowStartClock{Fake: o.Clock.(*clock.Fake)}
+		o.Clock = clk
+		o.Limits.IdleTimeout = wire.Duration(idle)
+	})
+	if by, reason := th.h.expired(); by != "" {
+		t.Fatalf("a session whose shell took an hour to start expires at once: %s: %s", by, reason)
+	}
+	if si := th.status(); si.ClosesAt.Before(th.h.created.Add(time.Hour)) {
+		t.Fatalf("ClosesAt %v counts from the host's start %v, not from the shell being up", si.ClosesAt, th.h.created)
 	}
 }
 
