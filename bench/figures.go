@@ -194,16 +194,10 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		}
 	}
 	repeat(r, "warm-up", 20, runner(true))
-	hostCPU := func() (d time.Duration) {
-		for _, pid := range append(a.sessionPIDs(), a.pid()) {
-			c, _ := procCPU(pid)
-			d += c
-		}
-		return d
-	}
-	h0, c0 := hostCPU(), selfCPU()
+	hostPIDs := append(a.sessionPIDs(), a.pid())
+	h0, c0 := procsCPU(hostPIDs), selfCPUTime()
 	ds, errs := repeat(r, "long-lived Run true", cfg.goN, runner(true))
-	h1, c1 := hostCPU(), selfCPU()
+	h1, c1 := procsCPU(hostPIDs), selfCPUTime()
 	x := r.add(newRow(fig, "tether Go client, long-lived conn: Run `true` (builtin)", "us", durs(ds, "us")))
 	x.Errors = errs
 	r.ratio(x, "loopback TCP 64 B round trip (floor)")

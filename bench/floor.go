@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"strings"
-	"syscall"
 	"time"
 )
 
@@ -36,14 +35,12 @@ func echoMain(mode string) {
 	if err != nil {
 		fatal(err)
 	}
-	ln.Close()
-	noDelay(c)
+	ln.Close() // Go's TCP connections are TCP_NODELAY already
 	if next, ok := strings.CutPrefix(mode, "relay:"); ok {
 		up, err := net.Dial("tcp", next)
 		if err != nil {
 			fatal(err)
 		}
-		noDelay(up)
 		go func() {
 			io.Copy(up, c)
 			up.Close() // the echo ends, and with it the copy below
@@ -52,12 +49,6 @@ func echoMain(mode string) {
 		return
 	}
 	io.Copy(c, c)
-}
-
-func noDelay(c net.Conn) {
-	if tc, ok := c.(*net.TCPConn); ok {
-		tc.SetNoDelay(true)
-	}
 }
 
 // startEcho starts a child echo server (or relay) and returns its address.
@@ -108,13 +99,6 @@ func processRTT(n int, relayed bool) ([]time.Duration, error) {
 	}
 	defer c.Close()
 	return pingPong(c, n)
-}
-
-// selfCPU is this process's CPU time so far.
-func selfCPU() time.Duration {
-	var ru syscall.Rusage
-	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // pingPong times n 64-byte round trips on c after n/10 of warm-up.

@@ -330,24 +330,24 @@ type watchState struct{ policy, local string }
 func (s *Store) pollOnce(w *watchState) {
 	if s.policyPath != "" {
 		fp := fingerprint(os.ReadFile(s.policyPath))
-		if s.settled(&w.policy, fp, func() string { return s.policySeen }) {
+		if s.settled(&w.policy, fp, &s.policySeen) {
 			_ = s.reloadPolicy(fp) // logged there
 		}
 	}
 	if s.localPath != "" {
 		fp := localFileFingerprint(readFile(s.localPath))
-		if s.settled(&w.local, fp, func() string { return s.localSeen }) {
+		if s.settled(&w.local, fp, &s.localSeen) {
 			s.reloadLocal(fp)
 		}
 	}
 }
 
 // settled reports whether a file read as fp differs from what was last
-// applied (seen, read under the store's lock) and read the same on the
+// applied (*seen, read under the store's lock) and read the same on the
 // previous poll too; pending holds the fingerprint awaiting that second read.
-func (s *Store) settled(pending *string, fp string, seen func() string) bool {
+func (s *Store) settled(pending *string, fp string, seen *string) bool {
 	s.mu.RLock()
-	changed := fp != seen()
+	changed := fp != *seen
 	s.mu.RUnlock()
 	switch {
 	case !changed:

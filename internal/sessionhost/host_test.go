@@ -556,10 +556,8 @@ func (c *slowStartClock) Now() time.Time {
 // IdleTimeout does not get its session closed before anyone could hold it.
 func TestIdleClockStartsWhenTheShellIsUp(t *testing.T) {
 	const idle = 10 * time.Minute
-	var clk *slowStartClock
 	th := startHost(t, func(o *Options) {
-		clk = &slowStartClock{Fake: o.Clock.(*clock.Fake)}
-		o.Clock = clk
+		o.Clock = &slowStartClock{Fake: o.Clock.(*clock.Fake)}
 		o.Limits.IdleTimeout = wire.Duration(idle)
 	})
 	if by, reason := th.h.expired(); by != "" {
