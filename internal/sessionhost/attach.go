@@ -44,12 +44,22 @@ type streamSpec struct {
 	// retained: deliver acknowledged records still in the journal too
 	// (receive --all).
 	retained bool
+	// response, when set, is the request's response, not yet written: it
+	// goes out with the records ready at the stream's start, in one write.
+	response wire.Frame
 }
 
 // writerGrace bounds how long a stream whose client stopped talking waits
 // for its writer; a client that stops reading without closing could
 // otherwise hold the writer forever.
 const writerGrace = 2 * time.Second
+
+// responseWait bounds how long a run's response waits for the command's
+// first records to go out with them. A builtin `true` ends within a few
+// microseconds of its start and bash's within a few hundred; a longer
+// command's response (which the client only reads before its records) is
+// that much later.
+const responseWait = time.Millisecond
 
 // errEnd is how the reader reports the client's TEnd: the client has all it
 // asked for and keeps the connection for another request.
@@ -63,6 +73,24 @@ var errEnd = errors.New("client ended the stream")
 func (h *Host) stream(a *attachment, spec streamSpec) (completed, reusable bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+
+	// The response first, with the command's first records when they come
+	// within responseWait (a short command's output and exit record): one
+	// write, one read and one packet for every process on the way instead
+	// of two. Before the stdin ack, the reader and any event.
+	var sent sentRecords
+	if spec.response != nil {
+		if h.j.Last() <= spec.after {
+			wctx, wcancel := context.WithTimeout(ctx, responseWait)
+			h.j.Wait(wctx, spec.after)
+			wcancel()
+		}
+		var err error
+		if sent, err = h.sendRecords(a, spec, spec.after, spec.response); err != nil {
+			return false, false
+		}
+		spec.after = sent.after
+	}
 
 	var stdin *stdinPipe
 	if spec.cmd != nil {
@@ -86,9 +114,14 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed, reusable bool)
 	// Writer: journal records, in order.
 	writeErr := make(chan error, 1)
 	target := make(chan uint64, 1) // the seq whose ack completes the stream
-	go func() {
-		writeErr <- h.writeRecords(ctx, a, spec, target)
-	}()
+	if sent.end {
+		target <- sent.after
+		writeErr = nil
+	} else {
+		go func() {
+			writeErr <- h.writeRecords(ctx, a, spec, target)
+		}()
+	}
 
 	var want uint64
 	haveWant := false
@@ -166,48 +199,19 @@ func (h *Host) endStream(a *attachment, spec streamSpec, readErr <-chan error) (
 // that ends the stream it reports that seq on target and returns. The
 // records of one journal read go out in one write.
 func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec, target chan<- uint64) error {
-	const writeBatch = 1 << 20 // bytes of records read and sent at once
 	after := spec.after
-	var outs []wire.Output
 	for {
-		// Borrowed: the journal reuses the records' memory once they are
-		// written and given back.
-		recs, done, err := h.j.Borrow(after, writeBatch, spec.retained)
-		if err != nil {
-			if done != nil {
-				done()
-			}
-			return err
-		}
-		outs = outs[:0]
-		end := false
-		for _, r := range recs {
-			outs = append(outs, wire.Output{Seq: r.Seq, Kind: r.Kind, Cmd: r.Cmd, Data: r.Data})
-			after = r.Seq
-			if spec.cmd != nil && r.Kind == journal.KindExit && r.Cmd == spec.cmd.id ||
-				spec.cmd == nil && r.Seq >= spec.until {
-				end = true
-				break
-			}
-		}
-		err = a.conn.WriteOutputs(outs)
-		clear(outs) // do not pin journal memory while waiting
-		if done != nil {
-			done()
-		}
+		sent, err := h.sendRecords(a, spec, after, nil)
 		if err != nil {
 			return err
 		}
-		if end {
+		after = sent.after
+		if sent.end {
 			target <- after
 			return nil
 		}
-		if len(recs) > 0 {
+		if sent.n > 0 {
 			continue
-		}
-		if spec.cmd == nil && after >= spec.until {
-			target <- after
-			return nil
 		}
 		if err := h.j.Wait(ctx, after); err != nil {
 			if errors.Is(err, context.Canceled) {
@@ -216,6 +220,48 @@ func (h *Host) writeRecords(ctx context.Context, a *attachment, spec streamSpec,
 			return err
 		}
 	}
+}
+
+// sentRecords is what one sendRecords wrote.
+type sentRecords struct {
+	after uint64 // the last seq sent (the one before them when none was)
+	n     int    // records sent
+	end   bool   // the stream's last record was among them
+}
+
+// sendRecords writes, after first (nil: nothing), the records after seq
+// after that the journal holds now, up to the stream's end, in one write.
+func (h *Host) sendRecords(a *attachment, spec streamSpec, after uint64, first wire.Frame) (sentRecords, error) {
+	const writeBatch = 1 << 20 // bytes of records read and sent at once
+	sent := sentRecords{after: after}
+	// Borrowed: the journal reuses the records' memory once they are
+	// written and given back.
+	recs, done, err := h.j.Borrow(after, writeBatch, spec.retained)
+	if err != nil {
+		if done != nil {
+			done()
+		}
+		return sent, err
+	}
+	outs := make([]wire.Output, 0, len(recs))
+	for _, r := range recs {
+		outs = append(outs, wire.Output{Seq: r.Seq, Kind: r.Kind, Cmd: r.Cmd, Data: r.Data})
+		sent.after, sent.n = r.Seq, sent.n+1
+		if spec.cmd != nil && r.Kind == journal.KindExit && r.Cmd == spec.cmd.id ||
+			spec.cmd == nil && r.Seq >= spec.until {
+			sent.end = true
+			break
+		}
+	}
+	err = a.conn.WriteOutputsAfter(first, outs)
+	clear(outs) // do not pin journal memory
+	if done != nil {
+		done()
+	}
+	if err == nil && !sent.end && sent.n == 0 && spec.cmd == nil && sent.after >= spec.until {
+		sent.end = true // caught up: nothing after until is asked for
+	}
+	return sent, err
 }
 
 // readClient handles frames from the attached client until it fails.

@@ -718,3 +718,74 @@ func TestClosingSessionRefusesWithTheReason(t *testing.T) {
 	a.endStdin("x\n")
 	a.untilExit()
 }
+
+// readLog records where each Read of a connection ended in its stream.
+type readLog struct {
+	net.Conn
+	ends []int64
+}
+
+func (r *readLog) Read(p []byte) (int, error) {
+	n, err := r.Conn.Read(p)
+	if n > 0 {
+		r.ends = append(r.ends, r.total()+int64(n))
+	}
+	return n, err
+}
+
+func (r *readLog) total() int64 {
+	if len(r.ends) == 0 {
+		return 0
+	}
+	return r.ends[len(r.ends)-1]
+}
+
+// readOf is the index of the read that delivered the stream's byte at off.
+func (r *readLog) readOf(off int64) int {
+	for i, end := range r.ends {
+		if off < end {
+			return i
+		}
+	}
+	return -1
+}
+
+// A command that ends at once (builtin `true`) has its response and its
+// exit record sent in one write: the agent's relay reads them in one read
+// and sends one SSH packet, the client wakes once (#18).
+func TestQuickRunResponseAndExitInOneWrite(t *testing.T) {
+	th := startHost(t, nil)
+	for i := range 5 {
+		nc, err := net.Dial("unix", SocketPath(th.dir))
+		if err != nil {
+			t.Fatalf("dial session host: %v", err)
+		}
+		rl := &readLog{Conn: nc}
+		cw, c := wire.NewConn(nc, 0), wire.NewConn(rl, 0)
+		cw.WriteJSON(wire.THello, wire.Hello{Proto: wire.HostVersion, Software: "test-agent", User: "me"})
+		cw.WriteJSON(wire.TRequest, wire.Request{Op: opRun, Client: laptop, Command: "true"})
+		var off int64 // the stream offset after each frame read
+		respEnd, exitEnd := int64(-1), int64(-1)
+		typ, p, err := c.Read()
+		for ; err == nil; typ, p, err = c.Read() {
+			off += 5 + int64(len(p))
+			if typ == wire.TResponse {
+				respEnd = off
+			}
+			if typ == wire.TOutput {
+				if o, _ := wire.DecodeOutput(p); isExit(o) {
+					exitEnd = off
+					cw.WriteU64(wire.TAck, o.Seq, nil)
+					break
+				}
+			}
+		}
+		if err != nil || respEnd < 0 || exitEnd < 0 {
+			t.Fatalf("run %d: response at %d, exit at %d: %v", i, respEnd, exitEnd, err)
+		}
+		if a, b := rl.readOf(respEnd-1), rl.readOf(exitEnd-1); a != b {
+			t.Fatalf("run %d: the response came in read %d and the exit record in read %d (reads ending at %v): two writes", i, a, b, rl.ends)
+		}
+		(&hostConn{t: t, nc: nc, c: c}).waitClosedByHost()
+	}
+}

@@ -320,12 +320,16 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 	}
 	info := h.infoLocked()
 	h.mu.Unlock()
-	c.WriteJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cmd: cmd.id, StartSeq: cmd.startSeq})
+	resp, err := c.FrameJSON(wire.TResponse, wire.Response{OK: true, Session: &info, Cmd: cmd.id, StartSeq: cmd.startSeq})
+	if err != nil {
+		h.log.Error("encode a run's response", "err", err) // the client times out, as on a failed write
+	}
 	if req.Detach {
+		c.WriteFrame(resp)
 		return
 	}
 	reuse := req.Reuse && !h.opts.Temporary
-	completed, reusable := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd, reuse: reuse})
+	completed, reusable := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd, reuse: reuse, response: resp})
 	h.release(a, completed, time.Duration(req.Grace))
 	if completed && h.opts.Temporary {
 		go h.Close(req.Client.Host, "temporary session ended with its command")

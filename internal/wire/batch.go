@@ -6,12 +6,47 @@ import (
 	"net"
 )
 
+// Frame is one whole frame, encoded ahead of its write (FrameJSON), so
+// that it can go out in the same write as the frames after it.
+type Frame []byte
+
+// FrameJSON encodes v as a JSON frame of type t.
+func (c *Conn) FrameJSON(t Type, v any) (Frame, error) {
+	b, err := encodeJSON(t, v)
+	if err != nil {
+		return nil, err
+	}
+	if 1+len(b) > c.max {
+		return nil, fmt.Errorf("%w: %s frame of %d bytes, limit %d", ErrFrameTooLarge, t, 1+len(b), c.max)
+	}
+	f := binary.BigEndian.AppendUint32(make(Frame, 0, 5+len(b)), uint32(1+len(b)))
+	return append(append(f, byte(t)), b...), nil
+}
+
+// WriteFrame sends a frame encoded by FrameJSON.
+func (c *Conn) WriteFrame(f Frame) error {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	_, err := c.rw.Write(f)
+	return err
+}
+
 // WriteOutputs sends each of outs as one Output frame, all in one write
 // when the stream supports it (a writev on a socket: the data are not
 // copied into a frame buffer). Frames from other writers are not
 // interleaved with them.
-func (c *Conn) WriteOutputs(outs []Output) error {
+func (c *Conn) WriteOutputs(outs []Output) error { return c.WriteOutputsAfter(nil, outs) }
+
+// WriteOutputsAfter is WriteOutputs with first (nil: none) sent before
+// outs, in the same write: a run's response and the records that are
+// ready with it cost the peers on the way one read and one packet each,
+// not two (#18: a builtin `true`'s exit record is journalled before its
+// response is written).
+func (c *Conn) WriteOutputsAfter(first Frame, outs []Output) error {
 	if len(outs) == 0 {
+		if first != nil {
+			return c.WriteFrame(first)
+		}
 		return nil
 	}
 	// Small data are copied next to their header: a writev entry costs
@@ -24,7 +59,9 @@ func (c *Conn) WriteOutputs(outs []Output) error {
 			size += len(o.Data)
 		}
 	}
+	size += len(first)
 	heads := make([]byte, 0, size) // never grows: slices of it stay valid
+	heads = append(heads, first...)
 	bufs := make(net.Buffers, 0, 2*len(outs))
 	start := 0
 	for _, o := range outs {

@@ -91,3 +91,57 @@ func socketPair() (net.Conn, net.Conn, error) {
 	}
 	return a, r.c, nil
 }
+
+// countingWriter counts its Write calls.
+type countingWriter struct {
+	bytes.Buffer
+	writes int
+}
+
+func (w *countingWriter) Write(p []byte) (int, error) { w.writes++; return w.Buffer.Write(p) }
+
+// A response encoded ahead goes out before the records, in the same write
+// (one read and one packet for every peer on the way), and alone when no
+// record is ready.
+func TestWriteOutputsAfter(t *testing.T) {
+	resp := Response{OK: true, Cmd: 7, StartSeq: 41}
+	outs := []Output{{Seq: 42, Kind: 3, Cmd: 7, Data: []byte("true")}, {Seq: 43, Kind: 4, Cmd: 7, Data: []byte{0, 0, 0, 0}}}
+	for _, tc := range []struct {
+		name string
+		outs []Output
+	}{{"with records", outs}, {"alone", nil}} {
+		t.Run(tc.name, func(t *testing.T) {
+			var w countingWriter
+			c := NewConn(&w, 0)
+			f, err := c.FrameJSON(TResponse, resp)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.WriteOutputsAfter(f, tc.outs); err != nil {
+				t.Fatal(err)
+			}
+			if w.writes != 1 {
+				t.Fatalf("%d writes, want 1", w.writes)
+			}
+			var got Response
+			if err := c.ReadJSON(TResponse, &got); err != nil || got.Cmd != 7 || got.StartSeq != 41 || !got.OK {
+				t.Fatalf("response %+v, %v", got, err)
+			}
+			for _, want := range tc.outs {
+				typ, p, err := c.Read()
+				if err != nil || typ != TOutput {
+					t.Fatalf("frame %d: %v %v", want.Seq, typ, err)
+				}
+				if o, err := DecodeOutput(p); err != nil || o.Seq != want.Seq || !bytes.Equal(o.Data, want.Data) {
+					t.Fatalf("frame %d: got %+v, %v", want.Seq, o, err)
+				}
+			}
+			if w.Len() != 0 {
+				t.Fatalf("%d bytes left after the frames", w.Len())
+			}
+		})
+	}
+	if _, err := NewConn(&bytes.Buffer{}, 10).FrameJSON(TResponse, resp); !errors.Is(err, ErrFrameTooLarge) {
+		t.Fatalf("a frame over the limit: %v, want ErrFrameTooLarge", err)
+	}
+}
