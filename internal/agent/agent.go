@@ -48,6 +48,7 @@ type Options struct {
 	MaxAuthTries         int           // authentication attempts per connection
 	HandshakeTimeout     time.Duration // for the SSH handshake and authentication
 	FirstRequestTimeout  time.Duration // for a channel's Hello and Request; the channel is closed after it
+	DrainTimeout         time.Duration // a stopping agent's wait for running channels (drain.go); default DefaultDrainTimeout
 }
 
 // Agent is a running `tether serve`.
@@ -74,6 +75,10 @@ type Agent struct {
 	sdir       *os.File      // STATE/s, opened once: the root of every per-user path
 	discovered chan struct{} // closed when start-up discovery is done or gave up
 	stopping   atomic.Bool   // the agent is letting go of its sessions (closeWatches)
+
+	drainMu    sync.Mutex
+	drainConns map[*connDrain]struct{} // authenticated connections (drain.go)
+	draining   bool
 }
 
 // New prepares an agent: state directory, host key, settings.
@@ -102,6 +107,9 @@ func New(opts Options) (*Agent, error) {
 	if opts.FirstRequestTimeout <= 0 {
 		opts.FirstRequestTimeout = 10 * time.Second
 	}
+	if opts.DrainTimeout <= 0 {
+		opts.DrainTimeout = DefaultDrainTimeout
+	}
 	if opts.MaxAuthTries <= 0 {
 		opts.MaxAuthTries = 6
 	}
@@ -125,6 +133,7 @@ func New(opts Options) (*Agent, error) {
 		self:       self,
 		root:       os.Geteuid() == 0,
 		sessions:   map[string]map[string]*sessionRef{},
+		drainConns: map[*connDrain]struct{}{},
 		discovered: make(chan struct{}),
 		spawning:   map[string]int{},
 
@@ -207,6 +216,7 @@ func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 		if err != nil {
 			if ctx.Err() != nil {
 				a.closeWatches()
+				a.drain(a.opts.DrainTimeout)
 				a.wg.Wait()
 				return nil
 			}

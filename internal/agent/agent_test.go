@@ -42,16 +42,21 @@ const (
 )
 
 type testAgent struct {
-	t     *testing.T
-	a     *Agent
-	addr  string
-	state string
-	keys  string // authorized keys, one file per user: keys/USER
+	t      *testing.T
+	a      *Agent
+	addr   string
+	state  string
+	keys   string // authorized keys, one file per user: keys/USER
+	stop   context.CancelFunc
+	served chan error
 }
 
 // startAgent runs an in-process agent. exe is the session hosts' binary
 // ("" for tests that open no session).
-func startAgent(t *testing.T, exe string) *testAgent {
+func startAgent(t *testing.T, exe string) *testAgent { return startAgentWith(t, exe, nil) }
+
+// startAgentWith is startAgent with the options edited.
+func startAgentWith(t *testing.T, exe string, edit func(*Options)) *testAgent {
 	t.Helper()
 	// Not below /tmp: like sshd, the agent refuses keys below a
 	// world-writable directory. Short, for the session sockets.
@@ -64,11 +69,15 @@ func startAgent(t *testing.T, exe string) *testAgent {
 	if exe == "" {
 		exe = "/nonexistent/tether"
 	}
-	a, err := New(Options{
+	opts := Options{
 		Listen: "127.0.0.1:0", StateDir: state, AuthorizedKeys: filepath.Join(keys, "%u"),
 		PolicyPath: filepath.Join(root, "no-policy.toml"), Executable: exe,
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	}
+	if edit != nil {
+		edit(&opts)
+	}
+	a, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +98,7 @@ func startAgent(t *testing.T, exe string) *testAgent {
 		}
 		e2e.KillSessionHosts(state)
 	})
-	return &testAgent{t: t, a: a, addr: ln.Addr().String(), state: state, keys: keys}
+	return &testAgent{t: t, a: a, addr: ln.Addr().String(), state: state, keys: keys, stop: cancel, served: served}
 }
 
 // dial authorizes a new key for name and connects as name.

@@ -184,6 +184,8 @@ func (a *Agent) serveConn(ctx context.Context, c net.Conn) {
 	}
 	c.SetDeadline(time.Time{})
 	defer sc.Close()
+	d := a.trackConn(sc.Close)
+	defer a.untrackConn(d)
 	user := sc.Permissions.Extensions["user"]
 	log := a.log.With("user", user, "remote", c.RemoteAddr().String())
 
@@ -218,12 +220,12 @@ func (a *Agent) serveConn(ctx context.Context, c net.Conn) {
 			continue
 		}
 		if slots == nil {
-			a.acceptChannel(ctx, nc, id, func() {})
+			a.acceptChannel(ctx, nc, id, d, func() {})
 			continue
 		}
 		select {
 		case slots <- struct{}{}:
-			a.acceptChannel(ctx, nc, id, func() { <-slots })
+			a.acceptChannel(ctx, nc, id, d, func() { <-slots })
 			continue
 		default:
 		}
@@ -240,7 +242,7 @@ func (a *Agent) serveConn(ctx context.Context, c net.Conn) {
 			defer t.Stop()
 			select {
 			case slots <- struct{}{}:
-				a.acceptChannel(ctx, nc, id, func() { <-slots })
+				a.acceptChannel(ctx, nc, id, d, func() { <-slots })
 			case <-t.C:
 				log.Info("channel refused", "reason", "MaxSessionsPerConnection", "limit", maxSessions)
 				nc.Reject(ssh.ResourceShortage, full)
@@ -271,12 +273,16 @@ func (a *Agent) refuseConn(sc *ssh.ServerConn, chans <-chan ssh.NewChannel, reqs
 	}
 }
 
-// acceptChannel serves one channel; release frees its slot once both the
-// agent is done with it and the client's close has arrived (the client
-// counts its slot free when it has the agent's close).
-func (a *Agent) acceptChannel(ctx context.Context, nc ssh.NewChannel, id identity, release func()) {
+// acceptChannel serves one channel of connection d (nil: the stdio agent's
+// one connection); release frees its slot once both the agent is done with
+// it and the client's close has arrived (the client counts its slot free
+// when it has the agent's close).
+func (a *Agent) acceptChannel(ctx context.Context, nc ssh.NewChannel, id identity, d *connDrain, release func()) {
 	if nc.ChannelType() == SessionChannelType {
-		a.acceptSession(ctx, nc, id, release) // stock ssh clients: sshsession.go
+		// A stock ssh session runs from its open: a shell, a
+		// subsystem, a command.
+		a.beginWork(d)
+		a.acceptSession(ctx, nc, id, func() { release(); a.endWork(d) }) // sshsession.go
 		return
 	}
 	ch, creqs, err := nc.Accept()
@@ -290,7 +296,7 @@ func (a *Agent) acceptChannel(ctx context.Context, nc ssh.NewChannel, id identit
 		close(peerClosed)
 	}()
 	go func() {
-		a.serveChannel(ctx, ch, id)
+		a.serveChannel(ctx, ch, id, d)
 		<-peerClosed
 		release()
 	}()
@@ -303,7 +309,7 @@ type identity struct {
 	admin  bool
 }
 
-func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
+func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity, d *connDrain) {
 	defer ch.Close()
 	// A channel that does not send its Hello and Request in time is
 	// closed: idle channels would otherwise cost the agent memory for
@@ -327,6 +333,8 @@ func (a *Agent) serveChannel(ctx context.Context, ch ssh.Channel, id identity) {
 	if !first.Stop() {
 		return // timed out as the request arrived: the channel is closed
 	}
+	a.beginWork(d) // a stopping agent lets it finish (drain.go)
+	defer a.endWork(d)
 	var resp wire.Response
 	var relay relayFunc
 	if req.Op == wire.OpMux {

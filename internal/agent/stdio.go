@@ -84,7 +84,7 @@ func (a *Agent) ServeStdio(ctx context.Context, c net.Conn) error {
 			nc.Reject(ssh.UnknownChannelType, "tether agents only speak "+ChannelType+"; use the tether client")
 			continue
 		}
-		a.acceptChannel(ctx, nc, id, func() {})
+		a.acceptChannel(ctx, nc, id, nil, func() {})
 	}
 	log.Debug("stdio connection closed")
 	a.closeWatches()

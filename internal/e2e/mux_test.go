@@ -141,6 +141,19 @@ func TestControlPersistSharesOneConnection(t *testing.T) {
 	}
 	WaitFor(t, 10*time.Second, "a master again", func() bool { pid = muxMaster(c, a.Host()); return pid > 0 })
 	pids = append(pids, pid)
+
+	// A graceful stop (systemctl stop, tether serve --stop) with the master
+	// up: the agent closes the master's idle connection instead of waiting
+	// for it (Term fails after 10 s), the master exits with it, and after
+	// the restart the next command starts over.
+	a.Term()
+	WaitFor(t, 10*time.Second, "the master to exit with the agent's stop", func() bool { return !alive(pid) })
+	a.Restart()
+	if out := c.MustRun("invoke", addr, "echo $x"); out != "42\n" {
+		t.Fatalf("after a graceful restart: %q", out)
+	}
+	WaitFor(t, 10*time.Second, "a master after the graceful restart", func() bool { pid = muxMaster(c, a.Host()); return pid > 0 })
+	pids = append(pids, pid)
 }
 
 func TestControlPersistIdleExit(t *testing.T) {
