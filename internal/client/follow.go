@@ -131,7 +131,9 @@ func (f *follower) attach(c *Conn, cmd uint32) (*wire.Conn, ssh.Channel, error) 
 func (f *follower) followToEnd(ctx context.Context, wc *wire.Conn, ch ssh.Channel) error {
 	for {
 		done, err := f.follow(ctx, wc, ch)
-		if done && err == nil && f.keep && wc.Write(wire.TEnd) == nil {
+		// A kept channel's last ack (frame left it to us) and End in one
+		// write: one packet through the agent to the host, not two.
+		if done && err == nil && f.keep && wc.WriteFrame(wire.AppendFrame(wire.AppendU64Frame(nil, wire.TAck, f.lastSeq.Load()), wire.TEnd, nil)) == nil {
 			wc.EndBulk()
 			f.conn.kept.put(f.session, keptChannel{wc, ch})
 			return nil
@@ -205,6 +207,21 @@ func (f *follower) reconnect(ctx context.Context, cause error) (*wire.Conn, ssh.
 func (f *follower) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel) (done bool, err error) {
 	a := &attachment{f: f, wc: wc, ch: ch, stop: make(chan struct{}), ackNow: make(chan struct{}, 1)}
 	defer a.close()
+	if !f.stream.empty() {
+		// A short command's records, its exit record too, often came
+		// with the response (the session host sends them in one
+		// write): what is buffered needs none of the attachment's
+		// goroutines, a ticker and two goroutine starts per run.
+		for wc.FrameBuffered() {
+			t, p, err := wc.Read()
+			if err != nil {
+				return false, err
+			}
+			if done, err := a.frame(t, p); done || err != nil {
+				return done, err
+			}
+		}
+	}
 	a.start(ctx)
 	if f.stream.empty() {
 		waitEOF(wc, 2*time.Second)
@@ -357,8 +374,11 @@ func (a *attachment) output(o wire.Output) (done bool, err error) {
 	}
 	f.lastSeq.Store(o.Seq)
 	if f.stream.finished(o) {
-		// The host completes on this ack; it needs no answer.
-		a.wc.WriteU64(wire.TAck, o.Seq, nil)
+		// The host completes on this ack; it needs no answer. A kept
+		// channel's goes with its End (followToEnd).
+		if !f.keep {
+			a.wc.WriteU64(wire.TAck, o.Seq, nil)
+		}
 		return true, nil
 	}
 	if a.bulk < bulkAfter {

@@ -145,3 +145,28 @@ func TestWriteOutputsAfter(t *testing.T) {
 		t.Fatalf("a frame over the limit: %v, want ErrFrameTooLarge", err)
 	}
 }
+
+// FrameBuffered says whether a whole frame waits in the read buffer: a
+// client takes a short command's exit record that came with its response
+// without starting the goroutines that wait on the stream.
+func TestFrameBuffered(t *testing.T) {
+	var buf bytes.Buffer
+	c := NewConn(&buf, 0)
+	if c.FrameBuffered() {
+		t.Fatal("a frame buffered before any read")
+	}
+	buf.Write(AppendFrame(AppendU64Frame(nil, TAck, 5), TEnd, nil))
+	buf.Write([]byte{0, 0, 0, 9, byte(TAck)}) // the head of a third frame
+	if typ, _, err := c.Read(); err != nil || typ != TAck {
+		t.Fatalf("first frame: %v %v", typ, err)
+	}
+	if !c.FrameBuffered() {
+		t.Fatal("End, read with the ack, is not reported buffered")
+	}
+	if typ, _, err := c.Read(); err != nil || typ != TEnd {
+		t.Fatalf("second frame: %v %v", typ, err)
+	}
+	if c.FrameBuffered() {
+		t.Fatal("a frame of which only the head arrived is reported buffered")
+	}
+}

@@ -165,6 +165,31 @@ func (c *Conn) Read() (Type, []byte, error) {
 	return Type(buf[0]), buf[1:], nil
 }
 
+// FrameBuffered reports whether Read would return a whole frame from what
+// is already buffered, without reading the stream.
+func (c *Conn) FrameBuffered() bool {
+	if c.bulk != nil {
+		return false
+	}
+	hdr, err := c.r.Peek(min(4, c.r.Buffered()))
+	if err != nil || len(hdr) < 4 {
+		return false
+	}
+	return c.r.Buffered() >= 4+int(binary.BigEndian.Uint32(hdr))
+}
+
+// AppendFrame appends the frame of type t with payload to b, for WriteFrame:
+// several frames in one write.
+func AppendFrame(b []byte, t Type, payload []byte) Frame {
+	b = binary.BigEndian.AppendUint32(b, uint32(1+len(payload)))
+	return append(append(b, byte(t)), payload...)
+}
+
+// AppendU64Frame is AppendFrame of what WriteU64(t, v, nil) sends.
+func AppendU64Frame(b []byte, t Type, v uint64) Frame {
+	return AppendFrame(b, t, binary.BigEndian.AppendUint64(nil, v))
+}
+
 // Write sends one frame made of the type and the concatenation of parts.
 func (c *Conn) Write(t Type, parts ...[]byte) error {
 	n := 1
