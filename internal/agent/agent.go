@@ -49,6 +49,7 @@ type Options struct {
 	HandshakeTimeout     time.Duration // for the SSH handshake and authentication
 	FirstRequestTimeout  time.Duration // for a channel's Hello and Request; the channel is closed after it
 	DrainTimeout         time.Duration // a stopping agent's wait for running channels (drain.go); default DefaultDrainTimeout
+	ScaleProcs           bool          // Serve runs on one P while lightly loaded, on all when busy (procs.go); changes the process's GOMAXPROCS
 }
 
 // Agent is a running `tether serve`.
@@ -79,6 +80,7 @@ type Agent struct {
 	drainMu    sync.Mutex
 	drainConns map[*connDrain]struct{} // authenticated connections (drain.go)
 	draining   bool
+	procs      *procScaler // nil: GOMAXPROCS left alone
 }
 
 // New prepares an agent: state directory, host key, settings.
@@ -194,6 +196,9 @@ func (a *Agent) Run(ctx context.Context) error {
 // Serve is Run on an existing listener.
 func (a *Agent) Serve(ctx context.Context, ln net.Listener) error {
 	raiseGCFloor()
+	if a.opts.ScaleProcs {
+		a.procs = newProcScaler()
+	}
 	a.ln = ln
 	go a.discover(ctx) // in the background, with a deadline: see sessions.go
 	cancelSub := a.store.Subscribe(func(config.Settings) { a.pushLimits() })

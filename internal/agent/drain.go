@@ -44,7 +44,7 @@ func (a *Agent) untrackConn(d *connDrain) {
 }
 
 // beginWork counts a channel of d (nil: not tracked) as running until
-// endWork. Work begun
+// endWork, for the drain and for the scaler of Ps (procs.go). Work begun
 // while the agent stops (a request already on its way) runs until the
 // drain's deadline.
 func (a *Agent) beginWork(d *connDrain) {
@@ -54,6 +54,7 @@ func (a *Agent) beginWork(d *connDrain) {
 	a.drainMu.Lock()
 	d.busy++
 	a.drainMu.Unlock()
+	a.procs.begin()
 }
 
 // endWork ends what beginWork began; a stopping agent closes the
@@ -62,6 +63,7 @@ func (a *Agent) endWork(d *connDrain) {
 	if d == nil {
 		return
 	}
+	a.procs.end()
 	a.drainMu.Lock()
 	defer a.drainMu.Unlock()
 	d.busy--

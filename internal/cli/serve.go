@@ -57,6 +57,7 @@ state directory and outlive it.`,
 			if len(o.Modules) == 0 {
 				o.Modules = defaultModuleDirs(env)
 			}
+			o.ScaleProcs = !stdio // one P while lightly loaded (agent/procs.go)
 			a, err := agent.New(o)
 			if err != nil {
 				return err
