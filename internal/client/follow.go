@@ -207,27 +207,22 @@ func (f *follower) reconnect(ctx context.Context, cause error) (*wire.Conn, ssh.
 func (f *follower) follow(ctx context.Context, wc *wire.Conn, ch ssh.Channel) (done bool, err error) {
 	a := &attachment{f: f, wc: wc, ch: ch, stop: make(chan struct{}), ackNow: make(chan struct{}, 1)}
 	defer a.close()
-	if !f.stream.empty() {
-		// A short command's records, its exit record too, often came
-		// with the response (the session host sends them in one
-		// write): what is buffered needs none of the attachment's
-		// goroutines, a ticker and two goroutine starts per run.
-		for wc.FrameBuffered() {
-			t, p, err := wc.Read()
-			if err != nil {
-				return false, err
-			}
-			if done, err := a.frame(t, p); done || err != nil {
-				return done, err
-			}
-		}
-	}
-	a.start(ctx)
 	if f.stream.empty() {
+		a.start(ctx)
 		waitEOF(wc, 2*time.Second)
 		return true, nil
 	}
+	started := false
 	for {
+		// A short command's records, its exit record too, often came
+		// with the response (the session host sends them in one
+		// write): what is buffered needs none of the attachment's
+		// goroutines (a ticker and two goroutine starts per run); they
+		// start before the first read that may wait.
+		if !started && !wc.FrameBuffered() {
+			a.start(ctx)
+			started = true
+		}
 		t, p, err := wc.Read()
 		if err != nil {
 			return false, err
