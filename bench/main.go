@@ -178,7 +178,7 @@ func main() {
 		b.agents = nil
 	}
 	sort.SliceStable(r.Rows, func(i, j int) bool { return r.Rows[i].Figure[:2] < r.Rows[j].Figure[:2] })
-	judge(r, cfg)
+	judge(r, cfg, b.shell)
 	r.Seconds = time.Since(r.Started).Seconds()
 
 	data, err := json.MarshalIndent(r, "", "  ")
@@ -277,8 +277,9 @@ func utsString(a []int8) string {
 	return string(b)
 }
 
-// judge compares the measured figures with the targets of the issue.
-func judge(r *results, cfg config) {
+// judge compares the measured figures with the targets of the issues:
+// #18's where it set one, earlier rounds' elsewhere (each goal says whose).
+func judge(r *results, cfg config, shell string) {
 	get := func(name string) *row {
 		x := r.find(name)
 		if x == nil || x.N == 0 || math.IsNaN(x.Median) {
@@ -289,27 +290,32 @@ func judge(r *results, cfg config) {
 	add := func(name, goal string, ok bool, measured string, have bool) {
 		r.Targets = append(r.Targets, target{Name: name, Goal: goal, Measured: measured, Pass: have && ok, Skipped: !have})
 	}
+	// #18's targets where it set one; round 1's where #18 is silent.
 	rtt := get("loopback TCP 64 B round trip (floor)")
-	run := get("tether Go client, long-lived conn: Run `true` (builtin)")
+	run := get("tether Go client, long-lived conn: Run `true` (builtin)") // the row's name predates bash sessions
+	keptName := fmt.Sprintf("`true` in an existing %s session, long-lived client", shellName(shell))
 	if rtt != nil && run != nil {
 		ratio := run.Median / rtt.Median
-		add("builtin in an existing session, long-lived client", "≤ 5× loopback RTT", ratio <= 5,
+		add(keptName, "≤ 10× loopback RTT (#18)", ratio <= 10,
 			fmt.Sprintf("%.0f µs vs RTT %.0f µs = %.1f×", run.Median, rtt.Median, ratio), true)
 	} else {
-		add("builtin in an existing session, long-lived client", "≤ 5× loopback RTT", false, "", false)
+		add(keptName, "≤ 10× loopback RTT (#18)", false, "", false)
 	}
 	cm := get("ssh host true (ControlMaster up)")
-	for _, c := range []struct{ row, name string }{
-		{"tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)", "`tether invoke H/S true`, fresh CLI, both with a master up"},
-		{"tether invoke H/S true (fresh CLI process)", "`tether invoke H/S true`, fresh CLI, tether without a master"},
+	for _, c := range []struct {
+		row, name, goal string
+		f               float64
+	}{
+		{"tether invoke H/S true (fresh CLI, TETHER_CONTROL_PERSIST master up)", "`tether invoke H/S true`, fresh CLI, both with a master up", "≥ 2× faster than ssh ControlMaster (#18)", 2},
+		{"tether invoke H/S true (fresh CLI process)", "`tether invoke H/S true`, fresh CLI, tether without a master", "≥ 4× faster than ssh ControlMaster (round 1)", 4},
 	} {
 		cli := get(c.row)
 		if cli != nil && cm != nil {
 			f := cm.Median / cli.Median
-			add(c.name, "≥ 4× faster than ssh ControlMaster", f >= 4,
+			add(c.name, c.goal, f >= c.f,
 				fmt.Sprintf("%.1f ms vs %.1f ms: %.2f× faster", cli.Median, cm.Median, f), true)
 		} else {
-			add(c.name, "≥ 4× faster than ssh ControlMaster", false, "", false)
+			add(c.name, c.goal, false, "", false)
 		}
 	}
 	maxN := 0
@@ -356,10 +362,16 @@ func judge(r *results, cfg config) {
 	}
 	if tput != nil && gcm != nil {
 		f := tput.Median / gcm.Median
-		add("throughput (tether invoke vs ssh -c aes128-gcm)", "≥ 1.0×", f >= 1, fmt.Sprintf("%.0f vs %.0f MiB/s = %.2f×", tput.Median, gcm.Median, f), true)
+		add("output (tether invoke vs ssh -c aes128-gcm)", "≥ 0.8× (#18; stretch 1.0×)", f >= 0.8, fmt.Sprintf("%.0f vs %.0f MiB/s = %.2f×", tput.Median, gcm.Median, f), true)
 	} else {
-		add("throughput (tether invoke vs ssh -c aes128-gcm)", "≥ 1.0×", false, "", false)
+		add("output (tether invoke vs ssh -c aes128-gcm)", "≥ 0.8× (#18; stretch 1.0×)", false, "", false)
 	}
+	judgeRatio(r, get, "input (stdin → cat, tether invoke vs ssh -c aes128-gcm)", "≥ 0.8× (#18)", 0.8, true,
+		"tether invoke H/S 'cat >/dev/null' < 1024 MiB of stdin (fresh CLI)", "ssh -c aes128-gcm host 'cat >/dev/null' < 1024 MiB of stdin", "MiB/s")
+	judgeRatio(r, get, "Go client (long-lived, this process's settings) vs the CLI, output", "≥ 1.0× (#18)", 1.0, true,
+		"  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "tether invoke H/S head -c 1024 MiB >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s")
+	judgeRatio(r, get, "imported proxy command vs a fresh `invoke H/S true`", "≤ 1.5× (#18)", 1.5, false,
+		"imported proxy command (module command `true`, fresh CLI)", "tether invoke H/S true (fresh CLI, in turns with the proxy)", "ms")
 	if x := get("connection reset → next output byte at the client (Go client, RST by proxy)"); x != nil {
 		add("resume after reset", "≤ 100 ms", x.Median <= 100 && x.Errors == 0, fmt.Sprintf("median %.1f ms, p99 %.1f ms, max %.1f ms", x.Median, x.P99, x.Max), true)
 	} else {
@@ -391,4 +403,28 @@ func judge(r *results, cfg config) {
 	} else {
 		add("idle session memory", "≤ 2 MiB PSS", false, "", false)
 	}
+}
+
+// judgeRatio adds the target "row ÷ ref at least (atLeast) or at most want".
+func judgeRatio(r *results, get func(string) *row, name, goal string, want float64, atLeast bool, rowName, refName, unit string) {
+	x, ref := get(rowName), get(refName)
+	if x == nil || ref == nil {
+		r.Targets = append(r.Targets, target{Name: name, Goal: goal, Skipped: true})
+		return
+	}
+	f := x.Median / ref.Median
+	ok := f >= want
+	if !atLeast {
+		ok = f <= want
+	}
+	r.Targets = append(r.Targets, target{Name: name, Goal: goal, Pass: ok,
+		Measured: fmt.Sprintf("%.3g vs %.3g %s = %.2f×", x.Median, ref.Median, unit, f)})
+}
+
+// shellName is how the judge names the sessions' shell.
+func shellName(shell string) string {
+	if shell == "" {
+		return "default-shell"
+	}
+	return shell
 }
