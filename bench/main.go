@@ -290,7 +290,6 @@ func judge(r *results, cfg config, shell string) {
 	add := func(name, goal string, ok bool, measured string, have bool) {
 		r.Targets = append(r.Targets, target{Name: name, Goal: goal, Measured: measured, Pass: have && ok, Skipped: !have})
 	}
-	// #18's targets where it set one; round 1's where #18 is silent.
 	rtt := get("loopback TCP 64 B round trip (floor)")
 	run := get("tether Go client, long-lived conn: Run `true` (builtin)") // the row's name predates bash sessions
 	keptName := fmt.Sprintf("`true` in an existing %s session, long-lived client", shellName(shell))
@@ -366,11 +365,11 @@ func judge(r *results, cfg config, shell string) {
 	} else {
 		add("output (tether invoke vs ssh -c aes128-gcm)", "≥ 0.8× (#18; stretch 1.0×)", false, "", false)
 	}
-	judgeRatio(r, get, "input (stdin → cat, tether invoke vs ssh -c aes128-gcm)", "≥ 0.8× (#18)", 0.8, true,
+	judgeRatio(get, add, "input (stdin → cat, tether invoke vs ssh -c aes128-gcm)", "≥ 0.8× (#18)", 0.8, true,
 		"tether invoke H/S 'cat >/dev/null' < 1024 MiB of stdin (fresh CLI)", "ssh -c aes128-gcm host 'cat >/dev/null' < 1024 MiB of stdin", "MiB/s")
-	judgeRatio(r, get, "Go client (long-lived, this process's settings) vs the CLI, output", "≥ 1.0× (#18)", 1.0, true,
+	judgeRatio(get, add, "Go client (long-lived, this process's settings) vs the CLI, output", "≥ 1.0× (#18)", 1.0, true,
 		"  Go client, long-lived conn, this process's settings (GOGC 100, all Ps)", "tether invoke H/S head -c 1024 MiB >/dev/null (fresh CLI, in turns with the Go client)", "MiB/s")
-	judgeRatio(r, get, "imported proxy command vs a fresh `invoke H/S true`", "≤ 1.5× (#18)", 1.5, false,
+	judgeRatio(get, add, "imported proxy command vs a fresh `invoke H/S true`", "≤ 1.5× (#18)", 1.5, false,
 		"imported proxy command (module command `true`, fresh CLI)", "tether invoke H/S true (fresh CLI, in turns with the proxy)", "ms")
 	if x := get("connection reset → next output byte at the client (Go client, RST by proxy)"); x != nil {
 		add("resume after reset", "≤ 100 ms", x.Median <= 100 && x.Errors == 0, fmt.Sprintf("median %.1f ms, p99 %.1f ms, max %.1f ms", x.Median, x.P99, x.Max), true)
@@ -405,11 +404,12 @@ func judge(r *results, cfg config, shell string) {
 	}
 }
 
-// judgeRatio adds the target "row ÷ ref at least (atLeast) or at most want".
-func judgeRatio(r *results, get func(string) *row, name, goal string, want float64, atLeast bool, rowName, refName, unit string) {
+// judgeRatio adds (through judge's add) the target "row ÷ ref at least
+// (atLeast) or at most want", skipped when either row is missing.
+func judgeRatio(get func(string) *row, add func(name, goal string, ok bool, measured string, have bool), name, goal string, want float64, atLeast bool, rowName, refName, unit string) {
 	x, ref := get(rowName), get(refName)
 	if x == nil || ref == nil {
-		r.Targets = append(r.Targets, target{Name: name, Goal: goal, Skipped: true})
+		add(name, goal, false, "", false)
 		return
 	}
 	f := x.Median / ref.Median
@@ -417,8 +417,7 @@ func judgeRatio(r *results, get func(string) *row, name, goal string, want float
 	if !atLeast {
 		ok = f <= want
 	}
-	r.Targets = append(r.Targets, target{Name: name, Goal: goal, Pass: ok,
-		Measured: fmt.Sprintf("%.3g vs %.3g %s = %.2f×", x.Median, ref.Median, unit, f)})
+	add(name, goal, ok, fmt.Sprintf("%.3g vs %.3g %s = %.2f×", x.Median, ref.Median, unit, f), true)
 }
 
 // shellName is how the judge names the sessions' shell.
