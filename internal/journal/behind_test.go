@@ -2,6 +2,7 @@ package journal
 
 import (
 	"bytes"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -181,4 +182,62 @@ func TestTailBytesAboveAckLag(t *testing.T) {
 		}
 		t.Logf("TailBytes %d: %d MiB written of %d MiB", tc.tail, written>>20, n*size>>20)
 	}
+}
+
+// A builtin session's journal (the default 8 MiB tail, 2 MiB segments)
+// under bulk output to a client that keeps up but acknowledges late (its
+// window and the sockets between hold up to 6 MiB): Append waits for the
+// acks (pace.go) instead of running ahead, so the stream stays in the tail
+// and is not written to the files. Before, most of it was.
+func TestBulkToLateAckerNotWritten(t *testing.T) {
+	j := openT(t, Options{MaxBytes: 64 << 20, SegmentBytes: 2 << 20, SyncInterval: time.Hour})
+	const n, size, lag = 256, 256 << 10, 6 << 20 // 64 MiB
+	before := writtenBytes(t)
+	done := make(chan error, 1)
+	go func() {
+		var after uint64
+		var inFlight []Record // read, not acknowledged yet
+		var bytes int
+		for after < n {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Millisecond)
+			err := j.Wait(ctx, after)
+			cancel()
+			if err != nil {
+				// The stream paused: what was in flight arrives.
+				if len(inFlight) > 0 {
+					j.Ack(inFlight[len(inFlight)-1].Seq)
+					inFlight, bytes = inFlight[:0], 0
+				}
+				continue
+			}
+			recs, err := j.Read(after, 0)
+			if err != nil {
+				done <- err
+				return
+			}
+			for _, r := range recs {
+				inFlight = append(inFlight, r)
+				bytes += len(r.Data)
+				after = r.Seq
+			}
+			for bytes > lag {
+				bytes -= len(inFlight[0].Data)
+				j.Ack(inFlight[0].Seq)
+				inFlight = inFlight[1:]
+			}
+		}
+		j.Ack(after)
+		done <- nil
+	}()
+	for i := range n {
+		appendT(t, j, KindStdout, 1, payload(i, size))
+	}
+	if err := recv(t, done, "the client"); err != nil {
+		t.Fatal(err)
+	}
+	written := writtenBytes(t) - before
+	if total := int64(n * size); written > total/20 {
+		t.Fatalf("%d MiB written to the files of %d MiB delivered", written>>20, total>>20)
+	}
+	t.Logf("%d KiB written for %d MiB", written>>10, n*size>>20)
 }

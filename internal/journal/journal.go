@@ -104,7 +104,8 @@ type Journal struct {
 	tailAllocs     int          // tail arrays allocated, not reused (for tests)
 	readPos        int64        // where the last Read ended (pace.go)
 	readAt         time.Time    // when a Read last moved readPos forward
-	paced          int          // Appends waiting for the reader
+	ackAt          time.Time    // when an Ack last moved the mark forward (pace.go)
+	paced          int          // Appends waiting for the reader or acks (pace.go)
 	blocked        int          // Appends waiting for space (for tests)
 	waiting        int          // Waits waiting for records (for tests)
 
@@ -651,6 +652,7 @@ func (j *Journal) Ack(seq uint64) {
 		return
 	}
 	j.acked = seq
+	j.ackAt = j.clock.Now()
 	dead := j.trimAckedLocked(nil)
 	upto := j.allAckedLocked()
 	j.trimTailLocked(0)

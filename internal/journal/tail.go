@@ -30,7 +30,11 @@ import "encoding/binary"
 // array per 2.5 MiB of output.) A Read is never given back, so after one
 // (pinned) the journal allocates as before.
 const (
-	tailChunkBytes = 1 << 20
+	// A MiB of data plus four headers: a bulk stream's records carry
+	// 256 KiB each (wire.MaxChunk), and four fit. In a plain MiB only three
+	// did, so a quarter of every array was counted against the tail's
+	// bound and never used, and bulk output was written behind (#18).
+	tailChunkBytes = 1<<20 + 4*HeaderSize
 	tailMaxBytes   = 8 << 20 // the default of Options.TailBytes
 	tailFreeArrays = 8       // arrays kept for reuse
 )

@@ -227,6 +227,81 @@ func TestPaceWaitsForReader(t *testing.T) {
 	}
 }
 
+// In Block mode, while a client acknowledges, Append waits once more than
+// ackAhead bytes are unacknowledged (so the tail holds them all and none
+// is written behind), goes on when an ack comes, and stops waiting for
+// acks that stop coming for readerStall. A journal whose client never
+// acknowledged anything is not paced by acks.
+func TestPaceWaitsForAcks(t *testing.T) {
+	clk := clock.NewFake(time.Time{})
+	j := openT(t, Options{MaxBytes: 64 << 20, SegmentBytes: 2 << 20, SyncInterval: time.Hour, Clock: clk})
+	ahead := j.ackAheadLocked() // set at Open, never changed
+	if ahead <= 0 {
+		t.Fatalf("an 8 MiB tail with 2 MiB segments is not paced by acks (ackAhead %d)", ahead)
+	}
+	chunk := payload(1, 256<<10)
+	var after uint64
+	// appendNow appends chunk and fails, instead of hanging on the fake
+	// clock, if Append waits; the reader keeps up, so that only acks pace.
+	appendNow := func(what string) {
+		t.Helper()
+		res := startAppend(context.Background(), j, KindStdout, chunk)
+		tstest.WaitFor(t, testTimeout, what, func() bool { return len(res) == 1 || pacedCount(j) == 1 })
+		if pacedCount(j) == 1 {
+			t.Fatalf("%s: Append waited with %d bytes unacknowledged (ackAhead %d)", what, j.Unacked(), ahead)
+		}
+		if r := <-res; r.err != nil {
+			t.Fatal(r.err)
+		}
+		recs := readAll(t, j, after, 0)
+		after = recs[len(recs)-1].Seq
+	}
+	for j.Unacked() <= 2*ahead {
+		appendNow("an Append before any ack")
+	}
+	j.Ack(after)
+	for j.Unacked() <= ahead {
+		appendNow("an Append within ackAhead")
+	}
+	res := startAppend(context.Background(), j, KindStdout, chunk)
+	tstest.WaitFor(t, testTimeout, "Append waiting for an ack", func() bool { return pacedCount(j) == 1 })
+	j.Ack(after)
+	if r := recv(t, res, "Append after an ack"); r.err != nil {
+		t.Fatal(r.err)
+	}
+	readAll(t, j, after, 0)
+	after = j.Last()
+	// The acks stop: Append waits readerStall after the last one, then goes on.
+	for j.Unacked() <= ahead {
+		appendNow("an Append within ackAhead after an ack")
+	}
+	res = startAppend(context.Background(), j, KindStdout, chunk)
+	tstest.WaitFor(t, testTimeout, "Append waiting for acks that stopped", func() bool { return pacedCount(j) == 1 })
+	clk.Advance(readerStall - time.Millisecond)
+	select {
+	case r := <-res:
+		t.Fatalf("Append stopped waiting for acks before readerStall: %+v", r)
+	default:
+	}
+	clk.Advance(time.Millisecond)
+	if r := recv(t, res, "Append past acks that stopped"); r.err != nil {
+		t.Fatal(r.err)
+	}
+}
+
+// A bulk stream's records (256 KiB, the wire's largest) fill the tail's
+// arrays: four to an array, none of it counted against the bound unused.
+func TestBulkRecordsFillTailArrays(t *testing.T) {
+	j := openT(t, Options{MaxBytes: 64 << 20, SyncInterval: time.Hour})
+	chunk := payload(1, 256<<10)
+	for range 16 {
+		appendT(t, j, KindStdout, 0, chunk)
+	}
+	if _, bytes, chunks := tailState(j); chunks != 4 || bytes != 4*tailChunkBytes {
+		t.Fatalf("16 records of 256 KiB: tail of %d chunks, %d bytes; want 4 arrays of %d", chunks, bytes, tailChunkBytes)
+	}
+}
+
 // A round that only has a new acknowledged mark to save writes it and asks
 // for no further round: a session that delivered its output goes back to
 // sleep instead of waking every interval until the mark is fsync'd.
