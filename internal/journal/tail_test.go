@@ -200,18 +200,7 @@ func TestPaceWaitsForReader(t *testing.T) {
 	for readerBehind(j) <= readAhead {
 		appendT(t, j, KindStdout, 0, chunk)
 	}
-	res = startAppend(context.Background(), j, KindStdout, chunk)
-	tstest.WaitFor(t, testTimeout, "Append waiting for the stalled reader", func() bool { return pacedCount(j) == 1 })
-	clk.Advance(readerStall - time.Millisecond)
-	select {
-	case r := <-res:
-		t.Fatalf("Append stopped waiting before readerStall: %+v", r)
-	default:
-	}
-	clk.Advance(time.Millisecond)
-	if r := recv(t, res, "Append past a stalled reader"); r.err != nil {
-		t.Fatal(r.err)
-	}
+	waitsReaderStall(t, clk, j, chunk, "a stalled reader")
 	if r := recv(t, startAppend(context.Background(), j, KindStdout, chunk), "the next Append past a stalled reader"); r.err != nil {
 		t.Fatal(r.err)
 	}
@@ -275,16 +264,23 @@ func TestPaceWaitsForAcks(t *testing.T) {
 	for j.Unacked() <= ahead {
 		appendNow("an Append within ackAhead after an ack")
 	}
-	res = startAppend(context.Background(), j, KindStdout, chunk)
-	tstest.WaitFor(t, testTimeout, "Append waiting for acks that stopped", func() bool { return pacedCount(j) == 1 })
+	waitsReaderStall(t, clk, j, chunk, "acks that stopped")
+}
+
+// waitsReaderStall starts an Append that pacing holds back and checks that
+// it waits readerStall on clk for what (not a moment less), then goes on.
+func waitsReaderStall(t *testing.T, clk *clock.Fake, j *Journal, chunk []byte, what string) {
+	t.Helper()
+	res := startAppend(context.Background(), j, KindStdout, chunk)
+	tstest.WaitFor(t, testTimeout, "Append waiting for "+what, func() bool { return pacedCount(j) == 1 })
 	clk.Advance(readerStall - time.Millisecond)
 	select {
 	case r := <-res:
-		t.Fatalf("Append stopped waiting for acks before readerStall: %+v", r)
+		t.Fatalf("Append stopped waiting for %s before readerStall: %+v", what, r)
 	default:
 	}
 	clk.Advance(time.Millisecond)
-	if r := recv(t, res, "Append past acks that stopped"); r.err != nil {
+	if r := recv(t, res, "Append past "+what); r.err != nil {
 		t.Fatal(r.err)
 	}
 }
