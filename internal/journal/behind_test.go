@@ -184,13 +184,13 @@ func TestTailBytesAboveAckLag(t *testing.T) {
 	}
 }
 
-// A builtin session's journal (the default 8 MiB tail, 2 MiB segments)
+// A builtin session's journal (the defaults: an 8 MiB tail, 2 MiB segments)
 // under bulk output to a client that keeps up but acknowledges late (its
 // window and the sockets between hold up to 6 MiB): Append waits for the
 // acks (pace.go) instead of running ahead, so the stream stays in the tail
 // and is not written to the files. Before, most of it was.
 func TestBulkToLateAckerNotWritten(t *testing.T) {
-	j := openT(t, Options{MaxBytes: 64 << 20, SegmentBytes: 2 << 20, SyncInterval: time.Hour})
+	j := openT(t, Options{MaxBytes: 64 << 20, SyncInterval: time.Hour})
 	const n, size, lag = 256, 256 << 10, 6 << 20 // 64 MiB
 	before := writtenBytes(t)
 	done := make(chan error, 1)

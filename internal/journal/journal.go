@@ -43,10 +43,13 @@ const (
 
 // Options configure a Journal.
 type Options struct {
-	Dir          string        // created 0700 if missing
-	MaxBytes     int64         // bound on unacknowledged record bytes (headers+payload); default 64 MiB
-	Mode         Mode          // what Append does when the journal is full
-	SegmentBytes int64         // default: clamp(MaxBytes/4, 64 KiB, 4 MiB); at most 1 GiB
+	Dir      string // created 0700 if missing
+	MaxBytes int64  // bound on unacknowledged record bytes (headers+payload); default 64 MiB
+	Mode     Mode   // what Append does when the journal is full
+	// SegmentBytes defaults to clamp(MaxBytes/4, 64 KiB, min(4 MiB,
+	// TailBytes/4)): the tail holds a segment beside what a client has not
+	// acknowledged yet (pace.go). At most 1 GiB.
+	SegmentBytes int64
 	SyncInterval time.Duration // default 100ms: dirty segments are fsync'd in batches in the background
 	// TailBytes bounds the records kept in memory (default 8 MiB). Written
 	// behind, the tail also holds the acknowledged records of the segment
@@ -140,8 +143,9 @@ func Open(opts Options) (*Journal, error) {
 	if opts.Mode != Block && opts.Mode != Drop {
 		return nil, fmt.Errorf("journal: invalid mode %v", opts.Mode)
 	}
+	tailMax := cmp.Or(opts.TailBytes, tailMaxBytes)
 	if opts.SegmentBytes <= 0 {
-		opts.SegmentBytes = min(max(opts.MaxBytes/4, minDefaultSegment), maxDefaultSegment)
+		opts.SegmentBytes = min(max(opts.MaxBytes/4, minDefaultSegment), min(maxDefaultSegment, tailMax/4))
 	}
 	opts.SegmentBytes = min(opts.SegmentBytes, maxSegmentBytes)
 	if opts.SyncInterval <= 0 {
@@ -155,7 +159,7 @@ func Open(opts Options) (*Journal, error) {
 		segBytes:     opts.SegmentBytes,
 		syncInterval: opts.SyncInterval,
 		clock:        clock.Or(opts.Clock),
-		tailMax:      cmp.Or(opts.TailBytes, tailMaxBytes),
+		tailMax:      tailMax,
 		maxBytes:     opts.MaxBytes,
 		mode:         opts.Mode,
 		changed:      make(chan struct{}),

@@ -223,10 +223,10 @@ func TestPaceWaitsForReader(t *testing.T) {
 // acknowledged anything is not paced by acks.
 func TestPaceWaitsForAcks(t *testing.T) {
 	clk := clock.NewFake(time.Time{})
-	j := openT(t, Options{MaxBytes: 64 << 20, SegmentBytes: 2 << 20, SyncInterval: time.Hour, Clock: clk})
-	ahead := j.ackAheadLocked() // set at Open, never changed
+	j := openT(t, Options{MaxBytes: 64 << 20, SyncInterval: time.Hour, Clock: clk}) // a builtin session's
+	ahead := j.ackAheadLocked()                                                     // set at Open, never changed
 	if ahead <= 0 {
-		t.Fatalf("an 8 MiB tail with 2 MiB segments is not paced by acks (ackAhead %d)", ahead)
+		t.Fatalf("the default tail and segments are not paced by acks (ackAhead %d)", ahead)
 	}
 	chunk := payload(1, 256<<10)
 	var after uint64
@@ -265,6 +265,27 @@ func TestPaceWaitsForAcks(t *testing.T) {
 		appendNow("an Append within ackAhead after an ack")
 	}
 	waitsReaderStall(t, clk, j, chunk, "acks that stopped")
+}
+
+// A segment is at most a quarter of the tail by default, so that the tail
+// holds one beside what a client owes in acks: a builtin session's 8 MiB
+// tail gets 2 MiB segments, a bash session's 16 MiB tail 4 MiB ones, and a
+// small journal keeps a quarter of its MaxBytes.
+func TestDefaultSegmentFitsTail(t *testing.T) {
+	for _, c := range []struct {
+		maxBytes, tail, want int64
+	}{
+		{64 << 20, 0, 2 << 20},
+		{1 << 30, 0, 2 << 20},
+		{64 << 20, 16 << 20, 4 << 20},
+		{4 << 20, 0, 1 << 20},
+		{64 << 10, 0, 64 << 10},
+	} {
+		j := openT(t, Options{MaxBytes: c.maxBytes, TailBytes: c.tail, SyncInterval: time.Hour})
+		if j.segBytes != c.want {
+			t.Errorf("MaxBytes %d, TailBytes %d: segments of %d bytes, want %d", c.maxBytes, c.tail, j.segBytes, c.want)
+		}
+	}
 }
 
 // waitsReaderStall starts an Append that pacing holds back and checks that

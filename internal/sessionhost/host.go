@@ -143,18 +143,6 @@ func tailBytes(shell string) int64 {
 	return 0
 }
 
-// segmentBytes is the journal's segment size for a session of shell whose
-// journal holds maxBytes: 2 MiB in a builtin session, whose tail (8 MiB)
-// must hold a segment beside what a client has not acknowledged yet (the
-// journal's pacing by acks, pace.go), unless the journal's default for
-// maxBytes is smaller (0: the default).
-func segmentBytes(shell string, maxBytes int64) int64 {
-	if shell == runspace.KindBash || maxBytes/4 <= 2<<20 {
-		return 0
-	}
-	return 2 << 20
-}
-
 // Run starts the session host and serves until the session is closed.
 func Run(ctx context.Context, opts Options) error {
 	if opts.Shell == runspace.KindBash {
@@ -232,14 +220,12 @@ func start(opts Options) (*Host, error) {
 		rs, err := h.newShell()
 		shellc <- shellResult{rs, err}
 	}()
-	maxBytes := orDefaultInt(opts.Limits.JournalBytes, 64<<20)
 	h.j, err = journal.Open(journal.Options{
-		Dir:          filepath.Join(opts.Dir, "journal"),
-		MaxBytes:     maxBytes,
-		Mode:         mode,
-		Clock:        opts.Clock,
-		TailBytes:    tailBytes(opts.Shell),
-		SegmentBytes: segmentBytes(opts.Shell, maxBytes),
+		Dir:       filepath.Join(opts.Dir, "journal"),
+		MaxBytes:  orDefaultInt(opts.Limits.JournalBytes, 64<<20),
+		Mode:      mode,
+		Clock:     opts.Clock,
+		TailBytes: tailBytes(opts.Shell),
 	})
 	sr := <-shellc
 	if err != nil {

@@ -789,24 +789,3 @@ func TestQuickRunResponseAndExitInOneWrite(t *testing.T) {
 		(&hostConn{t: t, nc: nc, c: c}).waitClosedByHost()
 	}
 }
-
-// A builtin session's journal has 2 MiB segments, so that its 8 MiB tail
-// holds a segment beside the acks a client owes (journal pacing); a bash
-// session's, or a journal limited so far that its default segment is
-// smaller, keeps the default.
-func TestSegmentBytes(t *testing.T) {
-	for _, c := range []struct {
-		shell    string
-		maxBytes int64
-		want     int64
-	}{
-		{runspace.KindBuiltin, 64 << 20, 2 << 20},
-		{runspace.KindBuiltin, 1 << 30, 2 << 20},
-		{runspace.KindBuiltin, 4 << 20, 0},
-		{runspace.KindBash, 64 << 20, 0},
-	} {
-		if got := segmentBytes(c.shell, c.maxBytes); got != c.want {
-			t.Errorf("segmentBytes(%q, %d) = %d, want %d", c.shell, c.maxBytes, got, c.want)
-		}
-	}
-}
