@@ -301,21 +301,99 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 	if len(data) > MaxDataBytes {
 		return 0, fmt.Errorf("%w: %d bytes of data (max %d)", ErrTooLarge, len(data), MaxDataBytes)
 	}
-	size := int64(EncodedSize(len(data)))
-
 	j.appendMu.Lock()
 	defer j.appendMu.Unlock()
-
 	var dead []*segment
 	defer func() { j.finalize(dead) }()
 
+	sl, err := j.reserve(ctx, len(data), &dead)
+	if err != nil {
+		return 0, err
+	}
+	copy(sl.data(), data)
+	return j.commit(sl, kind, cmd, len(data)), nil
+}
+
+// AppendFrom is Append for data that read puts straight into the journal's
+// memory, so that a pipe's bytes are not read into one buffer and copied
+// into the tail from there (#18: that copy was 12–20 % of a session host's
+// CPU for bulk output). read is called once, with room for up to max bytes
+// (less when the tail's current chunk has less room left, but at least
+// minInPlace unless max is smaller), and returns how many it put at the
+// start of it; with 0 nothing is appended and AppendFrom returns (0, 0,
+// nil). read must not block: Appends wait while it runs. It must not keep
+// p either: p is the journal's.
+//
+// AppendFrom waits and drops as Append does for a record of max bytes,
+// whatever read then returns: in Block mode a full journal waits a little
+// longer for a short record than Append would.
+func (j *Journal) AppendFrom(ctx context.Context, kind Kind, cmd uint32, max int, read func(p []byte) int) (seq uint64, n int, err error) {
+	if max > MaxDataBytes || max <= 0 {
+		return 0, 0, fmt.Errorf("%w: room for %d bytes of data (1 to %d)", ErrTooLarge, max, MaxDataBytes)
+	}
+	j.appendMu.Lock()
+	defer j.appendMu.Unlock()
+	var dead []*segment
+	defer func() { j.finalize(dead) }()
+
+	if c := j.fill; c != nil && !j.pendingDroppedNow() {
+		// Fill the chunk to its end rather than leave the rest unused.
+		if room := cap(c.buf) - len(c.buf) - HeaderSize; room < max && room >= minInPlace {
+			max = room
+		}
+	}
+	sl, err := j.reserve(ctx, max, &dead)
+	if err != nil {
+		return 0, 0, err
+	}
+	n = read(sl.data())
+	if n <= 0 {
+		return 0, 0, nil // nothing published: the room is Append's again
+	}
+	n = min(n, max)
+	return j.commit(sl, kind, cmd, n), n, nil
+}
+
+// minInPlace is the least room AppendFrom offers read while more was asked
+// for: below it, a new chunk is started.
+const minInPlace = 64 << 10
+
+func (j *Journal) pendingDroppedNow() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.pendingDropped
+}
+
+// appendSlot is where the next record goes: reserve finds it, the caller
+// puts the data in, commit writes the header and publishes it. appendMu is
+// held throughout.
+type appendSlot struct {
+	active   *segment
+	c        *tailChunk
+	seq      uint64 // the record's (after the KindDropped record, if any)
+	withDrop bool
+	room     []byte // c's unpublished bytes, from the first record on
+	off      int    // where the record's header starts in room
+	size     int    // the most data the record may carry
+}
+
+// data is the room for the record's data.
+func (sl *appendSlot) data() []byte {
+	return sl.room[sl.off+HeaderSize : sl.off+HeaderSize+sl.size]
+}
+
+// reserve waits until a record of up to size bytes of data may be
+// appended (Append's doc says how), picks its segment, starting a new one
+// if needed, and its place in the tail. With appendMu held.
+func (j *Journal) reserve(ctx context.Context, size int, dead *[]*segment) (appendSlot, error) {
+	enc := int64(EncodedSize(size))
 	j.mu.Lock()
 	for {
 		if j.closed {
 			j.mu.Unlock()
-			return 0, ErrClosed
+			return appendSlot{}, ErrClosed
 		}
-		need := size
+		need := enc
 		if j.pendingDropped {
 			need += droppedRecordSize
 		}
@@ -326,15 +404,15 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 				break
 			}
 		} else if j.mode == Drop {
-			dead = j.dropOldestLocked(dead)
+			*dead = j.dropOldestLocked(*dead)
 			continue
 		}
 		ch := j.changedLocked()
 		var expired <-chan time.Time
+		var timer clock.Timer
 		if pace > 0 {
-			t := j.clock.NewTimer(pace)
-			expired = t.C()
-			defer t.Stop()
+			timer = j.clock.NewTimer(pace)
+			expired = timer.C()
 			j.paced++
 		} else {
 			j.blocked++
@@ -347,6 +425,9 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		case <-ctx.Done():
 			err = ctx.Err()
 		}
+		if timer != nil {
+			timer.Stop()
+		}
 		j.mu.Lock()
 		if pace > 0 {
 			j.paced--
@@ -355,17 +436,16 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		}
 		if err != nil {
 			j.mu.Unlock()
-			return 0, err
+			return appendSlot{}, err
 		}
 	}
 
-	// Pick the segment to write to, starting a new one if needed.
 	withDrop := j.pendingDropped
 	if j.next > MaxSeq-1 {
 		j.mu.Unlock()
-		return 0, ErrExhausted
+		return appendSlot{}, ErrExhausted
 	}
-	need := size
+	need := enc
 	if withDrop {
 		need += droppedRecordSize
 	}
@@ -385,48 +465,57 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		// hold appendMu, so they are stable while the lock is released.
 		s, err := j.newSegment(seq, base)
 		if err != nil {
-			return 0, err
+			return appendSlot{}, err
 		}
 		j.mu.Lock()
 		if j.closed {
 			j.mu.Unlock()
 			s.f.Close()
 			os.Remove(s.path)
-			return 0, ErrClosed
+			return appendSlot{}, ErrClosed
 		}
 		j.segs = append(j.segs, s)
 		j.dirDirty = true
-		dead = j.trimAckedLocked(dead)
+		*dead = j.trimAckedLocked(*dead)
 		j.mu.Unlock()
 		active = s
 	}
 
-	// Encode into the tail (tail.go), after its published bytes.
+	// The record goes into the tail (tail.go), after its published bytes.
 	c := j.fill
 	if c == nil || int64(cap(c.buf)-len(c.buf)) < need {
 		c = j.newFill(base, need)
 	}
-	buf := c.buf[len(c.buf):len(c.buf)]
+	sl := appendSlot{active: active, c: c, seq: seq, withDrop: withDrop, room: c.buf[len(c.buf):cap(c.buf)], size: size}
 	if withDrop {
 		var cnt [8]byte
 		binary.BigEndian.PutUint64(cnt[:], j.pendingDrop)
-		buf = AppendRecord(buf, Record{Seq: seq, Kind: KindDropped, Data: cnt[:]})
-		seq++
+		AppendRecord(sl.room[:0], Record{Seq: seq, Kind: KindDropped, Data: cnt[:]})
+		sl.off = droppedRecordSize
+		sl.seq++
 	}
-	buf = AppendRecord(buf, Record{Seq: seq, Kind: kind, Cmd: cmd, Data: data})
+	return sl, nil
+}
+
+// commit seals the record of sl, whose n bytes of data are in place, and
+// publishes it. With appendMu held.
+func (j *Journal) commit(sl appendSlot, kind Kind, cmd uint32, n int) uint64 {
+	rec := sl.room[sl.off : sl.off+HeaderSize+n]
+	sealRecord(rec, Record{Seq: sl.seq, Kind: kind, Cmd: cmd})
+	total := sl.off + len(rec)
 
 	// Not written to the segment yet: a record the client acknowledges
 	// while it is in the tail never is (behind.go).
 	j.mu.Lock()
-	j.publishLocked(c, len(buf))
-	if withDrop {
-		active.add(seq-1, KindDropped, buf[HeaderSize:droppedRecordSize])
+	j.publishLocked(sl.c, total)
+	if sl.withDrop {
+		sl.active.add(sl.seq-1, KindDropped, sl.room[HeaderSize:droppedRecordSize])
 		j.pendingDrop = 0
 		j.pendingDropped = false
 	}
-	active.add(seq, kind, data)
-	j.next = seq + 1
-	j.endPos += int64(len(buf))
+	sl.active.add(sl.seq, kind, rec[HeaderSize:])
+	j.next = sl.seq + 1
+	j.endPos += int64(total)
 	j.trimTailLocked(0)
 	j.notifyLocked()
 	upto := j.overBoundLocked()
@@ -436,7 +525,7 @@ func (j *Journal) Append(ctx context.Context, kind Kind, cmd uint32, data []byte
 		// record is in the journal either way.
 		j.writeBehind(upto)
 	}
-	return seq, nil
+	return sl.seq
 }
 
 type readChunk struct {

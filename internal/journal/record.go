@@ -74,16 +74,22 @@ func EncodedSize(n int) int { return HeaderSize + n }
 // decode (DecodeRecord reports ErrTooLarge).
 func AppendRecord(dst []byte, r Record) []byte {
 	start := len(dst)
-	dst = append(dst, recordMagic, byte(r.Kind))
-	dst = binary.BigEndian.AppendUint32(dst, r.Cmd)
-	dst = binary.BigEndian.AppendUint64(dst, r.Seq)
-	dst = binary.BigEndian.AppendUint32(dst, uint32(len(r.Data)))
-	dst = append(dst, 0, 0, 0, 0)
+	dst = append(dst, make([]byte, HeaderSize)...)
 	dst = append(dst, r.Data...)
-	crc := crc32.Update(0, castagnoli(), dst[start:start+crcOff])
-	crc = crc32.Update(crc, castagnoli(), dst[start+HeaderSize:])
-	binary.BigEndian.PutUint32(dst[start+crcOff:], crc)
+	sealRecord(dst[start:], r)
 	return dst
+}
+
+// sealRecord writes the header of the record rec, whose data (all of
+// rec after the header) is in place; r.Data is not used.
+func sealRecord(rec []byte, r Record) {
+	rec[0], rec[1] = recordMagic, byte(r.Kind)
+	binary.BigEndian.PutUint32(rec[2:6], r.Cmd)
+	binary.BigEndian.PutUint64(rec[6:14], r.Seq)
+	binary.BigEndian.PutUint32(rec[14:18], uint32(len(rec)-HeaderSize))
+	crc := crc32.Update(0, castagnoli(), rec[:crcOff])
+	crc = crc32.Update(crc, castagnoli(), rec[HeaderSize:])
+	binary.BigEndian.PutUint32(rec[crcOff:HeaderSize], crc)
 }
 
 // dataLen validates the header at the start of b and returns the length of

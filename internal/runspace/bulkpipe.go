@@ -1,8 +1,11 @@
 package runspace
 
 import (
+	"errors"
 	"io"
 	"os"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/tether-sh/tether/internal/pipesize"
 )
@@ -46,4 +49,74 @@ func CopyToPipe(w *os.File, src io.Reader) error {
 			buf = BulkPipe(w)
 		}
 	}
+}
+
+// A PipeWriter takes a command's output into memory of its own: the
+// session host's journal writer lends the journal's tail, so that a pipe's
+// bytes are read where they are kept instead of into a buffer and copied
+// from there (#18). WriteFrom calls read at most once, with a buffer of its
+// choosing, and writes the bytes read puts at its start (read returns how
+// many; 0 writes nothing). read does not block.
+type PipeWriter interface {
+	io.Writer
+	WriteFrom(read func(p []byte) int) (int, error)
+}
+
+// AsPipeWriter returns w as a PipeWriter, growing the pipe r for bulk
+// output (see BulkPipe), if w is one.
+func AsPipeWriter(r *os.File, w io.Writer) (PipeWriter, bool) {
+	pw, ok := w.(PipeWriter)
+	if ok {
+		_ = pipesize.Grow(r)
+	}
+	return pw, ok
+}
+
+// CopyPipeInto copies the pipe r into w's memory until r's end (nil, nil),
+// a failed read or wait of r (readErr: a deadline, say) or a failed write
+// (writeErr; r is not drained then). r must be nonblocking, as os.Pipe's
+// ends are: each read takes what the pipe holds and the poller waits for
+// more.
+func CopyPipeInto(r *os.File, w PipeWriter) (readErr, writeErr error) {
+	rc, err := r.SyscallConn()
+	if err != nil {
+		return err, nil
+	}
+	var done bool
+	err = rc.Read(func(fd uintptr) bool {
+		for {
+			var n int
+			var rerr error
+			called := false
+			_, writeErr = w.WriteFrom(func(p []byte) int {
+				called = true
+				for {
+					n, rerr = unix.Read(int(fd), p)
+					if rerr != unix.EINTR {
+						break
+					}
+				}
+				return max(n, 0)
+			})
+			switch {
+			case writeErr != nil:
+				return true
+			case !called:
+				writeErr = errors.New("runspace: the output's writer did not read the pipe")
+				return true
+			case rerr == unix.EAGAIN:
+				return false // the poller waits, then calls again
+			case rerr != nil:
+				readErr = os.NewSyscallError("read", rerr)
+				return true
+			case n == 0:
+				done = true
+				return true
+			}
+		}
+	})
+	if err != nil && writeErr == nil && readErr == nil && !done {
+		readErr = err
+	}
+	return readErr, writeErr
 }

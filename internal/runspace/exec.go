@@ -328,6 +328,13 @@ func (c *copier) copy(w io.Writer) {
 			return
 		}
 		if n == len(buf) && n < BulkPipeBytes {
+			if pw, ok := AsPipeWriter(c.r, w); ok && werr == nil {
+				_, err := CopyPipeInto(c.r, pw)
+				if err == nil {
+					return // the end, or a read failed
+				}
+				werr = err // drain, below
+			}
 			buf = BulkPipe(c.r) // bulk output: see BulkPipe
 		}
 	}
@@ -416,6 +423,9 @@ func newStdio(s Streams) (*stdio, error) {
 		if w == io.Discard {
 			return w
 		}
+		if pw, ok := w.(PipeWriter); ok {
+			return &lockedPipeWriter{lockedWriter{mu: &mu, w: w}, pw}
+		}
 		return &lockedWriter{mu: &mu, w: w}
 	}
 	st.stdout = wrap(s.Stdout)
@@ -443,6 +453,18 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// lockedPipeWriter keeps a PipeWriter one for the copiers (bulkpipe.go).
+type lockedPipeWriter struct {
+	lockedWriter
+	pw PipeWriter
+}
+
+func (l *lockedPipeWriter) WriteFrom(read func(p []byte) int) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.pw.WriteFrom(read)
 }
 
 // devNull is a read handle on /dev/null shared by every Run without stdin.

@@ -191,6 +191,18 @@ type journalWriter struct {
 	kind journal.Kind
 	cmd  uint32
 	sink *outputSink
+
+	scratch []byte // WriteFrom's buffer while the sink has writes waiting
+}
+
+// WriteFrom is runspace.PipeWriter's: a pipe's bulk output is read into
+// the journal's memory.
+func (w *journalWriter) WriteFrom(read func(p []byte) int) (int, error) {
+	if w.sink != nil {
+		return w.sink.writeFrom(w, read)
+	}
+	_, n, err := w.j.AppendFrom(w.ctx, w.kind, w.cmd, wire.MaxChunk, read)
+	return n, err
 }
 
 func (w *journalWriter) Write(p []byte) (int, error) {

@@ -121,6 +121,12 @@ func (s *outputSink) writeDirect(kind journal.Kind, p []byte) (int, error) {
 			p = p[k:]
 		}
 	}
+	s.endDirect(err)
+	return n, err
+}
+
+// endDirect ends writeDirect's or writeFrom's turn, with its error.
+func (s *outputSink) endDirect(err error) {
 	s.mu.Lock()
 	if err != nil {
 		s.err = err
@@ -133,6 +139,34 @@ func (s *outputSink) writeDirect(kind journal.Kind, p []byte) (int, error) {
 		s.idle.Broadcast()
 	}
 	s.mu.Unlock()
+}
+
+// writeFrom journals what read puts straight into the journal's tail
+// (runspace.PipeWriter): a pipe's bulk output is then not copied at all in
+// the session host on its way to the journal. Writes waiting to be
+// journalled go first: then read fills w's scratch buffer and that is
+// written behind them.
+func (s *outputSink) writeFrom(w *journalWriter, read func(p []byte) int) (int, error) {
+	s.mu.Lock()
+	if s.err != nil || s.running {
+		err := s.err
+		s.mu.Unlock()
+		if err != nil {
+			return 0, err
+		}
+		if w.scratch == nil {
+			w.scratch = make([]byte, wire.MaxChunk)
+		}
+		n := read(w.scratch)
+		if n == 0 {
+			return 0, nil
+		}
+		return s.write(w.kind, w.scratch[:n])
+	}
+	s.running = true
+	s.mu.Unlock()
+	_, n, err := s.j.AppendFrom(s.ctx, w.kind, s.cmd, wire.MaxChunk, read)
+	s.endDirect(err)
 	return n, err
 }
 

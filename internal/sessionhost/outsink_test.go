@@ -126,3 +126,54 @@ func TestOutputSinkConcurrentStreams(t *testing.T) {
 		t.Fatalf("stdout %d of %d bytes, stderr %d of %d bytes, or not in order", gotOut.Len(), wantOut.Len(), gotErr.Len(), wantErr.Len())
 	}
 }
+
+// writeAllFrom writes b with WriteFrom, as pipe reads that may each take
+// part of it.
+func writeAllFrom(t *testing.T, w *journalWriter, b []byte) {
+	t.Helper()
+	for len(b) > 0 {
+		n, err := w.WriteFrom(func(p []byte) int { return copy(p, b) })
+		if err != nil || n == 0 {
+			t.Fatalf("WriteFrom: %d, %v with %d bytes to go", n, err, len(b))
+		}
+		b = b[n:]
+	}
+}
+
+// Bulk output read into the journal (WriteFrom) keeps its order with the
+// small writes of the other stream that wait for the flusher, and a
+// stream alone never needs the writer's own buffer.
+func TestOutputSinkWriteFrom(t *testing.T) {
+	j := sinkJournal(t)
+	s := newOutputSink(context.Background(), j, 1)
+	out, errw := s.writer(journal.KindStdout), s.writer(journal.KindStderr)
+	var want bytes.Buffer
+	for i := 0; i < 40; i++ {
+		b := big(i, 10000+i*6000) // up to wire.MaxChunk
+		writeAllFrom(t, out, b)
+		want.Write(b)
+	}
+	if out.scratch != nil {
+		t.Fatal("stdout alone was copied through the writer's buffer, not read into the journal")
+	}
+	for i := 0; i < 40; i++ {
+		e := fmt.Sprintf("<e%d>", i)
+		if _, err := errw.Write([]byte(e)); err != nil {
+			t.Fatal(err)
+		}
+		want.WriteString(e)
+		b := big(i, 20000+i*5000)
+		writeAllFrom(t, out, b)
+		want.Write(b)
+	}
+	if err := s.wait(); err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	for _, r := range sinkRecords(t, j) {
+		got.Write(r.Data)
+	}
+	if !bytes.Equal(got.Bytes(), want.Bytes()) {
+		t.Fatalf("journal holds %d bytes of output, not the %d written in that order", got.Len(), want.Len())
+	}
+}

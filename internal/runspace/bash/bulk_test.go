@@ -1,9 +1,11 @@
 package bash
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -74,5 +76,33 @@ func TestBulkOutputGrowsPipe(t *testing.T) {
 	}
 	if w.most <= 64<<10 {
 		t.Fatalf("largest read of the output pipe %d bytes; want more than the kernel's 64 KiB pipe", w.most)
+	}
+}
+
+// A bash command's bulk output goes into the memory a PipeWriter lends
+// (the journal's tail in the session host), whole and in order, also when
+// bash's end of the command cuts a read short; stderr's small writes
+// alongside arrive too.
+func TestBulkOutputReadIntoWriter(t *testing.T) {
+	s := newShell(t, Options{NoProfile: true})
+	var want bytes.Buffer
+	for i := 1; i <= 2_000_000; i++ {
+		want.WriteString(strconv.Itoa(i) + "\n")
+	}
+	for range 3 {
+		var out tstest.LendingBuffer
+		var errw tstest.SyncBuffer
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		code, err := s.Run(ctx, "seq 1 2000000; echo done >&2", runspace.Streams{Stdout: &out, Stderr: &errw})
+		cancel()
+		if err != nil || code != 0 {
+			t.Fatalf("Run: %d, %v", code, err)
+		}
+		if !bytes.Equal(out.Bytes(), want.Bytes()) || errw.String() != "done\n" {
+			t.Fatalf("%d bytes of output, not seq's %d; stderr %q", len(out.Bytes()), want.Len(), errw.String())
+		}
+		if lent, copied := out.Counts(); lent < 9*(lent+copied)/10 {
+			t.Fatalf("%d bytes read into the writer's memory, %d copied; want nearly all of them lent", lent, copied)
+		}
 	}
 }

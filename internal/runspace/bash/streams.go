@@ -189,14 +189,33 @@ func (c *outCopier) copy() {
 	defer c.once.Do(func() { close(c.drained) })
 	buf := make([]byte, 32<<10)
 	late := false
+	var direct runspace.PipeWriter // bulk output read into c.w's memory
 	for {
-		n, err := c.r.Read(buf)
-		if n > 0 {
-			c.emit(buf[:n], late)
+		var n int
+		var err error
+		if direct != nil && !late {
+			var werr error
+			if err, werr = runspace.CopyPipeInto(c.r, direct); werr != nil {
+				direct = nil // c.w failed: go on draining into it, as emit does
+				buf = runspace.BulkPipe(c.r)
+				continue
+			}
+			if err == nil {
+				return // the end
+			}
+		} else {
+			n, err = c.r.Read(buf)
+			if n > 0 {
+				c.emit(buf[:n], late)
+			}
 		}
 		if err == nil {
 			if n == len(buf) && n < runspace.BulkPipeBytes {
-				buf = runspace.BulkPipe(c.r) // bulk output: see BulkPipe
+				if pw, ok := runspace.AsPipeWriter(c.r, c.w); ok {
+					direct = pw
+				} else {
+					buf = runspace.BulkPipe(c.r) // bulk output: see BulkPipe
+				}
 			}
 			continue
 		}
