@@ -373,10 +373,11 @@ func (c cg1) add(pid int) error {
 	}
 	c.st.mu.Unlock()
 	cmdsProcs := files(c.sub("cmds"), "cgroup.procs")
-	if !c.inCmds(pid) {
+	if !c.inCmds(pid) && !exited(pid) {
 		// Not born inside (PrepareStart was not used or failed): refuse
 		// it when the commands are at their limit, else move it and what
-		// it forked.
+		// it forked. (One that ended meanwhile is left alone, see
+		// exited: what it forked outside is in host/, taken below.)
 		max, err := readInt(filepath.Join(c.pids, "cmds", "pids.max"))
 		if err != nil {
 			return fmt.Errorf("limits: %w", err)

@@ -152,7 +152,9 @@ func (c cg2) inCmds(pid int) bool {
 }
 
 func (c cg2) add(pid int) error {
-	if c.inCmds(pid) {
+	// One that ended meanwhile is left alone (see exited) when programs
+	// are born inside (clone3): what it forked was born inside too.
+	if c.inCmds(pid) || (clone3Works() && exited(pid)) {
 		return nil
 	}
 	max, err := readInt(filepath.Join(c.cmds(), "pids.max"))

@@ -6,8 +6,11 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/tether-sh/tether/internal/tstest"
 )
 
 // TestReadProc: /proc/<pid>/stat's fields as the process itself knows
@@ -95,4 +98,32 @@ func hasPid(ps []proc, pid int) bool {
 		}
 	}
 	return false
+}
+
+// exited: a live process has not, a zombie and a reaped one have.
+func TestExited(t *testing.T) {
+	cmd := exec.Command("/bin/sh", "-c", "read x")
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	if exited(pid) {
+		t.Fatal("a running process counts as exited")
+	}
+	in.Close() // sh ends; not reaped yet, it is a zombie
+	tstest.WaitFor(t, 10*time.Second, "the shell to be a zombie", func() bool {
+		p, err := readProc(pid)
+		return err == nil && p.zombie
+	})
+	if !exited(pid) {
+		t.Fatal("a zombie does not count as exited")
+	}
+	cmd.Wait()
+	if !exited(pid) {
+		t.Fatal("a reaped process does not count as exited")
+	}
 }
