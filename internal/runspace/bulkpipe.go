@@ -76,17 +76,19 @@ func AsPipeWriter(r *os.File, w io.Writer) (PipeWriter, bool) {
 // a failed read or wait of r (readErr: a deadline, say) or a failed write
 // (writeErr; r is not drained then). r must be nonblocking, as os.Pipe's
 // ends are: each read takes what the pipe holds and the poller waits for
-// more.
+// more. r's deadline is checked before every read, as File.Read does: a
+// deadline tells the bash runspace's copier that its command ended, also
+// while a background job keeps the pipe full.
 func CopyPipeInto(r *os.File, w PipeWriter) (readErr, writeErr error) {
 	rc, err := r.SyscallConn()
 	if err != nil {
 		return err, nil
 	}
-	var done bool
-	err = rc.Read(func(fd uintptr) bool {
-		for {
-			var n int
-			var rerr error
+	for {
+		var n int
+		var rerr error
+		err := rc.Read(func(fd uintptr) bool {
+			n, rerr = 0, nil
 			called := false
 			_, writeErr = w.WriteFrom(func(p []byte) int {
 				called = true
@@ -98,25 +100,21 @@ func CopyPipeInto(r *os.File, w PipeWriter) (readErr, writeErr error) {
 				}
 				return max(n, 0)
 			})
-			switch {
-			case writeErr != nil:
-				return true
-			case !called:
+			if writeErr == nil && !called {
 				writeErr = errors.New("runspace: the output's writer did not read the pipe")
-				return true
-			case rerr == unix.EAGAIN:
-				return false // the poller waits, then calls again
-			case rerr != nil:
-				readErr = os.NewSyscallError("read", rerr)
-				return true
-			case n == 0:
-				done = true
-				return true
 			}
+			// EAGAIN: the poller waits for more, then calls again.
+			return writeErr != nil || rerr != unix.EAGAIN
+		})
+		switch {
+		case writeErr != nil:
+			return nil, writeErr
+		case err != nil:
+			return err, nil
+		case rerr != nil:
+			return os.NewSyscallError("read", rerr), nil
+		case n == 0:
+			return nil, nil // the end
 		}
-	})
-	if err != nil && writeErr == nil && readErr == nil && !done {
-		readErr = err
 	}
-	return readErr, writeErr
 }

@@ -167,6 +167,13 @@ func (s *outputSink) writeFrom(w *journalWriter, read func(p []byte) int) (int, 
 	s.mu.Unlock()
 	_, n, err := s.j.AppendFrom(s.ctx, w.kind, s.cmd, wire.MaxChunk, read)
 	s.endDirect(err)
+	if n > 0 && n < sinkSmallRound && err == nil {
+		// As the flusher does after a small round: the pipe gathers
+		// the next record meanwhile. Without the pause a program
+		// writing 4 KiB at a time to a reader that keeps up made a
+		// record (and frames on to the client) per write.
+		time.Sleep(sinkPause)
+	}
 	return n, err
 }
 

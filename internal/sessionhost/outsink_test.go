@@ -4,11 +4,13 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 
 	"github.com/tether-sh/tether/internal/journal"
+	"github.com/tether-sh/tether/internal/runspace"
 )
 
 func sinkJournal(t *testing.T) *journal.Journal {
@@ -175,5 +177,46 @@ func TestOutputSinkWriteFrom(t *testing.T) {
 	}
 	if !bytes.Equal(got.Bytes(), want.Bytes()) {
 		t.Fatalf("journal holds %d bytes of output, not the %d written in that order", got.Len(), want.Len())
+	}
+}
+
+// A program writing 4 KiB at a time into a pipe read straight into the
+// journal still makes records of many writes, as the flusher made them:
+// not a record (and frames to the client) per write.
+func TestOutputSinkWriteFromCoalescesSmallWrites(t *testing.T) {
+	j := sinkJournal(t)
+	s := newOutputSink(context.Background(), j, 1)
+	out := s.writer(journal.KindStdout)
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total, piece = 16 << 20, 4 << 10
+	go func() {
+		b := bytes.Repeat([]byte{'x'}, piece)
+		for n := 0; n < total; n += piece {
+			if _, err := w.Write(b); err != nil {
+				break
+			}
+		}
+		w.Close()
+	}()
+	if _, werr := runspace.CopyPipeInto(r, out); werr != nil {
+		t.Fatal(werr)
+	}
+	r.Close()
+	if err := s.wait(); err != nil {
+		t.Fatal(err)
+	}
+	recs := sinkRecords(t, j)
+	n := 0
+	for _, rec := range recs {
+		n += len(rec.Data)
+	}
+	if n != total {
+		t.Fatalf("%d bytes journalled, want %d", n, total)
+	}
+	if avg := n / len(recs); avg < 8*piece {
+		t.Fatalf("%d records of %d bytes on average for writes of %d; want them gathered (at least %d)", len(recs), avg, piece, 8*piece)
 	}
 }

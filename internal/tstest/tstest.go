@@ -40,12 +40,13 @@ func (s *SyncBuffer) Reset() {
 
 // LendingBuffer is a SyncBuffer that also takes writes into memory of its
 // own, as the session host's journal writer does (runspace.PipeWriter):
-// WriteFrom lends a fresh buffer of Lend bytes (256 KiB if 0). It counts
-// the bytes that came each way, and fails every write once FailAfter bytes
-// (if not 0) were written.
+// WriteFrom lends a fresh buffer of Lend bytes (256 KiB if 0), after Delay
+// (a slow writer). It counts the bytes that came each way, and fails every
+// write once FailAfter bytes (if not 0) were written.
 type LendingBuffer struct {
 	Lend      int
 	FailAfter int
+	Delay     time.Duration
 
 	mu           sync.Mutex
 	b            bytes.Buffer
@@ -73,6 +74,7 @@ func (s *LendingBuffer) WriteFrom(read func(p []byte) int) (int, error) {
 	if full {
 		return 0, ErrLendingBufferFull
 	}
+	time.Sleep(s.Delay)
 	p := make([]byte, cmp.Or(s.Lend, 256<<10))
 	n := read(p)
 	s.mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -104,5 +105,31 @@ func TestBulkOutputReadIntoWriter(t *testing.T) {
 		if lent, copied := out.Counts(); lent < 9*(lent+copied)/10 {
 			t.Fatalf("%d bytes read into the writer's memory, %d copied; want nearly all of them lent", lent, copied)
 		}
+	}
+}
+
+// A background job that streams bulk output after its command ended does
+// not hold the command up: the command returns, and what the job writes
+// later goes to LateOutput, while its output is read into the writer's
+// memory.
+func TestBulkOutputOfBackgroundJobGoesLate(t *testing.T) {
+	var lateBytes atomic.Int64
+	s := newShell(t, Options{NoProfile: true, LateOutput: func(stream int, p []byte) { lateBytes.Add(int64(len(p))) }})
+	// A writer slower than the job: the pipe never runs empty.
+	out := tstest.LendingBuffer{Lend: 64 << 10, Delay: time.Millisecond}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	// The job writes without pause; the command ends once it has written
+	// enough for the pipe to be read in bulk.
+	code, err := s.Run(ctx, "yes & while [ $(sed -n 's/^wchar: //p' /proc/$!/io) -lt 4000000 ]; do sleep 0.01; done", runspace.Streams{Stdout: &out})
+	if err != nil || code != 0 {
+		t.Fatalf("Run: %d, %v (a background job's output held the command up)", code, err)
+	}
+	if lent, _ := out.Counts(); lent == 0 {
+		t.Fatal("the job's bulk output was not read into the writer's memory")
+	}
+	tstest.WaitFor(t, 10*time.Second, "the job's later output", func() bool { return lateBytes.Load() > 1<<20 })
+	if code, err := s.Run(ctx, "kill %1; wait", runspace.Streams{}); err != nil {
+		t.Fatalf("kill the job: %d, %v", code, err)
 	}
 }
