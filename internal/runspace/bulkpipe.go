@@ -56,7 +56,8 @@ func CopyToPipe(w *os.File, src io.Reader) error {
 // bytes are read where they are kept instead of into a buffer and copied
 // from there (#18). WriteFrom calls read at most once, with a buffer of its
 // choosing, and writes the bytes read puts at its start (read returns how
-// many; 0 writes nothing). read does not block.
+// many; 0 writes nothing). read does not block. WriteFrom is safe to call
+// alongside Write and itself (a command's two streams, builtins' writes).
 type PipeWriter interface {
 	io.Writer
 	WriteFrom(read func(p []byte) int) (int, error)

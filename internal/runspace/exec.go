@@ -456,14 +456,15 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 }
 
 // lockedPipeWriter keeps a PipeWriter one for the copiers (bulkpipe.go).
+// WriteFrom does its own locking (PipeWriter's contract): holding the lock
+// through it would hold the other stream and the builtins up for the
+// writer's waits (the output sink pauses after a small read).
 type lockedPipeWriter struct {
 	lockedWriter
 	pw PipeWriter
 }
 
 func (l *lockedPipeWriter) WriteFrom(read func(p []byte) int) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	return l.pw.WriteFrom(read)
 }
 
