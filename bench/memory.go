@@ -225,6 +225,14 @@ func (b *bench) figMemory(r *results, cfg config, sshd *sshdProc) error {
 		lbase, _ := readMem(sshd.pid())
 		var clients []*exec.Cmd
 		defer func() {
+			// The remote sleeps first: without a terminal, sshd's end
+			// of a killed client's session does not end them (each
+			// run left 100 behind, reparented to init).
+			for _, p := range descendants(children(), sshd.pid()) {
+				if comm(p) == "sleep" {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+			}
 			for _, c := range clients {
 				c.Process.Kill()
 				c.Wait()
