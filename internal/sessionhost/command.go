@@ -192,7 +192,11 @@ type journalWriter struct {
 	cmd  uint32
 	sink *outputSink
 
-	scratch []byte // WriteFrom's buffer while the sink has writes waiting
+	// WriteFrom's buffer while the sink has writes waiting; scratchMu
+	// keeps it to one copier at a time (a builtin session's `a & b`
+	// gives two programs' copiers the same writer).
+	scratchMu sync.Mutex
+	scratch   []byte
 }
 
 // WriteFrom is runspace.PipeWriter's: a pipe's bulk output is read into

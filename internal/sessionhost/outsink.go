@@ -154,6 +154,8 @@ func (s *outputSink) writeFrom(w *journalWriter, read func(p []byte) int) (int, 
 		if err != nil {
 			return 0, err
 		}
+		w.scratchMu.Lock()
+		defer w.scratchMu.Unlock()
 		if w.scratch == nil {
 			w.scratch = make([]byte, wire.MaxChunk)
 		}

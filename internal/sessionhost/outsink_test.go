@@ -220,3 +220,40 @@ func TestOutputSinkWriteFromCoalescesSmallWrites(t *testing.T) {
 		t.Fatalf("%d records of %d bytes on average for writes of %d; want them gathered (at least %d)", len(recs), avg, piece, 8*piece)
 	}
 }
+
+// Two programs writing to one stream at once (a builtin session's
+// `a & b`: a copier each, one writer) while the other stream has writes
+// waiting: every byte of both arrives, none overwritten.
+func TestOutputSinkWriteFromConcurrentCopiers(t *testing.T) {
+	j := sinkJournal(t)
+	s := newOutputSink(context.Background(), j, 1)
+	out, errw := s.writer(journal.KindStdout), s.writer(journal.KindStderr)
+	var wg sync.WaitGroup
+	for g := range 2 {
+		wg.Go(func() {
+			for i := 0; i < 200; i++ {
+				writeAllFrom(t, out, bytes.Repeat([]byte{byte('a' + g)}, 10000))
+			}
+		})
+	}
+	wg.Go(func() {
+		for i := 0; i < 2000; i++ {
+			errw.Write([]byte("e"))
+		}
+	})
+	wg.Wait()
+	if err := s.wait(); err != nil {
+		t.Fatal(err)
+	}
+	counts := map[byte]int{}
+	for _, r := range sinkRecords(t, j) {
+		if r.Kind == journal.KindStdout {
+			for _, b := range r.Data {
+				counts[b]++
+			}
+		}
+	}
+	if counts['a'] != 200*10000 || counts['b'] != 200*10000 || len(counts) != 2 {
+		t.Fatalf("stdout holds %d a's and %d b's (%d kinds of byte); want %d of each", counts['a'], counts['b'], len(counts), 200*10000)
+	}
+}
