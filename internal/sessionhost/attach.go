@@ -41,6 +41,10 @@ type streamSpec struct {
 	cmd   *command // follow until this command's exit record is acknowledged; nil: until caught up
 	until uint64   // with cmd nil: stop after this seq
 	reuse bool     // the client ends with TEnd and may send another request
+	// endMark: the agent keeps the connection (wire.Request.EndMark):
+	// once the exit record is acknowledged, say TEnd and wait for the
+	// agent's TEnd, as for reuse.
+	endMark bool
 	// retained: deliver acknowledged records still in the journal too
 	// (receive --all).
 	retained bool
@@ -73,6 +77,11 @@ var errEnd = errors.New("client ended the stream")
 func (h *Host) stream(a *attachment, spec streamSpec) (completed, reusable bool) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// What precedes the stream counts as delivered; the records sent with
+	// the response do not (until acknowledged): counted, a command whose
+	// exit record went out with the response ended the stream before the
+	// client's final ack was read.
+	delivered := spec.after
 
 	// The response first, with the command's first records when they come
 	// within responseWait (a short command's output and exit record): one
@@ -125,7 +134,7 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed, reusable bool)
 
 	var want uint64
 	haveWant := false
-	lastAck := spec.after // what precedes the stream counts as delivered
+	lastAck := delivered
 	for {
 		select {
 		case seq := <-target:
@@ -180,9 +189,15 @@ func (h *Host) stream(a *attachment, spec streamSpec) (completed, reusable bool)
 // endStream finishes a completed stream. A client that asked for reuse
 // sends TEnd right after its last ack; wait for it, so that the next frame
 // read from the connection is its next request. Anything else means the
-// connection is done.
+// connection is done. With endMark the host speaks first: its TEnd tells
+// the agent that nothing more of this stream follows, and the agent's TEnd
+// that it forwards nothing more of the client's.
 func (h *Host) endStream(a *attachment, spec streamSpec, readErr <-chan error) (completed, reusable bool) {
-	if !spec.reuse {
+	if spec.endMark {
+		if a.conn.Write(wire.TEnd) != nil {
+			return true, false
+		}
+	} else if !spec.reuse {
 		return true, false
 	}
 	select {

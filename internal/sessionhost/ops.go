@@ -329,7 +329,9 @@ func (h *Host) opRun(c *wire.Conn, req *wire.Request) (reusable bool) {
 		return
 	}
 	reuse := req.Reuse && !h.opts.Temporary
-	completed, reusable := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd, reuse: reuse, response: resp})
+	// Only a plain run: stdin and terminals leave state on the connection.
+	endMark := req.EndMark && !reuse && !req.Stdin && req.TTY == nil && !h.opts.Temporary
+	completed, reusable := h.stream(a, streamSpec{after: cmd.startSeq, cmd: cmd, reuse: reuse, endMark: endMark, response: resp})
 	h.release(a, completed, time.Duration(req.Grace))
 	if completed && h.opts.Temporary {
 		go h.Close(req.Client.Host, "temporary session ended with its command")

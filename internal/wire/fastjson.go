@@ -69,6 +69,7 @@ func appendRequest(b []byte, r *Request) ([]byte, bool) {
 	b = appendBoolField(b, `,"stdin":`, r.Stdin)
 	b = appendBoolField(b, `,"detach":`, r.Detach)
 	b = appendBoolField(b, `,"reuse":`, r.Reuse)
+	b = appendBoolField(b, `,"end_mark":`, r.EndMark)
 	if r.Grace != 0 {
 		b = append(b, `,"grace":"`...)
 		b = append(b, time.Duration(r.Grace).String()...)

@@ -24,7 +24,7 @@ func TestFastEncodeIsEncodingJSON(t *testing.T) {
 	reqs := []Request{
 		{},
 		{Op: OpRun, Session: "work", Client: Client{ID: "3f3893fc8790589c", Host: "vm (client 3f3893)"}, Command: "true", Grace: Duration(4 * time.Minute)},
-		{Op: OpRun, Session: "s", Command: "cat >/dev/null", Stdin: true, Detach: true, Reuse: true, After: 1 << 63, Cmd: 1<<32 - 1},
+		{Op: OpRun, Session: "s", Command: "cat >/dev/null", Stdin: true, Detach: true, Reuse: true, EndMark: true, After: 1 << 63, Cmd: 1<<32 - 1},
 		{Op: OpNew, IdleTimeout: "1h", Temporary: true, Shell: "bash", NoProfile: true},
 		{Op: OpAttach, Session: "s", Cmd: 7, After: 12, All: true, Force: true, Hold: true, Grace: Duration(1500 * time.Millisecond)},
 		{Op: OpConfigSet, Key: "IdleTimeout", Value: "2h", Owner: "bob", HelpCommand: "x", Reason: "why", AllUsers: true, Module: "m", ArgvEncoding: "argv:base64"},

@@ -68,7 +68,15 @@ type Request struct {
 	// command: the client ends the stream with TEnd and may send another
 	// Request (without a Hello) on the same channel.
 	Reuse bool `json:"reuse,omitempty"`
-	TTY   *TTY `json:"tty,omitempty"`
+	// EndMark (from the agent, on a plain run whose client did not ask
+	// for Reuse) asks the session host to send TEnd once the client has
+	// acknowledged the command's exit record, and to keep the connection
+	// if the agent answers TEnd: the agent then knows the stream's end
+	// at a frame boundary and keeps the connection for the session's next
+	// run (agent/hostpool.go). A host that does not know it closes the
+	// connection after the stream, as before.
+	EndMark bool `json:"end_mark,omitempty"`
+	TTY     *TTY `json:"tty,omitempty"`
 	// Grace is how long a temporary session waits for its client to come
 	// back after the transport broke before it interrupts the command.
 	Grace Duration `json:"grace,omitempty"`

@@ -165,6 +165,26 @@ func (c *Conn) Read() (Type, []byte, error) {
 	return Type(buf[0]), buf[1:], nil
 }
 
+// Buffered is how many bytes of the stream are read ahead and not yet
+// returned (0 in ReadBulk's mode, whose bytes Reader returns).
+func (c *Conn) Buffered() int {
+	if c.bulk != nil {
+		return c.bulk.end - c.bulk.start
+	}
+	return c.r.Buffered()
+}
+
+// AwaitData waits until the peer has sent something or the stream ended:
+// the error of a read that found it closed, nil otherwise. Nothing is
+// consumed.
+func (c *Conn) AwaitData() error {
+	if c.Buffered() > 0 {
+		return nil
+	}
+	_, err := c.r.Peek(1)
+	return err
+}
+
 // FrameBuffered reports whether Read would return a whole frame from what
 // is already buffered, without reading the stream.
 func (c *Conn) FrameBuffered() bool {
