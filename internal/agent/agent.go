@@ -55,6 +55,7 @@ type Options struct {
 // Agent is a running `tether serve`.
 type Agent struct {
 	opts   Options
+	hosts  hostPool // idle connections to session hosts (hostpool.go)
 	log    *slog.Logger
 	store  *config.Store
 	server *ssh.ServerConfig

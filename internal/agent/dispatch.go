@@ -144,6 +144,9 @@ func ValidUserName(name string) error {
 
 func (a *Agent) relay(ref *sessionRef, id identity, req *wire.Request) relayFunc {
 	return func(c *wire.Conn, ch ssh.Channel) error {
+		if keepsHost(ref, req) {
+			return a.relayKept(ref, id, req, c, ch) // hostpool.go
+		}
 		hreq := *req
 		hreq.FdPass = req.Op == wire.OpSftp && req.FdPass // asked for by tether cp, for sftp only
 		nc, hc, err := a.dialSession(ref, id, hreq)

@@ -175,7 +175,7 @@ func (m *muxRelay) run(sid uint32, s *muxSub, req wire.Request) {
 		m.mu.Unlock()
 		m.c.WriteMux(sid, wire.MuxClose, nil)
 	}()
-	nc, hc, err := m.a.dialMuxRun(m.id, &req)
+	nc, hc, ref, err := m.a.dialMuxRun(m.id, &req)
 	if err != nil {
 		m.c.WriteMuxJSON(sid, wire.TResponse, wire.Refuse(err))
 		go func() {
@@ -184,25 +184,51 @@ func (m *muxRelay) run(sid uint32, s *muxSub, req wire.Request) {
 		}()
 		return
 	}
-	defer nc.Close()
+	// As relayKept (hostpool.go): the host's TEnd ends the stream at a
+	// frame boundary; after it nothing of the client's reaches the host,
+	// and the connection is kept for the session's next run.
+	var mu sync.Mutex
+	ended := false
 	go func() {
 		for f := range s.inbox {
-			if _, err := nc.Write(f); err != nil {
+			mu.Lock()
+			var err error
+			if !ended {
+				_, err = nc.Write(f)
+			}
+			mu.Unlock()
+			if err != nil {
 				break
 			}
 		}
-		if uc, ok := nc.(*net.UnixConn); ok {
+		mu.Lock()
+		if uc, ok := nc.(*net.UnixConn); ok && !ended {
 			uc.CloseWrite()
 		}
+		mu.Unlock()
 		for range s.inbox {
 		}
 	}()
 	for {
 		t, p, err := hc.Read()
 		if err != nil {
+			nc.Close()
+			return
+		}
+		if t == wire.TEnd {
+			mu.Lock()
+			ended = true
+			keep := len(p) == 0 && hc.Buffered() == 0 && hc.Write(wire.TEnd) == nil
+			mu.Unlock()
+			if keep {
+				m.a.hosts.put(ref, &idleHost{nc: nc, hc: hc, admin: m.id.admin})
+			} else {
+				nc.Close()
+			}
 			return
 		}
 		if err := m.c.WriteMux(sid, t, p); err != nil {
+			nc.Close()
 			return
 		}
 	}
@@ -210,31 +236,41 @@ func (m *muxRelay) run(sid uint32, s *muxSub, req wire.Request) {
 
 // dialMuxRun checks a sub-stream's request as dispatch and relaySession
 // check a channel's, and connects to the session's host with it.
-func (a *Agent) dialMuxRun(id identity, req *wire.Request) (net.Conn, *wire.Conn, error) {
+func (a *Agent) dialMuxRun(id identity, req *wire.Request) (net.Conn, *wire.Conn, *sessionRef, error) {
 	if req.Op != wire.OpRun || req.Session == "" || req.Stdin || req.TTY != nil || req.Detach || req.Module != "" || req.Reuse {
-		return nil, nil, wire.Errorf(wire.CodeBadRequest, "a mux channel runs only plain commands in named sessions (no stdin, terminal, module, --detach or kept channel); got op %q", req.Op)
+		return nil, nil, nil, wire.Errorf(wire.CodeBadRequest, "a mux channel runs only plain commands in named sessions (no stdin, terminal, module, --detach or kept channel); got op %q", req.Op)
 	}
 	if err := checkNames(req); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if req.IdleTimeout != "" {
 		if _, err := a.checkIdleTimeout(req.IdleTimeout); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	ref := a.lookup(id.user, req.Session)
 	if ref == nil {
-		return nil, nil, a.notFound(id.user, req.Session)
+		return nil, nil, nil, a.notFound(id.user, req.Session)
 	}
 	if ref.broken != "" {
-		return nil, nil, wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)
+		return nil, nil, nil, wire.Errorf(wire.CodeClosed, "session %s is Broken: %s; remove it with tether remove", ref.name, ref.broken)
 	}
-	nc, hc, err := a.dialSession(ref, id, *req)
+	hreq := *req
+	hreq.FdPass = false
+	var nc net.Conn
+	var hc *wire.Conn
+	var err error
+	if keepsHost(ref, &hreq) {
+		hreq.EndMark = true
+		nc, hc, err = a.hostForRun(ref, id, hreq) // hostpool.go
+	} else {
+		nc, hc, err = a.dialSession(ref, id, hreq)
+	}
 	if err != nil {
 		if why := a.closedMeanwhile(ref); why != nil {
-			return nil, nil, why
+			return nil, nil, nil, why
 		}
-		return nil, nil, wire.Errorf(wire.CodeClosed, "%v", err)
+		return nil, nil, nil, wire.Errorf(wire.CodeClosed, "%v", err)
 	}
-	return nc, hc, nil
+	return nc, hc, ref, nil
 }

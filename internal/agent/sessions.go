@@ -45,6 +45,9 @@ type sessionRef struct {
 	// and cgroup would be removed under it.
 	ending bool
 	gone   chan struct{}
+	// hostsDropped: the session ended, keep no connection to its host
+	// (guarded by Agent.hosts.mu; hostpool.go).
+	hostsDropped bool
 }
 
 // endingWait bounds how long an operation waits for an ended session's
@@ -478,6 +481,7 @@ func (a *Agent) ended(ref *sessionRef) {
 		ref.gone = make(chan struct{})
 	}
 	a.mu.Unlock()
+	a.hosts.drop(ref)
 	defer func() {
 		a.unregister(ref)
 		close(ref.gone)
@@ -659,6 +663,7 @@ func (a *Agent) startWatch(ref *sessionRef) error {
 // their commands and their cgroups stay, for the next agent to find.
 func (a *Agent) closeWatches() {
 	a.stopping.Store(true)
+	a.hosts.close()
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for _, m := range a.sessions {
