@@ -16,21 +16,6 @@ import (
 	"github.com/tether-sh/tether/internal/wire"
 )
 
-// chunked returns its bytes n at a time.
-type chunked struct {
-	b []byte
-	n int
-}
-
-func (c *chunked) Read(p []byte) (int, error) {
-	if len(c.b) == 0 {
-		return 0, io.EOF
-	}
-	k := copy(p[:min(len(p), c.n)], c.b)
-	c.b = c.b[k:]
-	return k, nil
-}
-
 func frames(fs ...wire.Frame) []byte {
 	var b []byte
 	for _, f := range fs {
@@ -74,7 +59,7 @@ func TestRelayUntilEnd(t *testing.T) {
 			hc := wire.NewConnBuffer(struct {
 				io.Reader
 				io.Writer
-			}{&chunked{b: tc.stream, n: n}, io.Discard}, 0, 4<<10)
+			}{&packetReader{data: tc.stream, size: n}, io.Discard}, 0, 4<<10)
 			ended := relayUntilEnd(&dst, hc, outputBulkRead)
 			if ended != tc.ended || !bytes.Equal(dst.Bytes(), tc.want) {
 				t.Errorf("%s, reads of %d: ended %v, %d bytes relayed; want %v, %d bytes (equal: %v)",
