@@ -63,7 +63,7 @@ const writerGrace = 2 * time.Second
 // microseconds of its start and bash's within a few hundred; a longer
 // command's response (which the client only reads before its records) is
 // that much later.
-const responseWait = time.Millisecond
+var responseWait = time.Millisecond // a var for TestQuickRunResponseAndExitInOneWrite
 
 // errEnd is how the reader reports the client's TEnd: the client has all it
 // asked for and keeps the connection for another request.
