@@ -127,6 +127,7 @@ type Host struct {
 	closed    chan struct{}
 	closeDone chan struct{} // Close has finished removing the session's files
 	pokes     chan struct{} // state changed: recompute the next deadline
+	runs      chan runJob   // to the runner (command.go), unbuffered
 	wg        sync.WaitGroup
 }
 
@@ -185,6 +186,7 @@ func start(opts Options) (*Host, error) {
 		closed:    make(chan struct{}),
 		closeDone: make(chan struct{}),
 		pokes:     make(chan struct{}, 1),
+		runs:      make(chan runJob),
 		watchers:  map[net.Conn]struct{}{},
 		pipes:     map[net.Conn]struct{}{},
 	}
@@ -267,6 +269,7 @@ func start(opts Options) (*Host, error) {
 func (h *Host) serve(ctx context.Context) error {
 	h.wg.Add(1)
 	go h.timers(ctx)
+	go h.runner()
 	go func() {
 		select {
 		case <-ctx.Done():
