@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"strconv"
 	"time"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -90,12 +91,89 @@ func appendRequest(b []byte, r *Request) ([]byte, bool) {
 	return append(b, '}'), ok
 }
 
+// appendResponse appends r as encoding/json would encode it; false when r
+// has a field it leaves to encoding/json (lists: sessions, config,
+// modules, hashes; a string that is not UTF-8; a time it cannot write).
+// A session host writes one per command.
+func appendResponse(b []byte, r *Response) ([]byte, bool) {
+	if len(r.Sessions) > 0 || len(r.Config) > 0 || len(r.Modules) > 0 || len(r.Hashes) > 0 {
+		return b, false
+	}
+	ok := true
+	b = append(b, `{"ok":`...)
+	b = strconv.AppendBool(b, r.OK)
+	if e := r.Error; e != nil {
+		b = append(b, `,"error":{"code":`...)
+		b, ok = appendString(b, ok, e.Code)
+		b = append(b, `,"message":`...)
+		b, ok = appendString(b, ok, e.Message)
+		b = append(b, '}')
+	}
+	if s := r.Session; s != nil {
+		b = append(b, `,"session":{"name":`...)
+		b, ok = appendString(b, ok, s.Name)
+		b = append(b, `,"user":`...)
+		b, ok = appendString(b, ok, s.User)
+		b = append(b, `,"state":`...)
+		b, ok = appendString(b, ok, s.State)
+		b = append(b, `,"availability":`...)
+		b, ok = appendString(b, ok, s.Availability)
+		b, ok = appendTimeField(b, ok, `,"created":`, s.Created)
+		b, ok = appendTimeField(b, ok, `,"idle_since":`, s.IdleSince)
+		b, ok = appendStringField(b, ok, `,"command":`, s.Command)
+		b = appendBoolField(b, `,"temporary":`, s.Temporary)
+		b, ok = appendStringField(b, ok, `,"shell":`, s.Shell)
+		b, ok = appendStringField(b, ok, `,"held_by":`, s.HeldBy)
+		b, ok = appendTimeField(b, ok, `,"held_since":`, s.HeldSince)
+		b, ok = appendTimeField(b, ok, `,"closes_at":`, s.ClosesAt)
+		b, ok = appendStringField(b, ok, `,"closed_by":`, s.ClosedBy)
+		b, ok = appendTimeField(b, ok, `,"closed_at":`, s.ClosedAt)
+		b, ok = appendStringField(b, ok, `,"reason":`, s.Reason)
+		b = appendUintField(b, `,"pending_bytes":`, s.Pending)
+		b = append(b, '}')
+	}
+	b = appendUintField(b, `,"cmd":`, uint64(r.Cmd))
+	b = appendUintField(b, `,"start_seq":`, r.StartSeq)
+	b = appendUintField(b, `,"stdin_offset":`, r.StdinOffset)
+	b = appendUintField(b, `,"until":`, r.Until)
+	b, ok = appendStringField(b, ok, `,"help":`, r.Help)
+	b, ok = appendStringField(b, ok, `,"text":`, r.Text)
+	b, ok = appendStringField(b, ok, `,"cwd":`, r.Cwd)
+	b, ok = appendStringField(b, ok, `,"home":`, r.Home)
+	b, ok = appendStringField(b, ok, `,"umask":`, r.Umask)
+	if r.MaxPacket != 0 {
+		b = strconv.AppendInt(append(b, `,"max_packet":`...), int64(r.MaxPacket), 10)
+	}
+	b, ok = appendStringField(b, ok, `,"hash":`, r.Hash)
+	return append(b, '}'), ok
+}
+
+// appendTimeField appends a time as encoding/json does (omitzero; the
+// time's own MarshalJSON, which refuses years it cannot write).
+func appendTimeField(b []byte, ok bool, key string, t time.Time) ([]byte, bool) {
+	if t.IsZero() {
+		return b, ok
+	}
+	tb, err := t.MarshalJSON()
+	if err != nil {
+		return b, false
+	}
+	return append(append(b, key...), tb...), ok
+}
+
 // marshalHello and marshalRequest encode with the fast path or encoding/json.
 func marshalHello(h Hello) ([]byte, error) {
 	if b, ok := appendHello(make([]byte, 0, 128), &h); ok {
 		return b, nil
 	}
 	return json.Marshal(h)
+}
+
+func marshalResponse(r *Response) ([]byte, error) {
+	if b, ok := appendResponse(make([]byte, 0, 384), r); ok {
+		return b, nil
+	}
+	return json.Marshal(r)
 }
 
 func marshalRequest(r Request) ([]byte, error) {
@@ -180,10 +258,11 @@ func appendString(b []byte, ok bool, s string) ([]byte, bool) {
 
 // Raw value kinds flatObject hands its callback.
 const (
-	kindString = iota // the string's bytes, without quotes (no escapes)
-	kindNumber        // a non-negative integer's digits
-	kindBool          // true or false
-	kindObject        // an object's text, braces included, for a nested flatObject
+	kindString  = iota // the string's bytes, without quotes (no escapes)
+	kindEscaped        // a string whose escapes were undone: its value
+	kindNumber         // a non-negative integer's digits
+	kindBool           // true or false
+	kindObject         // an object's text, braces included, for a nested flatObject
 )
 
 // flatObject scans a JSON object whose values are plain strings (no
@@ -220,7 +299,11 @@ func flatObject(p []byte, field func(key string, val []byte, kind int) bool) boo
 			if !ok {
 				return false
 			}
-			val, kind, i = s, kindString, n
+			kind = kindString
+			if n-i > len(s)+2 { // the text is longer than the value
+				kind = kindEscaped
+			}
+			val, i = s, n
 		case c >= '0' && c <= '9':
 			j := i
 			for j < len(p) && p[j] >= '0' && p[j] <= '9' {
@@ -287,6 +370,11 @@ func objectEnd(p []byte, i int) (int, bool) {
 	return 0, false
 }
 
+// isString reports whether a value is a string. A field whose type reads
+// the raw JSON text itself (time.Time, Duration) takes only kindString:
+// encoding/json hands such a decoder the text with its escapes.
+func isString(kind int) bool { return kind == kindString || kind == kindEscaped }
+
 // isBool reports whether a raw value is true or false.
 func isBool(kind int) bool { return kind == kindBool }
 
@@ -301,9 +389,12 @@ func skipSpace(p []byte, i int) int {
 	return i
 }
 
-// plainString reads the string at p[i] (a quote) that has no escapes and no
-// control characters and is UTF-8, returning its bytes and the index after
-// its closing quote.
+// plainString reads the JSON string at p[i] (a quote), returning its
+// value and the index after its closing quote: the text itself when it has
+// no escapes, else a copy with them undone as encoding/json undoes them.
+// false for what it leaves to encoding/json: a control character, bytes
+// that are not UTF-8 (encoding/json replaces them), a \u escape of a
+// surrogate (encoding/json pairs or replaces them), a bad escape.
 func plainString(p []byte, i int) ([]byte, int, bool) {
 	if i >= len(p) || p[i] != '"' {
 		return nil, 0, false
@@ -313,9 +404,69 @@ func plainString(p []byte, i int) ([]byte, int, bool) {
 		case c == '"':
 			s := p[i+1 : j]
 			return s, j + 1, utf8.Valid(s)
-		case c == '\\' || c < 0x20:
+		case c == '\\':
+			return unescapeString(p, i+1, j)
+		case c < 0x20:
 			return nil, 0, false
 		}
+	}
+	return nil, 0, false
+}
+
+// unescapeString is plainString past the first backslash, at p[esc], of
+// the string whose text starts at p[start].
+func unescapeString(p []byte, start, esc int) ([]byte, int, bool) {
+	if !utf8.Valid(p[start:esc]) {
+		return nil, 0, false
+	}
+	out := append(make([]byte, 0, len(p)-start), p[start:esc]...)
+	plain := esc // start of the run of bytes not yet copied
+	for j := esc; j < len(p); {
+		c := p[j]
+		switch {
+		case c == '"':
+			if !utf8.Valid(p[plain:j]) {
+				return nil, 0, false
+			}
+			return append(out, p[plain:j]...), j + 1, true
+		case c < 0x20:
+			return nil, 0, false
+		case c != '\\':
+			j++
+			continue
+		}
+		if !utf8.Valid(p[plain:j]) || j+1 >= len(p) {
+			return nil, 0, false
+		}
+		out = append(out, p[plain:j]...)
+		switch e := p[j+1]; e {
+		case '"', '\\', '/':
+			out = append(out, e)
+		case 'b':
+			out = append(out, '\b')
+		case 'f':
+			out = append(out, '\f')
+		case 'n':
+			out = append(out, '\n')
+		case 'r':
+			out = append(out, '\r')
+		case 't':
+			out = append(out, '\t')
+		case 'u':
+			if j+6 > len(p) {
+				return nil, 0, false
+			}
+			r, err := strconv.ParseUint(string(p[j+2:j+6]), 16, 16)
+			if err != nil || utf16.IsSurrogate(rune(r)) {
+				return nil, 0, false
+			}
+			out = utf8.AppendRune(out, rune(r))
+			j += 4
+		default:
+			return nil, 0, false
+		}
+		j += 2
+		plain = j
 	}
 	return nil, 0, false
 }
@@ -341,12 +492,121 @@ func unmarshalHello(p []byte, v *Hello) error {
 		default:
 			return false
 		}
-		return kind == kindString
+		return isString(kind)
 	}) {
 		*v = h
 		return nil
 	}
 	return json.Unmarshal(p, v)
+}
+
+// unmarshalRequest decodes a request with the fast path or encoding/json:
+// every agent and session host reads one per command.
+func unmarshalRequest(p []byte, v *Request) error {
+	if fastRequest(p, v) {
+		return nil
+	}
+	return json.Unmarshal(p, v)
+}
+
+// fastRequest is unmarshalRequest's fast path; false (v untouched) for
+// what it leaves to encoding/json.
+func fastRequest(p []byte, v *Request) bool {
+	r := *v
+	if flatObject(p, func(key string, val []byte, kind int) bool {
+		var str *string
+		var flag *bool
+		switch key {
+		case "op":
+			if !isString(kind) {
+				return false
+			}
+			r.Op = Op(val)
+			return true
+		case "client":
+			return kind == kindObject && flatObject(val, func(key string, val []byte, kind int) bool {
+				switch key {
+				case "id":
+					r.Client.ID = string(val)
+				case "host":
+					r.Client.Host = string(val)
+				default:
+					return false
+				}
+				return isString(kind)
+			})
+		case "grace":
+			if kind != kindString {
+				return false
+			}
+			d, err := time.ParseDuration(string(val))
+			r.Grace = Duration(d)
+			return err == nil
+		case "after":
+			return decodeUint(val, kind, 64, &r.After)
+		case "cmd":
+			var n uint64
+			ok := decodeUint(val, kind, 32, &n)
+			r.Cmd = uint32(n)
+			return ok
+		case "session":
+			str = &r.Session
+		case "idle_timeout":
+			str = &r.IdleTimeout
+		case "shell":
+			str = &r.Shell
+		case "command":
+			str = &r.Command
+		case "module":
+			str = &r.Module
+		case "argv_encoding":
+			str = &r.ArgvEncoding
+		case "key":
+			str = &r.Key
+		case "value":
+			str = &r.Value
+		case "owner":
+			str = &r.Owner
+		case "help_command":
+			str = &r.HelpCommand
+		case "reason":
+			str = &r.Reason
+		case "temporary":
+			flag = &r.Temporary
+		case "no_profile":
+			flag = &r.NoProfile
+		case "stdin":
+			flag = &r.Stdin
+		case "detach":
+			flag = &r.Detach
+		case "reuse":
+			flag = &r.Reuse
+		case "end_mark":
+			flag = &r.EndMark
+		case "all":
+			flag = &r.All
+		case "force":
+			flag = &r.Force
+		case "hold":
+			flag = &r.Hold
+		case "all_users":
+			flag = &r.AllUsers
+		case "fd_pass":
+			flag = &r.FdPass
+		default: // argv, tty, files, limits, command_bytes, a key spelt otherwise
+			return false
+		}
+		if str != nil {
+			*str = string(val)
+			return isString(kind)
+		}
+		*flag = string(val) == "true"
+		return isBool(kind)
+	}) {
+		*v = r
+		return true
+	}
+	return false
 }
 
 func unmarshalResponse(p []byte, v *Response) error {
@@ -400,7 +660,7 @@ func unmarshalResponse(p []byte, v *Response) error {
 		default:
 			return false
 		}
-		return kind == kindString
+		return isString(kind)
 	}) {
 		if si != nil {
 			if r.Session != nil {
@@ -456,13 +716,16 @@ func decodeSessionInfo(p []byte, s *SessionInfo) bool {
 		default:
 			return false
 		}
-		if t != nil && kind == kindString {
+		if t != nil {
+			if kind != kindString {
+				return false
+			}
 			// time.Time's own decoder, on the quoted text, as encoding/json calls it
 			q := make([]byte, 0, len(val)+2)
 			q = append(append(append(q, '"'), val...), '"')
 			return t.UnmarshalJSON(q) == nil
 		}
-		return kind == kindString
+		return isString(kind)
 	})
 }
 

@@ -171,3 +171,132 @@ func FuzzFastEncode(f *testing.F) {
 		}
 	})
 }
+
+// testRequests are requests of every shape the fast paths cover, and some
+// they leave to encoding/json.
+func testRequests() []Request {
+	reqs := []Request{
+		{},
+		{Op: OpRun, Session: "work", Client: Client{ID: "3f3893fc8790589c", Host: "vm (client 3f3893)"}, Command: "true", Grace: Duration(4 * time.Minute), EndMark: true},
+		{Op: OpRun, Session: "s", Command: "cat >/dev/null && echo \"done\" | tr a-z A-Z 2>&1", Stdin: true, Detach: true, Reuse: true, After: 1 << 63, Cmd: 1<<32 - 1},
+		{Op: OpNew, IdleTimeout: "1h", Temporary: true, Shell: "bash", NoProfile: true},
+		{Op: OpAttach, Session: "s", Cmd: 7, After: 12, All: true, Force: true, Hold: true, Grace: Duration(1500 * time.Millisecond)},
+		{Op: OpConfigSet, Key: "IdleTimeout", Value: "2h", Owner: "bob", HelpCommand: "x", Reason: "why", AllUsers: true, Module: "m", ArgvEncoding: "argv:base64", FdPass: true},
+		{Grace: Duration(-time.Second)},
+		{Grace: Duration(time.Microsecond)}, // "1µs"
+		{Op: OpRun, Session: "implicit", Module: "benchmod", Argv: Args{"true", "", "a b", "\xff\x00"}, ArgvEncoding: "argv:base64"},
+		{Op: OpRun, TTY: &TTY{Term: "xterm", Rows: 24, Cols: 80}},
+		{Op: OpRun, Command: "bad \xff utf-8"},
+	}
+	for _, s := range oddStrings {
+		reqs = append(reqs, Request{Op: Op(s), Session: s, Client: Client{ID: s, Host: s}, Command: s, Key: s})
+	}
+	return reqs
+}
+
+// A request decodes as encoding/json decodes it, on the fast path for
+// every request the fast encoder writes.
+func TestFastRequestDecodeIsEncodingJSON(t *testing.T) {
+	for _, r := range testRequests() {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var fast, slow Request
+		if err := unmarshalRequest(b, &fast); err != nil || json.Unmarshal(b, &slow) != nil || !reflect.DeepEqual(fast, slow) {
+			t.Errorf("%s:\n fast %+v (%v)\n json %+v", b, fast, err, slow)
+		}
+		_, simple := appendRequest(nil, &r)
+		simple = simple && len(r.Argv) == 0 // argv is an array: encoding/json's
+		var v Request
+		if got := fastRequest(b, &v); got != simple {
+			t.Errorf("fastRequest(%s) = %v, want %v", b, got, simple)
+		}
+	}
+}
+
+// A response encodes as encoding/json encodes it; the run's own on the
+// fast path.
+func TestFastResponseEncodeIsEncodingJSON(t *testing.T) {
+	at := time.Date(2026, 12, 3, 19, 40, 9, 968862208, time.UTC)
+	resps := []Response{
+		{},
+		{OK: true, Session: &SessionInfo{Name: "d8vrgk", User: "root", State: "Opened", Availability: "Busy", Created: at, Command: "true", Shell: "builtin", HeldBy: "vm (client 3f3893)", HeldSince: at.Add(time.Second), Pending: 26}, Cmd: 1937, StartSeq: 3874},
+		{OK: true, Session: &SessionInfo{Temporary: true, IdleSince: at.In(time.FixedZone("x", 3600)), ClosesAt: at, ClosedBy: "agent", ClosedAt: at, Reason: "r"}, StdinOffset: 5, Until: 9},
+		{Error: &Error{Code: CodeBusy, Message: "session s is busy running \"sleep 9\"; <wait>"}},
+		{OK: true, Cwd: "/h", Home: "/h", Umask: "022", MaxPacket: 32768, Hash: "xxh3", Help: "h", Text: "t"},
+		{MaxPacket: -1, Sessions: []SessionInfo{}, Config: []ConfigEntry{}},
+	}
+	for _, s := range oddStrings {
+		resps = append(resps, Response{OK: true, Text: s, Error: &Error{Code: s, Message: s}, Session: &SessionInfo{Name: s, Command: s}})
+	}
+	for _, r := range resps {
+		want, _ := json.Marshal(r)
+		got, ok := appendResponse(nil, &r)
+		if !ok || !bytes.Equal(got, want) {
+			t.Errorf("response %+v:\n fast %s (%v)\n json %s", r, got, ok, want)
+		}
+	}
+	for _, r := range []Response{
+		{Sessions: []SessionInfo{{Name: "a"}}},
+		{Hashes: []HashResult{{}}},
+		{Text: "\xff"},
+		{Session: &SessionInfo{Created: time.Date(10000, 1, 1, 0, 0, 0, 0, time.UTC)}},
+	} {
+		if _, ok := appendResponse(nil, &r); ok {
+			t.Errorf("fast path took %+v", r)
+		}
+		want, werr := json.Marshal(r)
+		got, gerr := marshalResponse(&r)
+		if !bytes.Equal(got, want) || (werr == nil) != (gerr == nil) {
+			t.Errorf("marshalResponse(%+v) = %s, %v; json %s, %v", r, got, gerr, want, werr)
+		}
+	}
+}
+
+var requestSeeds = []string{
+	`{"op":"run","session":"s","client":{"id":"a","host":"b"},"command":"echo \"hi\" \u003e/dev/null \u0026\u0026 true","grace":"4m0s","end_mark":true}`,
+	`{"op":"run","client":{"id":"a"},"client":{"host":"b"}}`, `{"client":{"id":1}}`, `{"client":"x"}`, `{"client":{"ID":"a"}}`,
+	`{"grace":"4m\u0030s"}`, `{"grace":"1µs"}`, `{"grace":"x"}`, `{"grace":5}`, `{"cmd":4294967296}`, `{"after":18446744073709551615}`,
+	`{"op":"r\u00e9n"}`, `{"command":"\ud83d\ude00"}`, `{"command":"\ud83d"}`, `{"command":"a\/b\b\f\n\r\t"}`, `{"command":"\x"}`,
+	`{"command":"\u00zz"}`, `{"command":"tail\\"}`, `{"Op":"run"}`, `{"stdin":1}`, `{"stdin":true,"stdin":false}`,
+	`{"argv":["dHJ1ZQ=="]}`, `{"tty":{"term":"x"}}`, `{"op":"run"`, `{"op":"run"}}`, `{"\u006fp":"run"}`, `{"op":"\xff"}`,
+}
+
+// The request decoder reads what encoding/json reads, and fails where it fails.
+func FuzzFastRequestDecode(f *testing.F) {
+	for _, s := range requestSeeds {
+		f.Add([]byte(s))
+	}
+	for _, r := range testRequests() {
+		b, _ := json.Marshal(r)
+		f.Add(b)
+	}
+	f.Fuzz(func(t *testing.T, p []byte) {
+		var fr, jr Request
+		ferr, jerr := unmarshalRequest(p, &fr), json.Unmarshal(p, &jr)
+		if (ferr == nil) != (jerr == nil) || (jerr == nil && !reflect.DeepEqual(fr, jr)) {
+			t.Fatalf("request %q: fast %+v, %v; json %+v, %v", p, fr, ferr, jr, jerr)
+		}
+	})
+}
+
+// The response encoder writes what encoding/json writes, for any strings.
+func FuzzFastResponseEncode(f *testing.F) {
+	for _, s := range oddStrings {
+		f.Add(s, s, uint64(len(s)), int64(len(s))*int64(time.Second))
+	}
+	f.Fuzz(func(t *testing.T, a, b string, n uint64, nanos int64) {
+		at := time.Unix(0, nanos).In(time.FixedZone(a, int(n%50000)))
+		r := Response{OK: n%2 == 0, Cmd: uint32(n), StartSeq: n, Text: a, Cwd: b, MaxPacket: int(nanos),
+			Session: &SessionInfo{Name: a, User: b, Created: at, HeldSince: at, Command: b, Pending: n}}
+		if n%3 == 0 {
+			r.Error = &Error{Code: a, Message: b}
+		}
+		if got, ok := appendResponse(nil, &r); ok {
+			if want, _ := json.Marshal(r); !bytes.Equal(got, want) {
+				t.Fatalf("response %+v:\n fast %s\n json %s", r, got, want)
+			}
+		}
+	})
+}

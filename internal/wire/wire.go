@@ -258,6 +258,14 @@ func encodeJSON(t Type, v any) ([]byte, error) {
 			break
 		}
 		b, err = marshalRequest(*m)
+	case Response:
+		b, err = marshalResponse(&m)
+	case *Response:
+		if m == nil {
+			b, err = json.Marshal(v)
+			break
+		}
+		b, err = marshalResponse(m)
 	default:
 		b, err = json.Marshal(v)
 	}
@@ -275,6 +283,8 @@ func DecodeJSON(t Type, payload []byte, v any) error {
 		err = unmarshalHello(payload, m)
 	case *Response:
 		err = unmarshalResponse(payload, m)
+	case *Request:
+		err = unmarshalRequest(payload, m)
 	default:
 		err = json.Unmarshal(payload, v)
 	}
