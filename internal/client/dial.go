@@ -155,7 +155,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		// holds one stdio agent's connection, so a later command starts
 		// neither ssh nor a remote process.
 		if d.Mux != nil {
-			c, start := d.dialMux(t, t.WithSession(""))
+			c, start := d.dialMux(t, t.WithSession(""), func() (*Conn, error) { return d.dialSSH(ctx, t) })
 			if c != nil {
 				return c, nil
 			}
@@ -178,14 +178,24 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		t.User = r.User
 	}
 	t = t.WithUser(d.DefaultUser)
-	addr := r.addr()
 	startMaster := false
 	if d.Mux != nil && !d.Mux.SSHOnly {
 		var c *Conn
-		if c, startMaster = d.dialMux(t, shown); c != nil {
+		if c, startMaster = d.dialMux(t, shown, func() (*Conn, error) { return d.dialAgent(ctx, t, shown, r) }); c != nil {
 			return c, nil
 		}
 	}
+	c, err := d.dialAgent(ctx, t, shown, r)
+	if err == nil && startMaster && d.Mux.Start != nil {
+		d.Mux.Start(t)
+	}
+	return c, err
+}
+
+// dialAgent connects and authenticates to the agent r resolved t to,
+// without a master.
+func (d *Dialer) dialAgent(ctx context.Context, t, shown Target, r resolved) (*Conn, error) {
+	addr := r.addr()
 	signers := d.Signers
 	if len(signers) == 0 && d.LoadSigners != nil {
 		var err error
@@ -205,6 +215,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		dial = (&net.Dialer{}).DialContext
 	}
 	var nc net.Conn
+	var err error
 	if r.Jump != "" {
 		sc, err := d.dialJump(r.Jump, addr)
 		if err != nil {
@@ -283,9 +294,6 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	}
 	if ka > 0 {
 		go c.keepalive(ka)
-	}
-	if startMaster && d.Mux.Start != nil {
-		d.Mux.Start(t)
 	}
 	return c, nil
 }
@@ -371,13 +379,11 @@ func (c *Conn) Open(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 
 // openChannelRequest opens a channel of its own for req.
 func (c *Conn) openChannelRequest(req wire.Request) (*wire.Conn, ssh.Channel, error) {
-	var ch ssh.Channel
 	if c.mux != nil {
-		var err error
-		if ch, err = c.openMux(); err != nil {
-			return nil, nil, err
-		}
-	} else {
+		return c.openMuxRequest(req)
+	}
+	var ch ssh.Channel
+	{
 		if err := c.acquireSlot(); err != nil {
 			return nil, nil, err
 		}

@@ -40,67 +40,116 @@ func (d *Dialer) MuxSocket(dir string, t Target) string {
 // muxConn is a connection whose channels a master lends.
 type muxConn struct {
 	path    string
-	mu      sync.Mutex
-	first   *mux.Channel // opened by Dial, handed to the first Open
-	err     error        // or the agent's refusal of that channel
 	timeout time.Duration
+	// direct dials the agent without the master (and starts a new one):
+	// for a master that closes without answering a channel request.
+	direct func() (*Conn, error)
+
+	mu      sync.Mutex
+	pending *mux.Pending // asked for by Dial; the first Open sends its request with it
+	fell    *Conn        // direct's connection, once made: every later Open uses it
 }
 
-// dialMux gets a channel from t's master, so that the connection is known
-// to work (and the master stays up while it is held). c is nil when there
-// is no usable master (dial directly); start says to start one.
-func (d *Dialer) dialMux(t, shown Target) (c *Conn, start bool) {
+// errMasterGone is a master that closed without answering: nothing of
+// the request reached the agent (mux.Pending.Finish), so it may go again
+// on a direct connection.
+var errMasterGone = errors.New("the connection master closed without answering")
+
+// dialMux connects to t's master and asks for the first channel, whose
+// answer the first Open reads with its request's. c is nil when no master
+// listens (dial directly); start says to start one. direct is the dial
+// without a master, for a master that turns out not to answer.
+func (d *Dialer) dialMux(t, shown Target, direct func() (*Conn, error)) (c *Conn, start bool) {
 	path := d.MuxSocket(d.Mux.Dir, t)
 	if len(path) > mux.MaxPath {
 		return nil, false // a master could not listen there
 	}
-	ch, err := mux.Open(path, ChannelType, d.timeout())
-	mc := &muxConn{path: path, first: ch, timeout: d.timeout()}
+	p, err := mux.Start(path, ChannelType, d.timeout())
 	if err != nil {
-		var oe *mux.OpenError
-		if !errors.As(err, &oe) {
-			return nil, errors.Is(err, mux.ErrNoMaster)
-		}
-		// The agent refused the channel (a limit): the first Open says
-		// so, as on a direct connection.
-		mc.err = oe
+		return nil, errors.Is(err, mux.ErrNoMaster)
 	}
+	mc := &muxConn{path: path, pending: p, timeout: d.timeout(), direct: func() (*Conn, error) {
+		c, err := direct()
+		if err == nil && d.Mux.Start != nil {
+			d.Mux.Start(t)
+		}
+		return c, err
+	}}
 	return &Conn{Target: t, shown: shown, mux: mc, closed: make(chan struct{})}, false
 }
 
-// openMux opens a protocol channel through the master.
-func (c *Conn) openMux() (ssh.Channel, error) {
+// openMuxRequest opens a protocol channel through the master and sends
+// req on it, with the channel request: one round trip to the master.
+func (c *Conn) openMuxRequest(req wire.Request) (*wire.Conn, ssh.Channel, error) {
 	m := c.mux
 	m.mu.Lock()
-	var ch ssh.Channel
-	if m.first != nil {
-		ch = m.first
-	}
-	err := m.err
-	m.first, m.err = nil, nil
+	p, fell := m.pending, m.fell
+	m.pending = nil
 	m.mu.Unlock()
-	if ch == nil && err == nil {
-		var mc *mux.Channel
-		if mc, err = mux.Open(m.path, ChannelType, m.timeout); err == nil {
-			ch = mc
+	if fell != nil {
+		if p != nil {
+			p.Close()
 		}
+		return fell.openChannelRequest(req)
+	}
+	hello := wire.Hello{Software: "tether-client"}
+	first, err := wire.EncodeHandshake(hello, req, 0)
+	if err != nil {
+		if p != nil {
+			p.Close()
+		}
+		return nil, nil, err
+	}
+	if p == nil {
+		p, err = mux.Start(m.path, ChannelType, m.timeout)
+	}
+	var ch *mux.Channel
+	if err == nil {
+		ch, err = p.Finish(first)
+	}
+	if errors.Is(err, mux.ErrNoMaster) {
+		return c.fallBack(req, err)
 	}
 	if err != nil {
 		var oe *mux.OpenError
 		if errors.As(err, &oe) {
-			return nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oe.Message)}
+			return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oe.Message)}
 		}
-		return nil, fmt.Errorf("%w: %v", ErrTransport, err)
+		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
-	return ch, nil
+	wc := wire.NewConn(ch, 0)
+	if _, err := wc.ReadPeerHello(hello); err != nil {
+		ch.Close()
+		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
+	}
+	return wc, ch, nil
+}
+
+// fallBack sends req on a direct connection, made once, after the master
+// did not answer (cause).
+func (c *Conn) fallBack(req wire.Request, cause error) (*wire.Conn, ssh.Channel, error) {
+	m := c.mux
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.fell == nil {
+		d, err := m.direct()
+		if err != nil {
+			return nil, nil, fmt.Errorf("%w: %v (%v)", ErrTransport, err, cause)
+		}
+		m.fell = d
+	}
+	return m.fell.openChannelRequest(req)
 }
 
 func (m *muxConn) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.first != nil {
-		m.first.Close()
-		m.first = nil
+	if m.pending != nil {
+		m.pending.Close()
+		m.pending = nil
+	}
+	if m.fell != nil {
+		m.fell.Close()
 	}
 }
 

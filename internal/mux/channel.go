@@ -24,12 +24,73 @@ type Channel struct {
 // timeout for the answer. An error wrapping ErrNoMaster means no usable
 // master (dial directly); *OpenError is the agent's refusal.
 func Open(path, typ string, timeout time.Duration) (*Channel, error) {
-	f, _, err := request(path, fOpen, []byte(typ), timeout)
+	p, err := Start(path, typ, timeout)
 	if err != nil {
 		return nil, err
 	}
+	return p.Finish(nil)
+}
+
+// Pending is a channel asked of a master whose answer is not read yet:
+// the caller sends the channel's first bytes with the request and reads
+// the answer with them, one round trip to the master instead of two (a
+// fresh `tether invoke` asks for one channel and sends one request).
+type Pending struct {
+	f       *frameConn
+	timeout time.Duration
+}
+
+// Start connects to the master at path and asks for a channel of type typ
+// without waiting for the answer. An error wrapping ErrNoMaster: no master
+// listens there.
+func Start(path, typ string, timeout time.Duration) (*Pending, error) {
+	f, err := connect(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.write(fOpen, []byte(typ)); err != nil {
+		f.c.Close()
+		return nil, fmt.Errorf("%w: %v", ErrNoMaster, err)
+	}
+	return &Pending{f: f, timeout: timeout}, nil
+}
+
+// Finish sends first on the channel (before the answer: the master keeps
+// it unread until it has the channel and has said OK) and reads the
+// answer, waiting at most the timeout. An error wrapping ErrNoMaster means
+// the master closed without answering — it forwards nothing before its
+// OK, so none of first reached the agent and the caller may dial directly;
+// *OpenError is the agent's refusal, after which first is dropped too.
+func (p *Pending) Finish(first []byte) (*Channel, error) {
+	f := p.f
+	f.c.SetDeadline(time.Now().Add(p.timeout))
+	var werr error
+	if len(first) > 0 {
+		_, werr = f.writeData(first)
+	}
+	typ, payload, err := f.readFrame()
+	if err != nil {
+		f.c.Close()
+		return nil, fmt.Errorf("%w: %v", ErrNoMaster, err)
+	}
+	f.c.SetDeadline(time.Time{})
+	switch {
+	case typ == fFail:
+		f.c.Close()
+		return nil, decodeFail(payload)
+	case typ != fOK:
+		f.c.Close()
+		return nil, fmt.Errorf("%w: unexpected answer %q", ErrNoMaster, typ)
+	case werr != nil: // an OK, but first did not go out whole: not a usable channel
+		f.c.Close()
+		return nil, fmt.Errorf("mux: send on the new channel: %w", werr)
+	}
 	return &Channel{f: f}, nil
 }
+
+// Close gives up a pending channel without reading its answer: the master
+// sees the connection close and closes the channel.
+func (p *Pending) Close() { p.f.c.Close() }
 
 // Read reads the channel's data.
 func (c *Channel) Read(p []byte) (int, error) {

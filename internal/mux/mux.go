@@ -7,7 +7,9 @@
 // Each channel is one unix connection. The client sends one request frame
 // (open a channel of a type, status, or stop); the master answers OK or
 // Fail; after a successful open both sides exchange Data, EOF (CloseWrite)
-// and Close frames, which the master maps onto the SSH channel. Frames rather
+// and Close frames, which the master maps onto the SSH channel. A client
+// may send Data right after its open, before the answer (Pending): the
+// master reads none of it before its OK. Frames rather
 // than raw bytes because a stream socket cannot tell its peer's
 // shutdown(SHUT_WR) from its close(): a client that gives up on a command
 // must close the SSH channel (so the session host marks the session

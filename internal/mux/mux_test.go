@@ -314,3 +314,68 @@ func TestSpareIsRenewedWhileWaiting(t *testing.T) {
 		}
 	}
 }
+
+// A pending channel's first bytes, sent before the answer, reach the agent
+// after the OK and before anything written later; a refusal drops them.
+func TestPendingSendsFirstWithTheRequest(t *testing.T) {
+	tm := startMaster(t, time.Minute, false)
+	p, err := Start(tm.path, "t@x", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch, err := p.Finish([]byte("hello+request"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent := <-tm.agents
+	ch.Write([]byte("|ack"))
+	ch.CloseWrite()
+	if got, _ := io.ReadAll(agent); string(got) != "hello+request|ack" {
+		t.Fatalf("agent got %q", got)
+	}
+	ch.Close()
+
+	refusing := startMaster(t, time.Minute, true)
+	p, err = Start(refusing.path, "t@x", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var oe *OpenError
+	if _, err := p.Finish([]byte("never sent")); !errors.As(err, &oe) {
+		t.Fatalf("refused: %v", err)
+	}
+}
+
+// A master that closes without answering (exiting, its connection lost)
+// forwarded nothing: Finish says ErrNoMaster, so the caller dials
+// directly and sends the request there once.
+func TestPendingUnansweredIsNoMaster(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "mux")
+	if err := MakeDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	path := SocketPath(dir, "u@h:1")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		c, err := ln.AcceptUnix()
+		if err != nil {
+			return
+		}
+		newFrameConn(c).readFrame() // the Open, then the master goes
+		c.Close()
+	}()
+	p, err := Start(path, "t@x", 10*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Finish([]byte("request")); !errors.Is(err, ErrNoMaster) {
+		t.Fatalf("unanswered: %v, want ErrNoMaster", err)
+	}
+	if _, err := Start(path+".none", "t@x", time.Second); !errors.Is(err, ErrNoMaster) {
+		t.Fatalf("no socket: %v", err)
+	}
+}

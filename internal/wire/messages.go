@@ -453,29 +453,51 @@ func (a *Args) UnmarshalJSON(b []byte) error {
 // sends its Hello and the Request together, in one write, and then reads the
 // peer's Hello — one round trip less than Handshake followed by a request.
 func (c *Conn) HandshakeRequest(h Hello, req Request) (Hello, error) {
-	h.Proto = cmp.Or(h.Proto, Version)
-	hb, err := marshalHello(h)
+	buf, err := EncodeHandshake(h, req, c.max)
 	if err != nil {
-		return Hello{}, fmt.Errorf("wire: encode hello: %w", err)
+		return Hello{}, err
 	}
-	rb, err := marshalRequest(req)
-	if err != nil {
-		return Hello{}, fmt.Errorf("wire: encode request: %w", err)
-	}
-	if 1+len(rb) > c.max {
-		return Hello{}, fmt.Errorf("%w: request of %d bytes, limit %d", ErrFrameTooLarge, 1+len(rb), c.max)
-	}
-	buf := make([]byte, 0, 10+len(hb)+len(rb))
-	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(hb)))
-	buf = append(append(buf, byte(THello)), hb...)
-	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(rb)))
-	buf = append(append(buf, byte(TRequest)), rb...)
 	c.wmu.Lock()
 	_, err = c.rw.Write(buf)
 	c.wmu.Unlock()
 	if err != nil {
 		return Hello{}, fmt.Errorf("wire: handshake: %w", err)
 	}
+	return c.ReadPeerHello(h)
+}
+
+// EncodeHandshake is what HandshakeRequest writes on a Conn whose frames
+// are at most maxFrame bytes (<= 0: MaxFrame): the Hello and Request
+// frames, for a caller that sends them itself (with a master's channel
+// request, mux.Pending) and then calls ReadPeerHello.
+func EncodeHandshake(h Hello, req Request, maxFrame int) ([]byte, error) {
+	if maxFrame <= 0 {
+		maxFrame = MaxFrame
+	}
+	h.Proto = cmp.Or(h.Proto, Version)
+	hb, err := marshalHello(h)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode hello: %w", err)
+	}
+	rb, err := marshalRequest(req)
+	if err != nil {
+		return nil, fmt.Errorf("wire: encode request: %w", err)
+	}
+	if 1+len(rb) > maxFrame {
+		return nil, fmt.Errorf("%w: request of %d bytes, limit %d", ErrFrameTooLarge, 1+len(rb), maxFrame)
+	}
+	buf := make([]byte, 0, 10+len(hb)+len(rb))
+	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(hb)))
+	buf = append(append(buf, byte(THello)), hb...)
+	buf = binary.BigEndian.AppendUint32(buf, uint32(1+len(rb)))
+	buf = append(append(buf, byte(TRequest)), rb...)
+	return buf, nil
+}
+
+// ReadPeerHello reads the peer's Hello after an EncodeHandshake of h and
+// checks that it speaks h's protocol.
+func (c *Conn) ReadPeerHello(h Hello) (Hello, error) {
+	h.Proto = cmp.Or(h.Proto, Version)
 	var peer Hello
 	if err := c.ReadJSON(THello, &peer); err != nil {
 		return peer, fmt.Errorf("wire: handshake: %w", err)
