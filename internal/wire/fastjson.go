@@ -419,7 +419,13 @@ func unescapeString(p []byte, start, esc int) ([]byte, int, bool) {
 	if !utf8.Valid(p[start:esc]) {
 		return nil, 0, false
 	}
-	out := append(make([]byte, 0, len(p)-start), p[start:esc]...)
+	// Sized to this string, not to the rest of the frame: a frame of many
+	// short escaped strings must not cost the square of its length.
+	end := escapedStringEnd(p, esc)
+	if end < 0 {
+		return nil, 0, false
+	}
+	out := append(make([]byte, 0, end-start), p[start:esc]...)
 	plain := esc // start of the run of bytes not yet copied
 	for j := esc; j < len(p); {
 		c := p[j]
@@ -469,6 +475,21 @@ func unescapeString(p []byte, start, esc int) ([]byte, int, bool) {
 		plain = j
 	}
 	return nil, 0, false
+}
+
+// escapedStringEnd is the index of the closing quote of the string whose
+// first backslash is at p[esc], or -1 when the frame ends first. The text
+// it spans is at least as long as the string it decodes to.
+func escapedStringEnd(p []byte, esc int) int {
+	for j := esc; j < len(p); j++ {
+		switch p[j] {
+		case '\\':
+			j++
+		case '"':
+			return j
+		}
+	}
+	return -1
 }
 
 // unmarshalHello and unmarshalResponse decode with the fast path or

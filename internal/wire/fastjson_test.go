@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -299,4 +300,37 @@ func FuzzFastResponseEncode(f *testing.F) {
 			}
 		}
 	})
+}
+
+// A frame of many short escaped strings (hostile: a client sends what it
+// likes) costs the decoder memory in proportion to the frame, not to its
+// square: each escaped string once allocated the rest of the frame.
+func TestFastRequestDecodeAllocatesLinearly(t *testing.T) {
+	var b bytes.Buffer
+	b.WriteString(`{"op":"run"`)
+	for b.Len() < 1<<20 {
+		b.WriteString(`,"op":"\n","\u0073ession":"\t"`)
+	}
+	b.WriteString(`}`)
+	frame := b.Bytes()
+
+	var want Request
+	if err := json.Unmarshal(frame, &want); err != nil {
+		t.Fatal(err)
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	var got Request
+	if err := unmarshalRequest(frame, &got); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("decoded %+v, encoding/json %+v", got, want)
+	}
+	// Linear is a few bytes per escaped string; the square of 1 MiB is
+	// gigabytes.
+	if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 16*uint64(len(frame)) {
+		t.Errorf("decoding a %d-byte frame allocated %d bytes", len(frame), alloc)
+	}
 }
