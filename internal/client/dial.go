@@ -155,7 +155,11 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		// holds one stdio agent's connection, so a later command starts
 		// neither ssh nor a remote process.
 		if d.Mux != nil {
-			c, start := d.dialMux(t, t.WithSession(""), func() (*Conn, error) { return d.dialSSH(ctx, t) })
+			// The fallback dial comes at the first Open, maybe long after
+			// (a pooled connection's), when ctx may be done: bounded by the
+			// dialer's timeout instead.
+			later := context.WithoutCancel(ctx)
+			c, start := d.dialMux(t, t.WithSession(""), func() (*Conn, error) { return d.dialSSH(later, t) })
 			if c != nil {
 				return c, nil
 			}
@@ -181,7 +185,8 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	startMaster := false
 	if d.Mux != nil && !d.Mux.SSHOnly {
 		var c *Conn
-		if c, startMaster = d.dialMux(t, shown, func() (*Conn, error) { return d.dialAgent(ctx, t, shown, r) }); c != nil {
+		later := context.WithoutCancel(ctx) // as above
+		if c, startMaster = d.dialMux(t, shown, func() (*Conn, error) { return d.dialAgent(later, t, shown, r) }); c != nil {
 			return c, nil
 		}
 	}

@@ -45,9 +45,12 @@ type muxConn struct {
 	// for a master that closes without answering a channel request.
 	direct func() (*Conn, error)
 
+	dialMu sync.Mutex // held while direct dials: one fallback connection, not one per Open
+
 	mu      sync.Mutex
 	pending *mux.Pending // asked for by Dial; the first Open sends its request with it
 	fell    *Conn        // direct's connection, once made: every later Open uses it
+	closed  bool
 }
 
 // errMasterGone is a master that closed without answering: nothing of
@@ -115,6 +118,11 @@ func (c *Conn) openMuxRequest(req wire.Request) (*wire.Conn, ssh.Channel, error)
 		if errors.As(err, &oe) {
 			return nil, nil, &wire.Error{Code: wire.CodeLimit, Message: c.shown.fill(oe.Message)}
 		}
+		if errors.Is(err, mux.ErrNoAnswer) {
+			// Sent again directly, it could run twice.
+			return nil, nil, fmt.Errorf("%w: the connection master %s: %v; the request may have reached the agent, so it is not sent again (tether list %s shows whether it runs)",
+				ErrTransport, m.path, err, c.shown)
+		}
 		return nil, nil, fmt.Errorf("%w: %v", ErrTransport, err)
 	}
 	wc := wire.NewConn(ch, 0)
@@ -128,22 +136,47 @@ func (c *Conn) openMuxRequest(req wire.Request) (*wire.Conn, ssh.Channel, error)
 // fallBack sends req on a direct connection, made once, after the master
 // did not answer (cause).
 func (c *Conn) fallBack(req wire.Request, cause error) (*wire.Conn, ssh.Channel, error) {
-	m := c.mux
+	d, err := c.mux.fallBackConn()
+	if err != nil {
+		// The direct dial's error as it is (a *HostError says auth or
+		// host key, which callers act on), with why it was tried.
+		return nil, nil, fmt.Errorf("%w (after the connection master closed without answering: %v)", err, cause)
+	}
+	return d.openChannelRequest(req)
+}
+
+// fallBackConn is the direct connection, dialled on first use. The dial
+// runs outside mu, so that Close does not wait for it.
+func (m *muxConn) fallBackConn() (*Conn, error) {
+	m.dialMu.Lock()
+	defer m.dialMu.Unlock()
+	m.mu.Lock()
+	d, closed := m.fell, m.closed
+	m.mu.Unlock()
+	if closed {
+		return nil, fmt.Errorf("%w: the connection is closed", ErrTransport)
+	}
+	if d != nil {
+		return d, nil
+	}
+	d, err := m.direct()
+	if err != nil {
+		return nil, err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if m.fell == nil {
-		d, err := m.direct()
-		if err != nil {
-			return nil, nil, fmt.Errorf("%w: %v (%v)", ErrTransport, err, cause)
-		}
-		m.fell = d
+	if m.closed { // closed while dialling: the connection is not wanted
+		d.Close()
+		return nil, fmt.Errorf("%w: the connection is closed", ErrTransport)
 	}
-	return m.fell.openChannelRequest(req)
+	m.fell = d
+	return d, nil
 }
 
 func (m *muxConn) close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	m.closed = true
 	if m.pending != nil {
 		m.pending.Close()
 		m.pending = nil

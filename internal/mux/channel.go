@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -58,8 +59,10 @@ func Start(path, typ string, timeout time.Duration) (*Pending, error) {
 // Finish sends first on the channel (before the answer: the master keeps
 // it unread until it has the channel and has said OK) and reads the
 // answer, waiting at most the timeout. An error wrapping ErrNoMaster means
-// the master closed without answering — it forwards nothing before its
-// OK, so none of first reached the agent and the caller may dial directly;
+// the master closed without a byte of answer — it forwards nothing before
+// its OK, so none of first reached the agent and the caller may dial
+// directly. ErrNoAnswer (a timeout, a partial or unexpected answer) means
+// first may have reached the agent: the caller must not send it again.
 // *OpenError is the agent's refusal, after which first is dropped too.
 func (p *Pending) Finish(first []byte) (*Channel, error) {
 	f := p.f
@@ -68,10 +71,22 @@ func (p *Pending) Finish(first []byte) (*Channel, error) {
 	if len(first) > 0 {
 		_, werr = f.writeData(first)
 	}
+	// Whether any answer came decides whether first may go elsewhere.
+	if _, err := f.r.Peek(1); err != nil {
+		f.c.Close()
+		if len(first) == 0 || closedUnanswered(err) {
+			return nil, fmt.Errorf("%w: %v", ErrNoMaster, err)
+		}
+		return nil, fmt.Errorf("%w within %s: %v", ErrNoAnswer, p.timeout, err)
+	}
+	unsafe := ErrNoMaster // nothing of first went out: the caller may dial directly
+	if len(first) > 0 {
+		unsafe = ErrNoAnswer
+	}
 	typ, payload, err := f.readFrame()
 	if err != nil {
 		f.c.Close()
-		return nil, fmt.Errorf("%w: %v", ErrNoMaster, err)
+		return nil, fmt.Errorf("%w: a partial answer: %v", unsafe, err)
 	}
 	f.c.SetDeadline(time.Time{})
 	switch {
@@ -80,12 +95,21 @@ func (p *Pending) Finish(first []byte) (*Channel, error) {
 		return nil, decodeFail(payload)
 	case typ != fOK:
 		f.c.Close()
-		return nil, fmt.Errorf("%w: unexpected answer %q", ErrNoMaster, typ)
+		return nil, fmt.Errorf("%w: unexpected answer %q", unsafe, typ)
 	case werr != nil: // an OK, but first did not go out whole: not a usable channel
 		f.c.Close()
 		return nil, fmt.Errorf("mux: send on the new channel: %w", werr)
 	}
 	return &Channel{f: f}, nil
+}
+
+// closedUnanswered reports whether a read that got no byte at all failed
+// because the master closed its end (it exited, or gave up on the
+// request), not because the wait ran out: a master writes its answer
+// before it forwards anything, and the kernel delivers what was written
+// before the close, so nothing was forwarded.
+func closedUnanswered(err error) bool {
+	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
 // Close gives up a pending channel without reading its answer: the master

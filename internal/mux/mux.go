@@ -58,6 +58,12 @@ const maxFrame = 64 << 10
 // it exited): the caller dials directly.
 var ErrNoMaster = errors.New("mux: no master")
 
+// ErrNoAnswer means a master did not answer a channel request sent with
+// its first bytes (Pending.Finish) in time, or answered only in part: it
+// may have forwarded them since, so the caller must not send them again
+// elsewhere.
+var ErrNoAnswer = errors.New("mux: the master did not answer")
+
 // OpenError is the agent's refusal to open a channel, passed on by the
 // master (ssh.OpenChannelError's reason and message).
 type OpenError struct {

@@ -379,3 +379,51 @@ func TestPendingUnansweredIsNoMaster(t *testing.T) {
 		t.Fatalf("no socket: %v", err)
 	}
 }
+
+// A master that has not answered when the wait runs out, or answered only
+// in part, may forward the request later (or did): Finish says
+// ErrNoAnswer, never ErrNoMaster, so the caller does not send it again on
+// a direct connection — the command would run twice.
+func TestPendingLateOrPartialAnswerIsNotNoMaster(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "mux")
+	if err := MakeDir(dir); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		name   string
+		answer func(c *net.UnixConn) // after reading the Open
+	}{
+		{"late", func(c *net.UnixConn) { io.Copy(io.Discard, c) }},     // holds on, answers nothing
+		{"partial", func(c *net.UnixConn) { c.Write([]byte{fOK, 0}) }}, // two bytes of a header, then gone
+		{"unexpected", func(c *net.UnixConn) { newFrameConn(c).write(fEOF, nil) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := SocketPath(dir, "u@"+c.name+":1")
+			ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				mc, err := ln.AcceptUnix()
+				if err != nil {
+					return
+				}
+				defer mc.Close()
+				newFrameConn(mc).readFrame()
+				c.answer(mc)
+			}()
+			p, err := Start(path, "t@x", 100*time.Millisecond)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Finish([]byte("request"))
+			if !errors.Is(err, ErrNoAnswer) || errors.Is(err, ErrNoMaster) {
+				t.Fatalf("Finish: %v, want ErrNoAnswer", err)
+			}
+			<-done
+		})
+	}
+}
