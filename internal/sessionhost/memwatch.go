@@ -2,8 +2,8 @@ package sessionhost
 
 import (
 	"math"
-	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"sync"
 	"time"
 )
@@ -22,8 +22,7 @@ import (
 // memory. Idle, the watch costs nothing: it runs only while a command does.
 
 // memWatchInterval is how often the watch samples while a command runs
-// (runtime.ReadMemStats: a stop of this one-P process's world, a few
-// microseconds at a session host's heap size).
+// (runtime/metrics.Read: about a microsecond).
 const memWatchInterval = 5 * time.Millisecond
 
 // memBaseSlack is added to the session host's memory at start-up for its
@@ -45,19 +44,24 @@ func watchBase(h *Host) uint64 {
 	return b
 }
 
+var memSamples = []metrics.Sample{
+	{Name: "/memory/classes/total:bytes"},
+	{Name: "/memory/classes/heap/released:bytes"},
+}
+
+var memSampleMu sync.Mutex
+
 // hostMemory is the memory the Go runtime holds from the operating system
 // (mapped minus returned): close to the session host's resident size.
-//
-// ReadMemStats, not runtime/metrics: every tether process links this
-// package, and runtime/metrics' package init alone was 0.1 ms of each
-// fresh CLI's start (#18).
 func hostMemory() uint64 {
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	if ms.HeapReleased > ms.Sys {
+	memSampleMu.Lock()
+	defer memSampleMu.Unlock()
+	metrics.Read(memSamples)
+	total, released := memSamples[0].Value.Uint64(), memSamples[1].Value.Uint64()
+	if released > total {
 		return 0
 	}
-	return ms.Sys - ms.HeapReleased
+	return total - released
 }
 
 // watchMemory starts the watch for one command; stop ends it and reports
