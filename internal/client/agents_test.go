@@ -78,3 +78,23 @@ func inProcessAgents(t *testing.T, n int, policy string) ([]string, *Dialer) {
 	}
 	return addrs, d
 }
+
+// newBuiltinSession opens the builtin session target.Session through d,
+// on a connection of its own.
+func newBuiltinSession(t *testing.T, d *Dialer, target Target) {
+	t.Helper()
+	c, err := d.Dial(context.Background(), target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wc, ch, err := c.Open(wire.Request{Op: opNew, Session: target.Session, Shell: "builtin", Client: d.Client})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ch.Close()
+	var resp wire.Response
+	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil || !resp.OK {
+		t.Fatalf("new: %v %+v", err, resp.Error)
+	}
+}

@@ -67,20 +67,7 @@ func fakeMaster(t *testing.T) (target Target, d *Dialer, ln *net.UnixListener, s
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := d.Dial(context.Background(), target)
-	if err != nil {
-		t.Fatal(err)
-	}
-	wc, ch, err := c.Open(wire.Request{Op: opNew, Session: "work", Shell: "builtin", Client: d.Client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var resp wire.Response
-	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil || !resp.OK {
-		t.Fatalf("new: %v %+v", err, resp.Error)
-	}
-	ch.Close()
-	c.Close()
+	newBuiltinSession(t, d, target)
 
 	dir := filepath.Join(e2e.ShortTempDir(t), "mux")
 	if err := mux.MakeDir(dir); err != nil {

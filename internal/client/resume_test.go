@@ -105,22 +105,9 @@ func TestRunResumesAtEveryRecordBoundary(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	c, err := d.Dial(ctx, target)
-	if err != nil {
-		t.Fatal(err)
-	}
 	// The builtin shell: its stdout and stderr keep their interleaving
 	// (one record each), which bash's separate pipes do not.
-	wc, ch, err := c.Open(wire.Request{Op: opNew, Session: "work", Shell: "builtin", Client: d.Client})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var resp wire.Response
-	if err := wc.ReadJSON(wire.TResponse, &resp); err != nil || !resp.OK {
-		t.Fatalf("new: %v %+v", err, resp.Error)
-	}
-	ch.Close()
-	c.Close()
+	newBuiltinSession(t, d, target)
 
 	const want = "o:one\ne:two\no:three\ne:four\no:five\n"
 	run := func(cutAfter int) (Result, *recorder, error) {
