@@ -155,11 +155,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 		// holds one stdio agent's connection, so a later command starts
 		// neither ssh nor a remote process.
 		if d.Mux != nil {
-			// The fallback dial comes at the first Open, maybe long after
-			// (a pooled connection's), when ctx may be done: bounded by the
-			// dialer's timeout instead.
-			later := context.WithoutCancel(ctx)
-			c, start := d.dialMux(t, t.WithSession(""), func() (*Conn, error) { return d.dialSSH(later, t) })
+			c, start := d.dialMux(ctx, t, t.WithSession(""), func(ctx context.Context) (*Conn, error) { return d.dialSSH(ctx, t) })
 			if c != nil {
 				return c, nil
 			}
@@ -185,8 +181,7 @@ func (d *Dialer) Dial(ctx context.Context, t Target) (*Conn, error) {
 	startMaster := false
 	if d.Mux != nil && !d.Mux.SSHOnly {
 		var c *Conn
-		later := context.WithoutCancel(ctx) // as above
-		if c, startMaster = d.dialMux(t, shown, func() (*Conn, error) { return d.dialAgent(later, t, shown, r) }); c != nil {
+		if c, startMaster = d.dialMux(ctx, t, shown, func(ctx context.Context) (*Conn, error) { return d.dialAgent(ctx, t, shown, r) }); c != nil {
 			return c, nil
 		}
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
@@ -53,16 +54,14 @@ type muxConn struct {
 	closed  bool
 }
 
-// errMasterGone is a master that closed without answering: nothing of
-// the request reached the agent (mux.Pending.Finish), so it may go again
-// on a direct connection.
-var errMasterGone = errors.New("the connection master closed without answering")
-
 // dialMux connects to t's master and asks for the first channel, whose
 // answer the first Open reads with its request's. c is nil when no master
 // listens (dial directly); start says to start one. direct is the dial
-// without a master, for a master that turns out not to answer.
-func (d *Dialer) dialMux(t, shown Target, direct func() (*Conn, error)) (c *Conn, start bool) {
+// without a master, for a master that turns out not to answer; it runs
+// at the first Open, maybe long after Dial (a pooled connection's), when
+// ctx may be done, so it gets ctx without its cancellation (the dialer's
+// timeout bounds it).
+func (d *Dialer) dialMux(ctx context.Context, t, shown Target, direct func(context.Context) (*Conn, error)) (c *Conn, start bool) {
 	path := d.MuxSocket(d.Mux.Dir, t)
 	if len(path) > mux.MaxPath {
 		return nil, false // a master could not listen there
@@ -72,7 +71,7 @@ func (d *Dialer) dialMux(t, shown Target, direct func() (*Conn, error)) (c *Conn
 		return nil, errors.Is(err, mux.ErrNoMaster)
 	}
 	mc := &muxConn{path: path, pending: p, timeout: d.timeout(), direct: func() (*Conn, error) {
-		c, err := direct()
+		c, err := direct(context.WithoutCancel(ctx))
 		if err == nil && d.Mux.Start != nil {
 			d.Mux.Start(t)
 		}

@@ -22,7 +22,6 @@ import (
 // no master listens at all.
 func TestUnansweringMasterFallsBackToDirect(t *testing.T) {
 	target, d, ln, started := fakeMaster(t)
-	addrs := []string{target.HostString()}
 	ctx := context.Background()
 	took := make(chan int, 4) // bytes each accepted connection had sent
 	go func() {
@@ -50,7 +49,7 @@ func TestUnansweringMasterFallsBackToDirect(t *testing.T) {
 	}
 	select {
 	case st := <-started:
-		if !strings.Contains(st.String(), addrs[0]) {
+		if !strings.Contains(st.String(), target.HostString()) {
 			t.Fatalf("master started for %s", st)
 		}
 	default:
@@ -68,19 +67,25 @@ func fakeMaster(t *testing.T) (target Target, d *Dialer, ln *net.UnixListener, s
 		t.Fatal(err)
 	}
 	newBuiltinSession(t, d, target)
+	started = make(chan Target, 4)
+	ln = listenAsMaster(t, d, target, func(t Target) { started <- t })
+	return target, d, ln, started
+}
 
+// listenAsMaster gives d a mux directory with start as its MuxOptions.Start
+// and listens on the socket where d looks for target's master.
+func listenAsMaster(t *testing.T, d *Dialer, target Target, start func(Target)) *net.UnixListener {
 	dir := filepath.Join(e2e.ShortTempDir(t), "mux")
 	if err := mux.MakeDir(dir); err != nil {
 		t.Fatal(err)
 	}
-	started = make(chan Target, 4)
-	d.Mux = &MuxOptions{Dir: dir, Start: func(t Target) { started <- t }}
-	ln, err = net.ListenUnix("unix", &net.UnixAddr{Name: d.MuxSocket(dir, target), Net: "unix"})
+	d.Mux = &MuxOptions{Dir: dir, Start: start}
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: d.MuxSocket(dir, target), Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	return target, d, ln, started
+	return ln
 }
 
 // A master that has the command's request but no answer when the wait
@@ -129,16 +134,7 @@ func TestFallbackKeepsTheHostError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(e2e.ShortTempDir(t), "mux")
-	if err := mux.MakeDir(dir); err != nil {
-		t.Fatal(err)
-	}
-	d.Mux = &MuxOptions{Dir: dir}
-	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: d.MuxSocket(dir, target), Net: "unix"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
+	ln := listenAsMaster(t, d, target, nil)
 	go func() {
 		for {
 			c, err := ln.AcceptUnix()
