@@ -225,12 +225,17 @@ func (a *Agent) relayKept(ref *sessionRef, id identity, req *wire.Request, c *wi
 		keep = hc.Write(wire.TEnd) == nil
 		mu.Unlock()
 	}
+	// Back in the pool before the client sees its channel close, which
+	// ends its run: its next run may follow at once, and found no idle
+	// connection (a second dial) while this one waited for the reader.
+	// Once ended, the reader writes nothing more to hc.
+	if keep {
+		a.hosts.put(ref, &idleHost{nc: nc, hc: hc, admin: id.admin})
+	}
 	ch.CloseWrite()
 	ch.Close()
 	<-done
-	if keep {
-		a.hosts.put(ref, &idleHost{nc: nc, hc: hc, admin: id.admin})
-	} else {
+	if !keep {
 		nc.Close()
 	}
 	return nil
