@@ -166,6 +166,18 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		}
 		r.ratio(r.add(newRow(fig, name, "us", durs(ds, "us"))), "loopback TCP 64 B round trip (floor)")
 	}
+	for _, relayed := range []bool{false, true} {
+		name := "  same, on one kept x/crypto/ssh channel to a child (the client → agent shape)"
+		if relayed {
+			name = "  same, the child relaying the channel over a unix socket to a third process (client → agent → session host)"
+		}
+		ds, err := sshChannelRTT(cfg.rttN/4, relayed)
+		if err != nil {
+			r.problem("%s: %v", name, err)
+			continue
+		}
+		r.ratio(r.add(newRow(fig, name, "us", durs(ds, "us"))), "loopback TCP 64 B round trip (floor)")
+	}
 
 	a, err := b.startAgent("lat", 100)
 	if err != nil {
@@ -360,6 +372,14 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		return timeRun(b.tetherCmd(ctx, "version"))
 	})
 	r.add(newRow(fig, "tether version (process start only)", "ms", durs(ds, "ms")))
+	if hello, err := buildHello(b.dir); err != nil {
+		r.problem("hello: %v", err)
+	} else {
+		ds, errs = repeat(r, "hello", cfg.cliN/2, func() (time.Duration, error) { return timeRun(exec.CommandContext(ctx, hello)) })
+		x = r.add(newRow(fig, "  a static Go hello world (any Go CLI's start)", "ms", durs(ds, "ms")))
+		x.Errors = errs
+		r.ratio(x, "tether version (process start only)")
+	}
 
 	if sshd != nil {
 		ds, errs = repeat(r, "ssh true", cfg.sshN, func() (time.Duration, error) {

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"time"
 )
@@ -26,6 +27,14 @@ const echoEnv = "TETHER_BENCH_ECHO"
 // echoMain serves one connection and returns; it runs instead of the bench
 // when echoEnv is set.
 func echoMain(mode string) {
+	if mode == "ssh" || strings.HasPrefix(mode, "ssh-relay:") {
+		sshEchoMain(mode)
+		return
+	}
+	if sock, ok := strings.CutPrefix(mode, "unix:"); ok {
+		unixEchoMain(sock)
+		return
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		fatal(err)
@@ -51,44 +60,19 @@ func echoMain(mode string) {
 	io.Copy(c, c)
 }
 
-// startEcho starts a child echo server (or relay) and returns its address.
-func startEcho(ctx context.Context, mode string) (string, *exec.Cmd, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.CommandContext(ctx, self)
-	cmd.Env = append(os.Environ(), echoEnv+"="+mode)
-	cmd.Stderr = os.Stderr
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		return "", nil, err
-	}
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	addr, err := bufio.NewReader(out).ReadString('\n')
-	if err != nil {
-		cmd.Process.Kill()
-		cmd.Wait()
-		return "", nil, fmt.Errorf("echo server: %w", err)
-	}
-	return strings.TrimSpace(addr), cmd, nil
-}
-
 // processRTT measures n ping-pongs with an echo child, through a relay
 // child when relayed.
 func processRTT(n int, relayed bool) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	addr, echo, err := startEcho(ctx, "echo")
+	addr, echo, err := startChild(ctx, "echo")
 	if err != nil {
 		return nil, err
 	}
 	defer echo.Wait()
 	if relayed {
 		var relay *exec.Cmd
-		if addr, relay, err = startEcho(ctx, "relay:"+addr); err != nil {
+		if addr, relay, err = startChild(ctx, "relay:"+addr); err != nil {
 			return nil, err
 		}
 		defer relay.Wait()
@@ -102,7 +86,7 @@ func processRTT(n int, relayed bool) ([]time.Duration, error) {
 }
 
 // pingPong times n 64-byte round trips on c after n/10 of warm-up.
-func pingPong(c net.Conn, n int) ([]time.Duration, error) {
+func pingPong(c io.ReadWriter, n int) ([]time.Duration, error) {
 	buf := make([]byte, 64)
 	out := make([]time.Duration, 0, n)
 	for i := 0; i < n+n/10; i++ {
@@ -163,4 +147,31 @@ func (s *sshdProc) keptShellTrue(ctx context.Context, n int) ([]time.Duration, e
 		}
 	}
 	return ds, nil
+}
+
+// helloSource is the smallest Go program that writes: its start is the
+// floor of any Go CLI's, `tether version`'s included.
+const helloSource = "package main\n\nimport \"os\"\n\nfunc main() { os.Stdout.WriteString(\"hello\\n\") }\n"
+
+// buildHello builds helloSource, static as make build builds tether, into
+// dir and returns the binary's path.
+func buildHello(dir string) (string, error) {
+	src := filepath.Join(dir, "hello")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "main.go"), []byte(helloSource), 0o644); err != nil {
+		return "", err
+	}
+	if err := os.WriteFile(filepath.Join(src, "go.mod"), []byte("module hello\n\ngo 1.26\n"), 0o644); err != nil {
+		return "", err
+	}
+	bin := filepath.Join(src, "hello")
+	cmd := exec.Command("go", "build", "-o", bin, ".")
+	cmd.Dir = src
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=", "GOWORK=off")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return "", fmt.Errorf("go build hello: %v: %s", err, out)
+	}
+	return bin, nil
 }

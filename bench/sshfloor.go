@@ -1,0 +1,170 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+)
+
+// The floor of Tether's own shape, with nothing of Tether in it: a 64-byte
+// ping-pong on one kept x/crypto/ssh channel to a child process (client →
+// agent), and the same with that child relaying each channel over a unix
+// socket to a third process (client → agent → session host), so that the
+// kept `true` figure reads against what the design costs before any
+// request is decoded, run or journaled (#18). Both children are this bench
+// binary re-executed (echoEnv); x/crypto/ssh negotiates as between
+// Tether's client and agent.
+
+// sshEchoMain is echoMain's ssh modes: "ssh" echoes each channel's bytes,
+// "ssh-relay:SOCKET" copies each channel to and from a new connection to
+// the unix socket SOCKET. It prints its address and its host key's
+// authorized_keys line, serves one connection and returns.
+func sshEchoMain(mode string) {
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		fatal(err)
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		fatal(err)
+	}
+	cfg := &ssh.ServerConfig{NoClientAuth: true} // a loopback child of the bench, for one connection
+	cfg.AddHostKey(signer)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fatal(err)
+	}
+	fmt.Printf("%s %s", ln.Addr(), ssh.MarshalAuthorizedKey(signer.PublicKey()))
+	c, err := ln.Accept()
+	if err != nil {
+		fatal(err)
+	}
+	ln.Close()
+	_, chans, reqs, err := ssh.NewServerConn(c, cfg)
+	if err != nil {
+		fatal(err)
+	}
+	go ssh.DiscardRequests(reqs)
+	sock, relayed := strings.CutPrefix(mode, "ssh-relay:")
+	for nc := range chans {
+		ch, creqs, err := nc.Accept()
+		if err != nil {
+			continue
+		}
+		go ssh.DiscardRequests(creqs)
+		go func() {
+			defer ch.Close()
+			if !relayed {
+				io.Copy(ch, ch)
+				return
+			}
+			up, err := net.Dial("unix", sock)
+			if err != nil {
+				return
+			}
+			defer up.Close()
+			go io.Copy(up, ch)
+			io.Copy(ch, up)
+		}()
+	}
+}
+
+// unixEchoMain is echoMain's "unix:SOCKET" mode: it echoes the first
+// connection to the unix socket SOCKET, printing its path once listening.
+func unixEchoMain(sock string) {
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		fatal(err)
+	}
+	fmt.Println(sock)
+	c, err := ln.Accept()
+	if err != nil {
+		fatal(err)
+	}
+	ln.Close()
+	io.Copy(c, c)
+}
+
+// startChild starts this bench binary in echo mode and returns the first
+// line it prints.
+func startChild(ctx context.Context, mode string) (string, *exec.Cmd, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.CommandContext(ctx, self)
+	cmd.Env = append(os.Environ(), echoEnv+"="+mode)
+	cmd.Stderr = os.Stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return "", nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		cmd.Process.Kill()
+		cmd.Wait()
+		return "", nil, fmt.Errorf("%s child: %w", mode, err)
+	}
+	return strings.TrimSpace(line), cmd, nil
+}
+
+// sshChannelRTT measures n ping-pongs on one x/crypto/ssh channel to an
+// ssh echo child, relayed through it to a unix-socket echo child when
+// relayed.
+func sshChannelRTT(n int, relayed bool) ([]time.Duration, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	mode := "ssh"
+	if relayed {
+		dir, err := os.MkdirTemp("", "tether-bench-floor")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		sock, echo, err := startChild(ctx, "unix:"+filepath.Join(dir, "echo.sock"))
+		if err != nil {
+			return nil, err
+		}
+		defer echo.Wait()
+		mode = "ssh-relay:" + sock
+	}
+	line, srv, err := startChild(ctx, mode)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Wait()
+	addr, keyLine, ok := strings.Cut(line, " ")
+	if !ok {
+		return nil, fmt.Errorf("ssh echo child printed %q, want ADDR KEY", line)
+	}
+	hostKey, _, _, _, err := ssh.ParseAuthorizedKey([]byte(keyLine))
+	if err != nil {
+		return nil, fmt.Errorf("ssh echo child's host key: %w", err)
+	}
+	conn, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "bench", HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 10 * time.Second})
+	if err != nil {
+		return nil, err
+	}
+	defer conn.Close()
+	ch, reqs, err := conn.OpenChannel("session", nil)
+	if err != nil {
+		return nil, err
+	}
+	go ssh.DiscardRequests(reqs)
+	defer ch.Close()
+	return pingPong(ch, n)
+}
