@@ -285,3 +285,41 @@ func TestNewListRemoveAndLimits(t *testing.T) {
 		t.Fatalf("another user sees sessions: %+v", l.Sessions)
 	}
 }
+
+// TestNewSeesALimitAnotherAgentJustRaised: a user's agents share the
+// settings file (one stdio agent per ssh connection or master); a limit
+// raised through one holds in the other at once, not after its next two
+// polls of the file, so a `tether new` right after `tether config set` is
+// not refused with the old value.
+func TestNewSeesALimitAnotherAgentJustRaised(t *testing.T) {
+	shared := filepath.Join(e2e.ShortTempDir(t), "config.toml")
+	if err := os.WriteFile(shared, []byte("MaxShellsPerUser = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setter := startAgentWith(t, "", func(o *Options) { o.ConfigPath = shared })
+	opener := startAgentWith(t, e2e.Binary(t), func(o *Options) { o.ConfigPath = shared })
+	c := opener.dial(self(t))
+	mustOK(t, call(t, c, wire.Request{Op: opNew, Session: "one"}), "new one")
+	wantRefusal(t, call(t, c, wire.Request{Op: opNew, Session: "two"}), wire.CodeLimit, "MaxShellsPerUser (1)", "new beyond MaxShellsPerUser")
+
+	mustOK(t, call(t, setter.dial(self(t)), wire.Request{Op: opConfigSet, Key: "MaxShellsPerUser", Value: "2"}), "config set through the other agent")
+	mustOK(t, call(t, c, wire.Request{Op: opNew, Session: "two"}), "new right after the other agent raised MaxShellsPerUser")
+	wantRefusal(t, call(t, c, wire.Request{Op: opNew, Session: "three"}), wire.CodeLimit, "MaxShellsPerUser (2)", "new beyond the raised limit")
+}
+
+// TestConnectionSeesALimitAnotherAgentJustRaised is the same for
+// MaxConnections, which is counted when a connection authenticates.
+func TestConnectionSeesALimitAnotherAgentJustRaised(t *testing.T) {
+	shared := filepath.Join(e2e.ShortTempDir(t), "config.toml")
+	if err := os.WriteFile(shared, []byte("MaxConnections = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	setter := startAgentWith(t, "", func(o *Options) { o.ConfigPath = shared })
+	holder := startAgentWith(t, "", func(o *Options) { o.ConfigPath = shared })
+	first := holder.dial(self(t))
+	defer first.Close()
+	mustOK(t, call(t, first, wire.Request{Op: opList}), "list on the first connection")
+
+	mustOK(t, call(t, setter.dial(self(t)), wire.Request{Op: opConfigSet, Key: "MaxConnections", Value: "2"}), "config set through the other agent")
+	mustOK(t, call(t, holder.dial(self(t)), wire.Request{Op: opList}), "list on a second connection right after the other agent raised MaxConnections")
+}

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
+	"github.com/tether-sh/tether/internal/config"
 	"github.com/tether-sh/tether/internal/sshconn"
 	"github.com/tether-sh/tether/internal/wire"
 )
@@ -119,6 +120,19 @@ func (a *Agent) donePreauth(p *preauthConn) (dropped bool) {
 // either, it is not counted and refusal says why.
 func (a *Agent) admitConn(user string) (release func(), refusal string) {
 	s := a.store.Effective()
+	release, refusal = a.admitConnWith(s, user)
+	if refusal != "" {
+		// As admit: a limit another agent of the user just raised.
+		a.store.Refresh()
+		if now := a.store.Effective(); now != s {
+			release, refusal = a.admitConnWith(now, user)
+		}
+	}
+	return release, refusal
+}
+
+// admitConnWith is admitConn under the settings s.
+func (a *Agent) admitConnWith(s config.Settings, user string) (release func(), refusal string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	switch {

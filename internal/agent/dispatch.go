@@ -380,6 +380,21 @@ func randomName() string {
 // failed to start).
 func (a *Agent) admit(user string) (release func(), err error) {
 	s := a.store.Effective()
+	release, err = a.admitWith(s, user)
+	if wire.CodeOf(err) == wire.CodeLimit {
+		// Another agent of this user (one per ssh connection or master)
+		// may have just raised the limit in the settings file they share:
+		// the user's next command must not be refused with the old value.
+		a.store.Refresh()
+		if now := a.store.Effective(); now != s {
+			release, err = a.admitWith(now, user)
+		}
+	}
+	return release, err
+}
+
+// admitWith is admit under the settings s.
+func (a *Agent) admitWith(s config.Settings, user string) (release func(), err error) {
 	if !s.AllowRemoteShellAccess {
 		return nil, wire.Errorf(wire.CodeLimit, "AllowRemoteShellAccess is false on this host (%s); existing sessions keep running, ask an admin to allow new ones",
 			a.sourceOf("AllowRemoteShellAccess"))

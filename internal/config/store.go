@@ -80,6 +80,8 @@ type Store struct {
 
 	reloadMu sync.Mutex // serializes ReloadPolicy and reloadLocal
 
+	refreshMu sync.Mutex // serializes Refresh
+
 	mu         sync.RWMutex
 	local      map[string]string // canonical name → normalized value
 	policy     map[string]string // nil when no policy is in force
@@ -316,6 +318,48 @@ func (s *Store) Watch(ctx context.Context) {
 		}
 		s.pollOnce(&w)
 	}
+}
+
+// refreshSettle is how long a changed local file must read the same before
+// Refresh applies it: Watch's rule (two reads in a row alike, so that a
+// file being rewritten in place is not applied half-written), with a wait
+// a refusal can afford instead of a poll interval.
+const refreshSettle = 50 * time.Millisecond
+
+// settleWait waits refreshSettle (tests change what happens meanwhile).
+var settleWait = func() { time.Sleep(refreshSettle) }
+
+// Refresh reads the local settings file now, instead of at Watch's next
+// polls, applies it if it changed and read the same refreshSettle later,
+// and reports whether the settings in force changed. A caller about to
+// refuse on a limit calls it first: `tether config set` reaches only the
+// agent that served it, and a user's other agents (one per ssh connection
+// or master, sharing the file) would otherwise refuse with the old value
+// for up to two polls. The policy file keeps Watch's polls and SIGHUP: it
+// is an admin's, and is never applied sooner than before.
+func (s *Store) Refresh() bool {
+	if s.localPath == "" {
+		return false
+	}
+	// One at a time: refusals that arrive together wait for the first's
+	// read, and find the file applied.
+	s.refreshMu.Lock()
+	defer s.refreshMu.Unlock()
+	read := func() string { return localFileFingerprint(readFile(s.localPath)) }
+	fp := read()
+	s.mu.RLock()
+	changed := fp != s.localSeen
+	s.mu.RUnlock()
+	if !changed {
+		return false
+	}
+	settleWait()
+	if read() != fp {
+		return false // still being written: Watch's polls decide
+	}
+	before := s.Effective()
+	s.reloadLocal(fp)
+	return s.Effective() != before
 }
 
 // watchState is what Watch carries from one poll to the next: a changed

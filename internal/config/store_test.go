@@ -581,3 +581,64 @@ func TestStoreWatchWaitsForAStableFile(t *testing.T) {
 	s.pollOnce(&w)
 	check("the emptied policy, second poll", 30, 9)
 }
+
+// TestStoreRefreshSeesAnotherAgentsSetAtOnce: a Set through one agent is in
+// force in another sharing the local file as soon as that one refreshes
+// (before refusing on a limit), not two polls later; nothing changed, a
+// file that does not parse and the policy file leave its settings as they
+// are.
+func TestStoreRefreshSeesAnotherAgentsSetAtOnce(t *testing.T) {
+	f := newFixture(t)
+	write(t, f.policy, "MaxConnections = 50\n")
+	a, b := f.open(t), f.open(t) // b runs no Watch: only Refresh can move it
+	if b.Refresh() {
+		t.Fatal("Refresh of unchanged files reported a change")
+	}
+	if _, err := a.Set("MaxShellsPerUser", "200"); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Refresh() {
+		t.Fatal("Refresh after another agent's Set reported no change")
+	}
+	if got := b.Effective().MaxShellsPerUser; got != 200 {
+		t.Fatalf("after Refresh: MaxShellsPerUser %d, want 200", got)
+	}
+
+	if err := writeFileAtomic(f.local, []byte("MaxShellsPerUser = \n")); err != nil {
+		t.Fatal(err)
+	}
+	if b.Refresh() || b.Effective().MaxShellsPerUser != 200 {
+		t.Fatalf("a broken local file changed the settings in force: MaxShellsPerUser %d", b.Effective().MaxShellsPerUser)
+	}
+
+	write(t, f.policy, "MaxConnections = 60\n")
+	if b.Refresh() || b.Effective().MaxConnections != 50 {
+		t.Fatalf("Refresh applied the policy file (MaxConnections %d): that is Watch's and SIGHUP's", b.Effective().MaxConnections)
+	}
+
+	if err := writeFileAtomic(f.local, []byte("MaxShellsPerUser = 7\n")); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Refresh() || b.Effective().MaxShellsPerUser != 7 {
+		t.Fatalf("after the fixed file: MaxShellsPerUser %d, want 7", b.Effective().MaxShellsPerUser)
+	}
+}
+
+// TestStoreRefreshWaitsForAStableFile: a local file that changes again
+// while Refresh waits (rewritten in place, caught half-written) is left to
+// Watch's polls.
+func TestStoreRefreshWaitsForAStableFile(t *testing.T) {
+	f := newFixture(t)
+	write(t, f.local, "MaxShellsPerUser = 3\n")
+	s := f.open(t)
+	defer func(w func()) { settleWait = w }(settleWait)
+	settleWait = func() { write(t, f.local, "MaxShellsPerUser = 40\n") }
+	write(t, f.local, "MaxShellsPerUser = 4") // the first read sees this
+	if s.Refresh() || s.Effective().MaxShellsPerUser != 3 {
+		t.Fatalf("a file that changed during Refresh's wait was applied: MaxShellsPerUser %d", s.Effective().MaxShellsPerUser)
+	}
+	settleWait = func() {}
+	if !s.Refresh() || s.Effective().MaxShellsPerUser != 40 {
+		t.Fatalf("the settled file: MaxShellsPerUser %d, want 40", s.Effective().MaxShellsPerUser)
+	}
+}
