@@ -149,6 +149,7 @@ func loopbackRTT(n int) ([]time.Duration, error) {
 func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 	const fig = "1. per-command latency of `true`"
 	fmt.Fprintln(os.Stderr, "figure 1: latency")
+	hello, helloErr := buildHello(b.dir) // before any figure's timing
 	rtt, err := loopbackRTT(cfg.rttN)
 	if err != nil {
 		return err
@@ -372,8 +373,8 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		return timeRun(b.tetherCmd(ctx, "version"))
 	})
 	r.add(newRow(fig, "tether version (process start only)", "ms", durs(ds, "ms")))
-	if hello, err := buildHello(b.dir); err != nil {
-		r.problem("hello: %v", err)
+	if helloErr != nil {
+		r.problem("hello: %v", helloErr)
 	} else {
 		ds, errs = repeat(r, "hello", cfg.cliN/2, func() (time.Duration, error) { return timeRun(exec.CommandContext(ctx, hello)) })
 		x = r.add(newRow(fig, "  a static Go hello world (any Go CLI's start)", "ms", durs(ds, "ms")))

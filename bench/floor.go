@@ -69,13 +69,13 @@ func processRTT(n int, relayed bool) ([]time.Duration, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer echo.Wait()
+	defer reap(cancel, echo)
 	if relayed {
 		var relay *exec.Cmd
 		if addr, relay, err = startChild(ctx, "relay:"+addr); err != nil {
 			return nil, err
 		}
-		defer relay.Wait()
+		defer reap(cancel, relay)
 	}
 	c, err := net.Dial("tcp", addr)
 	if err != nil {

@@ -2,9 +2,11 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -39,7 +42,18 @@ func sshEchoMain(mode string) {
 	if err != nil {
 		fatal(err)
 	}
-	cfg := &ssh.ServerConfig{NoClientAuth: true} // a loopback child of the bench, for one connection
+	// Only the bench that started it may connect: another local user
+	// taking the one Accept would hang the figure.
+	want, _, _, _, err := ssh.ParseAuthorizedKey([]byte(os.Getenv(echoClientKeyEnv)))
+	if err != nil {
+		fatal(fmt.Errorf("%s: %w", echoClientKeyEnv, err))
+	}
+	cfg := &ssh.ServerConfig{PublicKeyCallback: func(_ ssh.ConnMetadata, k ssh.PublicKey) (*ssh.Permissions, error) {
+		if !bytes.Equal(k.Marshal(), want.Marshal()) {
+			return nil, errors.New("not the bench's key")
+		}
+		return nil, nil
+	}}
 	cfg.AddHostKey(signer)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -96,15 +110,21 @@ func unixEchoMain(sock string) {
 	io.Copy(c, c)
 }
 
-// startChild starts this bench binary in echo mode and returns the first
-// line it prints.
-func startChild(ctx context.Context, mode string) (string, *exec.Cmd, error) {
+// echoClientKeyEnv carries the authorized_keys line of the bench's client
+// key to an ssh echo child.
+const echoClientKeyEnv = "TETHER_BENCH_ECHO_CLIENT_KEY"
+
+// startChild starts this bench binary in echo mode, with env added to its
+// environment, and returns the first line it prints. The child dies with
+// the bench (a killed bench leaves none waiting in Accept); reap ends it.
+func startChild(ctx context.Context, mode string, env ...string) (string, *exec.Cmd, error) {
 	self, err := os.Executable()
 	if err != nil {
 		return "", nil, err
 	}
 	cmd := exec.CommandContext(ctx, self)
-	cmd.Env = append(os.Environ(), echoEnv+"="+mode)
+	cmd.Env = append(append(os.Environ(), echoEnv+"="+mode), env...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
@@ -122,12 +142,27 @@ func startChild(ctx context.Context, mode string) (string, *exec.Cmd, error) {
 	return strings.TrimSpace(line), cmd, nil
 }
 
+// reap ends a child of startChild: cancel kills it if it still waits (for
+// a connection that an error path never made), then it is waited for.
+func reap(cancel context.CancelFunc, cmd *exec.Cmd) {
+	cancel()
+	cmd.Wait()
+}
+
 // sshChannelRTT measures n ping-pongs on one x/crypto/ssh channel to an
 // ssh echo child, relayed through it to a unix-socket echo child when
 // relayed.
 func sshChannelRTT(n int, relayed bool) ([]time.Duration, error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	_, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		return nil, err
+	}
 	mode := "ssh"
 	if relayed {
 		dir, err := os.MkdirTemp("", "tether-bench-floor")
@@ -139,14 +174,14 @@ func sshChannelRTT(n int, relayed bool) ([]time.Duration, error) {
 		if err != nil {
 			return nil, err
 		}
-		defer echo.Wait()
+		defer reap(cancel, echo)
 		mode = "ssh-relay:" + sock
 	}
-	line, srv, err := startChild(ctx, mode)
+	line, srv, err := startChild(ctx, mode, echoClientKeyEnv+"="+strings.TrimSpace(string(ssh.MarshalAuthorizedKey(signer.PublicKey()))))
 	if err != nil {
 		return nil, err
 	}
-	defer srv.Wait()
+	defer reap(cancel, srv)
 	addr, keyLine, ok := strings.Cut(line, " ")
 	if !ok {
 		return nil, fmt.Errorf("ssh echo child printed %q, want ADDR KEY", line)
@@ -155,7 +190,8 @@ func sshChannelRTT(n int, relayed bool) ([]time.Duration, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ssh echo child's host key: %w", err)
 	}
-	conn, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "bench", HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 10 * time.Second})
+	conn, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: "bench", Auth: []ssh.AuthMethod{ssh.PublicKeys(signer)},
+		HostKeyCallback: ssh.FixedHostKey(hostKey), Timeout: 10 * time.Second})
 	if err != nil {
 		return nil, err
 	}

@@ -302,9 +302,13 @@ func TestNewSeesALimitAnotherAgentJustRaised(t *testing.T) {
 	mustOK(t, call(t, c, wire.Request{Op: opNew, Session: "one"}), "new one")
 	wantRefusal(t, call(t, c, wire.Request{Op: opNew, Session: "two"}), wire.CodeLimit, "MaxShellsPerUser (1)", "new beyond MaxShellsPerUser")
 
-	mustOK(t, call(t, setter.dial(self(t)), wire.Request{Op: opConfigSet, Key: "MaxShellsPerUser", Value: "2"}), "config set through the other agent")
+	sc := setter.dial(self(t))
+	defer sc.Close()
+	mustOK(t, call(t, sc, wire.Request{Op: opConfigSet, Key: "MaxShellsPerUser", Value: "3"}), "config set through the other agent")
+	// The refusal's retry reserved no slot of its own: exactly two more.
 	mustOK(t, call(t, c, wire.Request{Op: opNew, Session: "two"}), "new right after the other agent raised MaxShellsPerUser")
-	wantRefusal(t, call(t, c, wire.Request{Op: opNew, Session: "three"}), wire.CodeLimit, "MaxShellsPerUser (2)", "new beyond the raised limit")
+	mustOK(t, call(t, c, wire.Request{Op: opNew, Session: "three"}), "new up to the raised limit")
+	wantRefusal(t, call(t, c, wire.Request{Op: opNew, Session: "four"}), wire.CodeLimit, "MaxShellsPerUser (3)", "new beyond the raised limit")
 }
 
 // TestConnectionSeesALimitAnotherAgentJustRaised is the same for
@@ -319,7 +323,16 @@ func TestConnectionSeesALimitAnotherAgentJustRaised(t *testing.T) {
 	first := holder.dial(self(t))
 	defer first.Close()
 	mustOK(t, call(t, first, wire.Request{Op: opList}), "list on the first connection")
+	refused := holder.dial(self(t))
+	if _, _, err := refused.OpenChannel(ChannelType, nil); err == nil || !strings.Contains(err.Error(), "MaxConnections (1") {
+		t.Fatalf("a second connection under MaxConnections 1: %v, want refused", err)
+	}
+	refused.Close()
 
-	mustOK(t, call(t, setter.dial(self(t)), wire.Request{Op: opConfigSet, Key: "MaxConnections", Value: "2"}), "config set through the other agent")
-	mustOK(t, call(t, holder.dial(self(t)), wire.Request{Op: opList}), "list on a second connection right after the other agent raised MaxConnections")
+	sc := setter.dial(self(t))
+	defer sc.Close()
+	mustOK(t, call(t, sc, wire.Request{Op: opConfigSet, Key: "MaxConnections", Value: "2"}), "config set through the other agent")
+	second := holder.dial(self(t))
+	defer second.Close()
+	mustOK(t, call(t, second, wire.Request{Op: opList}), "list on a second connection right after the other agent raised MaxConnections")
 }

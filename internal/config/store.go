@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"maps"
 	"os"
+	"strings"
 	"sync"
 	"time"
 )
@@ -321,9 +322,12 @@ func (s *Store) Watch(ctx context.Context) {
 }
 
 // refreshSettle is how long a changed local file must read the same before
-// Refresh applies it: Watch's rule (two reads in a row alike, so that a
-// file being rewritten in place is not applied half-written), with a wait
-// a refusal can afford instead of a poll interval.
+// Refresh applies it. Watch asks the same of two polls a second apart; this
+// shorter wait catches fewer in-place rewrites (`cat >`, an editor that
+// truncates first) mid-way, so one caught empty could apply the defaults
+// until the next polls. Only the file's owner writes it (the agent's user,
+// or root for a root agent), and every `tether config set` replaces it
+// whole.
 const refreshSettle = 50 * time.Millisecond
 
 // settleWait waits refreshSettle (tests change what happens meanwhile).
@@ -331,22 +335,36 @@ var settleWait = func() { time.Sleep(refreshSettle) }
 
 // Refresh reads the local settings file now, instead of at Watch's next
 // polls, applies it if it changed and read the same refreshSettle later,
-// and reports whether the settings in force changed. A caller about to
-// refuse on a limit calls it first: `tether config set` reaches only the
-// agent that served it, and a user's other agents (one per ssh connection
-// or master, sharing the file) would otherwise refuse with the old value
-// for up to two polls. The policy file keeps Watch's polls and SIGHUP: it
-// is an admin's, and is never applied sooner than before.
+// and reports whether it applied it. A caller about to refuse on a limit
+// calls it first: `tether config set` reaches only the agent that served
+// it, and a user's other agents (one per ssh connection or master, sharing
+// the file) would otherwise refuse with the old value for up to two polls.
+// Subscribers hear of the change from another goroutine: Refresh returns
+// without waiting for them (the agent's pushes the limits to every session
+// host). A file that cannot be read (not absent: unreadable) is left to
+// Watch. The policy file keeps Watch's polls and SIGHUP: it is an admin's,
+// and is never applied sooner than before.
 func (s *Store) Refresh() bool {
 	if s.localPath == "" {
 		return false
 	}
 	// One at a time: refusals that arrive together wait for the first's
-	// read, and find the file applied.
+	// read, and most find the file applied.
 	s.refreshMu.Lock()
-	defer s.refreshMu.Unlock()
+	applied := s.refreshLocked()
+	s.refreshMu.Unlock()
+	if applied {
+		go s.notify()
+	}
+	return applied
+}
+
+func (s *Store) refreshLocked() bool {
 	read := func() string { return localFileFingerprint(readFile(s.localPath)) }
 	fp := read()
+	if strings.HasPrefix(fp, fingerprintErrorPrefix) {
+		return false // unreadable for now (EMFILE in a flood, say)
+	}
 	s.mu.RLock()
 	changed := fp != s.localSeen
 	s.mu.RUnlock()
@@ -357,9 +375,7 @@ func (s *Store) Refresh() bool {
 	if read() != fp {
 		return false // still being written: Watch's polls decide
 	}
-	before := s.Effective()
-	s.reloadLocal(fp)
-	return s.Effective() != before
+	return s.applyLocal(fp)
 }
 
 // watchState is what Watch carries from one poll to the next: a changed
@@ -407,10 +423,18 @@ func (s *Store) settled(pending *string, fp string, seen *string) bool {
 }
 
 // reloadLocal applies the local file if it still has fingerprint want and
-// that differs from what was last read or written. A file that no longer
-// parses is logged once per change and the settings in force stay (Set
-// refuses to overwrite it).
+// that differs from what was last read or written, and tells subscribers.
+// A file that no longer parses is logged once per change and the settings
+// in force stay (Set refuses to overwrite it).
 func (s *Store) reloadLocal(want string) {
+	if s.applyLocal(want) {
+		s.notify()
+	}
+}
+
+// applyLocal is reloadLocal without telling subscribers; it reports
+// whether it applied the file.
+func (s *Store) applyLocal(want string) bool {
 	s.reloadMu.Lock()
 	defer s.reloadMu.Unlock()
 	// Read under the lock: a Set's write cannot then come between this
@@ -420,13 +444,13 @@ func (s *Store) reloadLocal(want string) {
 	fp := localFileFingerprint(m, data, err)
 	if fp != want || fp == s.localSeen {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.localSeen = fp
 	if err != nil {
 		s.mu.Unlock()
 		s.log.Error("local settings file rejected; the settings in force stay", "file", s.localPath, "err", err)
-		return
+		return false
 	}
 	if m == nil {
 		m = map[string]string{}
@@ -435,7 +459,7 @@ func (s *Store) reloadLocal(want string) {
 	s.eff = s.compute()
 	s.mu.Unlock()
 	s.log.Info("local settings reloaded", "file", s.localPath, "settings", len(m))
-	s.notify()
+	return true
 }
 
 // localFileFingerprint is localFingerprint for what readFile returned; a
@@ -571,6 +595,10 @@ func readPolicy(path string) (fp string, m map[string]string, err error) {
 	return fp, m, nil
 }
 
+// fingerprintErrorPrefix starts the fingerprint of a file that could not
+// be read.
+const fingerprintErrorPrefix = "error: "
+
 // fingerprint identifies a policy file's state: absent, unreadable (by
 // error), or its content's hash.
 func fingerprint(data []byte, err error) string {
@@ -578,7 +606,7 @@ func fingerprint(data []byte, err error) string {
 	case errors.Is(err, fs.ErrNotExist):
 		return "absent"
 	case err != nil:
-		return "error: " + err.Error()
+		return fingerprintErrorPrefix + err.Error()
 	}
 	h := sha256.Sum256(data)
 	return "sha256:" + hex.EncodeToString(h[:])

@@ -591,6 +591,8 @@ func TestStoreRefreshSeesAnotherAgentsSetAtOnce(t *testing.T) {
 	f := newFixture(t)
 	write(t, f.policy, "MaxConnections = 50\n")
 	a, b := f.open(t), f.open(t) // b runs no Watch: only Refresh can move it
+	heard := make(chan int, 10)
+	defer b.Subscribe(func(s Settings) { heard <- s.MaxShellsPerUser })()
 	if b.Refresh() {
 		t.Fatal("Refresh of unchanged files reported a change")
 	}
@@ -602,6 +604,31 @@ func TestStoreRefreshSeesAnotherAgentsSetAtOnce(t *testing.T) {
 	}
 	if got := b.Effective().MaxShellsPerUser; got != 200 {
 		t.Fatalf("after Refresh: MaxShellsPerUser %d, want 200", got)
+	}
+	select {
+	case got := <-heard:
+		if got != 200 {
+			t.Fatalf("the subscriber heard MaxShellsPerUser %d, want 200", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the subscriber never heard of the refreshed settings")
+	}
+
+	// Unreadable for now (not absent): left to Watch, settings unchanged.
+	if err := os.Rename(f.local, f.local+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(f.local, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if b.Refresh() || b.Effective().MaxShellsPerUser != 200 {
+		t.Fatalf("an unreadable local file changed the settings in force: MaxShellsPerUser %d", b.Effective().MaxShellsPerUser)
+	}
+	if err := os.Remove(f.local); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(f.local+".away", f.local); err != nil {
+		t.Fatal(err)
 	}
 
 	if err := writeFileAtomic(f.local, []byte("MaxShellsPerUser = \n")); err != nil {
