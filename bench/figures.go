@@ -155,29 +155,23 @@ func (b *bench) figLatency(r *results, cfg config, sshd *sshdProc) error {
 		return err
 	}
 	r.add(newRow(fig, "loopback TCP 64 B round trip (floor)", "us", durs(rtt, "us")))
-	for _, relayed := range []bool{false, true} {
-		name := "  same, between two processes (an echo child)"
-		if relayed {
-			name = "  same, through a relay process (client → relay → echo)"
-		}
-		ds, err := processRTT(cfg.rttN/4, relayed)
-		if err != nil {
-			r.problem("%s: %v", name, err)
-			continue
-		}
-		r.ratio(r.add(newRow(fig, name, "us", durs(ds, "us"))), "loopback TCP 64 B round trip (floor)")
+	floors := []struct {
+		name    string
+		measure func(n int, relayed bool) ([]time.Duration, error)
+		relayed bool
+	}{
+		{"  same, between two processes (an echo child)", processRTT, false},
+		{"  same, through a relay process (client → relay → echo)", processRTT, true},
+		{"  same, on one kept x/crypto/ssh channel to a child (the client → agent shape)", sshChannelRTT, false},
+		{"  same, the child relaying the channel over a unix socket to a third process (client → agent → session host)", sshChannelRTT, true},
 	}
-	for _, relayed := range []bool{false, true} {
-		name := "  same, on one kept x/crypto/ssh channel to a child (the client → agent shape)"
-		if relayed {
-			name = "  same, the child relaying the channel over a unix socket to a third process (client → agent → session host)"
-		}
-		ds, err := sshChannelRTT(cfg.rttN/4, relayed)
+	for _, f := range floors {
+		ds, err := f.measure(cfg.rttN/4, f.relayed)
 		if err != nil {
-			r.problem("%s: %v", name, err)
+			r.problem("%s: %v", f.name, err)
 			continue
 		}
-		r.ratio(r.add(newRow(fig, name, "us", durs(ds, "us"))), "loopback TCP 64 B round trip (floor)")
+		r.ratio(r.add(newRow(fig, f.name, "us", durs(ds, "us"))), "loopback TCP 64 B round trip (floor)")
 	}
 
 	a, err := b.startAgent("lat", 100)
