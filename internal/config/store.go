@@ -340,9 +340,9 @@ var settleWait = func() { time.Sleep(refreshSettle) }
 // it, and a user's other agents (one per ssh connection or master, sharing
 // the file) would otherwise refuse with the old value for up to two polls.
 // Subscribers hear of the change from another goroutine: Refresh returns
-// without waiting for them (the agent's pushes the limits to every session
-// host). A file that cannot be read (not absent: unreadable) is left to
-// Watch. The policy file keeps Watch's polls and SIGHUP: it is an admin's,
+// without waiting for them (the agent's subscriber pushes the limits to
+// every session host). A file that cannot be read (not absent: unreadable)
+// is left to Watch. The policy file keeps Watch's polls and SIGHUP: it is an admin's,
 // and is never applied sooner than before.
 func (s *Store) Refresh() bool {
 	if s.localPath == "" {
