@@ -21,7 +21,9 @@ import (
 // (client → relay → echo, the shape of client → agent → session host).
 
 // echoEnv makes this bench binary, re-executed, an echo server ("echo") or
-// a relay to an echo server ("relay:ADDR") on a loopback port it prints.
+// a relay to an echo server ("relay:ADDR") on a loopback port it prints,
+// an echo server on a unix socket ("unix:SOCKET"), or an ssh server that
+// echoes or relays its channels (sshfloor.go: "ssh", "ssh-relay:SOCKET").
 const echoEnv = "TETHER_BENCH_ECHO"
 
 // echoMain serves one connection and returns; it runs instead of the bench
@@ -31,11 +33,22 @@ func echoMain(mode string) {
 		sshEchoMain(mode)
 		return
 	}
+	network, addr := "tcp", "127.0.0.1:0" // Go's TCP connections are TCP_NODELAY already
 	if sock, ok := strings.CutPrefix(mode, "unix:"); ok {
-		unixEchoMain(sock)
+		network, addr = "unix", sock
+	}
+	c := acceptOne(network, addr)
+	if next, ok := strings.CutPrefix(mode, "relay:"); ok {
+		relayTo(c, "tcp", next)
 		return
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	io.Copy(c, c)
+}
+
+// acceptOne listens on network's addr, prints the address it listens on
+// (the child's one line to the bench) and returns the first connection.
+func acceptOne(network, addr string) net.Conn {
+	ln, err := net.Listen(network, addr)
 	if err != nil {
 		fatal(err)
 	}
@@ -44,20 +57,22 @@ func echoMain(mode string) {
 	if err != nil {
 		fatal(err)
 	}
-	ln.Close() // Go's TCP connections are TCP_NODELAY already
-	if next, ok := strings.CutPrefix(mode, "relay:"); ok {
-		up, err := net.Dial("tcp", next)
-		if err != nil {
-			fatal(err)
-		}
-		go func() {
-			io.Copy(up, c)
-			up.Close() // the echo ends, and with it the copy below
-		}()
-		io.Copy(c, up)
-		return
+	ln.Close()
+	return c
+}
+
+// relayTo copies c to and from a new connection to network's addr until
+// the far end is done.
+func relayTo(c io.ReadWriter, network, addr string) {
+	up, err := net.Dial(network, addr)
+	if err != nil {
+		fatal(err)
 	}
-	io.Copy(c, c)
+	go func() {
+		io.Copy(up, c)
+		up.Close() // the echo ends, and with it the copy below
+	}()
+	io.Copy(c, up)
 }
 
 // processRTT measures n ping-pongs with an echo child, through a relay

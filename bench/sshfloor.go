@@ -83,31 +83,9 @@ func sshEchoMain(mode string) {
 				io.Copy(ch, ch)
 				return
 			}
-			up, err := net.Dial("unix", sock)
-			if err != nil {
-				return
-			}
-			defer up.Close()
-			go io.Copy(up, ch)
-			io.Copy(ch, up)
+			relayTo(ch, "unix", sock)
 		}()
 	}
-}
-
-// unixEchoMain is echoMain's "unix:SOCKET" mode: it echoes the first
-// connection to the unix socket SOCKET, printing its path once listening.
-func unixEchoMain(sock string) {
-	ln, err := net.Listen("unix", sock)
-	if err != nil {
-		fatal(err)
-	}
-	fmt.Println(sock)
-	c, err := ln.Accept()
-	if err != nil {
-		fatal(err)
-	}
-	ln.Close()
-	io.Copy(c, c)
 }
 
 // echoClientKeyEnv carries the authorized_keys line of the bench's client
